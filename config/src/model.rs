@@ -1,0 +1,470 @@
+//! Validated configuration: the only config types the rest of the workspace sees.
+//!
+//! Every value here has passed validation: durations are [`Duration`]s, weights are non-zero,
+//! names are checked, referenced regions exist, files were readable when the config was loaded.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A validated gateway config, ready to build a routing snapshot from.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file this config came from.
+    pub source: PathBuf,
+    /// Hex SHA-256 of the file's bytes (first 16 characters), shown in status and metrics.
+    pub hash: String,
+    /// Client-facing listeners, in file order.
+    pub listeners: Vec<Listener>,
+    /// Admin API settings.
+    pub admin: AdminSettings,
+    /// Process-wide settings.
+    pub server: ServerSettings,
+    /// Regions in file order.
+    pub regions: Vec<Region>,
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+    /// Sticky keys; the first signs.
+    pub sticky_keys: Vec<StickyKey>,
+}
+
+impl GatewayConfig {
+    /// The region with this name.
+    pub fn region(&self, name: &RegionName) -> Option<&Region> {
+        self.regions.iter().find(|r| &r.name == name)
+    }
+}
+
+/// A region name: lowercase ASCII letters, digits and `-`, starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RegionName(Arc<str>);
+
+impl RegionName {
+    /// Validates a region name.
+    pub fn try_new(name: &str) -> Result<Self, String> {
+        if is_simple_name(name) {
+            Ok(Self(name.into()))
+        } else {
+            Err(format!(
+                "`{name}` is not a valid region name (lowercase letters, digits and `-`, starting with a letter)"
+            ))
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RegionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A stable endpoint id, unique across all regions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(Arc<str>);
+
+impl EndpointId {
+    /// Validates an endpoint id: ASCII letters, digits, `-`, `_` and `.`, 1 to 64 characters.
+    pub fn try_new(id: &str) -> Result<Self, String> {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(Self(id.into()))
+        } else {
+            Err(format!(
+                "`{id}` is not a valid endpoint id (1-64 ASCII letters, digits, `-`, `_`, `.`)"
+            ))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `true` for lowercase names made of letters, digits and `-`, starting with a letter.
+pub(crate) fn is_simple_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && name.len() <= 63
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
+}
+
+/// A client-facing listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Unique name.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// TLS termination, if any.
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS termination settings with certificates already read from disk.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// Certificates, chosen by SNI.
+    pub certs: Vec<CertPair>,
+    /// Index into `certs` for clients without (or with an unknown) SNI.
+    pub default_cert: usize,
+}
+
+/// A certificate chain and key, as PEM bytes read at load time.
+#[derive(Clone)]
+pub struct CertPair {
+    /// Path of the certificate file.
+    pub cert_path: PathBuf,
+    /// Path of the key file.
+    pub key_path: PathBuf,
+    /// PEM certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for CertPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("CertPair")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address to bind (default `127.0.0.1:9901`).
+    pub bind: SocketAddr,
+    /// Bearer token, required when `bind` is not loopback.
+    pub token: Option<String>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Proxy worker threads; `None` means one per CPU.
+    pub threads: Option<usize>,
+    /// Idle upstream connections kept for reuse.
+    pub upstream_keepalive_pool: usize,
+    /// Request id header name, lowercase.
+    pub request_id_header: String,
+    /// Time given to in-flight requests on shutdown.
+    pub grace_period: Duration,
+}
+
+/// A region with its endpoints and health settings.
+#[derive(Debug, Clone)]
+pub struct Region {
+    /// Region name.
+    pub name: RegionName,
+    /// Endpoints, in file order.
+    pub endpoints: Vec<Endpoint>,
+    /// TLS to upstream endpoints, if any.
+    pub tls: Option<UpstreamTls>,
+    /// HTTP version spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
+    /// Active probe of every endpoint.
+    pub probe: ProbeSettings,
+    /// Region gates.
+    pub checks: Vec<RegionCheck>,
+    /// Healthy endpoints needed for the region to be up.
+    pub min_healthy: MinHealthy,
+    /// Passive ejection settings.
+    pub passive: PassiveSettings,
+}
+
+/// An endpoint of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Stable id.
+    pub id: EndpointId,
+    /// Where to connect.
+    pub address: EndpointAddress,
+}
+
+/// An endpoint address: a socket address, or a host name resolved through DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EndpointAddress {
+    /// A literal `ip:port`.
+    Socket(SocketAddr),
+    /// A `host:port` to resolve.
+    Host {
+        /// DNS name.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl fmt::Display for EndpointAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Socket(addr) => write!(f, "{addr}"),
+            Self::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// TLS towards upstream endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// SNI and verified name.
+    pub sni: String,
+    /// Whether the certificate is verified.
+    pub verify: bool,
+}
+
+/// HTTP version spoken to a region's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: h2 over TLS, h2c (prior knowledge) without TLS.
+    Http2,
+    /// Negotiate with ALPN (h2 preferred); HTTP/1.1 without TLS.
+    Auto,
+}
+
+/// Active probe settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// HTTP probe, or TCP connect when `None`.
+    pub http: Option<HttpProbe>,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub rise: NonZeroU32,
+    /// Consecutive failures to become unhealthy.
+    pub fall: NonZeroU32,
+    /// Jitter as a fraction of the interval, in per mille (100 = 10%).
+    pub jitter_permille: u32,
+}
+
+/// HTTP probe settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbe {
+    /// Method.
+    pub method: http::Method,
+    /// Path and query.
+    pub path: String,
+    /// Host header, if overridden.
+    pub host: Option<String>,
+    /// Statuses counted as success.
+    pub expect_status: BTreeSet<u16>,
+    /// Substring the body must contain.
+    pub body_contains: Option<String>,
+}
+
+/// A region gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionCheck {
+    /// Name within the region.
+    pub name: String,
+    /// URL probed.
+    pub url: http::Uri,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Check timeout.
+    pub timeout: Duration,
+    /// Consecutive successes to pass.
+    pub rise: NonZeroU32,
+    /// Consecutive failures to fail.
+    pub fall: NonZeroU32,
+    /// Statuses counted as success.
+    pub expect_status: BTreeSet<u16>,
+    /// Whether a failing check takes the region down.
+    pub required: bool,
+}
+
+/// Healthy endpoints needed for a region to be up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinHealthy {
+    /// At least this many.
+    Count(u32),
+    /// At least this percentage (1..=100) of the region's endpoints, rounded up.
+    Percent(u32),
+}
+
+impl MinHealthy {
+    /// The number of healthy endpoints needed out of `total`, at least 1 when `total > 0`.
+    pub fn required(self, total: usize) -> usize {
+        let needed = match self {
+            Self::Count(n) => n as usize,
+            Self::Percent(p) => (total * p as usize).div_ceil(100),
+        };
+        needed.clamp(usize::from(total > 0), total.max(1))
+    }
+}
+
+/// Passive ejection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveSettings {
+    /// Consecutive live failures that eject an endpoint.
+    pub consecutive_failures: NonZeroU32,
+    /// First ejection time.
+    pub ejection: Duration,
+    /// Ejection time cap.
+    pub max_ejection: Duration,
+}
+
+/// A route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Host pattern.
+    pub host: HostPattern,
+    /// Path prefix, starting with `/`.
+    pub path_prefix: String,
+    /// Priority tiers, highest first.
+    pub tiers: Vec<Tier>,
+    /// Regions the route may be served from.
+    pub allowed_regions: Vec<RegionName>,
+    /// Failback hysteresis.
+    pub failback_hold_down: Duration,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Timeouts.
+    pub timeouts: RouteTimeouts,
+    /// Sticky sessions, if enabled.
+    pub sticky: Option<StickySettings>,
+}
+
+/// What hosts a route matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Any host.
+    Any,
+    /// Exactly this host (lowercase, no port).
+    Exact(String),
+    /// Any subdomain of this suffix (`*.example.com` holds `example.com`).
+    Wildcard(String),
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Exact(h) => f.write_str(h),
+            Self::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// A priority tier: one or more regions with weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    /// Regions of the tier with their weights (all 1 for an unweighted tier).
+    pub regions: Vec<(RegionName, NonZeroU32)>,
+}
+
+/// Retry policy of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+    /// Retry on connect failures (always safe: nothing reached the app).
+    pub on_connect: bool,
+    /// Retry on a reset before any response byte.
+    pub on_reset: bool,
+    /// Retry idempotent requests on upstream timeouts.
+    pub on_timeout: bool,
+    /// Retry idempotent requests on these statuses.
+    pub on_status: BTreeSet<u16>,
+    /// Retries allowed as per mille of requests (200 = 20%).
+    pub budget_permille: u32,
+}
+
+/// Timeouts of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTimeouts {
+    /// Connect timeout.
+    pub connect: Duration,
+    /// Upstream read timeout (also bounds waiting for the response header).
+    pub request: Duration,
+    /// Idle timeout of pooled upstream connections.
+    pub idle: Duration,
+}
+
+/// Sticky-session settings of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickySettings {
+    /// Cookie name.
+    pub cookie: String,
+    /// Session lifetime.
+    pub ttl: Duration,
+    /// Behaviour after failback.
+    pub on_failback: OnFailback,
+    /// Header used for rendezvous-hash affinity, lowercase.
+    pub header: Option<String>,
+    /// Cookie `Path`.
+    pub path: String,
+    /// Cookie `Domain`.
+    pub domain: Option<String>,
+    /// Cookie `Secure`.
+    pub secure: bool,
+    /// Cookie `HttpOnly`.
+    pub http_only: bool,
+    /// Cookie `SameSite`.
+    pub same_site: SameSite,
+}
+
+/// What a sticky session does after failback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailback {
+    /// Stay on the endpoint it was moved to.
+    Stay,
+    /// Return to the primary tier.
+    Return,
+}
+
+/// Cookie `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `Lax`.
+    Lax,
+    /// `Strict`.
+    Strict,
+    /// `None`.
+    None,
+}
+
+/// A sticky-cookie key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StickyKey {
+    /// Key id.
+    pub id: String,
+    /// Secret bytes.
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for StickyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StickyKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,384 @@
+//! Raw serde types mirroring the YAML file one to one.
+//!
+//! These types never leave the crate: [`crate::validate`] turns them into the validated model.
+//! Durations, percentages and addresses stay strings here so that a bad value becomes a
+//! validation error with a position instead of aborting deserialization. Unknown fields are
+//! collected (not rejected by serde) so that every one of them is reported.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields, title = "Failover gateway config")]
+pub struct RawConfig {
+    /// Client-facing listeners (plaintext HTTP/1.1 + h2c, or TLS with ALPN h2/http1.1).
+    pub listeners: Vec<RawListener>,
+    /// Admin API listener (health, readiness, status). Loopback by default.
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: Option<RawServer>,
+    /// Regional clusters by name (lowercase letters, digits, `-`).
+    pub regions: IndexMap<String, RawRegion>,
+    /// Routes, matched by host (exact beats `*.` wildcard) then longest path prefix.
+    pub routes: Vec<RawRoute>,
+    /// Keys for sticky-session cookies: the first signs, all verify.
+    #[serde(default)]
+    pub sticky_keys: Vec<RawStickyKey>,
+}
+
+/// A client-facing listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawListener {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::]:8443`.
+    pub bind: String,
+    /// TLS termination; absent means plaintext HTTP/1.1 and h2c.
+    #[serde(default)]
+    pub tls: Option<RawListenerTls>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// Certificates, chosen by SNI from each certificate's DNS names.
+    pub certs: Vec<RawCert>,
+    /// Index into `certs` used for clients with no or unknown SNI (default 0).
+    #[serde(default)]
+    pub default_cert: Option<usize>,
+}
+
+/// A PEM certificate chain and its private key (paths relative to the config file).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawCert {
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// Admin API settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` of the admin API (default `127.0.0.1:9901`).
+    pub bind: String,
+    /// File holding the bearer token; required when `bind` is not a loopback address.
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawServer {
+    /// Worker threads for the proxy (default: number of CPUs). `gateway run --threads` overrides.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Idle upstream connections kept per process for reuse (default 128).
+    #[serde(default)]
+    pub upstream_keepalive_pool: Option<usize>,
+    /// Name of the request id header (default `x-request-id`).
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    /// Time given to in-flight requests on shutdown (default `10s`).
+    #[serde(default)]
+    pub grace_period: Option<String>,
+}
+
+/// A regional cluster.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRegion {
+    /// The region's endpoints.
+    pub endpoints: Vec<RawEndpoint>,
+    /// TLS to the upstream; absent means plaintext.
+    #[serde(default)]
+    pub tls: Option<RawUpstreamTls>,
+    /// Upstream HTTP version: `http1` (default), `http2` (h2 over TLS, h2c without), or `auto`
+    /// (ALPN, TLS only).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Active probe of every endpoint.
+    #[serde(default)]
+    pub probe: Option<RawProbe>,
+    /// Region gates, such as the cluster API server's `/readyz`.
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+    /// Healthy endpoints needed for the region to be up: a count (`1`) or a percentage (`"50%"`).
+    #[serde(default)]
+    pub min_healthy: Option<RawCountOrPercent>,
+    /// Passive ejection from live-traffic failures.
+    #[serde(default)]
+    pub passive: Option<RawPassive>,
+}
+
+/// A count (`2`) or a percentage string (`"50%"`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawCountOrPercent {
+    /// An absolute count.
+    Count(u32),
+    /// A percentage such as `"50%"`.
+    Text(String),
+}
+
+/// One endpoint of a region.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// Stable id, unique across all regions (used in sticky cookies; never an address).
+    pub id: String,
+    /// `ip:port` or `host:port` (a host name is resolved through DNS).
+    pub address: String,
+}
+
+/// TLS towards a region's endpoints.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Server name sent in SNI and verified in the certificate.
+    pub sni: String,
+    /// Verify the upstream certificate (default true).
+    #[serde(default)]
+    pub verify: Option<bool>,
+}
+
+/// Active probe settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawProbe {
+    /// HTTP probe; absent means a TCP connect probe.
+    #[serde(default)]
+    pub http: Option<RawHttpProbe>,
+    /// Time between probes (default `1s`).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Probe timeout (default `500ms`), at most `interval`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Consecutive successes to become healthy (default 2).
+    #[serde(default)]
+    pub rise: Option<u32>,
+    /// Consecutive failures to become unhealthy (default 2).
+    #[serde(default)]
+    pub fall: Option<u32>,
+    /// Random spread of the interval, e.g. `"10%"` (default 10%, at most 50%).
+    #[serde(default)]
+    pub jitter: Option<String>,
+}
+
+/// HTTP probe settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawHttpProbe {
+    /// Path to request (default `/healthz`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Method (default `GET`).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Host header (default: the endpoint address).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Statuses counted as success (default `[200]`).
+    #[serde(default)]
+    pub expect_status: Option<Vec<u16>>,
+    /// Substring the body must contain (optional).
+    #[serde(default)]
+    pub body_contains: Option<String>,
+}
+
+/// A region gate.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawCheck {
+    /// Unique name within the region.
+    pub name: String,
+    /// `http://` or `https://` URL to probe.
+    pub url: String,
+    /// Time between checks (default `2s`).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Check timeout (default `1s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Consecutive successes to pass (default 2).
+    #[serde(default)]
+    pub rise: Option<u32>,
+    /// Consecutive failures to fail (default 2).
+    #[serde(default)]
+    pub fall: Option<u32>,
+    /// Statuses counted as success (default `[200]`).
+    #[serde(default)]
+    pub expect_status: Option<Vec<u16>>,
+    /// Whether the region is down while this check fails (default true).
+    #[serde(default)]
+    pub required: Option<bool>,
+}
+
+/// Passive ejection settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawPassive {
+    /// Consecutive live-traffic failures that eject an endpoint (default 3).
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time, doubled on each repeat (default `5s`).
+    #[serde(default)]
+    pub ejection: Option<String>,
+    /// Cap of the ejection time (default `60s`).
+    #[serde(default)]
+    pub max_ejection: Option<String>,
+}
+
+/// A route.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique name, used in logs, metrics, cookies and error bodies.
+    pub name: String,
+    /// What requests this route takes.
+    #[serde(rename = "match", default)]
+    pub match_: Option<RawMatch>,
+    /// Priority tiers of regions: each element is a region name or a `{region: weight}` map.
+    pub regions: Vec<RawTier>,
+    /// Regions this route may ever be served from (default: the regions of its tiers).
+    #[serde(default)]
+    pub allowed_regions: Option<Vec<String>>,
+    /// Failback hysteresis.
+    #[serde(default)]
+    pub failback: Option<RawFailback>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: Option<RawRetry>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Option<RawTimeouts>,
+    /// Sticky sessions.
+    #[serde(default)]
+    pub sticky: Option<RawSticky>,
+}
+
+/// Request matching.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Exact host (`api.example.com`) or wildcard (`*.example.com`); absent matches any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix starting with `/` (default `/`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// One priority tier.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawTier {
+    /// A single region.
+    Single(String),
+    /// Regions sharing the tier by weight, e.g. `{fra: 70, ber: 30}`.
+    Weighted(IndexMap<String, u32>),
+}
+
+/// Failback settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawFailback {
+    /// How long a higher tier must stay up before traffic returns (default `30s`).
+    #[serde(default)]
+    pub hold_down: Option<String>,
+}
+
+/// Retry settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Extra attempts after the first (default 2, at most 10).
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Retry conditions: `connect`, `reset`, `timeout` and HTTP statuses (default
+    /// `[connect, reset, 502, 503, 504]`).
+    #[serde(default)]
+    pub on: Option<Vec<RawRetryOn>>,
+    /// Share of requests that may be retried, e.g. `"20%"` (default 20%).
+    #[serde(default)]
+    pub budget: Option<String>,
+}
+
+/// A retry condition: a keyword or an HTTP status.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawRetryOn {
+    /// An HTTP status such as 503.
+    Status(u16),
+    /// `connect`, `reset` or `timeout`.
+    Keyword(String),
+}
+
+/// Timeouts of a route.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP (and TLS) connect timeout to an endpoint (default `250ms`).
+    #[serde(default)]
+    pub connect: Option<String>,
+    /// Longest wait for the upstream between reads, including for the response header (default
+    /// `30s`); exceeded gives 504.
+    #[serde(default)]
+    pub request: Option<String>,
+    /// Idle time of a pooled upstream connection before it is closed (default `60s`).
+    #[serde(default)]
+    pub idle: Option<String>,
+}
+
+/// Sticky-session settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawSticky {
+    /// Cookie name (default `gw_affinity`).
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Session lifetime (default `1h`).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// After failback: `stay` (default) keeps sessions where they are, `return` moves them back.
+    #[serde(default)]
+    pub on_failback: Option<String>,
+    /// Header whose value pins clients without a cookie (rendezvous hashing).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Cookie `Path` attribute (default `/`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Cookie `Domain` attribute (optional).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Cookie `Secure` attribute (default true).
+    #[serde(default)]
+    pub secure: Option<bool>,
+    /// Cookie `HttpOnly` attribute (default true).
+    #[serde(default)]
+    pub http_only: Option<bool>,
+    /// Cookie `SameSite` attribute: `lax` (default), `strict` or `none`.
+    #[serde(default)]
+    pub same_site: Option<String>,
+}
+
+/// A sticky-cookie key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawStickyKey {
+    /// Key id written into cookies.
+    pub id: String,
+    /// File with the secret (at least 32 bytes), relative to the config file.
+    pub secret_file: String,
+}

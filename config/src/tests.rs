@@ -1,0 +1,116 @@
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+listeners:
+  - { name: http, bind: "127.0.0.1:8080" }
+regions:
+  fra:
+    endpoints:
+      - { id: fra-1, address: "127.0.0.1:9001" }
+  ber:
+    endpoints:
+      - { id: ber-1, address: "ber.internal:9002" }
+routes:
+  - name: api
+    match: { host: api.example.com, path_prefix: /v1 }
+    regions: [fra, ber]
+"#;
+
+fn issues(text: &str) -> Vec<ConfigIssue> {
+    match parse(text, Path::new("test.yaml")) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.issues().to_vec(),
+    }
+}
+
+#[test]
+fn minimal_config_has_defaults() {
+    let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].tiers.len(), 2);
+    assert_eq!(c.routes[0].allowed_regions.len(), 2);
+    assert_eq!(c.routes[0].timeouts.connect, std::time::Duration::from_millis(250));
+    assert_eq!(c.routes[0].host, HostPattern::Exact("api.example.com".into()));
+    assert_eq!(
+        c.regions[1].endpoints[0].address,
+        EndpointAddress::Host { host: "ber.internal".into(), port: 9002 }
+    );
+    assert_eq!(c.admin.bind.to_string(), DEFAULT_ADMIN_BIND);
+    assert_eq!(c.hash.len(), 16);
+}
+
+#[test]
+fn unknown_fields_are_all_reported_with_positions() {
+    let text = MINIMAL.replace("name: api\n", "name: api\n    colour: red\n").replace(
+        "- { name: http,",
+        "- { nmae: x, name: http,",
+    );
+    let found = issues(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].path, "listeners[0].nmae");
+    assert_eq!((found[0].line, found[0].column), (3, 7));
+    assert_eq!(found[1].path, "routes[0].colour");
+    assert_eq!((found[1].line, found[1].column), (13, 5));
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let text = MINIMAL
+        .replace("regions: [fra, ber]", "regions: [fra, ams]\n    allowed_regions: [ber]\n    timeouts: { connect: 5 parsecs }")
+        .replace("id: ber-1", "id: fra-1");
+    let found = issues(&text);
+    let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    assert!(paths.contains(&"regions.ber.endpoints[0].id"), "{paths:?}");
+    assert!(paths.contains(&"routes[0].regions[1]"), "{paths:?}");
+    assert!(paths.contains(&"routes[0].regions[0]"), "{paths:?}"); // fra not in allowed_regions
+    assert!(paths.contains(&"routes[0].timeouts.connect"), "{paths:?}");
+    let unknown = found.iter().find(|i| i.path == "routes[0].regions[1]").expect("reported");
+    assert_eq!((unknown.line, unknown.column), (14, 20));
+    assert!(unknown.message.contains("unknown region `ams`"));
+    assert!(unknown.fix.contains("`ber`"));
+    let rendered = unknown.to_string();
+    assert!(rendered.starts_with("test.yaml:14:20: routes[0].regions[1]: unknown region"), "{rendered}");
+}
+
+#[test]
+fn type_errors_name_the_position() {
+    let text = MINIMAL.replace("regions: [fra, ber]", "regions: [fra, ber]\n    retry: { attempts: many }");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, 15);
+    assert!(found[0].path.contains("retry.attempts"), "{:?}", found[0]);
+}
+
+#[test]
+fn overlapping_listeners_and_missing_files() {
+    let text = MINIMAL.replace(
+        "  - { name: http, bind: \"127.0.0.1:8080\" }",
+        "  - { name: http, bind: \"127.0.0.1:8080\" }\n  - { name: all, bind: \"0.0.0.0:8080\" }\n  - name: tls\n    bind: \"127.0.0.1:8443\"\n    tls: { certs: [{ cert: nope.pem, key: nope.key }] }",
+    );
+    let found = issues(&text);
+    let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["listeners[1].bind", "listeners[2].tls.certs[0].cert", "listeners[2].tls.certs[0].key"]
+    );
+}
+
+#[test]
+fn weighted_tiers_and_wildcards() {
+    let text = MINIMAL
+        .replace("regions: [fra, ber]", "regions: [{ fra: 70, ber: 30 }]")
+        .replace("host: api.example.com", "host: \"*.Example.com\"");
+    let c = parse(&text, Path::new("t.yaml")).expect("valid");
+    assert_eq!(c.routes[0].tiers.len(), 1);
+    assert_eq!(c.routes[0].tiers[0].regions[0].1.get(), 70);
+    assert_eq!(c.routes[0].host, HostPattern::Wildcard("example.com".into()));
+}
+
+#[test]
+fn schema_denies_unknown_fields() {
+    let schema = json_schema();
+    let text = schema.to_string();
+    assert!(text.contains("\"additionalProperties\":false"));
+    assert!(text.contains("path_prefix"));
+}

@@ -1,0 +1,13 @@
+//! The failover gateway: a Pingora proxy that routes requests to regional clusters.
+//!
+//! The binary (`main.rs`) parses arguments and calls [`server::build_server`]; everything else
+//! lives in this library so tests and the demo use the same code.
+
+pub mod admin;
+pub mod demo;
+pub mod proxy;
+pub mod routing;
+pub mod selection;
+pub mod server;
+pub mod snapshot;
+pub mod tls;

@@ -1,0 +1,331 @@
+//! The Pingora proxy: route matching, upstream selection, proxy headers, retries, error pages.
+//!
+//! Each request loads the current [`RoutingSnapshot`] once, in `new_ctx`, and keeps it to the
+//! end, so a reload never changes the rules under a request in flight.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use gateway_config::UpstreamProtocol;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::ALPN;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::routing::{host_without_port, RouteIndex};
+use crate::selection::{choose, Choice};
+use crate::snapshot::{RoutePlan, RoutingSnapshot};
+
+/// The gateway's proxy logic; cheap to share across Pingora's workers.
+pub struct GatewayProxy {
+    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+}
+
+impl GatewayProxy {
+    /// A proxy that reads routing from `snapshot` (swapped on reload).
+    pub fn new(snapshot: Arc<ArcSwap<RoutingSnapshot>>) -> Self {
+        Self { snapshot }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    snapshot: Arc<RoutingSnapshot>,
+    route: Option<RouteIndex>,
+    request_id: Option<HeaderValue>,
+    /// Endpoints tried so far, in order.
+    tried: Vec<Choice>,
+    started: Instant,
+}
+
+impl RequestCtx {
+    fn plan(&self) -> Option<&RoutePlan> {
+        self.route.and_then(|r| self.snapshot.routes.get(r))
+    }
+
+    fn route_name(&self) -> &str {
+        self.plan().map(|p| &*p.route.name).unwrap_or("-")
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            snapshot: self.snapshot.load_full(),
+            route: None,
+            request_id: None,
+            tried: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let id_header = ctx.snapshot.config.server.request_id_header.as_str();
+        ctx.request_id = Some(match session.req_header().headers.get(id_header) {
+            Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+                .map_err(|_| Error::new(ErrorType::InternalError))?,
+        });
+        let req = session.req_header();
+        let authority = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let host = host_without_port(authority);
+        ctx.route = ctx.snapshot.table.lookup(host, req.uri.path());
+        if ctx.route.is_none() {
+            let body = format!(
+                "{{\"error\":\"no route\",\"host\":{},\"path\":{}}}\n",
+                json_string(host),
+                json_string(req.uri.path())
+            );
+            respond_json(session, ctx, 404, body).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let snapshot = ctx.snapshot.clone();
+        let plan = ctx.plan().ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let Some(choice) = choose(&snapshot, plan, &ctx.tried) else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("route {}: no endpoint left to try", plan.route.name),
+            ));
+        };
+        let timeouts = plan.route.timeouts;
+        ctx.tried.push(choice);
+        let region = &snapshot.regions[choice.region];
+        let endpoint = &region.endpoints[choice.endpoint];
+        let socket = endpoint
+            .socket
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "endpoint unresolved"))?;
+        let sni = region.tls.as_ref().map(|t| t.sni.clone()).unwrap_or_default();
+        let mut peer = HttpPeer::new(socket, region.tls.is_some(), sni);
+        let opts = &mut peer.options;
+        opts.connection_timeout = Some(timeouts.connect);
+        if region.tls.is_some() {
+            opts.total_connection_timeout = Some(timeouts.connect.saturating_mul(2));
+        }
+        opts.read_timeout = Some(timeouts.request);
+        opts.write_timeout = Some(timeouts.request);
+        opts.idle_timeout = Some(timeouts.idle);
+        if let Some(tls) = &region.tls {
+            opts.verify_cert = tls.verify;
+            opts.verify_hostname = tls.verify;
+        }
+        // WebSocket upgrades need HTTP/1.1 to the upstream.
+        opts.alpn = match (region.protocol, region.tls.is_some()) {
+            _ if session.is_upgrade_req() => ALPN::H1,
+            (UpstreamProtocol::Http1, _) => ALPN::H1,
+            (UpstreamProtocol::Http2, _) => ALPN::H2,
+            (UpstreamProtocol::Auto, true) => ALPN::H2H1,
+            (UpstreamProtocol::Auto, false) => ALPN::H1,
+        };
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let upgrade = session.is_upgrade_req();
+        let listed: Vec<HeaderName> = connection_tokens(&upstream.headers);
+        let te_trailers = upstream
+            .headers
+            .get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        let upgrade_value = upstream.headers.get(header::UPGRADE).cloned();
+        for name in HOP_BY_HOP.iter().copied() {
+            upstream.remove_header(name);
+        }
+        for name in &listed {
+            upstream.remove_header(name);
+        }
+        if te_trailers {
+            upstream.insert_header(header::TE, "trailers")?;
+        }
+        if upgrade {
+            if let Some(v) = upgrade_value {
+                upstream.insert_header(header::UPGRADE, v)?;
+                upstream.insert_header(header::CONNECTION, "upgrade")?;
+            }
+        }
+
+        let downstream = session.req_header();
+        let authority = downstream
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| downstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        if let Some(host) = authority {
+            if !upstream.headers.contains_key(header::HOST) {
+                upstream.insert_header(header::HOST, host.clone())?;
+            }
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
+            let value = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            upstream.insert_header("x-forwarded-for", value)?;
+        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        if let Some(id) = &ctx.request_id {
+            let name = ctx.snapshot.config.server.request_id_header.clone();
+            upstream.insert_header(name, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            let listed = connection_tokens(&response.headers);
+            for name in ["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
+                response.remove_header(name);
+            }
+            for name in &listed {
+                response.remove_header(name);
+            }
+        }
+        if let Some(id) = &ctx.request_id {
+            let name = ctx.snapshot.config.server.request_id_header.clone();
+            response.insert_header(name, id.clone())?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the app, so any method may be retried on another endpoint.
+        if let Some(plan) = ctx.plan() {
+            let retries_done = ctx.tried.len().saturating_sub(1) as u32;
+            if plan.route.retry.on_connect && retries_done < plan.route.retry.attempts {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy
+    where
+        Self::CTX: Send + Sync,
+    {
+        let (code, message) = classify(e);
+        if code > 0 {
+            let body = format!(
+                "{{\"error\":\"{message}\",\"route\":{},\"attempts\":{}}}\n",
+                json_string(ctx.route_name()),
+                ctx.tried.len()
+            );
+            if let Err(write_err) = respond_json(session, ctx, code, body).await {
+                tracing::debug!(error = %write_err, "could not send error response");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        tracing::debug!(
+            route = ctx.route_name(),
+            status,
+            attempts = ctx.tried.len(),
+            elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}
+
+/// Status and short message for an error that ends a request.
+fn classify(e: &Error) -> (u16, &'static str) {
+    match e.etype() {
+        ErrorType::HTTPStatus(503) => (503, "no upstream available"),
+        ErrorType::HTTPStatus(code) => (*code, "error"),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            if *e.esource() == ErrorSource::Downstream {
+                (0, "client timeout")
+            } else {
+                (504, "upstream timeout")
+            }
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => (502, "upstream failed"),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, "client gone"),
+                _ => (400, "bad request"),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (500, "internal error"),
+        },
+    }
+}
+
+/// Header names listed in `Connection` (which are hop-by-hop too).
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+async fn respond_json(session: &mut Session, ctx: &RequestCtx, code: u16, body: String) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    if code == 503 {
+        resp.insert_header(header::RETRY_AFTER, "1")?;
+    }
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(ctx.snapshot.config.server.request_id_header.clone(), id.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await?;
+    Ok(())
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}

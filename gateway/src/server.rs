@@ -1,0 +1,97 @@
+//! Assembles a Pingora server from a validated config: proxy listeners and the admin API.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use gateway_config::GatewayConfig;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::admin::AdminService;
+use crate::proxy::GatewayProxy;
+use crate::snapshot::RoutingSnapshot;
+use crate::tls::{SniResolver, TlsError};
+
+/// Why the server could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's certificates could not be loaded.
+    #[error("listener `{listener}`: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// The certificate problem.
+        #[source]
+        source: TlsError,
+    },
+    /// Pingora refused the TLS settings.
+    #[error("listener `{listener}`: {reason}")]
+    Listener {
+        /// Listener name.
+        listener: String,
+        /// Pingora's reason.
+        reason: String,
+    },
+}
+
+/// Process options that are not part of the routing config.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Worker threads; overrides `server.threads` from the config.
+    pub threads: Option<usize>,
+}
+
+/// Builds the Pingora server for `config`. Call `run` on the result to serve.
+pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Server, StartError> {
+    let threads = options
+        .threads
+        .or(config.server.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let conf = ServerConf {
+        threads,
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let config = Arc::new(config);
+    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(config.clone())));
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy::new(snapshot.clone()),
+        "gateway proxy",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        // h2c on plaintext listeners; Pingora turns it off on TLS streams where ALPN decides.
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    for listener in &config.listeners {
+        let addr = listener.bind.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&addr),
+            Some(tls) => {
+                let resolver = SniResolver::new(tls)
+                    .map_err(|source| StartError::Tls { listener: listener.name.clone(), source })?;
+                let mut settings = TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
+                    listener: listener.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                settings.set_cert_resolver(Arc::new(resolver));
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&addr, None, settings);
+            }
+        }
+    }
+    server.add_service(proxy);
+    server.add_service(background_service("admin", AdminService::new(config.admin.bind, snapshot)));
+    Ok(server)
+}
