@@ -28,7 +28,11 @@ impl fmt::Display for ConfigIssue {
             self.file.display(),
             self.line,
             self.column,
-            if self.path.is_empty() { "(document)" } else { &self.path },
+            if self.path.is_empty() {
+                "(document)"
+            } else {
+                &self.path
+            },
             self.message,
             self.fix
         )

@@ -53,7 +53,10 @@ pub fn parse(text: &str, file: &Path) -> Result<GatewayConfig, ConfigError> {
     for path in &unknown {
         validator.err_key(
             path,
-            format!("unknown field `{}`", path.rsplit('.').next().unwrap_or(path)),
+            format!(
+                "unknown field `{}`",
+                path.rsplit('.').next().unwrap_or(path)
+            ),
             "remove it or correct its spelling (`gateway schema` lists every field)",
         );
     }

@@ -84,8 +84,14 @@ fn to_position(mark: Marker) -> Position {
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<(String, Position)> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<(String, Position)>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -106,7 +112,11 @@ impl Builder {
             }
             Some(Frame::Map { path, pending_key }) => match pending_key.take() {
                 Some((key, key_pos)) => {
-                    let p = if path.is_empty() { key } else { format!("{path}.{key}") };
+                    let p = if path.is_empty() {
+                        key
+                    } else {
+                        format!("{path}.{key}")
+                    };
                     self.map.keys.insert(p.clone(), key_pos);
                     Some(p)
                 }
@@ -137,7 +147,10 @@ impl MarkedEventReceiver for Builder {
                 // A complex (mapping) key is not valid config anyway; index it under "?".
                 let path = self.node_path(Some("?"), pos).unwrap_or_else(|| "?".into());
                 self.map.values.entry(path.clone()).or_insert(pos);
-                self.stack.push(Frame::Map { path, pending_key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    pending_key: None,
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.node_path(Some("?"), pos).unwrap_or_else(|| "?".into());
@@ -160,11 +173,29 @@ mod tests {
     fn indexes_nested_paths_with_one_based_positions() {
         let text = "routes:\n  - name: api\n    regions: [fra, ber]\n";
         let map = SourceMap::build(text);
-        assert_eq!(map.value("routes[0].name"), Position { line: 2, column: 11 });
+        assert_eq!(
+            map.value("routes[0].name"),
+            Position {
+                line: 2,
+                column: 11
+            }
+        );
         assert_eq!(map.key("routes[0].name"), Position { line: 2, column: 5 });
-        assert_eq!(map.value("routes[0].regions[1]"), Position { line: 3, column: 20 });
+        assert_eq!(
+            map.value("routes[0].regions[1]"),
+            Position {
+                line: 3,
+                column: 20
+            }
+        );
         // Unknown paths fall back to the closest ancestor.
-        assert_eq!(map.value("routes[0].regions[1].x"), Position { line: 3, column: 20 });
+        assert_eq!(
+            map.value("routes[0].regions[1].x"),
+            Position {
+                line: 3,
+                column: 20
+            }
+        );
         assert_eq!(map.value("nope").line, 1);
     }
 }

@@ -30,11 +30,20 @@ fn minimal_config_has_defaults() {
     let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
     assert_eq!(c.routes[0].tiers.len(), 2);
     assert_eq!(c.routes[0].allowed_regions.len(), 2);
-    assert_eq!(c.routes[0].timeouts.connect, std::time::Duration::from_millis(250));
-    assert_eq!(c.routes[0].host, HostPattern::Exact("api.example.com".into()));
+    assert_eq!(
+        c.routes[0].timeouts.connect,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(
+        c.routes[0].host,
+        HostPattern::Exact("api.example.com".into())
+    );
     assert_eq!(
         c.regions[1].endpoints[0].address,
-        EndpointAddress::Host { host: "ber.internal".into(), port: 9002 }
+        EndpointAddress::Host {
+            host: "ber.internal".into(),
+            port: 9002
+        }
     );
     assert_eq!(c.admin.bind.to_string(), DEFAULT_ADMIN_BIND);
     assert_eq!(c.hash.len(), 16);
@@ -42,10 +51,9 @@ fn minimal_config_has_defaults() {
 
 #[test]
 fn unknown_fields_are_all_reported_with_positions() {
-    let text = MINIMAL.replace("name: api\n", "name: api\n    colour: red\n").replace(
-        "- { name: http,",
-        "- { nmae: x, name: http,",
-    );
+    let text = MINIMAL
+        .replace("name: api\n", "name: api\n    colour: red\n")
+        .replace("- { name: http,", "- { nmae: x, name: http,");
     let found = issues(&text);
     assert_eq!(found.len(), 2, "{found:#?}");
     assert_eq!(found[0].path, "listeners[0].nmae");
@@ -57,7 +65,10 @@ fn unknown_fields_are_all_reported_with_positions() {
 #[test]
 fn semantic_errors_are_all_reported() {
     let text = MINIMAL
-        .replace("regions: [fra, ber]", "regions: [fra, ams]\n    allowed_regions: [ber]\n    timeouts: { connect: 5 parsecs }")
+        .replace(
+            "regions: [fra, ber]",
+            "regions: [fra, ams]\n    allowed_regions: [ber]\n    timeouts: { connect: 5 parsecs }",
+        )
         .replace("id: ber-1", "id: fra-1");
     let found = issues(&text);
     let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
@@ -65,17 +76,26 @@ fn semantic_errors_are_all_reported() {
     assert!(paths.contains(&"routes[0].regions[1]"), "{paths:?}");
     assert!(paths.contains(&"routes[0].regions[0]"), "{paths:?}"); // fra not in allowed_regions
     assert!(paths.contains(&"routes[0].timeouts.connect"), "{paths:?}");
-    let unknown = found.iter().find(|i| i.path == "routes[0].regions[1]").expect("reported");
+    let unknown = found
+        .iter()
+        .find(|i| i.path == "routes[0].regions[1]")
+        .expect("reported");
     assert_eq!((unknown.line, unknown.column), (14, 20));
     assert!(unknown.message.contains("unknown region `ams`"));
     assert!(unknown.fix.contains("`ber`"));
     let rendered = unknown.to_string();
-    assert!(rendered.starts_with("test.yaml:14:20: routes[0].regions[1]: unknown region"), "{rendered}");
+    assert!(
+        rendered.starts_with("test.yaml:14:20: routes[0].regions[1]: unknown region"),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn type_errors_name_the_position() {
-    let text = MINIMAL.replace("regions: [fra, ber]", "regions: [fra, ber]\n    retry: { attempts: many }");
+    let text = MINIMAL.replace(
+        "regions: [fra, ber]",
+        "regions: [fra, ber]\n    retry: { attempts: many }",
+    );
     let found = issues(&text);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].line, 15);
@@ -92,7 +112,11 @@ fn overlapping_listeners_and_missing_files() {
     let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["listeners[1].bind", "listeners[2].tls.certs[0].cert", "listeners[2].tls.certs[0].key"]
+        [
+            "listeners[1].bind",
+            "listeners[2].tls.certs[0].cert",
+            "listeners[2].tls.certs[0].key"
+        ]
     );
 }
 
@@ -104,7 +128,10 @@ fn weighted_tiers_and_wildcards() {
     let c = parse(&text, Path::new("t.yaml")).expect("valid");
     assert_eq!(c.routes[0].tiers.len(), 1);
     assert_eq!(c.routes[0].tiers[0].regions[0].1.get(), 70);
-    assert_eq!(c.routes[0].host, HostPattern::Wildcard("example.com".into()));
+    assert_eq!(
+        c.routes[0].host,
+        HostPattern::Wildcard("example.com".into())
+    );
 }
 
 #[test]

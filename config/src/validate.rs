@@ -29,7 +29,12 @@ impl<'a> Validator<'a> {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Self { file, base_dir, map, issues: Vec::new() }
+        Self {
+            file,
+            base_dir,
+            map,
+            issues: Vec::new(),
+        }
     }
 
     /// Records a problem with the value at `path`.
@@ -39,7 +44,12 @@ impl<'a> Validator<'a> {
     }
 
     /// Records a problem with the key of the entry at `path` (unknown or duplicate keys).
-    pub(crate) fn err_key(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn err_key(
+        &mut self,
+        path: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         let pos = self.map.key(path);
         self.push(path, pos, message.into(), fix.into());
     }
@@ -60,27 +70,50 @@ impl<'a> Validator<'a> {
         match parse_duration(text) {
             Ok(d) => d,
             Err(e) => {
-                self.err(path, format!("invalid duration: {e}"), "write a duration such as `250ms`, `2s`, `1m30s` or `1h`");
+                self.err(
+                    path,
+                    format!("invalid duration: {e}"),
+                    "write a duration such as `250ms`, `2s`, `1m30s` or `1h`",
+                );
                 default
             }
         }
     }
 
-    fn positive_duration(&mut self, path: &str, value: Option<&String>, default: Duration) -> Duration {
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         let d = self.duration(path, value, default);
         if d.is_zero() {
-            self.err(path, "duration must be greater than zero", "use a positive duration such as `1s`");
+            self.err(
+                path,
+                "duration must be greater than zero",
+                "use a positive duration such as `1s`",
+            );
             return default;
         }
         d
     }
 
-    fn percent(&mut self, path: &str, value: Option<&String>, default: u32, max_permille: u32) -> u32 {
+    fn percent(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: u32,
+        max_permille: u32,
+    ) -> u32 {
         let Some(text) = value else { return default };
         match parse_percent_permille(text) {
             Ok(p) if p <= max_permille => p,
             Ok(_) => {
-                self.err(path, format!("`{text}` is too large"), format!("use at most {}%", max_permille / 10));
+                self.err(
+                    path,
+                    format!("`{text}` is too large"),
+                    format!("use at most {}%", max_permille / 10),
+                );
                 default
             }
             Err(e) => {
@@ -124,35 +157,59 @@ impl<'a> Validator<'a> {
                 self.err(
                     path,
                     format!("cannot read {what} `{}`: {e}", full.display()),
-                    format!("check the path (relative paths start at the config file's directory) and the file's permissions"),
+                    "check the path (relative paths start at the config file's directory) and the file's permissions",
                 );
                 None
             }
         }
     }
 
-    pub(crate) fn config(&mut self, raw: RawConfig, source: PathBuf, hash: String) -> GatewayConfig {
+    pub(crate) fn config(
+        &mut self,
+        raw: RawConfig,
+        source: PathBuf,
+        hash: String,
+    ) -> GatewayConfig {
         let listeners = self.listeners(&raw.listeners);
         let admin = self.admin(raw.admin.as_ref(), &listeners);
         let server = self.server(raw.server.as_ref());
         let regions = self.regions(&raw.regions);
         let sticky_keys = self.sticky_keys(&raw.sticky_keys);
         let routes = self.routes(&raw.routes, &regions, !sticky_keys.is_empty());
-        GatewayConfig { source, hash, listeners, admin, server, regions, routes, sticky_keys }
+        GatewayConfig {
+            source,
+            hash,
+            listeners,
+            admin,
+            server,
+            regions,
+            routes,
+            sticky_keys,
+        }
     }
 
     fn listeners(&mut self, raw: &[RawListener]) -> Vec<Listener> {
         if raw.is_empty() {
-            self.err("listeners", "no listeners", "add a listener such as `- { name: http, bind: \"0.0.0.0:8080\" }`");
+            self.err(
+                "listeners",
+                "no listeners",
+                "add a listener such as `- { name: http, bind: \"0.0.0.0:8080\" }`",
+            );
         }
         let mut names = HashSet::new();
         let mut out: Vec<Listener> = Vec::new();
         for (i, l) in raw.iter().enumerate() {
             let p = format!("listeners[{i}]");
             if !names.insert(l.name.as_str()) {
-                self.err(&format!("{p}.name"), format!("duplicate listener name `{}`", l.name), "give each listener a unique name");
+                self.err(
+                    &format!("{p}.name"),
+                    format!("duplicate listener name `{}`", l.name),
+                    "give each listener a unique name",
+                );
             }
-            let Some(bind) = self.socket_addr(&format!("{p}.bind"), &l.bind) else { continue };
+            let Some(bind) = self.socket_addr(&format!("{p}.bind"), &l.bind) else {
+                continue;
+            };
             if let Some(other) = out.iter().find(|o| addrs_overlap(o.bind, bind)) {
                 self.err(
                     &format!("{p}.bind"),
@@ -160,15 +217,26 @@ impl<'a> Validator<'a> {
                     "use a different port, or distinct specific IPs (an unspecified IP such as 0.0.0.0 takes the port on every address)",
                 );
             }
-            let tls = l.tls.as_ref().and_then(|t| self.listener_tls(&format!("{p}.tls"), t));
-            out.push(Listener { name: l.name.clone(), bind, tls });
+            let tls = l
+                .tls
+                .as_ref()
+                .and_then(|t| self.listener_tls(&format!("{p}.tls"), t));
+            out.push(Listener {
+                name: l.name.clone(),
+                bind,
+                tls,
+            });
         }
         out
     }
 
     fn listener_tls(&mut self, p: &str, raw: &RawListenerTls) -> Option<ListenerTls> {
         if raw.certs.is_empty() {
-            self.err(&format!("{p}.certs"), "no certificates", "add `certs: [{ cert: server.pem, key: server.key }]`");
+            self.err(
+                &format!("{p}.certs"),
+                "no certificates",
+                "add `certs: [{ cert: server.pem, key: server.key }]`",
+            );
             return None;
         }
         let mut certs = Vec::new();
@@ -179,34 +247,75 @@ impl<'a> Validator<'a> {
             let key = self.read_file(&format!("{cp}.key"), &c.key, "private key file");
             match (cert, key) {
                 (Some((cert_path, cert_pem)), Some((key_path, key_pem))) => {
-                    let n_certs = rustls_pemfile::certs(&mut cert_pem.as_slice()).filter(|c| c.is_ok()).count();
+                    let n_certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+                        .filter(|c| c.is_ok())
+                        .count();
                     if n_certs == 0 {
-                        self.err(&format!("{cp}.cert"), format!("`{}` holds no PEM certificate", cert_path.display()), "point `cert` at a PEM file with `-----BEGIN CERTIFICATE-----` blocks");
+                        self.err(
+                            &format!("{cp}.cert"),
+                            format!("`{}` holds no PEM certificate", cert_path.display()),
+                            "point `cert` at a PEM file with `-----BEGIN CERTIFICATE-----` blocks",
+                        );
                         ok = false;
                     }
-                    if !matches!(rustls_pemfile::private_key(&mut key_pem.as_slice()), Ok(Some(_))) {
-                        self.err(&format!("{cp}.key"), format!("`{}` holds no PEM private key", key_path.display()), "point `key` at a PEM PKCS#8, PKCS#1 or SEC1 private key");
+                    if !matches!(
+                        rustls_pemfile::private_key(&mut key_pem.as_slice()),
+                        Ok(Some(_))
+                    ) {
+                        self.err(
+                            &format!("{cp}.key"),
+                            format!("`{}` holds no PEM private key", key_path.display()),
+                            "point `key` at a PEM PKCS#8, PKCS#1 or SEC1 private key",
+                        );
                         ok = false;
                     }
-                    certs.push(CertPair { cert_path, key_path, cert_pem, key_pem });
+                    certs.push(CertPair {
+                        cert_path,
+                        key_path,
+                        cert_pem,
+                        key_pem,
+                    });
                 }
                 _ => ok = false,
             }
         }
         let default_cert = raw.default_cert.unwrap_or(0);
         if default_cert >= raw.certs.len() {
-            self.err(&format!("{p}.default_cert"), format!("index {default_cert} is out of range ({} certificates)", raw.certs.len()), format!("use an index from 0 to {}", raw.certs.len() - 1));
+            self.err(
+                &format!("{p}.default_cert"),
+                format!(
+                    "index {default_cert} is out of range ({} certificates)",
+                    raw.certs.len()
+                ),
+                format!("use an index from 0 to {}", raw.certs.len() - 1),
+            );
             ok = false;
         }
-        ok.then_some(ListenerTls { certs, default_cert })
+        ok.then_some(ListenerTls {
+            certs,
+            default_cert,
+        })
     }
 
     fn admin(&mut self, raw: Option<&RawAdmin>, listeners: &[Listener]) -> AdminSettings {
-        let fallback: SocketAddr = DEFAULT_ADMIN_BIND.parse().expect("valid default admin address");
-        let Some(raw) = raw else { return AdminSettings { bind: fallback, token: None } };
-        let bind = self.socket_addr("admin.bind", &raw.bind).unwrap_or(fallback);
+        let fallback: SocketAddr = DEFAULT_ADMIN_BIND
+            .parse()
+            .expect("valid default admin address");
+        let Some(raw) = raw else {
+            return AdminSettings {
+                bind: fallback,
+                token: None,
+            };
+        };
+        let bind = self
+            .socket_addr("admin.bind", &raw.bind)
+            .unwrap_or(fallback);
         if let Some(l) = listeners.iter().find(|l| addrs_overlap(l.bind, bind)) {
-            self.err("admin.bind", format!("`{bind}` overlaps listener `{}` on `{}`", l.name, l.bind), "give the admin API its own port");
+            self.err(
+                "admin.bind",
+                format!("`{bind}` overlaps listener `{}` on `{}`", l.name, l.bind),
+                "give the admin API its own port",
+            );
         }
         let token = raw.token_file.as_ref().and_then(|f| {
             let (path, bytes) = self.read_file("admin.token_file", f, "token file")?;
@@ -217,7 +326,11 @@ impl<'a> Validator<'a> {
             Some(token)
         });
         if !bind.ip().is_loopback() && raw.token_file.is_none() {
-            self.err("admin.bind", format!("admin API on non-loopback `{bind}` without a token"), "add `token_file: admin.token`, or bind to 127.0.0.1");
+            self.err(
+                "admin.bind",
+                format!("admin API on non-loopback `{bind}` without a token"),
+                "add `token_file: admin.token`, or bind to 127.0.0.1",
+            );
         }
         AdminSettings { bind, token }
     }
@@ -225,26 +338,42 @@ impl<'a> Validator<'a> {
     fn server(&mut self, raw: Option<&RawServer>) -> ServerSettings {
         let threads = raw.and_then(|s| s.threads);
         if threads == Some(0) {
-            self.err("server.threads", "must be at least 1", "use 1 or more, or remove it to use one thread per CPU");
+            self.err(
+                "server.threads",
+                "must be at least 1",
+                "use 1 or more, or remove it to use one thread per CPU",
+            );
         }
         let request_id_header = raw
             .and_then(|s| s.request_id_header.clone())
             .unwrap_or_else(|| "x-request-id".into())
             .to_ascii_lowercase();
         if http::HeaderName::from_bytes(request_id_header.as_bytes()).is_err() {
-            self.err("server.request_id_header", format!("`{request_id_header}` is not a valid header name"), "use a token such as `x-request-id`");
+            self.err(
+                "server.request_id_header",
+                format!("`{request_id_header}` is not a valid header name"),
+                "use a token such as `x-request-id`",
+            );
         }
         ServerSettings {
             threads: threads.filter(|t| *t > 0),
             upstream_keepalive_pool: raw.and_then(|s| s.upstream_keepalive_pool).unwrap_or(128),
             request_id_header,
-            grace_period: self.duration("server.grace_period", raw.and_then(|s| s.grace_period.as_ref()), Duration::from_secs(10)),
+            grace_period: self.duration(
+                "server.grace_period",
+                raw.and_then(|s| s.grace_period.as_ref()),
+                Duration::from_secs(10),
+            ),
         }
     }
 
     fn regions(&mut self, raw: &indexmap::IndexMap<String, RawRegion>) -> Vec<Region> {
         if raw.is_empty() {
-            self.err("regions", "no regions", "add at least one region with endpoints");
+            self.err(
+                "regions",
+                "no regions",
+                "add at least one region with endpoints",
+            );
         }
         let mut endpoint_ids: HashMap<String, String> = HashMap::new();
         let mut out = Vec::new();
@@ -258,7 +387,11 @@ impl<'a> Validator<'a> {
                 }
             };
             if r.endpoints.is_empty() {
-                self.err(&format!("{p}.endpoints"), "no endpoints", "add `endpoints: [{ id: x-1, address: \"10.0.0.1:8080\" }]`");
+                self.err(
+                    &format!("{p}.endpoints"),
+                    "no endpoints",
+                    "add `endpoints: [{ id: x-1, address: \"10.0.0.1:8080\" }]`",
+                );
             }
             let mut endpoints = Vec::new();
             for (i, e) in r.endpoints.iter().enumerate() {
@@ -271,26 +404,48 @@ impl<'a> Validator<'a> {
                     }
                 };
                 if let Some(first) = endpoint_ids.insert(e.id.clone(), p.clone()) {
-                    self.err(&format!("{ep}.id"), format!("duplicate endpoint id `{}` (also in {first})", e.id), "endpoint ids must be unique across all regions; rename one");
+                    self.err(
+                        &format!("{ep}.id"),
+                        format!("duplicate endpoint id `{}` (also in {first})", e.id),
+                        "endpoint ids must be unique across all regions; rename one",
+                    );
                 }
-                let Some(address) = self.endpoint_address(&format!("{ep}.address"), &e.address) else { continue };
+                let Some(address) = self.endpoint_address(&format!("{ep}.address"), &e.address)
+                else {
+                    continue;
+                };
                 if endpoints.iter().any(|x: &Endpoint| x.address == address) {
-                    self.err(&format!("{ep}.address"), format!("duplicate address `{address}` in region `{name}`"), "list each address once");
+                    self.err(
+                        &format!("{ep}.address"),
+                        format!("duplicate address `{address}` in region `{name}`"),
+                        "list each address once",
+                    );
                 }
                 endpoints.push(Endpoint { id, address });
             }
             let tls = r.tls.as_ref().map(|t| {
                 if t.sni.is_empty() {
-                    self.err(&format!("{p}.tls.sni"), "empty SNI", "set the upstream's server name, e.g. `app.fra.example`");
+                    self.err(
+                        &format!("{p}.tls.sni"),
+                        "empty SNI",
+                        "set the upstream's server name, e.g. `app.fra.example`",
+                    );
                 }
-                UpstreamTls { sni: t.sni.clone(), verify: t.verify.unwrap_or(true) }
+                UpstreamTls {
+                    sni: t.sni.clone(),
+                    verify: t.verify.unwrap_or(true),
+                }
             });
             let protocol = match r.protocol.as_deref() {
                 None | Some("http1") => UpstreamProtocol::Http1,
                 Some("http2") => UpstreamProtocol::Http2,
                 Some("auto") => UpstreamProtocol::Auto,
                 Some(other) => {
-                    self.err(&format!("{p}.protocol"), format!("unknown protocol `{other}`"), "use `http1`, `http2` or `auto`");
+                    self.err(
+                        &format!("{p}.protocol"),
+                        format!("unknown protocol `{other}`"),
+                        "use `http1`, `http2` or `auto`",
+                    );
                     UpstreamProtocol::Http1
                 }
             };
@@ -303,7 +458,11 @@ impl<'a> Validator<'a> {
                 .filter_map(|(i, c)| {
                     let cp = format!("{p}.checks[{i}]");
                     if !check_names.insert(c.name.clone()) {
-                        self.err(&format!("{cp}.name"), format!("duplicate check name `{}`", c.name), "give each check a unique name");
+                        self.err(
+                            &format!("{cp}.name"),
+                            format!("duplicate check name `{}`", c.name),
+                            "give each check a unique name",
+                        );
                     }
                     self.check(&cp, c)
                 })
@@ -319,13 +478,26 @@ impl<'a> Validator<'a> {
                 Some(RawCountOrPercent::Text(t)) => {
                     let pm = self.percent(&format!("{p}.min_healthy"), Some(t), 1000, 1000);
                     if pm == 0 {
-                        self.err(&format!("{p}.min_healthy"), "0% would keep a region with no healthy endpoint up", "use a percentage above 0%");
+                        self.err(
+                            &format!("{p}.min_healthy"),
+                            "0% would keep a region with no healthy endpoint up",
+                            "use a percentage above 0%",
+                        );
                     }
                     MinHealthy::Percent(pm.div_ceil(10).max(1))
                 }
             };
             let passive = self.passive(&format!("{p}.passive"), r.passive.as_ref());
-            out.push(Region { name: region_name, endpoints, tls, protocol, probe, checks, min_healthy, passive });
+            out.push(Region {
+                name: region_name,
+                endpoints,
+                tls,
+                protocol,
+                probe,
+                checks,
+                min_healthy,
+                passive,
+            });
         }
         out
     }
@@ -348,31 +520,56 @@ impl<'a> Validator<'a> {
             && host.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
             });
         if !valid_host {
             self.err(path, format!("`{host}` is not a valid host name"), fix);
             return None;
         }
-        Some(EndpointAddress::Host { host: host.to_ascii_lowercase(), port })
+        Some(EndpointAddress::Host {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 
     fn probe(&mut self, p: &str, raw: Option<&RawProbe>) -> ProbeSettings {
-        let interval = self.positive_duration(&format!("{p}.interval"), raw.and_then(|r| r.interval.as_ref()), Duration::from_secs(1));
-        let timeout = self.positive_duration(&format!("{p}.timeout"), raw.and_then(|r| r.timeout.as_ref()), Duration::from_millis(500).min(interval));
+        let interval = self.positive_duration(
+            &format!("{p}.interval"),
+            raw.and_then(|r| r.interval.as_ref()),
+            Duration::from_secs(1),
+        );
+        let timeout = self.positive_duration(
+            &format!("{p}.timeout"),
+            raw.and_then(|r| r.timeout.as_ref()),
+            Duration::from_millis(500).min(interval),
+        );
         if timeout > interval {
-            self.err(&format!("{p}.timeout"), format!("timeout {timeout:?} is longer than the interval {interval:?}"), "make the timeout at most the interval");
+            self.err(
+                &format!("{p}.timeout"),
+                format!("timeout {timeout:?} is longer than the interval {interval:?}"),
+                "make the timeout at most the interval",
+            );
         }
         let http = raw.and_then(|r| r.http.as_ref()).map(|h| {
             let path = h.path.clone().unwrap_or_else(|| "/healthz".into());
             if !path.starts_with('/') {
-                self.err(&format!("{p}.http.path"), format!("`{path}` does not start with `/`"), "write an absolute path such as `/healthz`");
+                self.err(
+                    &format!("{p}.http.path"),
+                    format!("`{path}` does not start with `/`"),
+                    "write an absolute path such as `/healthz`",
+                );
             }
             let method = match h.method.as_deref().unwrap_or("GET").parse::<http::Method>() {
                 Ok(m) => m,
                 Err(_) => {
-                    self.err(&format!("{p}.http.method"), "invalid method", "use `GET` or `HEAD`");
+                    self.err(
+                        &format!("{p}.http.method"),
+                        "invalid method",
+                        "use `GET` or `HEAD`",
+                    );
                     http::Method::GET
                 }
             };
@@ -380,7 +577,10 @@ impl<'a> Validator<'a> {
                 method,
                 path,
                 host: h.host.clone(),
-                expect_status: self.statuses(&format!("{p}.http.expect_status"), h.expect_status.as_deref()),
+                expect_status: self.statuses(
+                    &format!("{p}.http.expect_status"),
+                    h.expect_status.as_deref(),
+                ),
                 body_contains: h.body_contains.clone(),
             }
         });
@@ -390,18 +590,33 @@ impl<'a> Validator<'a> {
             timeout,
             rise: self.nonzero(&format!("{p}.rise"), raw.and_then(|r| r.rise), 2),
             fall: self.nonzero(&format!("{p}.fall"), raw.and_then(|r| r.fall), 2),
-            jitter_permille: self.percent(&format!("{p}.jitter"), raw.and_then(|r| r.jitter.as_ref()), 100, 500),
+            jitter_permille: self.percent(
+                &format!("{p}.jitter"),
+                raw.and_then(|r| r.jitter.as_ref()),
+                100,
+                500,
+            ),
         }
     }
 
     fn statuses(&mut self, path: &str, raw: Option<&[u16]>) -> BTreeSet<u16> {
-        let Some(list) = raw else { return BTreeSet::from([200]) };
+        let Some(list) = raw else {
+            return BTreeSet::from([200]);
+        };
         if list.is_empty() {
-            self.err(path, "empty status list", "list at least one status, e.g. `[200]`");
+            self.err(
+                path,
+                "empty status list",
+                "list at least one status, e.g. `[200]`",
+            );
         }
         for (i, s) in list.iter().enumerate() {
             if !(100..=599).contains(s) {
-                self.err(&format!("{path}[{i}]"), format!("{s} is not an HTTP status"), "use a status from 100 to 599");
+                self.err(
+                    &format!("{path}[{i}]"),
+                    format!("{s} is not an HTTP status"),
+                    "use a status from 100 to 599",
+                );
             }
         }
         list.iter().copied().collect()
@@ -411,14 +626,30 @@ impl<'a> Validator<'a> {
         let url = match c.url.parse::<http::Uri>() {
             Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => u,
             _ => {
-                self.err(&format!("{p}.url"), format!("`{}` is not an http(s) URL", c.url), "write a URL such as `https://api.fra.example:6443/readyz`");
+                self.err(
+                    &format!("{p}.url"),
+                    format!("`{}` is not an http(s) URL", c.url),
+                    "write a URL such as `https://api.fra.example:6443/readyz`",
+                );
                 return None;
             }
         };
-        let interval = self.positive_duration(&format!("{p}.interval"), c.interval.as_ref(), Duration::from_secs(2));
-        let timeout = self.positive_duration(&format!("{p}.timeout"), c.timeout.as_ref(), Duration::from_secs(1).min(interval));
+        let interval = self.positive_duration(
+            &format!("{p}.interval"),
+            c.interval.as_ref(),
+            Duration::from_secs(2),
+        );
+        let timeout = self.positive_duration(
+            &format!("{p}.timeout"),
+            c.timeout.as_ref(),
+            Duration::from_secs(1).min(interval),
+        );
         if timeout > interval {
-            self.err(&format!("{p}.timeout"), format!("timeout {timeout:?} is longer than the interval {interval:?}"), "make the timeout at most the interval");
+            self.err(
+                &format!("{p}.timeout"),
+                format!("timeout {timeout:?} is longer than the interval {interval:?}"),
+                "make the timeout at most the interval",
+            );
         }
         Some(RegionCheck {
             name: c.name.clone(),
@@ -433,13 +664,29 @@ impl<'a> Validator<'a> {
     }
 
     fn passive(&mut self, p: &str, raw: Option<&RawPassive>) -> PassiveSettings {
-        let ejection = self.positive_duration(&format!("{p}.ejection"), raw.and_then(|r| r.ejection.as_ref()), Duration::from_secs(5));
-        let max_ejection = self.positive_duration(&format!("{p}.max_ejection"), raw.and_then(|r| r.max_ejection.as_ref()), Duration::from_secs(60).max(ejection));
+        let ejection = self.positive_duration(
+            &format!("{p}.ejection"),
+            raw.and_then(|r| r.ejection.as_ref()),
+            Duration::from_secs(5),
+        );
+        let max_ejection = self.positive_duration(
+            &format!("{p}.max_ejection"),
+            raw.and_then(|r| r.max_ejection.as_ref()),
+            Duration::from_secs(60).max(ejection),
+        );
         if max_ejection < ejection {
-            self.err(&format!("{p}.max_ejection"), "shorter than `ejection`", "make `max_ejection` at least `ejection`");
+            self.err(
+                &format!("{p}.max_ejection"),
+                "shorter than `ejection`",
+                "make `max_ejection` at least `ejection`",
+            );
         }
         PassiveSettings {
-            consecutive_failures: self.nonzero(&format!("{p}.consecutive_failures"), raw.and_then(|r| r.consecutive_failures), 3),
+            consecutive_failures: self.nonzero(
+                &format!("{p}.consecutive_failures"),
+                raw.and_then(|r| r.consecutive_failures),
+                3,
+            ),
             ejection,
             max_ejection,
         }
@@ -450,19 +697,36 @@ impl<'a> Validator<'a> {
         let mut out = Vec::new();
         for (i, k) in raw.iter().enumerate() {
             let p = format!("sticky_keys[{i}]");
-            let id_ok = !k.id.is_empty() && k.id.len() <= 16 && k.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let id_ok = !k.id.is_empty()
+                && k.id.len() <= 16
+                && k.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !id_ok {
-                self.err(&format!("{p}.id"), format!("`{}` is not a valid key id", k.id), "use 1-16 letters, digits, `-` or `_`, e.g. `k1`");
+                self.err(
+                    &format!("{p}.id"),
+                    format!("`{}` is not a valid key id", k.id),
+                    "use 1-16 letters, digits, `-` or `_`, e.g. `k1`",
+                );
             }
             if !ids.insert(k.id.clone()) {
-                self.err(&format!("{p}.id"), format!("duplicate key id `{}`", k.id), "give each key a unique id");
+                self.err(
+                    &format!("{p}.id"),
+                    format!("duplicate key id `{}`", k.id),
+                    "give each key a unique id",
+                );
             }
-            if let Some((path, secret)) = self.read_file(&format!("{p}.secret_file"), &k.secret_file, "secret file") {
+            if let Some((path, secret)) =
+                self.read_file(&format!("{p}.secret_file"), &k.secret_file, "secret file")
+            {
                 let secret = trim_ascii_whitespace(secret);
                 if secret.len() < 32 {
                     self.err(&format!("{p}.secret_file"), format!("the secret in `{}` is {} bytes; at least 32 are needed", path.display(), secret.len()), "write a longer secret, e.g. `head -c 48 /dev/urandom | base64 > sticky-k1.key`");
                 }
-                out.push(StickyKey { id: k.id.clone(), secret });
+                out.push(StickyKey {
+                    id: k.id.clone(),
+                    secret,
+                });
             }
         }
         out
@@ -470,7 +734,11 @@ impl<'a> Validator<'a> {
 
     fn routes(&mut self, raw: &[RawRoute], regions: &[Region], have_keys: bool) -> Vec<Route> {
         if raw.is_empty() {
-            self.err("routes", "no routes", "add a route, e.g. `- { name: all, regions: [fra] }`");
+            self.err(
+                "routes",
+                "no routes",
+                "add a route, e.g. `- { name: all, regions: [fra] }`",
+            );
         }
         let known: HashSet<&str> = regions.iter().map(|r| r.name.as_str()).collect();
         let mut names = HashSet::new();
@@ -479,24 +747,53 @@ impl<'a> Validator<'a> {
         for (i, r) in raw.iter().enumerate() {
             let p = format!("routes[{i}]");
             if !is_simple_name(&r.name) {
-                self.err(&format!("{p}.name"), format!("`{}` is not a valid route name", r.name), "use lowercase letters, digits and `-`, starting with a letter");
+                self.err(
+                    &format!("{p}.name"),
+                    format!("`{}` is not a valid route name", r.name),
+                    "use lowercase letters, digits and `-`, starting with a letter",
+                );
             }
             if !names.insert(r.name.clone()) {
-                self.err(&format!("{p}.name"), format!("duplicate route name `{}`", r.name), "give each route a unique name");
+                self.err(
+                    &format!("{p}.name"),
+                    format!("duplicate route name `{}`", r.name),
+                    "give each route a unique name",
+                );
             }
-            let host = self.host_pattern(&format!("{p}.match.host"), r.match_.as_ref().and_then(|m| m.host.as_deref()));
-            let path_prefix = r.match_.as_ref().and_then(|m| m.path_prefix.clone()).unwrap_or_else(|| "/".into());
+            let host = self.host_pattern(
+                &format!("{p}.match.host"),
+                r.match_.as_ref().and_then(|m| m.host.as_deref()),
+            );
+            let path_prefix = r
+                .match_
+                .as_ref()
+                .and_then(|m| m.path_prefix.clone())
+                .unwrap_or_else(|| "/".into());
             if !path_prefix.starts_with('/') {
-                self.err(&format!("{p}.match.path_prefix"), format!("`{path_prefix}` does not start with `/`"), "write a prefix such as `/` or `/api/`");
+                self.err(
+                    &format!("{p}.match.path_prefix"),
+                    format!("`{path_prefix}` does not start with `/`"),
+                    "write a prefix such as `/` or `/api/`",
+                );
             }
             if let Some(other) = matches.insert((host.clone(), path_prefix.clone()), i) {
-                self.err(&format!("{p}.match"), format!("same host `{host}` and path prefix `{path_prefix}` as routes[{other}]"), "change the host or path prefix, or merge the two routes");
+                self.err(
+                    &format!("{p}.match"),
+                    format!(
+                        "same host `{host}` and path prefix `{path_prefix}` as routes[{other}]"
+                    ),
+                    "change the host or path prefix, or merge the two routes",
+                );
             }
 
             let mut tiers = Vec::new();
             let mut in_tiers: Vec<(RegionName, String)> = Vec::new();
             if r.regions.is_empty() {
-                self.err(&format!("{p}.regions"), "no regions", "list regions in priority order, e.g. `[fra, ber]`");
+                self.err(
+                    &format!("{p}.regions"),
+                    "no regions",
+                    "list regions in priority order, e.g. `[fra, ber]`",
+                );
             }
             for (t, tier) in r.regions.iter().enumerate() {
                 let tp = format!("{p}.regions[{t}]");
@@ -504,31 +801,56 @@ impl<'a> Validator<'a> {
                     RawTier::Single(name) => vec![(name.clone(), tp.clone(), 1)],
                     RawTier::Weighted(map) => {
                         if map.is_empty() {
-                            self.err(&tp, "empty tier", "write `{fra: 70, ber: 30}` or a single region name");
+                            self.err(
+                                &tp,
+                                "empty tier",
+                                "write `{fra: 70, ber: 30}` or a single region name",
+                            );
                         }
-                        map.iter().map(|(n, w)| (n.clone(), format!("{tp}.{n}"), *w)).collect()
+                        map.iter()
+                            .map(|(n, w)| (n.clone(), format!("{tp}.{n}"), *w))
+                            .collect()
                     }
                 };
                 let mut tier_regions = Vec::new();
                 for (name, rp, weight) in entries {
                     if !known.contains(name.as_str()) {
-                        self.err(&rp, format!("unknown region `{name}`"), format!("use one of the regions defined under `regions`: {}", join_sorted(&known)));
+                        self.err(
+                            &rp,
+                            format!("unknown region `{name}`"),
+                            format!(
+                                "use one of the regions defined under `regions`: {}",
+                                join_sorted(&known)
+                            ),
+                        );
                         continue;
                     }
-                    let Ok(region) = RegionName::try_new(&name) else { continue };
+                    let Ok(region) = RegionName::try_new(&name) else {
+                        continue;
+                    };
                     if in_tiers.iter().any(|(n, _)| n == &region) {
-                        self.err(&rp, format!("region `{name}` appears more than once"), "list each region in one tier only");
+                        self.err(
+                            &rp,
+                            format!("region `{name}` appears more than once"),
+                            "list each region in one tier only",
+                        );
                         continue;
                     }
                     let Some(weight) = NonZeroU32::new(weight) else {
-                        self.err(&rp, "weight 0", "use a weight of 1 or more, or remove the region from the tier");
+                        self.err(
+                            &rp,
+                            "weight 0",
+                            "use a weight of 1 or more, or remove the region from the tier",
+                        );
                         continue;
                     };
                     in_tiers.push((region.clone(), rp));
                     tier_regions.push((region, weight));
                 }
                 if !tier_regions.is_empty() {
-                    tiers.push(Tier { regions: tier_regions });
+                    tiers.push(Tier {
+                        regions: tier_regions,
+                    });
                 }
             }
             let allowed_regions = match &r.allowed_regions {
@@ -538,7 +860,11 @@ impl<'a> Validator<'a> {
                     for (a, name) in list.iter().enumerate() {
                         let ap = format!("{p}.allowed_regions[{a}]");
                         if !known.contains(name.as_str()) {
-                            self.err(&ap, format!("unknown region `{name}`"), format!("use one of: {}", join_sorted(&known)));
+                            self.err(
+                                &ap,
+                                format!("unknown region `{name}`"),
+                                format!("use one of: {}", join_sorted(&known)),
+                            );
                         } else if let Ok(n) = RegionName::try_new(name) {
                             allowed.push(n);
                         }
@@ -553,10 +879,18 @@ impl<'a> Validator<'a> {
             };
             let retry = self.retry(&format!("{p}.retry"), r.retry.as_ref());
             let timeouts = self.timeouts(&format!("{p}.timeouts"), r.timeouts.as_ref());
-            let failback_hold_down = self.duration(&format!("{p}.failback.hold_down"), r.failback.as_ref().and_then(|f| f.hold_down.as_ref()), Duration::from_secs(30));
+            let failback_hold_down = self.duration(
+                &format!("{p}.failback.hold_down"),
+                r.failback.as_ref().and_then(|f| f.hold_down.as_ref()),
+                Duration::from_secs(30),
+            );
             let sticky = r.sticky.as_ref().map(|s| {
                 if !have_keys {
-                    self.err(&format!("{p}.sticky"), "sticky sessions need signing keys but `sticky_keys` is empty", "add `sticky_keys: [{ id: k1, secret_file: sticky-k1.key }]`");
+                    self.err(
+                        &format!("{p}.sticky"),
+                        "sticky sessions need signing keys but `sticky_keys` is empty",
+                        "add `sticky_keys: [{ id: k1, secret_file: sticky-k1.key }]`",
+                    );
                 }
                 self.sticky(&format!("{p}.sticky"), s)
             });
@@ -576,7 +910,9 @@ impl<'a> Validator<'a> {
     }
 
     fn host_pattern(&mut self, path: &str, raw: Option<&str>) -> HostPattern {
-        let Some(host) = raw else { return HostPattern::Any };
+        let Some(host) = raw else {
+            return HostPattern::Any;
+        };
         let host = host.to_ascii_lowercase();
         if host == "*" {
             return HostPattern::Any;
@@ -586,18 +922,34 @@ impl<'a> Validator<'a> {
             None => (false, host.clone()),
         };
         let valid = !name.is_empty()
-            && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
         if !valid {
-            self.err(path, format!("`{host}` is not a host name or `*.` wildcard"), "write `api.example.com` or `*.example.com` (no port, no scheme)");
+            self.err(
+                path,
+                format!("`{host}` is not a host name or `*.` wildcard"),
+                "write `api.example.com` or `*.example.com` (no port, no scheme)",
+            );
             return HostPattern::Any;
         }
-        if wild { HostPattern::Wildcard(name) } else { HostPattern::Exact(name) }
+        if wild {
+            HostPattern::Wildcard(name)
+        } else {
+            HostPattern::Exact(name)
+        }
     }
 
     fn retry(&mut self, p: &str, raw: Option<&RawRetry>) -> RetryPolicy {
         let attempts = raw.and_then(|r| r.attempts).unwrap_or(2);
         if attempts > 10 {
-            self.err(&format!("{p}.attempts"), format!("{attempts} retries would storm a sick fleet"), "use at most 10");
+            self.err(
+                &format!("{p}.attempts"),
+                format!("{attempts} retries would storm a sick fleet"),
+                "use at most 10",
+            );
         }
         let mut policy = RetryPolicy {
             attempts: attempts.min(10),
@@ -605,7 +957,12 @@ impl<'a> Validator<'a> {
             on_reset: true,
             on_timeout: false,
             on_status: BTreeSet::from([502, 503, 504]),
-            budget_permille: self.percent(&format!("{p}.budget"), raw.and_then(|r| r.budget.as_ref()), 200, 1000),
+            budget_permille: self.percent(
+                &format!("{p}.budget"),
+                raw.and_then(|r| r.budget.as_ref()),
+                200,
+                1000,
+            ),
         };
         if let Some(on) = raw.and_then(|r| r.on.as_ref()) {
             policy.on_connect = false;
@@ -616,12 +973,20 @@ impl<'a> Validator<'a> {
                     RawRetryOn::Status(s) if (500..=599).contains(s) => {
                         policy.on_status.insert(*s);
                     }
-                    RawRetryOn::Status(s) => self.err(&format!("{p}.on[{i}]"), format!("{s} is not a 5xx status"), "retry only on 5xx statuses such as 502, 503, 504"),
+                    RawRetryOn::Status(s) => self.err(
+                        &format!("{p}.on[{i}]"),
+                        format!("{s} is not a 5xx status"),
+                        "retry only on 5xx statuses such as 502, 503, 504",
+                    ),
                     RawRetryOn::Keyword(k) => match k.as_str() {
                         "connect" => policy.on_connect = true,
                         "reset" => policy.on_reset = true,
                         "timeout" => policy.on_timeout = true,
-                        other => self.err(&format!("{p}.on[{i}]"), format!("unknown retry condition `{other}`"), "use `connect`, `reset`, `timeout` or a 5xx status"),
+                        other => self.err(
+                            &format!("{p}.on[{i}]"),
+                            format!("unknown retry condition `{other}`"),
+                            "use `connect`, `reset`, `timeout` or a 5xx status",
+                        ),
                     },
                 }
             }
@@ -631,43 +996,84 @@ impl<'a> Validator<'a> {
 
     fn timeouts(&mut self, p: &str, raw: Option<&RawTimeouts>) -> RouteTimeouts {
         RouteTimeouts {
-            connect: self.positive_duration(&format!("{p}.connect"), raw.and_then(|r| r.connect.as_ref()), Duration::from_millis(250)),
-            request: self.positive_duration(&format!("{p}.request"), raw.and_then(|r| r.request.as_ref()), Duration::from_secs(30)),
-            idle: self.positive_duration(&format!("{p}.idle"), raw.and_then(|r| r.idle.as_ref()), Duration::from_secs(60)),
+            connect: self.positive_duration(
+                &format!("{p}.connect"),
+                raw.and_then(|r| r.connect.as_ref()),
+                Duration::from_millis(250),
+            ),
+            request: self.positive_duration(
+                &format!("{p}.request"),
+                raw.and_then(|r| r.request.as_ref()),
+                Duration::from_secs(30),
+            ),
+            idle: self.positive_duration(
+                &format!("{p}.idle"),
+                raw.and_then(|r| r.idle.as_ref()),
+                Duration::from_secs(60),
+            ),
         }
     }
 
     fn sticky(&mut self, p: &str, raw: &RawSticky) -> StickySettings {
         let cookie = raw.cookie.clone().unwrap_or_else(|| "gw_affinity".into());
-        if cookie.is_empty() || !cookie.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
-            self.err(&format!("{p}.cookie"), format!("`{cookie}` is not a valid cookie name"), "use letters, digits, `_`, `-` or `.`");
+        if cookie.is_empty()
+            || !cookie
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            self.err(
+                &format!("{p}.cookie"),
+                format!("`{cookie}` is not a valid cookie name"),
+                "use letters, digits, `_`, `-` or `.`",
+            );
         }
         let on_failback = match raw.on_failback.as_deref() {
             None | Some("stay") => OnFailback::Stay,
             Some("return") => OnFailback::Return,
             Some(other) => {
-                self.err(&format!("{p}.on_failback"), format!("unknown value `{other}`"), "use `stay` or `return`");
+                self.err(
+                    &format!("{p}.on_failback"),
+                    format!("unknown value `{other}`"),
+                    "use `stay` or `return`",
+                );
                 OnFailback::Stay
             }
         };
-        let same_site = match raw.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let same_site = match raw
+            .same_site
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("lax") => SameSite::Lax,
             Some("strict") => SameSite::Strict,
             Some("none") => SameSite::None,
             Some(other) => {
-                self.err(&format!("{p}.same_site"), format!("unknown value `{other}`"), "use `lax`, `strict` or `none`");
+                self.err(
+                    &format!("{p}.same_site"),
+                    format!("unknown value `{other}`"),
+                    "use `lax`, `strict` or `none`",
+                );
                 SameSite::Lax
             }
         };
         let header = raw.header.as_ref().map(|h| h.to_ascii_lowercase());
         if let Some(h) = &header {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                self.err(&format!("{p}.header"), format!("`{h}` is not a valid header name"), "use a header name such as `x-session-id`");
+                self.err(
+                    &format!("{p}.header"),
+                    format!("`{h}` is not a valid header name"),
+                    "use a header name such as `x-session-id`",
+                );
             }
         }
         StickySettings {
             cookie,
-            ttl: self.positive_duration(&format!("{p}.ttl"), raw.ttl.as_ref(), Duration::from_secs(3600)),
+            ttl: self.positive_duration(
+                &format!("{p}.ttl"),
+                raw.ttl.as_ref(),
+                Duration::from_secs(3600),
+            ),
             on_failback,
             header,
             path: raw.path.clone().unwrap_or_else(|| "/".into()),
@@ -687,7 +1093,10 @@ fn addrs_overlap(a: SocketAddr, b: SocketAddr) -> bool {
 fn join_sorted(names: &HashSet<&str>) -> String {
     let mut v: Vec<&str> = names.iter().copied().collect();
     v.sort_unstable();
-    v.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn trim_ascii_whitespace(mut bytes: Vec<u8>) -> Vec<u8> {

@@ -35,7 +35,13 @@ struct AdminState {
 impl AdminService {
     /// An admin API on `bind` over the routing `snapshot`.
     pub fn new(bind: SocketAddr, snapshot: Arc<ArcSwap<RoutingSnapshot>>) -> Self {
-        Self { bind, state: Arc::new(AdminState { snapshot, ready: AtomicBool::new(false) }) }
+        Self {
+            bind,
+            state: Arc::new(AdminState {
+                snapshot,
+                ready: AtomicBool::new(false),
+            }),
+        }
     }
 }
 
@@ -84,10 +90,15 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         ("GET", "/status") => {
             let body = status_json(&state.snapshot.load(), state.ready.load(Ordering::Relaxed));
             let mut resp = text(StatusCode::OK, &format!("{body:#}\n"));
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
             resp
         }
-        (_, "/healthz" | "/readyz" | "/status") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (_, "/healthz" | "/readyz" | "/status") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -113,8 +124,12 @@ async fn is_ready(state: &AdminState) -> bool {
 /// The address to dial to reach a listener bound to `bind` (unspecified → loopback).
 fn connectable(bind: SocketAddr) -> SocketAddr {
     match bind.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bind.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bind.port())
+        }
         _ => bind,
     }
 }

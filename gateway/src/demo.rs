@@ -69,8 +69,16 @@ pub fn start_regions(addrs: DemoAddrs) -> anyhow::Result<DemoRegions> {
         .build()?;
     let (servers, control) = runtime.block_on(async {
         let mut servers: HashMap<String, Vec<RegionServer>> = HashMap::new();
-        for (region, endpoint) in [("fra", "fra-1"), ("fra", "fra-2"), ("ber", "ber-1"), ("ber", "ber-2")] {
-            let identity = Identity { region: region.into(), endpoint: endpoint.into() };
+        for (region, endpoint) in [
+            ("fra", "fra-1"),
+            ("fra", "fra-2"),
+            ("ber", "ber-1"),
+            ("ber", "ber-2"),
+        ] {
+            let identity = Identity {
+                region: region.into(),
+                endpoint: endpoint.into(),
+            };
             let server = RegionServer::bind("127.0.0.1:0".parse()?, identity).await?;
             servers.entry(region.to_string()).or_default().push(server);
         }
@@ -87,12 +95,20 @@ pub fn start_regions(addrs: DemoAddrs) -> anyhow::Result<DemoRegions> {
         .replace("{ber2}", &addr("ber", 1));
     let servers = Arc::new(servers);
     runtime.spawn(control_loop(control, servers));
-    Ok(DemoRegions { config_text, _runtime: runtime })
+    Ok(DemoRegions {
+        config_text,
+        _runtime: runtime,
+    })
 }
 
-async fn control_loop(listener: tokio::net::TcpListener, servers: Arc<HashMap<String, Vec<RegionServer>>>) {
+async fn control_loop(
+    listener: tokio::net::TcpListener,
+    servers: Arc<HashMap<String, Vec<RegionServer>>>,
+) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let servers = servers.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -107,7 +123,10 @@ async fn control_loop(listener: tokio::net::TcpListener, servers: Arc<HashMap<St
 }
 
 /// `POST /{region}/{mode}` switches every endpoint of a region.
-fn control(servers: &HashMap<String, Vec<RegionServer>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn control(
+    servers: &HashMap<String, Vec<RegionServer>>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -136,7 +155,11 @@ fn control(servers: &HashMap<String, Vec<RegionServer>>, req: Request<Incoming>)
 
 /// What the demo prints once it is up.
 pub fn banner(addrs: DemoAddrs, config_path: &std::path::Path) -> String {
-    let DemoAddrs { listen, admin, control } = addrs;
+    let DemoAddrs {
+        listen,
+        admin,
+        control,
+    } = addrs;
     format!(
         "\nfailover gateway demo\n\
          ---------------------\n\

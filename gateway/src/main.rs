@@ -14,7 +14,11 @@ use pingora::server::RunArgs;
 const EXIT_INVALID_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "Global health-based failover traffic gateway (Pingora)")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Global health-based failover traffic gateway (Pingora)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -93,7 +100,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID_CONFIG) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_INVALID_CONFIG)
+            })
         }
         Command::Schema => {
             println!("{:#}", gateway_config::json_schema());
@@ -112,14 +123,28 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             server.run(RunArgs::default());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { listen, admin, control, threads } => {
-            let addrs = DemoAddrs { listen, admin, control };
+        Command::Demo {
+            listen,
+            admin,
+            control,
+            threads,
+        } => {
+            let addrs = DemoAddrs {
+                listen,
+                admin,
+                control,
+            };
             let regions = demo::start_regions(addrs)?;
             let dir = tempfile::tempdir()?;
             let path = dir.path().join("demo.yaml");
             std::fs::write(&path, &regions.config_text)?;
             let config = gateway_config::load(&path).context("embedded demo config is invalid")?;
-            let server = build_server(config, &ServerOptions { threads: Some(threads) })?;
+            let server = build_server(
+                config,
+                &ServerOptions {
+                    threads: Some(threads),
+                },
+            )?;
             println!("{}", demo::banner(addrs, &path));
             server.run(RunArgs::default());
             drop(regions);

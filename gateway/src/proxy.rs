@@ -18,7 +18,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::routing::{host_without_port, RouteIndex};
-use crate::selection::{choose, Choice};
+use crate::selection::{choose, has_untried, Choice};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
@@ -106,9 +106,15 @@ impl ProxyHttp for GatewayProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let snapshot = ctx.snapshot.clone();
-        let plan = ctx.plan().ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let plan = ctx
+            .plan()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         let Some(choice) = choose(&snapshot, plan, &ctx.tried) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -122,7 +128,11 @@ impl ProxyHttp for GatewayProxy {
         let socket = endpoint
             .socket
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "endpoint unresolved"))?;
-        let sni = region.tls.as_ref().map(|t| t.sni.clone()).unwrap_or_default();
+        let sni = region
+            .tls
+            .as_ref()
+            .map(|t| t.sni.clone())
+            .unwrap_or_default();
         let mut peer = HttpPeer::new(socket, region.tls.is_some(), sni);
         let opts = &mut peer.options;
         opts.connection_timeout = Some(timeouts.connect);
@@ -159,7 +169,10 @@ impl ProxyHttp for GatewayProxy {
             .headers
             .get(header::TE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
         let upgrade_value = upstream.headers.get(header::UPGRADE).cloned();
         for name in HOP_BY_HOP.iter().copied() {
             upstream.remove_header(name);
@@ -178,19 +191,28 @@ impl ProxyHttp for GatewayProxy {
         }
 
         let downstream = session.req_header();
-        let authority = downstream
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| downstream.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let authority = downstream.headers.get(header::HOST).cloned().or_else(|| {
+            downstream
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         if let Some(host) = authority {
             if !upstream.headers.contains_key(header::HOST) {
                 upstream.insert_header(header::HOST, host.clone())?;
             }
             upstream.insert_header("x-forwarded-host", host)?;
         }
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
-            let value = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+        {
+            let value = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
                 _ => ip,
             };
@@ -213,7 +235,13 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
             let listed = connection_tokens(&response.headers);
-            for name in ["connection", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
+            for name in [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "trailer",
+                "upgrade",
+            ] {
                 response.remove_header(name);
             }
             for name in &listed {
@@ -237,14 +265,22 @@ impl ProxyHttp for GatewayProxy {
         // Nothing reached the app, so any method may be retried on another endpoint.
         if let Some(plan) = ctx.plan() {
             let retries_done = ctx.tried.len().saturating_sub(1) as u32;
-            if plan.route.retry.on_connect && retries_done < plan.route.retry.attempts {
+            if plan.route.retry.on_connect
+                && retries_done < plan.route.retry.attempts
+                && has_untried(&ctx.snapshot, plan, &ctx.tried)
+            {
                 e.set_retry(true);
             }
         }
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy
     where
         Self::CTX: Send + Sync,
     {
@@ -259,11 +295,17 @@ impl ProxyHttp for GatewayProxy {
                 tracing::debug!(error = %write_err, "could not send error response");
             }
         }
-        FailToProxy { error_code: code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         tracing::debug!(
             route = ctx.route_name(),
             status,
@@ -290,7 +332,9 @@ fn classify(e: &Error) -> (u16, &'static str) {
         _ => match e.esource() {
             ErrorSource::Upstream => (502, "upstream failed"),
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, "client gone"),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    (0, "client gone")
+                }
                 _ => (400, "bad request"),
             },
             ErrorSource::Internal | ErrorSource::Unset => (500, "internal error"),
@@ -309,7 +353,12 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-async fn respond_json(session: &mut Session, ctx: &RequestCtx, code: u16, body: String) -> Result<()> {
+async fn respond_json(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    code: u16,
+    body: String,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
@@ -318,10 +367,15 @@ async fn respond_json(session: &mut Session, ctx: &RequestCtx, code: u16, body: 
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }
     if let Some(id) = &ctx.request_id {
-        resp.insert_header(ctx.snapshot.config.server.request_id_header.clone(), id.clone())?;
+        resp.insert_header(
+            ctx.snapshot.config.server.request_id_header.clone(),
+            id.clone(),
+        )?;
     }
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(Bytes::from(body)), true).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
     Ok(())
 }
 

@@ -112,10 +112,16 @@ mod tests {
             "listeners: [{ name: h, bind: \"127.0.0.1:1\" }]\nregions: { fra: { endpoints: [{ id: a, address: \"127.0.0.1:2\" }] } }\nroutes:\n",
         );
         for (i, (host, prefix)) in spec.iter().enumerate() {
-            let host = if host.is_empty() { String::new() } else { format!("host: \"{host}\", ") };
+            let host = if host.is_empty() {
+                String::new()
+            } else {
+                format!("host: \"{host}\", ")
+            };
             yaml.push_str(&format!("  - {{ name: r{i}, match: {{ {host}path_prefix: \"{prefix}\" }}, regions: [fra] }}\n"));
         }
-        gateway_config::parse(&yaml, Path::new("t.yaml")).expect("valid").routes
+        gateway_config::parse(&yaml, Path::new("t.yaml"))
+            .expect("valid")
+            .routes
     }
 
     #[test]
@@ -131,8 +137,9 @@ mod tests {
         let t = RouteTable::new(&r);
         assert_eq!(t.lookup("api.example.com", "/v1/users"), Some(3));
         assert_eq!(t.lookup("API.Example.com", "/v2"), Some(2));
-        // Exact host has no /static/ route: falls through to the wildcard's prefix.
-        assert_eq!(t.lookup("api.example.com", "/static/x"), Some(4));
+        // Host precedence comes first: the exact host's `/` beats the wildcard's `/static/`.
+        assert_eq!(t.lookup("api.example.com", "/static/x"), Some(2));
+        assert_eq!(t.lookup("www.example.com", "/static/x"), Some(4));
         assert_eq!(t.lookup("www.example.com", "/x"), Some(1));
         assert_eq!(t.lookup("x.b.example.com", "/"), Some(5));
         assert_eq!(t.lookup("example.com", "/"), Some(0));
@@ -140,18 +147,22 @@ mod tests {
     }
 
     #[test]
-    fn no_match() {
-        let r = routes(&[("api.example.com", "/v1/")]);
+    fn no_match_and_fall_through() {
+        let r = routes(&[("api.example.com", "/v1/"), ("*.example.com", "/v2/")]);
         let t = RouteTable::new(&r);
+        // The exact host has no matching prefix: the wildcard's routes are tried next.
+        assert_eq!(t.lookup("api.example.com", "/v2/x"), Some(1));
         assert_eq!(t.lookup("api.example.com", "/v2"), None);
         assert_eq!(t.lookup("other", "/v1/"), None);
     }
 
     #[test]
     fn many_routes() {
-        let spec: Vec<(String, String)> =
-            (0..3000).map(|i| (format!("h{}.example.com", i % 300), format!("/p{i}/"))).collect();
-        let spec_ref: Vec<(&str, &str)> = spec.iter().map(|(h, p)| (h.as_str(), p.as_str())).collect();
+        let spec: Vec<(String, String)> = (0..3000)
+            .map(|i| (format!("h{}.example.com", i % 300), format!("/p{i}/")))
+            .collect();
+        let spec_ref: Vec<(&str, &str)> =
+            spec.iter().map(|(h, p)| (h.as_str(), p.as_str())).collect();
         let t = RouteTable::new(&routes(&spec_ref));
         assert_eq!(t.lookup("h7.example.com", "/p2107/x"), Some(2107));
         assert_eq!(t.lookup("h7.example.com", "/p2108/x"), None);

@@ -37,6 +37,21 @@ pub fn choose(snapshot: &RoutingSnapshot, plan: &RoutePlan, tried: &[Choice]) ->
     None
 }
 
+/// Whether an endpoint not yet in `tried` is left for another attempt.
+pub fn has_untried(snapshot: &RoutingSnapshot, plan: &RoutePlan, tried: &[Choice]) -> bool {
+    plan.tiers.iter().flatten().any(|(region, _)| {
+        snapshot.regions.get(*region).is_some_and(|target| {
+            target.endpoints.iter().enumerate().any(|(endpoint, e)| {
+                e.socket.is_some()
+                    && !tried.contains(&Choice {
+                        region: *region,
+                        endpoint,
+                    })
+            })
+        })
+    })
+}
+
 /// Regions of a tier in the order to try them: a weighted rotation, then the rest.
 fn tier_order(plan: &RoutePlan, tier: &[(RegionIndex, u32)]) -> Vec<RegionIndex> {
     if tier.len() == 1 {
@@ -58,7 +73,11 @@ fn tier_order(plan: &RoutePlan, tier: &[(RegionIndex, u32)]) -> Vec<RegionIndex>
     order
 }
 
-fn pick_endpoint(snapshot: &RoutingSnapshot, region: RegionIndex, tried: &[Choice]) -> Option<Choice> {
+fn pick_endpoint(
+    snapshot: &RoutingSnapshot,
+    region: RegionIndex,
+    tried: &[Choice],
+) -> Option<Choice> {
     let target = snapshot.regions.get(region)?;
     let n = target.endpoints.len();
     if n == 0 {
@@ -98,7 +117,15 @@ mod tests {
         let retry = choose(&s, plan, &[a]).expect("some");
         assert_eq!(retry.region, 1);
         let last = choose(&s, plan, &[a, retry]).expect("some");
-        assert_eq!(last, Choice { region: 0, endpoint: 1 - a.endpoint });
+        assert_eq!(
+            last,
+            Choice {
+                region: 0,
+                endpoint: 1 - a.endpoint
+            }
+        );
+        assert!(has_untried(&s, plan, &[a, retry]));
+        assert!(!has_untried(&s, plan, &[a, retry, last]));
         assert_eq!(choose(&s, plan, &[a, retry, last]), None);
     }
 

@@ -61,7 +61,9 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     server.bootstrap();
 
     let config = Arc::new(config);
-    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(config.clone())));
+    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
+        config.clone(),
+    )));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -79,12 +81,15 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         match &listener.tls {
             None => proxy.add_tcp(&addr),
             Some(tls) => {
-                let resolver = SniResolver::new(tls)
-                    .map_err(|source| StartError::Tls { listener: listener.name.clone(), source })?;
-                let mut settings = TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
+                let resolver = SniResolver::new(tls).map_err(|source| StartError::Tls {
                     listener: listener.name.clone(),
-                    reason: e.to_string(),
+                    source,
                 })?;
+                let mut settings =
+                    TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
+                        listener: listener.name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 settings.set_cert_resolver(Arc::new(resolver));
                 settings.enable_h2();
                 proxy.add_tls_with_settings(&addr, None, settings);
@@ -92,6 +97,9 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         }
     }
     server.add_service(proxy);
-    server.add_service(background_service("admin", AdminService::new(config.admin.bind, snapshot)));
+    server.add_service(background_service(
+        "admin",
+        AdminService::new(config.admin.bind, snapshot),
+    ));
     Ok(server)
 }

@@ -106,7 +106,12 @@ impl RoutingSnapshot {
                 tier_cursor: AtomicUsize::new(0),
             })
             .collect();
-        Self { table: RouteTable::new(&config.routes), routes, regions, config }
+        Self {
+            table: RouteTable::new(&config.routes),
+            routes,
+            regions,
+            config,
+        }
     }
 }
 

@@ -39,8 +39,15 @@ pub struct SniResolver {
 impl SniResolver {
     /// Loads the listener's certificates.
     pub fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
-        let certs = tls.certs.iter().map(load_pair).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { certs, default_cert: tls.default_cert.min(tls.certs.len().saturating_sub(1)) })
+        let certs = tls
+            .certs
+            .iter()
+            .map(load_pair)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            certs,
+            default_cert: tls.default_cert.min(tls.certs.len().saturating_sub(1)),
+        })
     }
 
     fn for_name(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
@@ -69,14 +76,29 @@ fn load_pair(pair: &CertPair) -> Result<Arc<CertifiedKey>, TlsError> {
     let key_path = pair.key_path.display().to_string();
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pair.cert_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Cert { path: cert_path.clone(), reason: e.to_string() })?;
+        .map_err(|e| TlsError::Cert {
+            path: cert_path.clone(),
+            reason: e.to_string(),
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::Cert { path: cert_path, reason: "no PEM certificate".into() });
+        return Err(TlsError::Cert {
+            path: cert_path,
+            reason: "no PEM certificate".into(),
+        });
     }
     let key = rustls_pemfile::private_key(&mut pair.key_pem.as_slice())
-        .map_err(|e| TlsError::Key { path: key_path.clone(), reason: e.to_string() })?
-        .ok_or_else(|| TlsError::Key { path: key_path.clone(), reason: "no PEM private key".into() })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| TlsError::Key { path: key_path, reason: e.to_string() })?;
+        .map_err(|e| TlsError::Key {
+            path: key_path.clone(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| TlsError::Key {
+            path: key_path.clone(),
+            reason: "no PEM private key".into(),
+        })?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Key {
+            path: key_path,
+            reason: e.to_string(),
+        })?;
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }

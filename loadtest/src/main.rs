@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use loadtest::region::{Identity, Mode, RegionServer};
 
 #[derive(Parser)]
-#[command(name = "loadtest", version, about = "Load tests and simulated regions for the failover gateway")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load tests and simulated regions for the failover gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,14 +39,28 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Region { name, endpoint, listen, mode } => {
+        Command::Region {
+            name,
+            endpoint,
+            listen,
+            mode,
+        } => {
             let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
             let endpoint = endpoint.unwrap_or_else(|| format!("{name}-1"));
-            let server = RegionServer::bind(listen, Identity { region: name.clone(), endpoint: endpoint.clone() })
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+            let server = RegionServer::bind(
+                listen,
+                Identity {
+                    region: name.clone(),
+                    endpoint: endpoint.clone(),
+                },
+            )
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
             server.set_mode(mode);
-            println!("region {name} endpoint {endpoint} listening on http://{}", server.addr());
+            println!(
+                "region {name} endpoint {endpoint} listening on http://{}",
+                server.addr()
+            );
             tokio::signal::ctrl_c().await?;
             server.shutdown().await;
             Ok(())

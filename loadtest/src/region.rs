@@ -100,7 +100,12 @@ impl RegionServer {
         let (stop, stop_rx) = watch::channel(false);
         let identity = Arc::new(identity);
         let task = tokio::spawn(accept_loop(listener, addr, identity, mode_rx, stop_rx));
-        Ok(Self { addr, mode, stop, task })
+        Ok(Self {
+            addr,
+            mode,
+            stop,
+            task,
+        })
     }
 
     /// Binds `addr` and starts an endpoint there.
@@ -194,14 +199,24 @@ async fn handle(req: Request<Incoming>, id: &Identity, mode: Mode) -> Response<A
         Mode::Blackhole => std::future::pending::<()>().await,
         Mode::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return respond(id, status, format!("{{\"region\":\"{}\",\"endpoint\":\"{}\",\"fault\":\"status\"}}\n", id.region, id.endpoint));
+            return respond(
+                id,
+                status,
+                format!(
+                    "{{\"region\":\"{}\",\"endpoint\":\"{}\",\"fault\":\"status\"}}\n",
+                    id.region, id.endpoint
+                ),
+            );
         }
         Mode::Slow(d) => tokio::time::sleep(d).await,
         Mode::Reset => {
             // A response whose body errors: hyper aborts the connection mid-response.
             let body = StreamBody::new(futures_util::stream::iter([
                 Ok(Frame::data(Bytes::from_static(b"partial"))),
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset",
+                )),
             ]));
             return with_identity(id, Response::new(BodyExt::boxed(body)));
         }
@@ -216,10 +231,16 @@ async fn handle(req: Request<Incoming>, id: &Identity, mode: Mode) -> Response<A
     if path == "/grpc" {
         return grpc(req, id).await;
     }
-    if let Some(n) = path.strip_prefix("/stream/").and_then(|n| n.parse::<usize>().ok()) {
+    if let Some(n) = path
+        .strip_prefix("/stream/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         return stream_bytes(id, n);
     }
-    if let Some(ms) = path.strip_prefix("/slow/").and_then(|n| n.parse::<u64>().ok()) {
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     echo(req, id).await
@@ -243,7 +264,10 @@ fn full(body: impl Into<Bytes>) -> AppBody {
 fn respond(id: &Identity, status: StatusCode, body: String) -> Response<AppBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     with_identity(id, resp)
 }
 
@@ -271,7 +295,9 @@ async fn echo(req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
             Ok(f) => {
                 if let Some(data) = f.data_ref() {
                     bytes += data.len() as u64;
-                    checksum = data.iter().fold(checksum, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(*b)));
+                    checksum = data.iter().fold(checksum, |acc, b| {
+                        acc.wrapping_mul(31).wrapping_add(u64::from(*b))
+                    });
                 }
             }
             Err(_) => break,
@@ -292,7 +318,9 @@ async fn echo(req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
 
 /// The checksum the echo endpoint reports for `data` (for tests of large bodies).
 pub fn body_checksum(data: &[u8]) -> u64 {
-    data.iter().fold(0u64, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(*b)))
+    data.iter().fold(0u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(*b))
+    })
 }
 
 fn stream_bytes(id: &Identity, n: usize) -> Response<AppBody> {
@@ -316,9 +344,17 @@ async fn grpc(req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     if let Ok(v) = HeaderValue::from_str(&id.endpoint) {
         trailers.insert("x-trailer-endpoint", v);
     }
-    let frames = vec![Ok::<_, std::io::Error>(Frame::data(body)), Ok(Frame::trailers(trailers))];
-    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    let frames = vec![
+        Ok::<_, std::io::Error>(Frame::data(body)),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+        frames,
+    ))));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     with_identity(id, resp)
 }
 
@@ -326,13 +362,22 @@ fn websocket(mut req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     use tokio_tungstenite::tungstenite::protocol::Role;
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return respond(id, StatusCode::BAD_REQUEST, "{\"error\":\"not a websocket request\"}\n".into());
+        return respond(
+            id,
+            StatusCode::BAD_REQUEST,
+            "{\"error\":\"not a websocket request\"}\n".into(),
+        );
     };
     let endpoint = id.endpoint.clone();
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
         let _ = ws.send(format!("hello from {endpoint}").into()).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_close() {
@@ -347,7 +392,10 @@ fn websocket(mut req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
     if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert("sec-websocket-accept", v);
     }

@@ -1,0 +1,1 @@
+//! Endpoint and region health (filled in by the health-probing issue).

@@ -1,0 +1,223 @@
+//! Integration harness: real gateway processes, real upstreams and real clients on loopback.
+//!
+//! - [`Gateway`] writes a config into a temp dir, starts the `gateway` binary as a child, waits
+//!   for `/readyz`, and kills the child when dropped (also when the test panics).
+//! - [`region`] starts simulated regional endpoints (`loadtest::region`) on ephemeral ports.
+//! - [`client`] holds HTTP/1.1, h2c, TLS (h2 and HTTP/1.1) and WebSocket clients.
+//! - [`TestPki`] is a throwaway CA with leaf certificates, generated at test time.
+
+pub mod client;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use loadtest::region::{Identity, Mode, RegionServer};
+
+/// Generous deadline for anything a loaded 2-core CI box must do (start-up, readiness).
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Path of the `gateway` binary: `GATEWAY_BIN`, or next to this test executable's `deps` dir.
+pub fn gateway_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("gateway");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p gateway`, which scripts/test.sh does) or set GATEWAY_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound and released; the gateway binds it right after).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// Starts a simulated endpoint on an ephemeral port.
+pub async fn region(region: &str, endpoint: &str) -> RegionServer {
+    RegionServer::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        Identity {
+            region: region.into(),
+            endpoint: endpoint.into(),
+        },
+    )
+    .await
+    .expect("start simulated region")
+}
+
+/// A gateway child process on ephemeral ports.
+pub struct Gateway {
+    child: Option<Child>,
+    /// The temp dir with the config, certificates and the child's stderr.
+    pub dir: tempfile::TempDir,
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    /// The admin API's address.
+    pub admin: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts a gateway whose config is `config` with these placeholders replaced:
+    /// `{listen}` (plaintext listener), `{tls}` (a second listener, for TLS configs),
+    /// `{admin}` and `{dir}` (the temp dir, for certificate paths). `files` are written into the
+    /// temp dir first.
+    pub async fn start(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).expect("write file");
+        }
+        let (addr, tls, admin) = (free_port(), free_port(), free_port());
+        let text = config
+            .replace("{listen}", &addr.to_string())
+            .replace("{tls}", &tls.to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, text).expect("write config");
+        let stderr = std::fs::File::create(dir.path().join("gateway.stderr")).expect("stderr file");
+        let child = Command::new(gateway_bin())
+            .args(["run", "--threads", "2", "--config"])
+            .arg(&config_path)
+            .env("GATEWAY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn gateway");
+        let mut gw = Self {
+            child: Some(child),
+            dir,
+            addr,
+            admin,
+        };
+        gw.wait_ready().await;
+        (gw, tls)
+    }
+
+    async fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("gateway exited early with {status}:\n{}", self.stderr());
+                }
+            }
+            if let Ok((200, _)) = client::get_status(self.admin, "/readyz").await {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "gateway not ready in time:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the gateway wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.stderr")).unwrap_or_default()
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `gateway <args>` to completion and returns (exit code, stdout, stderr).
+pub fn gateway_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(gateway_bin())
+        .args(args)
+        .env("GATEWAY_LOG", "warn")
+        .output()
+        .expect("run gateway");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A test CA and leaf certificates, generated at test time.
+pub struct TestPki {
+    /// CA certificate (DER) to trust in clients.
+    pub ca_der: rustls_pki_types::CertificateDer<'static>,
+    /// Leaf certificates: (names, cert PEM, key PEM, cert DER).
+    pub leaves: Vec<Leaf>,
+}
+
+/// A leaf certificate signed by the test CA.
+pub struct Leaf {
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+    /// Certificate DER, to compare with what a server presented.
+    pub der: rustls_pki_types::CertificateDer<'static>,
+}
+
+impl TestPki {
+    /// A CA and one leaf per entry of `names` (each entry a list of DNS names).
+    pub fn new(names: &[&[&str]]) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gateway test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaves = names
+            .iter()
+            .map(|names| {
+                let key = KeyPair::generate().expect("leaf key");
+                let params =
+                    CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                        .expect("params");
+                let cert = params.signed_by(&key, &issuer).expect("leaf cert");
+                Leaf {
+                    cert_pem: cert.pem(),
+                    key_pem: key.serialize_pem(),
+                    der: cert.der().clone(),
+                }
+            })
+            .collect();
+        Self {
+            ca_der: ca_cert.der().clone(),
+            leaves,
+        }
+    }
+}
+
+/// Waits until `check` returns true, polling every 20 ms, failing after [`DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,533 @@
+//! Proxy behaviour end to end: protocols, headers, routing and error paths, through a real
+//! gateway process to real upstream servers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use gateway_tests::client::{self, full, get, H1, H2};
+use gateway_tests::{region, Gateway, Mode, TestPki};
+use http::Request;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+/// One route over two regions, each with one endpoint.
+fn two_region_config(
+    fra: std::net::SocketAddr,
+    ber: std::net::SocketAddr,
+    extra_route: &str,
+) -> String {
+    format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{fra}" }}] }}
+  ber: {{ endpoints: [{{ id: ber-1, address: "{ber}" }}] }}
+routes:
+{extra_route}  - name: app
+    regions: [fra, ber]
+"#
+    )
+}
+
+#[tokio::test]
+async fn http1_keepalive_proxy_headers_and_request_id() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+
+    let mut conn = H1::connect(gw.addr).await;
+    let req = Request::get("/hello?x=1")
+        .header("host", "app.example:8080")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("x-request-id", "given-id-123")
+        .body(client::empty())
+        .expect("request");
+    let first = conn.send(req).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-region"), Some("fra"));
+    assert_eq!(first.header("x-request-id"), Some("given-id-123"));
+    let echo = first.json();
+    let h = &echo["headers"];
+    assert_eq!(echo["path"], "/hello?x=1");
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-forwarded-host"][0], "app.example:8080");
+    assert_eq!(h["host"][0], "app.example:8080");
+    assert_eq!(h["x-request-id"][0], "given-id-123");
+    for hop in ["x-hop", "keep-alive", "proxy-connection"] {
+        assert!(
+            h.get(hop).is_none(),
+            "hop-by-hop header {hop} was forwarded: {h}"
+        );
+    }
+
+    // Second request on the same client connection: keep-alive works, a request id is generated.
+    assert!(conn.is_open());
+    let second = conn.send(get("app.example", "/again")).await;
+    assert_eq!(second.status, 200);
+    let generated = second
+        .header("x-request-id")
+        .expect("generated id")
+        .to_string();
+    assert_eq!(generated.len(), 32, "{generated}");
+    assert_eq!(
+        second.json()["headers"]["x-request-id"][0],
+        generated.as_str()
+    );
+    assert_eq!(second.json()["headers"]["x-forwarded-for"][0], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn chunked_upload_and_large_streamed_download() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+
+    // 8 MiB upload in 64 KiB chunks without Content-Length: chunked transfer encoding.
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let mut all = Vec::new();
+    for _ in 0..128 {
+        all.extend_from_slice(&chunk);
+    }
+    let frames =
+        (0..128).map(move |_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk.clone()))));
+    let body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)));
+    let req = Request::post("/upload")
+        .header("host", "a")
+        .body(body)
+        .expect("request");
+    let mut conn = H1::connect(gw.addr).await;
+    let resp = conn.send(req).await;
+    assert_eq!(resp.status, 200);
+    let echo = resp.json();
+    assert_eq!(echo["body_bytes"], 8 * 1024 * 1024);
+    assert_eq!(echo["body_checksum"], loadtest::region::body_checksum(&all));
+    assert_eq!(echo["headers"]["transfer-encoding"][0], "chunked");
+
+    // 32 MiB download, streamed by the upstream in chunks.
+    let resp = conn.send(get("a", "/stream/33554432")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 33_554_432);
+    assert!(resp.body.iter().all(|b| *b == b'x'));
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_and_h2_to_upstream() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], protocol: http2 }}
+  ber: {{ endpoints: [{{ id: ber-1, address: "{}" }}] }}
+routes:
+  - {{ name: h2up, match: {{ path_prefix: /h2/ }}, regions: [fra] }}
+  - {{ name: h1up, regions: [ber] }}
+"#,
+        fra.addr(),
+        ber.addr()
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut h2 = H2::connect_h2c(gw.addr).await;
+    let req = Request::get(format!("http://{}/plain", gw.addr))
+        .body(client::empty())
+        .expect("req");
+    let resp = h2.send(req).await;
+    assert_eq!(resp.version, http::Version::HTTP_2);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["region"], "ber");
+    assert_eq!(resp.json()["version"], "HTTP/1.1");
+
+    // h2c downstream, h2c upstream.
+    let req = Request::get(format!("http://{}/h2/x", gw.addr))
+        .body(client::empty())
+        .expect("req");
+    let resp = h2.send(req).await;
+    assert_eq!(resp.json()["region"], "fra");
+    assert_eq!(resp.json()["version"], "HTTP/2.0");
+
+    // HTTP/1.1 downstream, h2c upstream.
+    let mut h1 = H1::connect(gw.addr).await;
+    let resp = h1.send(get("a", "/h2/y")).await;
+    assert_eq!(resp.version, http::Version::HTTP_11);
+    assert_eq!(resp.json()["version"], "HTTP/2.0");
+}
+
+#[tokio::test]
+async fn tls_sni_picks_certificates_and_alpn_negotiates_h2() {
+    let fra = region("fra", "fra-1").await;
+    let pki = TestPki::new(&[&["a.test", "*.a.test"], &["b.test"]]);
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+  - name: https
+    bind: "{{tls}}"
+    tls:
+      certs:
+        - {{ cert: a.pem, key: a.key }}
+        - {{ cert: b.pem, key: b.key }}
+      default_cert: 1
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}] }}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        fra.addr()
+    );
+    let files: [(&str, &[u8]); 4] = [
+        ("a.pem", pki.leaves[0].cert_pem.as_bytes()),
+        ("a.key", pki.leaves[0].key_pem.as_bytes()),
+        ("b.pem", pki.leaves[1].cert_pem.as_bytes()),
+        ("b.key", pki.leaves[1].key_pem.as_bytes()),
+    ];
+    let (_gw, tls_addr) = Gateway::start(&config, &files).await;
+
+    let (mut h2, info) = client::h2_tls(tls_addr, &pki.ca_der, "a.test").await;
+    assert_eq!(info.peer_cert, pki.leaves[0].der);
+    assert_eq!(info.alpn.as_deref(), Some(&b"h2"[..]));
+    let resp = h2
+        .send(
+            Request::get("https://a.test/sni")
+                .body(client::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(resp.version, http::Version::HTTP_2);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(resp.json()["headers"]["x-forwarded-host"][0], "a.test");
+
+    let (_, info) = client::h2_tls(tls_addr, &pki.ca_der, "b.test").await;
+    assert_eq!(info.peer_cert, pki.leaves[1].der);
+    let (_, info) = client::h2_tls(tls_addr, &pki.ca_der, "www.a.test").await;
+    assert_eq!(
+        info.peer_cert, pki.leaves[0].der,
+        "wildcard name selects certificate a"
+    );
+    // Unknown name and no SNI at all (IP address): the default certificate (b).
+    let (_, info) = client::tls_connect(tls_addr, &pki.ca_der, "b.test", &[b"h2"]).await;
+    assert_eq!(info.peer_cert, pki.leaves[1].der);
+    let no_sni = rustls_no_sni_cert(tls_addr).await;
+    assert_eq!(no_sni, pki.leaves[1].der);
+
+    // HTTP/1.1 over TLS when the client offers only http/1.1.
+    let (mut h1, info) = client::h1_tls(tls_addr, &pki.ca_der, "a.test").await;
+    assert_eq!(info.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let resp = h1.send(get("a.test", "/h1")).await;
+    assert_eq!(resp.version, http::Version::HTTP_11);
+    assert_eq!(resp.status, 200);
+}
+
+/// The certificate a server presents to a client that sends no SNI (connecting by IP).
+async fn rustls_no_sni_cert(
+    addr: std::net::SocketAddr,
+) -> rustls_pki_types::CertificateDer<'static> {
+    use std::sync::{Arc, Mutex};
+    #[derive(Debug)]
+    struct Capture(Mutex<Option<rustls_pki_types::CertificateDer<'static>>>);
+    impl rustls::client::danger::ServerCertVerifier for Capture {
+        fn verify_server_cert(
+            &self,
+            end_entity: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            *self.0.lock().expect("lock") = Some(end_entity.clone().into_owned());
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let capture = Arc::new(Capture(Mutex::new(None)));
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // An IP address as server name: rustls sends no SNI extension.
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let _tls = connector.connect(name, stream).await.expect("handshake");
+    let cert = capture.0.lock().expect("lock").clone().expect("captured");
+    cert
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", gw.addr), stream)
+        .await
+        .expect("websocket handshake through the gateway");
+    assert_eq!(resp.status(), 101);
+    let hello = ws.next().await.expect("message").expect("ok");
+    assert_eq!(hello.to_text().expect("text"), "hello from fra-1");
+    for i in 0..20 {
+        ws.send(format!("ping {i}").into()).await.expect("send");
+        let echo = ws.next().await.expect("message").expect("ok");
+        assert_eq!(echo.to_text().expect("text"), format!("ping {i}"));
+    }
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        0u8, 1, 2, 255,
+    ]))
+    .await
+    .expect("send");
+    assert_eq!(
+        ws.next()
+            .await
+            .expect("message")
+            .expect("ok")
+            .into_data()
+            .as_ref(),
+        &[0u8, 1, 2, 255]
+    );
+    ws.close(None).await.expect("close");
+}
+
+#[tokio::test]
+async fn grpc_trailers_pass_through_h2c_and_tls() {
+    let fra = region("fra", "fra-1").await;
+    let pki = TestPki::new(&[&["grpc.test"]]);
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+  - {{ name: https, bind: "{{tls}}", tls: {{ certs: [{{ cert: c.pem, key: c.key }}] }} }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], protocol: http2 }}
+routes:
+  - {{ name: grpc, regions: [fra] }}
+"#,
+        fra.addr()
+    );
+    let files: [(&str, &[u8]); 2] = [
+        ("c.pem", pki.leaves[0].cert_pem.as_bytes()),
+        ("c.key", pki.leaves[0].key_pem.as_bytes()),
+    ];
+    let (gw, tls_addr) = Gateway::start(&config, &files).await;
+
+    let grpc_request = |uri: String| {
+        // A gRPC frame: compressed flag, 4-byte length, payload.
+        let mut msg = vec![0u8, 0, 0, 0, 5];
+        msg.extend_from_slice(b"hello");
+        Request::post(uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(full(msg))
+            .expect("request")
+    };
+    let check = |resp: client::Collected| {
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-type"), Some("application/grpc"));
+        assert_eq!(&resp.body[5..], b"hello");
+        let trailers = resp.trailers.expect("trailers reach the client");
+        assert_eq!(
+            trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+            Some("0")
+        );
+        assert_eq!(
+            trailers.get("grpc-message").and_then(|v| v.to_str().ok()),
+            Some("ok")
+        );
+        assert_eq!(
+            trailers
+                .get("x-trailer-endpoint")
+                .and_then(|v| v.to_str().ok()),
+            Some("fra-1")
+        );
+    };
+    let mut h2c = H2::connect_h2c(gw.addr).await;
+    check(
+        h2c.send(grpc_request(format!("http://{}/grpc", gw.addr)))
+            .await,
+    );
+    let (mut h2, _) = client::h2_tls(tls_addr, &pki.ca_der, "grpc.test").await;
+    check(h2.send(grpc_request("https://grpc.test/grpc".into())).await);
+}
+
+#[tokio::test]
+async fn routing_precedence_and_404() {
+    let names = [
+        "exact",
+        "exact-v1",
+        "wild",
+        "wild-deep",
+        "any",
+        "any-static",
+    ];
+    let mut servers = Vec::new();
+    for n in names {
+        servers.push(region(n, &format!("{n}-1")).await);
+    }
+    let regions: String = names
+        .iter()
+        .zip(&servers)
+        .map(|(n, s)| {
+            format!(
+                "  {n}: {{ endpoints: [{{ id: {n}-1, address: \"{}\" }}] }}\n",
+                s.addr()
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+{regions}routes:
+  - {{ name: exact, match: {{ host: api.example.com }}, regions: [exact] }}
+  - {{ name: exact-v1, match: {{ host: api.example.com, path_prefix: /v1/ }}, regions: [exact-v1] }}
+  - {{ name: wild, match: {{ host: "*.example.com" }}, regions: [wild] }}
+  - {{ name: wild-deep, match: {{ host: "*.eu.example.com" }}, regions: [wild-deep] }}
+  - {{ name: any-static, match: {{ path_prefix: /static/ }}, regions: [any-static] }}
+  - {{ name: only-host, match: {{ host: only.example.org, path_prefix: /app/ }}, regions: [any] }}
+"#
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut c = H1::connect(gw.addr).await;
+    let cases = [
+        ("api.example.com", "/", "exact"),
+        ("API.example.com:8080", "/v1/users", "exact-v1"),
+        ("api.example.com", "/v10", "exact"),
+        ("www.example.com", "/v1/users", "wild"),
+        ("x.eu.example.com", "/", "wild-deep"),
+        ("other.org", "/static/app.js", "any-static"),
+        ("only.example.org", "/app/x", "any"),
+    ];
+    for (host, path, want) in cases {
+        let resp = c.send(get(host, path)).await;
+        assert_eq!(resp.status, 200, "{host}{path}");
+        assert_eq!(resp.header("x-region"), Some(want), "{host}{path}");
+    }
+    // No route: 404 with a short JSON body naming host and path.
+    let resp = c.send(get("only.example.org", "/other")).await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.json()["error"], "no route");
+    assert_eq!(resp.json()["path"], "/other");
+    assert!(resp.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn errors_502_when_upstreams_fail_and_504_on_timeout() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let extra = "  - name: slow\n    match: { path_prefix: /slow/ }\n    regions: [fra]\n    timeouts: { request: 300ms }\n";
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), extra), &[]).await;
+    let mut c = H1::connect(gw.addr).await;
+
+    // Slower than the route's request timeout: 504, well before the upstream would answer.
+    let started = std::time::Instant::now();
+    let resp = c.send(get("a", "/slow/20000")).await;
+    assert_eq!(resp.status, 504, "{:?}", resp.body);
+    assert_eq!(resp.json()["error"], "upstream timeout");
+    assert_eq!(resp.json()["route"], "slow");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the client was not left hanging"
+    );
+
+    // Primary refuses: the retry moves to the other region, no error.
+    fra.set_mode(Mode::Refuse);
+    let mut c = H1::connect(gw.addr).await;
+    let resp = c.send(get("a", "/x")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-region"), Some("ber"));
+
+    // Every endpoint refuses: 502 with a short JSON body.
+    ber.set_mode(Mode::Refuse);
+    let resp = c.send(get("a", "/x")).await;
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.json()["error"], "upstream failed");
+    assert_eq!(resp.json()["route"], "app");
+}
+
+/// Sends raw bytes on a fresh connection and reads until the gateway closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(gateway_tests::DEADLINE, s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the gateway left the connection hanging after {bytes:?}"
+    );
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_gateway_stays_up() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let (mut gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let garbage: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\nbad header line\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
+        b"\x16\x03\x01\x00\x05hello",
+    ];
+    for bytes in garbage {
+        let answer = raw_exchange(gw.addr, bytes).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{bytes:?} got: {answer}"
+        );
+    }
+    assert!(gw.is_running());
+    let mut c = H1::connect(gw.addr).await;
+    assert_eq!(c.send(get("a", "/")).await.status, 200);
+}
+
+#[tokio::test]
+async fn short_http10_request_is_answered() {
+    // Shorter than the 24-byte h2c preface that plaintext listeners sniff for.
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let answer = raw_exchange(gw.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"region\":\"fra\""), "{answer}");
+}
