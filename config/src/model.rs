@@ -30,6 +30,21 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
     /// Sticky keys; the first signs.
     pub sticky_keys: Vec<StickyKey>,
+    /// DNS discovery settings.
+    pub dns: DnsSettings,
+}
+
+/// DNS discovery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers; empty means the system's.
+    pub servers: Vec<SocketAddr>,
+    /// Shortest re-resolution interval.
+    pub min_ttl: Duration,
+    /// Longest re-resolution interval.
+    pub max_ttl: Duration,
+    /// Lookup timeout.
+    pub timeout: Duration,
 }
 
 impl GatewayConfig {

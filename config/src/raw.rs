@@ -28,6 +28,27 @@ pub struct RawConfig {
     /// Keys for sticky-session cookies: the first signs, all verify.
     #[serde(default)]
     pub sticky_keys: Vec<RawStickyKey>,
+    /// DNS discovery for `host:port` endpoints.
+    #[serde(default)]
+    pub dns: Option<RawDns>,
+}
+
+/// DNS discovery settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawDns {
+    /// Name servers as `ip:port` (default: the system's `/etc/resolv.conf`).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Shortest time between re-resolutions, whatever the TTL (default `1s`).
+    #[serde(default)]
+    pub min_ttl: Option<String>,
+    /// Longest time between re-resolutions, whatever the TTL (default `5m`).
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// Lookup timeout (default `2s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// A client-facing listener.

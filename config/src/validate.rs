@@ -176,6 +176,7 @@ impl<'a> Validator<'a> {
         let regions = self.regions(&raw.regions);
         let sticky_keys = self.sticky_keys(&raw.sticky_keys);
         let routes = self.routes(&raw.routes, &regions, !sticky_keys.is_empty());
+        let dns = self.dns(raw.dns.as_ref());
         GatewayConfig {
             source,
             hash,
@@ -185,6 +186,46 @@ impl<'a> Validator<'a> {
             regions,
             routes,
             sticky_keys,
+            dns,
+        }
+    }
+
+    fn dns(&mut self, raw: Option<&RawDns>) -> DnsSettings {
+        let servers = raw
+            .map(|d| {
+                d.servers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| self.socket_addr(&format!("dns.servers[{i}]"), s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let min_ttl = self.positive_duration(
+            "dns.min_ttl",
+            raw.and_then(|d| d.min_ttl.as_ref()),
+            Duration::from_secs(1),
+        );
+        let max_ttl = self.positive_duration(
+            "dns.max_ttl",
+            raw.and_then(|d| d.max_ttl.as_ref()),
+            Duration::from_secs(300).max(min_ttl),
+        );
+        if max_ttl < min_ttl {
+            self.err(
+                "dns.max_ttl",
+                "shorter than `min_ttl`",
+                "make `max_ttl` at least `min_ttl`",
+            );
+        }
+        DnsSettings {
+            servers,
+            min_ttl,
+            max_ttl: max_ttl.max(min_ttl),
+            timeout: self.positive_duration(
+                "dns.timeout",
+                raw.and_then(|d| d.timeout.as_ref()),
+                Duration::from_secs(2),
+            ),
         }
     }
 

@@ -1,1 +1,16 @@
-//! Endpoint and region health (filled in by the health-probing issue).
+//! Endpoint and region health for the failover gateway.
+//!
+//! Three layers: a pure state machine ([`state`]), probes behind a trait ([`probe`]), and a
+//! scheduler ([`monitor`]) that runs probes and DNS discovery ([`dns`]) for a config. Results land
+//! in a [`hub::HealthHub`], which the request path reads without locks and which publishes every
+//! change as a [`hub::HealthEvent`].
+
+pub mod dns;
+pub mod hub;
+pub mod monitor;
+pub mod probe;
+pub mod state;
+
+pub use hub::{EndpointHealth, HealthEvent, HealthHub, RegionHealth, TargetKey};
+pub use monitor::HealthMonitor;
+pub use state::{Health, HealthPolicy};

@@ -751,9 +751,14 @@ impl Peek for Stream {
         // it never equals the preface.
         use tokio::io::AsyncReadExt;
         const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        // Also bound the wait: this peek runs before every request on a kept-alive plaintext
+        // connection, where no other timeout applies, so silent connections were never closed.
+        const PEEK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
         let mut filled = 0;
         while filled < buf.len() {
-            let n = self.read(&mut buf[filled..]).await?;
+            let n = tokio::time::timeout(PEEK_TIMEOUT, self.read(&mut buf[filled..]))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             if n == 0 {
                 if filled == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());

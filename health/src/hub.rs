@@ -1,0 +1,550 @@
+//! Shared health state: one cell per probed endpoint and per region, readable without locks.
+//!
+//! Writers (probes, live-traffic reports) take a short per-endpoint lock to run the state
+//! machine; readers on the request path only load atomics and an `ArcSwap` of region members.
+//! Every change is published as a [`HealthEvent`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use gateway_config::{EndpointId, MinHealthy, RegionName};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{Cause, EndpointState, Health, HealthPolicy, Transition};
+
+/// A probed target: an endpoint id and one address it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetKey {
+    /// Stable endpoint id from config.
+    pub id: EndpointId,
+    /// Address traffic and probes go to.
+    pub addr: SocketAddr,
+}
+
+/// What happened, for logs, status and metrics.
+#[derive(Debug, Clone)]
+pub enum HealthEvent {
+    /// An endpoint changed health.
+    Endpoint {
+        /// Wall-clock time.
+        at: SystemTime,
+        /// Region of the endpoint.
+        region: RegionName,
+        /// The endpoint.
+        target: TargetKey,
+        /// The change.
+        transition: Transition,
+    },
+    /// A region check changed health.
+    Check {
+        /// Wall-clock time.
+        at: SystemTime,
+        /// Region of the check.
+        region: RegionName,
+        /// Check name.
+        check: String,
+        /// The change.
+        transition: Transition,
+    },
+    /// A region went up or down.
+    Region {
+        /// Wall-clock time.
+        at: SystemTime,
+        /// The region.
+        region: RegionName,
+        /// Whether it is up now.
+        up: bool,
+        /// Time from the first failure observed in the region to the region going down.
+        detection: Option<Duration>,
+        /// Healthy endpoints and how many are needed.
+        healthy: (usize, usize),
+    },
+}
+
+/// Result of the most recent probe of a target.
+#[derive(Debug, Clone)]
+pub struct ProbeRecord {
+    /// Wall-clock time of the probe.
+    pub at: SystemTime,
+    /// Success.
+    pub ok: bool,
+    /// Time the probe took.
+    pub duration: Duration,
+    /// Failure reason, or the status line on success.
+    pub detail: String,
+}
+
+/// Health of one endpoint address.
+pub struct EndpointHealth {
+    /// What is probed.
+    pub key: TargetKey,
+    region: Weak<RegionHealth>,
+    routable: AtomicBool,
+    passive_streak: AtomicU32,
+    inner: Mutex<EndpointInner>,
+    hub: Weak<HubInner>,
+}
+
+struct EndpointInner {
+    state: EndpointState,
+    policy: HealthPolicy,
+    abort: CancellationToken,
+    last_probe: Option<ProbeRecord>,
+}
+
+impl std::fmt::Debug for EndpointHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointHealth")
+            .field("key", &self.key)
+            .field("routable", &self.is_routable())
+            .finish()
+    }
+}
+
+/// A snapshot of one endpoint's health for status pages.
+#[derive(Debug, Clone)]
+pub struct EndpointStatus {
+    /// The endpoint.
+    pub key: TargetKey,
+    /// Health.
+    pub health: Health,
+    /// End of the current ejection.
+    pub ejected_for: Option<Duration>,
+    /// Last probe.
+    pub last_probe: Option<ProbeRecord>,
+}
+
+impl EndpointHealth {
+    /// Whether traffic may go here (lock-free).
+    pub fn is_routable(&self) -> bool {
+        self.routable.load(Ordering::Acquire)
+    }
+
+    /// A token cancelled when this endpoint is marked down; connections opened now hold it so that
+    /// requests still waiting on a dead endpoint can be failed over at once.
+    pub fn abort_token(&self) -> CancellationToken {
+        self.lock().abort.clone()
+    }
+
+    /// Reports a live request attempt that succeeded.
+    pub fn report_success(&self) {
+        // Fast path: avoid the lock and cache-line writes while nothing failed.
+        if self.passive_streak.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.passive_streak.store(0, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let policy = inner.policy;
+        inner.state.on_traffic(true, now, &policy);
+    }
+
+    /// Reports a live request attempt that failed (connect error, reset, timeout, 5xx).
+    pub fn report_failure(&self) {
+        self.passive_streak.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let transition = {
+            let mut inner = self.lock();
+            let policy = inner.policy;
+            inner.state.on_traffic(false, now, &policy)
+        };
+        if let Some(t) = transition {
+            self.passive_streak.store(0, Ordering::Relaxed);
+            self.apply(t);
+        }
+    }
+
+    /// Applies a probe result.
+    pub fn report_probe(&self, record: ProbeRecord) {
+        let now = Instant::now();
+        let transition = {
+            let mut inner = self.lock();
+            let policy = inner.policy;
+            let t = inner.state.on_probe(record.ok, now, &policy);
+            inner.last_probe = Some(record);
+            t
+        };
+        if let Some(t) = transition {
+            self.apply(t);
+        }
+    }
+
+    /// Current status.
+    pub fn status(&self) -> EndpointStatus {
+        let inner = self.lock();
+        let now = Instant::now();
+        EndpointStatus {
+            key: self.key.clone(),
+            health: inner.state.health(),
+            ejected_for: inner
+                .state
+                .ejected_until()
+                .filter(|u| *u > now)
+                .map(|u| u - now),
+            last_probe: inner.last_probe.clone(),
+        }
+    }
+
+    /// When the current run of failures started.
+    pub fn first_failure(&self) -> Option<Instant> {
+        self.lock().state.first_failure()
+    }
+
+    pub(crate) fn set_policy(&self, policy: HealthPolicy) {
+        self.lock().policy = policy;
+    }
+
+    fn apply(&self, t: Transition) {
+        self.routable.store(t.to.routable(), Ordering::Release);
+        if !t.to.routable() {
+            // Fail requests still waiting on this endpoint, and start a new token for new ones.
+            let mut inner = self.lock();
+            inner.abort.cancel();
+            inner.abort = CancellationToken::new();
+        }
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let region = self.region.upgrade();
+        let level = if matches!(t.cause, Cause::FirstProbe) && t.to == Health::Up {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
+        if level == tracing::Level::INFO {
+            tracing::info!(endpoint = %self.key.id, addr = %self.key.addr, from = ?t.from, to = ?t.to, cause = ?t.cause, "endpoint health changed");
+        }
+        if let Some(region) = &region {
+            let _ = hub.events.send(HealthEvent::Endpoint {
+                at: SystemTime::now(),
+                region: region.name.clone(),
+                target: self.key.clone(),
+                transition: t,
+            });
+            region.recompute(&hub);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EndpointInner> {
+        // A panic while holding the lock cannot leave the state machine half-updated in a way
+        // that matters more than losing health tracking, so keep going with the inner value.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Health of one region check (e.g. the cluster API server's `/readyz`).
+pub struct CheckHealth {
+    /// Check name.
+    pub name: String,
+    /// Whether a failing check takes the region down.
+    pub required: bool,
+    passing: AtomicBool,
+    inner: Mutex<(EndpointState, HealthPolicy, Option<ProbeRecord>)>,
+    region: Weak<RegionHealth>,
+    hub: Weak<HubInner>,
+}
+
+impl std::fmt::Debug for CheckHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckHealth")
+            .field("name", &self.name)
+            .field("passing", &self.is_passing())
+            .finish()
+    }
+}
+
+impl CheckHealth {
+    /// Whether the check passes (lock-free). Unknown counts as passing.
+    pub fn is_passing(&self) -> bool {
+        self.passing.load(Ordering::Acquire)
+    }
+
+    /// Applies a probe result.
+    pub fn report_probe(&self, record: ProbeRecord) {
+        let now = Instant::now();
+        let t = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let policy = inner.1;
+            let t = inner.0.on_probe(record.ok, now, &policy);
+            inner.2 = Some(record);
+            t
+        };
+        let Some(t) = t else { return };
+        self.passing.store(t.to.routable(), Ordering::Release);
+        tracing::info!(check = %self.name, from = ?t.from, to = ?t.to, "region check changed");
+        if let (Some(hub), Some(region)) = (self.hub.upgrade(), self.region.upgrade()) {
+            let _ = hub.events.send(HealthEvent::Check {
+                at: SystemTime::now(),
+                region: region.name.clone(),
+                check: self.name.clone(),
+                transition: t,
+            });
+            region.recompute(&hub);
+        }
+    }
+
+    /// Health and last result.
+    pub fn status(&self) -> (Health, Option<ProbeRecord>) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.0.health(), inner.2.clone())
+    }
+}
+
+/// The endpoints and checks that make up a region right now (replaced on reload and DNS change).
+#[derive(Debug, Default)]
+pub struct RegionMembers {
+    /// Endpoint addresses.
+    pub endpoints: Vec<Arc<EndpointHealth>>,
+    /// Region checks.
+    pub checks: Vec<Arc<CheckHealth>>,
+    /// Healthy endpoints needed.
+    pub min_healthy: Option<MinHealthy>,
+}
+
+/// Health of a region: up while its required checks pass and enough endpoints are healthy.
+pub struct RegionHealth {
+    /// Region name.
+    pub name: RegionName,
+    members: ArcSwap<RegionMembers>,
+    up: AtomicBool,
+    /// Milliseconds since the hub's epoch when the region last came up (valid while up).
+    up_since_ms: AtomicU64,
+    /// Rotates endpoint choice.
+    pub cursor: AtomicUsize,
+    recompute_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for RegionHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionHealth")
+            .field("name", &self.name)
+            .field("up", &self.is_up())
+            .finish()
+    }
+}
+
+impl RegionHealth {
+    /// Whether the region is up (lock-free).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// How long the region has been up, or `None` while down.
+    pub fn up_for(&self, hub: &HealthHub) -> Option<Duration> {
+        if !self.is_up() {
+            return None;
+        }
+        let since = self.up_since_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(hub.now_ms().saturating_sub(since)))
+    }
+
+    /// Current members (lock-free).
+    pub fn members(&self) -> arc_swap::Guard<Arc<RegionMembers>> {
+        self.members.load()
+    }
+
+    /// Healthy endpoints and the number needed.
+    pub fn healthy_count(&self) -> (usize, usize) {
+        let m = self.members.load();
+        let healthy = m.endpoints.iter().filter(|e| e.is_routable()).count();
+        let needed = m
+            .min_healthy
+            .unwrap_or(MinHealthy::Count(1))
+            .required(m.endpoints.len());
+        (healthy, needed)
+    }
+
+    fn recompute(&self, hub: &Arc<HubInner>) {
+        let _guard = self
+            .recompute_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let m = self.members.load();
+        let (healthy, needed) = self.healthy_count();
+        let checks_ok = m
+            .checks
+            .iter()
+            .filter(|c| c.required)
+            .all(|c| c.is_passing());
+        let up = checks_ok && healthy >= needed && !m.endpoints.is_empty();
+        let was = self.up.load(Ordering::Acquire);
+        if up == was {
+            return;
+        }
+        if up {
+            self.up_since_ms.store(hub.now_ms(), Ordering::Release);
+        }
+        self.up.store(up, Ordering::Release);
+        let now = Instant::now();
+        let detection = (!up)
+            .then(|| {
+                m.endpoints
+                    .iter()
+                    .filter_map(|e| e.first_failure())
+                    .min()
+                    .map(|first| now.duration_since(first))
+            })
+            .flatten();
+        tracing::info!(region = %self.name, up, healthy, needed, checks_ok, detection_ms = detection.map(|d| d.as_millis() as u64), "region health changed");
+        let _ = hub.events.send(HealthEvent::Region {
+            at: SystemTime::now(),
+            region: self.name.clone(),
+            up,
+            detection,
+            healthy: (healthy, needed),
+        });
+    }
+}
+
+pub(crate) struct HubInner {
+    epoch: Instant,
+    events: broadcast::Sender<HealthEvent>,
+}
+
+impl HubInner {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// All health state of a gateway process. Cheap to clone.
+#[derive(Clone)]
+pub struct HealthHub {
+    inner: Arc<HubInner>,
+    regions: Arc<Mutex<HashMap<RegionName, Arc<RegionHealth>>>>,
+    endpoints: Arc<Mutex<HashMap<TargetKey, Arc<EndpointHealth>>>>,
+}
+
+impl Default for HealthHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthHub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            inner: Arc::new(HubInner {
+                epoch: Instant::now(),
+                events,
+            }),
+            regions: Arc::default(),
+            endpoints: Arc::default(),
+        }
+    }
+
+    /// Subscribes to health events.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Milliseconds since the hub was created.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+
+    /// The region cell for `name`, created (up, with no members) on first use.
+    pub fn region(&self, name: &RegionName) -> Arc<RegionHealth> {
+        let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        regions
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(RegionHealth {
+                    name: name.clone(),
+                    members: ArcSwap::from_pointee(RegionMembers::default()),
+                    up: AtomicBool::new(true),
+                    up_since_ms: AtomicU64::new(0),
+                    cursor: AtomicUsize::new(0),
+                    recompute_lock: Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// The endpoint cell for `key` in `region`, created (unknown) on first use; an existing cell
+    /// keeps its state (so health survives reloads) and takes the new policy.
+    pub fn endpoint(
+        &self,
+        region: &Arc<RegionHealth>,
+        key: TargetKey,
+        policy: HealthPolicy,
+    ) -> Arc<EndpointHealth> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = endpoints.get(&key) {
+            if existing
+                .region
+                .upgrade()
+                .is_some_and(|r| Arc::ptr_eq(&r, region))
+            {
+                existing.set_policy(policy);
+                return existing.clone();
+            }
+        }
+        let cell = Arc::new(EndpointHealth {
+            key: key.clone(),
+            region: Arc::downgrade(region),
+            routable: AtomicBool::new(true),
+            passive_streak: AtomicU32::new(0),
+            inner: Mutex::new(EndpointInner {
+                state: EndpointState::new(),
+                policy,
+                abort: CancellationToken::new(),
+                last_probe: None,
+            }),
+            hub: Arc::downgrade(&self.inner),
+        });
+        endpoints.insert(key, cell.clone());
+        cell
+    }
+
+    /// A new check cell for a region.
+    pub fn check(
+        &self,
+        region: &Arc<RegionHealth>,
+        name: &str,
+        required: bool,
+        policy: HealthPolicy,
+    ) -> Arc<CheckHealth> {
+        Arc::new(CheckHealth {
+            name: name.to_string(),
+            required,
+            passing: AtomicBool::new(true),
+            inner: Mutex::new((EndpointState::new(), policy, None)),
+            region: Arc::downgrade(region),
+            hub: Arc::downgrade(&self.inner),
+        })
+    }
+
+    /// Replaces a region's members and recomputes its health.
+    pub fn set_members(&self, region: &Arc<RegionHealth>, members: RegionMembers) {
+        region.members.store(Arc::new(members));
+        region.recompute(&self.inner);
+    }
+
+    /// Forgets endpoint cells no region refers to any more.
+    pub fn prune(&self) {
+        let regions = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut live = std::collections::HashSet::new();
+        for r in regions.values() {
+            for e in &r.members().endpoints {
+                live.insert(e.key.clone());
+            }
+        }
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| live.contains(k));
+    }
+}

@@ -1,0 +1,481 @@
+//! The health scheduler: turns a config into probe tasks, DNS watchers and region members, and
+//! applies a new config by diff (unchanged targets keep their tasks and their state).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_config::{
+    EndpointAddress, EndpointId, GatewayConfig, ProbeSettings, Region, RegionName,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::dns::Discovery;
+use crate::hub::{CheckHealth, EndpointHealth, HealthHub, RegionHealth, RegionMembers, TargetKey};
+use crate::probe::{HttpProber, Probe, TcpProbe};
+use crate::state::HealthPolicy;
+
+/// Runs probes and DNS discovery for the current config.
+#[derive(Clone)]
+pub struct HealthMonitor {
+    hub: HealthHub,
+    inner: Arc<MonitorInner>,
+}
+
+struct MonitorInner {
+    state: Mutex<MonitorState>,
+    first_round: FirstRound,
+}
+
+#[derive(Default)]
+struct MonitorState {
+    /// Probe tasks by target and the settings they run with.
+    probes: HashMap<TaskKey, CancellationToken>,
+    /// DNS watchers by (region, endpoint id, host, port).
+    watchers: HashMap<(RegionName, EndpointId, String, u16), CancellationToken>,
+    /// Per region: what its members are built from.
+    regions: HashMap<RegionName, RegionPlan>,
+    discovery: Option<Discovery>,
+    dns_settings: Option<gateway_config::DnsSettings>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TaskKey {
+    Endpoint(TargetKey, String),
+    Check(RegionName, String, String),
+}
+
+#[derive(Clone)]
+struct RegionPlan {
+    config: Region,
+    literal: Vec<Arc<EndpointHealth>>,
+    discovered: HashMap<EndpointId, Vec<Arc<EndpointHealth>>>,
+    checks: Vec<Arc<CheckHealth>>,
+}
+
+/// Counts first probes still outstanding; ready once none are left.
+struct FirstRound {
+    pending: AtomicUsize,
+    started: AtomicBool,
+    done: Notify,
+}
+
+/// A first probe that must finish before the gateway reports ready.
+struct FirstTicket(Arc<MonitorInner>);
+
+impl Drop for FirstTicket {
+    fn drop(&mut self) {
+        if self.0.first_round.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.first_round.done.notify_waiters();
+        }
+    }
+}
+
+impl HealthMonitor {
+    /// A monitor publishing into `hub`.
+    pub fn new(hub: HealthHub) -> Self {
+        Self {
+            hub,
+            inner: Arc::new(MonitorInner {
+                state: Mutex::new(MonitorState::default()),
+                first_round: FirstRound {
+                    pending: AtomicUsize::new(0),
+                    started: AtomicBool::new(false),
+                    done: Notify::new(),
+                },
+            }),
+        }
+    }
+
+    /// The hub this monitor publishes into.
+    pub fn hub(&self) -> &HealthHub {
+        &self.hub
+    }
+
+    /// Whether the first probe round (every target of the first config, DNS included) is done.
+    pub fn first_round_done(&self) -> bool {
+        self.inner.first_round.started.load(Ordering::Acquire)
+            && self.inner.first_round.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// Waits for the first probe round.
+    pub async fn wait_first_round(&self) {
+        loop {
+            let notified = self.inner.first_round.done.notified();
+            if self.first_round_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn ticket(&self) -> Option<FirstTicket> {
+        if self.inner.first_round.started.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner
+            .first_round
+            .pending
+            .fetch_add(1, Ordering::AcqRel);
+        Some(FirstTicket(self.inner.clone()))
+    }
+
+    /// Applies `config`: starts probes for new targets (at once), stops probes of removed ones,
+    /// keeps unchanged targets (and their health) as they are. Must run inside a tokio runtime.
+    pub fn apply(&self, config: &GatewayConfig) {
+        // Hold a ticket while setting up so the first round cannot finish half-way.
+        let setup_ticket = self.ticket();
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let has_hosts = config.regions.iter().any(|r| {
+            r.endpoints
+                .iter()
+                .any(|e| matches!(e.address, EndpointAddress::Host { .. }))
+        });
+        if has_hosts && (st.discovery.is_none() || st.dns_settings.as_ref() != Some(&config.dns)) {
+            match Discovery::new(&config.dns) {
+                Ok(d) => st.discovery = Some(d),
+                Err(e) => {
+                    tracing::error!(error = %e, "DNS discovery unavailable; host-name endpoints get no addresses")
+                }
+            }
+            st.dns_settings = Some(config.dns.clone());
+            // Watchers restart with the new resolver.
+            for (_, token) in st.watchers.drain() {
+                token.cancel();
+            }
+        }
+
+        let mut wanted_probes: HashSet<TaskKey> = HashSet::new();
+        let mut wanted_watchers = HashSet::new();
+        let mut new_plans = HashMap::new();
+        for region in &config.regions {
+            let cell = self.hub.region(&region.name);
+            let policy = policy(&region.probe, Some(&region.passive));
+            let old = st.regions.get(&region.name).cloned();
+            let mut plan = RegionPlan {
+                config: region.clone(),
+                literal: Vec::new(),
+                discovered: HashMap::new(),
+                checks: Vec::new(),
+            };
+            for endpoint in &region.endpoints {
+                match &endpoint.address {
+                    EndpointAddress::Socket(addr) => {
+                        let key = TargetKey {
+                            id: endpoint.id.clone(),
+                            addr: *addr,
+                        };
+                        let ep = self.hub.endpoint(&cell, key, policy);
+                        plan.literal.push(ep);
+                    }
+                    EndpointAddress::Host { host, port } => {
+                        // Keep what was discovered before; the watcher refreshes it.
+                        if let Some(found) =
+                            old.as_ref().and_then(|o| o.discovered.get(&endpoint.id))
+                        {
+                            let cells = found
+                                .iter()
+                                .map(|e| self.hub.endpoint(&cell, e.key.clone(), policy))
+                                .collect();
+                            plan.discovered.insert(endpoint.id.clone(), cells);
+                        }
+                        wanted_watchers.insert((
+                            region.name.clone(),
+                            endpoint.id.clone(),
+                            host.clone(),
+                            *port,
+                        ));
+                    }
+                }
+            }
+            for check in &region.checks {
+                let check_policy = HealthPolicy {
+                    rise: check.rise.get(),
+                    fall: check.fall.get(),
+                    consecutive_failures: None,
+                    ejection: Duration::ZERO,
+                    max_ejection: Duration::ZERO,
+                };
+                let settings = format!("{check:?}");
+                let key = TaskKey::Check(region.name.clone(), check.name.clone(), settings);
+                let existing = old.as_ref().and_then(|o| {
+                    o.checks
+                        .iter()
+                        .find(|c| c.name == check.name && st.probes.contains_key(&key))
+                        .cloned()
+                });
+                let c = existing.unwrap_or_else(|| {
+                    self.hub
+                        .check(&cell, &check.name, check.required, check_policy)
+                });
+                if !st.probes.contains_key(&key) {
+                    let token = CancellationToken::new();
+                    let probe = HttpProber::url(check.url.clone(), check.expect_status.clone());
+                    let c2 = c.clone();
+                    let (interval, timeout) = (check.interval, check.timeout);
+                    let ticket = self.ticket();
+                    tokio::spawn(run_probes(
+                        Box::new(probe),
+                        interval,
+                        timeout,
+                        100,
+                        token.clone(),
+                        ticket,
+                        move |r| c2.report_probe(r),
+                    ));
+                    st.probes.insert(key.clone(), token);
+                }
+                wanted_probes.insert(key);
+                plan.checks.push(c);
+            }
+            new_plans.insert(region.name.clone(), plan);
+        }
+        // Probe tasks for every endpoint address.
+        for plan in new_plans.values() {
+            for ep in plan
+                .literal
+                .iter()
+                .chain(plan.discovered.values().flatten())
+            {
+                let key = self.ensure_probe(&mut st, ep, &plan.config);
+                wanted_probes.insert(key);
+            }
+        }
+        st.regions = new_plans;
+        for name in config.regions.iter().map(|r| r.name.clone()) {
+            publish(&self.hub, &st, &name);
+        }
+        // Stop what is no longer wanted.
+        st.probes.retain(|k, token| {
+            let keep = wanted_probes.contains(k)
+                || matches!(k, TaskKey::Endpoint(..)) && is_discovered(k, &wanted_watchers);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        let stale: Vec<_> = st
+            .watchers
+            .keys()
+            .filter(|k| !wanted_watchers.contains(*k))
+            .cloned()
+            .collect();
+        for k in stale {
+            if let Some(t) = st.watchers.remove(&k) {
+                t.cancel();
+            }
+        }
+        for w in wanted_watchers {
+            if !st.watchers.contains_key(&w) {
+                if let Some(discovery) = st.discovery.clone() {
+                    let token = CancellationToken::new();
+                    tokio::spawn(watch_dns(
+                        self.clone(),
+                        discovery,
+                        w.clone(),
+                        token.clone(),
+                        self.ticket(),
+                    ));
+                    st.watchers.insert(w, token);
+                }
+            }
+        }
+        drop(st);
+        self.hub.prune();
+        if setup_ticket.is_some() {
+            self.inner
+                .first_round
+                .started
+                .store(true, Ordering::Release);
+        }
+        drop(setup_ticket);
+    }
+
+    fn ensure_probe(
+        &self,
+        st: &mut MonitorState,
+        ep: &Arc<EndpointHealth>,
+        region: &Region,
+    ) -> TaskKey {
+        let settings = format!("{:?}{:?}", region.probe, region.tls);
+        let key = TaskKey::Endpoint(ep.key.clone(), settings);
+        if !st.probes.contains_key(&key) {
+            let token = CancellationToken::new();
+            let probe: Box<dyn Probe> = match &region.probe.http {
+                Some(http) => Box::new(HttpProber::endpoint(
+                    ep.key.addr,
+                    http,
+                    region.tls.is_some(),
+                )),
+                None => Box::new(TcpProbe { addr: ep.key.addr }),
+            };
+            let ep2 = ep.clone();
+            tokio::spawn(run_probes(
+                probe,
+                region.probe.interval,
+                region.probe.timeout,
+                region.probe.jitter_permille,
+                token.clone(),
+                self.ticket(),
+                move |r| ep2.report_probe(r),
+            ));
+            st.probes.insert(key.clone(), token);
+        }
+        key
+    }
+
+    /// Replaces the addresses discovered for one endpoint.
+    fn set_discovered(&self, region: &RegionName, id: &EndpointId, addrs: &[SocketAddr]) {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(plan) = st.regions.get(region).cloned() else {
+            return;
+        };
+        let cell = self.hub.region(region);
+        let policy = policy(&plan.config.probe, Some(&plan.config.passive));
+        let cells: Vec<Arc<EndpointHealth>> = addrs
+            .iter()
+            .map(|addr| {
+                self.hub.endpoint(
+                    &cell,
+                    TargetKey {
+                        id: id.clone(),
+                        addr: *addr,
+                    },
+                    policy,
+                )
+            })
+            .collect();
+        let old: Vec<TargetKey> = plan
+            .discovered
+            .get(id)
+            .map(|v| v.iter().map(|e| e.key.clone()).collect())
+            .unwrap_or_default();
+        for ep in &cells {
+            self.ensure_probe(&mut st, ep, &plan.config);
+        }
+        let new_keys: HashSet<TargetKey> = cells.iter().map(|e| e.key.clone()).collect();
+        st.probes.retain(|k, token| match k {
+            TaskKey::Endpoint(t, _) if old.contains(t) && !new_keys.contains(t) => {
+                token.cancel();
+                false
+            }
+            _ => true,
+        });
+        if let Some(plan) = st.regions.get_mut(region) {
+            plan.discovered.insert(id.clone(), cells);
+        }
+        publish(&self.hub, &st, region);
+        drop(st);
+        self.hub.prune();
+    }
+}
+
+fn is_discovered(key: &TaskKey, watchers: &HashSet<(RegionName, EndpointId, String, u16)>) -> bool {
+    match key {
+        TaskKey::Endpoint(t, _) => watchers.iter().any(|(_, id, _, _)| id == &t.id),
+        TaskKey::Check(..) => false,
+    }
+}
+
+fn publish(hub: &HealthHub, st: &MonitorState, region: &RegionName) {
+    let Some(plan) = st.regions.get(region) else {
+        return;
+    };
+    let cell: Arc<RegionHealth> = hub.region(region);
+    let mut endpoints: Vec<Arc<EndpointHealth>> = plan.literal.clone();
+    // Discovered addresses in config order of their endpoint.
+    for e in &plan.config.endpoints {
+        if let Some(found) = plan.discovered.get(&e.id) {
+            endpoints.extend(found.iter().cloned());
+        }
+    }
+    hub.set_members(
+        &cell,
+        RegionMembers {
+            endpoints,
+            checks: plan.checks.clone(),
+            min_healthy: Some(plan.config.min_healthy),
+        },
+    );
+}
+
+/// The state-machine policy of a region's endpoints.
+pub fn policy(
+    probe: &ProbeSettings,
+    passive: Option<&gateway_config::PassiveSettings>,
+) -> HealthPolicy {
+    HealthPolicy {
+        rise: probe.rise.get(),
+        fall: probe.fall.get(),
+        consecutive_failures: passive.map(|p| p.consecutive_failures.get()),
+        ejection: passive
+            .map(|p| p.ejection)
+            .unwrap_or(Duration::from_secs(5)),
+        max_ejection: passive
+            .map(|p| p.max_ejection)
+            .unwrap_or(Duration::from_secs(60)),
+    }
+}
+
+/// Probes a target forever (until cancelled): the first probe at once, then every interval
+/// with jitter. Each target has its own task, so a slow target never delays another.
+async fn run_probes(
+    probe: Box<dyn Probe>,
+    interval: Duration,
+    timeout: Duration,
+    jitter_permille: u32,
+    cancel: CancellationToken,
+    mut first: Option<FirstTicket>,
+    report: impl Fn(crate::hub::ProbeRecord) + Send + 'static,
+) {
+    loop {
+        let record = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = probe.probe(timeout) => r,
+        };
+        report(record);
+        first.take();
+        let spread = interval.mul_f64(f64::from(jitter_permille) / 1000.0);
+        let delay = interval.saturating_sub(spread) + spread.mul_f64(2.0 * fastrand::f64());
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn watch_dns(
+    monitor: HealthMonitor,
+    discovery: Discovery,
+    (region, id, host, port): (RegionName, EndpointId, String, u16),
+    cancel: CancellationToken,
+    mut first: Option<FirstTicket>,
+) {
+    let mut last: Option<Vec<SocketAddr>> = None;
+    loop {
+        let wait = match discovery.resolve(&host, port).await {
+            Ok(resolved) => {
+                if last.as_ref() != Some(&resolved.addrs) {
+                    tracing::info!(%region, endpoint = %id, %host, addrs = ?resolved.addrs, "DNS addresses changed");
+                    monitor.set_discovered(&region, &id, &resolved.addrs);
+                    last = Some(resolved.addrs);
+                }
+                resolved.refresh_in
+            }
+            Err(e) => {
+                tracing::warn!(%region, endpoint = %id, error = %e, kept = ?last, "DNS resolution failed; keeping the last good addresses");
+                discovery.retry_in()
+            }
+        };
+        // The first round waits for the first probe of the discovered addresses, which
+        // `set_discovered` started with tickets of their own while the round is open.
+        first.take();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
