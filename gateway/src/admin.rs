@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -19,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::server::GatewayState;
 use crate::snapshot::RoutingSnapshot;
 
 /// The admin API server.
@@ -28,18 +28,19 @@ pub struct AdminService {
 }
 
 struct AdminState {
-    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-    ready: AtomicBool,
+    gateway: GatewayState,
+    /// Listeners accepted connections once; never reset.
+    listening: AtomicBool,
 }
 
 impl AdminService {
-    /// An admin API on `bind` over the routing `snapshot`.
-    pub fn new(bind: SocketAddr, snapshot: Arc<ArcSwap<RoutingSnapshot>>) -> Self {
+    /// An admin API on `bind` over the gateway's state.
+    pub fn new(bind: SocketAddr, gateway: GatewayState) -> Self {
         Self {
             bind,
             state: Arc::new(AdminState {
-                snapshot,
-                ready: AtomicBool::new(false),
+                gateway,
+                listening: AtomicBool::new(false),
             }),
         }
     }
@@ -88,7 +89,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             }
         }
         ("GET", "/status") => {
-            let body = status_json(&state.snapshot.load(), state.ready.load(Ordering::Relaxed));
+            let ready =
+                state.listening.load(Ordering::Relaxed) && state.gateway.monitor.first_round_done();
+            let body = status_json(&state.gateway.snapshot.load(), ready);
             let mut resp = text(StatusCode::OK, &format!("{body:#}\n"));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -103,12 +106,15 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     }
 }
 
-/// Ready once every client listener accepts a connection; stays ready afterwards.
+/// Ready once the first probe round is done and every client listener accepts connections.
 async fn is_ready(state: &AdminState) -> bool {
-    if state.ready.load(Ordering::Relaxed) {
+    if !state.gateway.monitor.first_round_done() {
+        return false;
+    }
+    if state.listening.load(Ordering::Relaxed) {
         return true;
     }
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.gateway.snapshot.load_full();
     for listener in &snapshot.config.listeners {
         let target = connectable(listener.bind);
         let connect = tokio::net::TcpStream::connect(target);
@@ -117,7 +123,7 @@ async fn is_ready(state: &AdminState) -> bool {
             _ => return false,
         }
     }
-    state.ready.store(true, Ordering::Relaxed);
+    state.listening.store(true, Ordering::Relaxed);
     true
 }
 
@@ -135,24 +141,70 @@ fn connectable(bind: SocketAddr) -> SocketAddr {
 }
 
 fn status_json(s: &RoutingSnapshot, ready: bool) -> serde_json::Value {
-    serde_json::json!({
+    use serde_json::json;
+    let millis = |d: std::time::Duration| d.as_millis() as u64;
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(millis)
+            .unwrap_or(0)
+    };
+    json!({
         "ready": ready,
         "config": { "file": s.config.source.display().to_string(), "hash": s.config.hash },
-        "listeners": s.config.listeners.iter().map(|l| serde_json::json!({
+        "listeners": s.config.listeners.iter().map(|l| json!({
             "name": l.name, "bind": l.bind.to_string(), "tls": l.tls.is_some(),
         })).collect::<Vec<_>>(),
-        "regions": s.regions.iter().map(|r| serde_json::json!({
-            "name": r.name.as_str(),
-            "endpoints": r.endpoints.iter().map(|e| serde_json::json!({
-                "id": e.id.as_str(), "address": e.address.to_string(),
-                "resolved": e.socket.map(|a| a.to_string()),
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "routes": s.routes.iter().map(|p| serde_json::json!({
-            "name": &*p.route.name,
-            "host": p.route.host.to_string(),
-            "path_prefix": p.route.path_prefix,
-            "tiers": p.route.tiers.iter().map(|t| t.regions.iter().map(|(n, w)| serde_json::json!({"region": n.as_str(), "weight": w.get()})).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "regions": s.regions.iter().map(|r| {
+            let members = r.health.members();
+            let (healthy, needed) = r.health.healthy_count();
+            json!({
+                "name": r.name.as_str(),
+                "up": r.health.is_up(),
+                "up_for_ms": r.health.up_for(&s.hub).map(millis),
+                "healthy_endpoints": healthy,
+                "min_healthy": needed,
+                "endpoints": members.endpoints.iter().map(|e| {
+                    let st = e.status();
+                    json!({
+                        "id": st.key.id.as_str(),
+                        "address": st.key.addr.to_string(),
+                        "health": format!("{:?}", st.health).to_lowercase(),
+                        "ejected_for_ms": st.ejected_for.map(millis),
+                        "last_probe": st.last_probe.map(|p| json!({
+                            "ok": p.ok, "at_unix_ms": unix_ms(p.at), "duration_ms": millis(p.duration), "detail": p.detail,
+                        })),
+                    })
+                }).collect::<Vec<_>>(),
+                "checks": members.checks.iter().map(|c| {
+                    let (health, last) = c.status();
+                    json!({
+                        "name": c.name, "required": c.required, "passing": c.is_passing(),
+                        "health": format!("{health:?}").to_lowercase(),
+                        "last_probe": last.map(|p| json!({"ok": p.ok, "detail": p.detail, "duration_ms": millis(p.duration)})),
+                    })
+                }).collect::<Vec<_>>(),
+            })
+        }).collect::<Vec<_>>(),
+        "routes": s.routes.iter().map(|p| {
+            let active = s.current_tier(p);
+            json!({
+                "name": &*p.route.name,
+                "host": p.route.host.to_string(),
+                "path_prefix": p.route.path_prefix,
+                "tiers": p.route.tiers.iter().map(|t| t.regions.iter().map(|(n, w)| json!({"region": n.as_str(), "weight": w.get()})).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                "allowed_regions": p.route.allowed_regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "active_tier": active,
+                "active_regions": active.map(|t| p.tier_health[t].iter().filter(|r| r.is_up()).map(|r| r.name.to_string()).collect::<Vec<_>>()),
+            })
+        }).collect::<Vec<_>>(),
+        "failover_events": s.book.recent().iter().rev().map(|e| json!({
+            "at_unix_ms": unix_ms(e.at),
+            "route": &*e.route,
+            "kind": e.kind,
+            "from": e.from,
+            "to": e.to,
+            "cause": e.cause,
+            "elapsed_ms": e.elapsed.map(millis),
         })).collect::<Vec<_>>(),
     })
 }

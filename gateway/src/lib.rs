@@ -5,9 +5,11 @@
 
 pub mod admin;
 pub mod demo;
+pub mod failover;
 pub mod proxy;
 pub mod routing;
 pub mod selection;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;

@@ -14,12 +14,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::ALPN;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::routing::{host_without_port, RouteIndex};
-use crate::selection::{choose, has_untried, Choice};
+use crate::selection::{choose, has_untried, Choice, NoChoice};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
+use crate::upstream::AbortableConnect;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
@@ -38,8 +39,14 @@ pub struct RequestCtx {
     snapshot: Arc<RoutingSnapshot>,
     route: Option<RouteIndex>,
     request_id: Option<HeaderValue>,
-    /// Endpoints tried so far, in order.
+    /// Endpoints tried so far, in order; the last one is the current attempt.
     tried: Vec<Choice>,
+    /// Every allowed region was down: the answer is the residency 503.
+    all_down: bool,
+    /// The current attempt's response status is to be retried (set in the response filter).
+    status_retry: bool,
+    /// Type of the last upstream failure, reported when no endpoint is left to try.
+    last_failure: Option<ErrorType>,
     started: Instant,
 }
 
@@ -51,6 +58,26 @@ impl RequestCtx {
     fn route_name(&self) -> &str {
         self.plan().map(|p| &*p.route.name).unwrap_or("-")
     }
+
+    /// Whether another attempt is allowed by the route's attempt count and retry budget.
+    fn may_retry(&self) -> bool {
+        let Some(plan) = self.plan() else {
+            return false;
+        };
+        let retries_done = self.tried.len().saturating_sub(1) as u32;
+        retries_done < plan.route.retry.attempts
+            && has_untried(&self.snapshot, plan, &self.tried)
+            && plan.failover.budget.try_retry()
+    }
+
+    fn current(&self) -> Option<&Choice> {
+        self.tried.last()
+    }
+}
+
+/// Whether the request can be sent again: an idempotent method whose body is still buffered.
+fn replayable(session: &Session) -> bool {
+    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
@@ -74,6 +101,9 @@ impl ProxyHttp for GatewayProxy {
             route: None,
             request_id: None,
             tried: Vec::new(),
+            all_down: false,
+            status_retry: false,
+            last_failure: None,
             started: Instant::now(),
         }
     }
@@ -103,6 +133,9 @@ impl ProxyHttp for GatewayProxy {
             respond_json(session, ctx, 404, body).await?;
             return Ok(true);
         }
+        if let Some(plan) = ctx.plan() {
+            plan.failover.budget.on_request();
+        }
         Ok(false)
     }
 
@@ -111,30 +144,41 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        ctx.status_retry = false;
         let snapshot = ctx.snapshot.clone();
         let plan = ctx
             .plan()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let Some(choice) = choose(&snapshot, plan, &ctx.tried) else {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(503),
-                format!("route {}: no endpoint left to try", plan.route.name),
-            ));
+        let choice = match choose(&snapshot, plan, &ctx.tried) {
+            Ok(choice) => choice,
+            Err(NoChoice::AllRegionsDown) => {
+                let message = format!("route {}: no allowed region is up", plan.route.name);
+                ctx.all_down = true;
+                return Err(Error::explain(ErrorType::HTTPStatus(503), message));
+            }
+            Err(NoChoice::Exhausted) => {
+                let etype = ctx.last_failure.clone().unwrap_or(ErrorType::ConnectError);
+                let mut e = Error::explain(etype, "no endpoint left to try");
+                e.as_up();
+                return Err(e);
+            }
         };
         let timeouts = plan.route.timeouts;
-        ctx.tried.push(choice);
         let region = &snapshot.regions[choice.region];
-        let endpoint = &region.endpoints[choice.endpoint];
-        let socket = endpoint
-            .socket
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "endpoint unresolved"))?;
+        let (token, generation) = choice.endpoint.abort_token();
         let sni = region
             .tls
             .as_ref()
             .map(|t| t.sni.clone())
             .unwrap_or_default();
-        let mut peer = HttpPeer::new(socket, region.tls.is_some(), sni);
+        let mut peer = HttpPeer::new(choice.endpoint.key.addr, region.tls.is_some(), sni);
+        // Connections opened before the endpoint was last marked down are never reused.
+        peer.group_key = generation;
         let opts = &mut peer.options;
+        opts.custom_l4 = Some(Arc::new(AbortableConnect {
+            token,
+            connect_timeout: timeouts.connect,
+        }));
         opts.connection_timeout = Some(timeouts.connect);
         if region.tls.is_some() {
             opts.total_connection_timeout = Some(timeouts.connect.saturating_mul(2));
@@ -154,7 +198,38 @@ impl ProxyHttp for GatewayProxy {
             (UpstreamProtocol::Auto, true) => ALPN::H2H1,
             (UpstreamProtocol::Auto, false) => ALPN::H1,
         };
+        ctx.tried.push(choice);
         Ok(Box::new(peer))
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let status = response.status.as_u16();
+        if status == 101 || status < 500 {
+            if let Some(c) = ctx.current() {
+                c.endpoint.report_success();
+            }
+            return Ok(());
+        }
+        if let Some(c) = ctx.current() {
+            c.endpoint.report_failure();
+        }
+        let retry_on = ctx
+            .plan()
+            .is_some_and(|p| p.route.retry.on_status.contains(&status));
+        if retry_on && replayable(session) && ctx.may_retry() {
+            ctx.status_retry = true;
+            ctx.last_failure = Some(ErrorType::HTTPStatus(status));
+            let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
+            e.as_up();
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -262,17 +337,83 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing reached the app, so any method may be retried on another endpoint.
-        if let Some(plan) = ctx.plan() {
-            let retries_done = ctx.tried.len().saturating_sub(1) as u32;
-            if plan.route.retry.on_connect
-                && retries_done < plan.route.retry.attempts
-                && has_untried(&ctx.snapshot, plan, &ctx.tried)
-            {
-                e.set_retry(true);
-            }
+        if let Some(c) = ctx.current() {
+            c.endpoint.report_failure();
         }
+        ctx.last_failure = Some(e.etype().clone());
+        // Nothing reached the app, so any method may be retried on another endpoint.
+        let on_connect = ctx.plan().is_some_and(|p| p.route.retry.on_connect);
+        e.set_retry(on_connect && ctx.may_retry());
         e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.status_retry {
+            // Decided in the response filter; budget already taken.
+            e.set_retry(true);
+            return e;
+        }
+        let Some(current) = ctx.current().cloned() else {
+            return e;
+        };
+        ctx.last_failure = Some(e.etype().clone());
+        let marked_down = !current.endpoint.is_routable();
+        if !marked_down {
+            current.endpoint.report_failure();
+        }
+        let policy = ctx.plan().map(|p| p.route.retry.clone());
+        let nothing_sent_downstream = session.response_written().is_none();
+        let retry = nothing_sent_downstream
+            && policy.is_some_and(|policy| {
+                let reset = matches!(
+                    e.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::H2Error
+                );
+                let timeout = matches!(
+                    e.etype(),
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                );
+                if marked_down {
+                    // The endpoint was marked down while this request waited on it: fail over
+                    // at once, but never replay a request that is not idempotent.
+                    replayable(session)
+                } else if client_reused && !timeout {
+                    // A pooled connection the upstream had already closed.
+                    !session.as_ref().retry_buffer_truncated()
+                } else if reset {
+                    policy.on_reset && replayable(session)
+                } else if timeout {
+                    policy.on_timeout && replayable(session)
+                } else {
+                    false
+                }
+            })
+            && ctx.may_retry();
+        e.set_retry(retry);
+        e
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &Self::CTX,
+        error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // Retries are expected during failover; they are logged at debug level instead.
+        if matches!(context, ProxyWarnLogContext::UpstreamRetry) {
+            tracing::debug!(route = ctx.route_name(), attempt = ctx.tried.len(), error = %error, "retrying on another endpoint");
+            return true;
+        }
+        false
     }
 
     async fn fail_to_proxy(
@@ -284,13 +425,35 @@ impl ProxyHttp for GatewayProxy {
     where
         Self::CTX: Send + Sync,
     {
-        let (code, message) = classify(e);
+        let (code, message) = if ctx.all_down {
+            (503, "no allowed region is up")
+        } else {
+            classify(e)
+        };
         if code > 0 {
-            let body = format!(
-                "{{\"error\":\"{message}\",\"route\":{},\"attempts\":{}}}\n",
-                json_string(ctx.route_name()),
-                ctx.tried.len()
-            );
+            let body = if ctx.all_down {
+                let allowed: Vec<String> = ctx
+                    .plan()
+                    .map(|p| {
+                        p.route
+                            .allowed_regions
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{{\"error\":\"{message}\",\"route\":{},\"allowed_regions\":{}}}\n",
+                    json_string(ctx.route_name()),
+                    serde_json::Value::from(allowed)
+                )
+            } else {
+                format!(
+                    "{{\"error\":\"{message}\",\"route\":{},\"attempts\":{}}}\n",
+                    json_string(ctx.route_name()),
+                    ctx.tried.len()
+                )
+            };
             if let Err(write_err) = respond_json(session, ctx, code, body).await {
                 tracing::debug!(error = %write_err, "could not send error response");
             }
@@ -320,7 +483,7 @@ impl ProxyHttp for GatewayProxy {
 /// Status and short message for an error that ends a request.
 fn classify(e: &Error) -> (u16, &'static str) {
     match e.etype() {
-        ErrorType::HTTPStatus(503) => (503, "no upstream available"),
+        ErrorType::HTTPStatus(code) if *code >= 500 => (502, "upstream failed"),
         ErrorType::HTTPStatus(code) => (*code, "error"),
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             if *e.esource() == ErrorSource::Downstream {

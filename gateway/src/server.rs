@@ -1,16 +1,21 @@
-//! Assembles a Pingora server from a validated config: proxy listeners and the admin API.
+//! Assembles a Pingora server from a validated config: proxy listeners, health monitoring and
+//! the admin API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use gateway_config::GatewayConfig;
+use gateway_health::{HealthHub, HealthMonitor};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
-use pingora::services::background::background_service;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 
 use crate::admin::AdminService;
+use crate::failover::FailoverBook;
 use crate::proxy::GatewayProxy;
 use crate::snapshot::RoutingSnapshot;
 use crate::tls::{SniResolver, TlsError};
@@ -44,6 +49,15 @@ pub struct ServerOptions {
     pub threads: Option<usize>,
 }
 
+/// The shared state of a running gateway.
+#[derive(Clone)]
+pub struct GatewayState {
+    /// The routing snapshot, swapped whole on reload.
+    pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// Probes and DNS discovery.
+    pub monitor: HealthMonitor,
+}
+
 /// Builds the Pingora server for `config`. Call `run` on the result to serve.
 pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Server, StartError> {
     let threads = options
@@ -61,9 +75,17 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     server.bootstrap();
 
     let config = Arc::new(config);
+    let hub = HealthHub::new();
+    let book = Arc::new(FailoverBook::default());
     let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
         config.clone(),
+        hub.clone(),
+        book,
     )));
+    let state = GatewayState {
+        snapshot: snapshot.clone(),
+        monitor: HealthMonitor::new(hub),
+    };
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -98,8 +120,46 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     }
     server.add_service(proxy);
     server.add_service(background_service(
+        "health",
+        HealthService {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "admin",
-        AdminService::new(config.admin.bind, snapshot),
+        AdminService::new(config.admin.bind, state),
     ));
     Ok(server)
+}
+
+/// Runs probes and DNS discovery, and re-evaluates every route's failover state so that
+/// switches (and their log lines) happen even when no request arrives.
+struct HealthService {
+    state: GatewayState,
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let snapshot = self.state.snapshot.load_full();
+        self.state.monitor.apply(&snapshot.config);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut first_round_logged = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    let snapshot = self.state.snapshot.load();
+                    for plan in &snapshot.routes {
+                        snapshot.current_tier(plan);
+                    }
+                    if !first_round_logged && self.state.monitor.first_round_done() {
+                        first_round_logged = true;
+                        tracing::info!("first probe round done: ready");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,21 +1,19 @@
 //! The immutable routing snapshot: everything the request path needs from config, in one value
-//! that is published with one atomic swap.
+//! that is published with one atomic swap. Health and failover state are referenced, not
+//! copied: they live outside the snapshot, keyed by stable names, and survive reloads.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use gateway_config::{
-    EndpointAddress, EndpointId, GatewayConfig, RegionName, Route, UpstreamProtocol, UpstreamTls,
-};
+use gateway_config::{GatewayConfig, RegionName, Route, UpstreamProtocol, UpstreamTls};
+use gateway_health::{HealthHub, RegionHealth};
 
+use crate::failover::{FailoverBook, RouteFailover};
 use crate::routing::RouteTable;
 
 /// Position of a region in [`RoutingSnapshot::regions`].
 pub type RegionIndex = usize;
 
-/// Routes, regions and endpoints that must agree, built from one validated config.
-#[derive(Debug)]
+/// Routes and regions that must agree, built from one validated config.
 pub struct RoutingSnapshot {
     /// The config this snapshot was built from.
     pub config: Arc<GatewayConfig>,
@@ -25,74 +23,55 @@ pub struct RoutingSnapshot {
     pub routes: Vec<RoutePlan>,
     /// Regions in config order.
     pub regions: Vec<RegionTarget>,
+    /// Health of every region and endpoint.
+    pub hub: HealthHub,
+    /// Failover state of every route.
+    pub book: Arc<FailoverBook>,
 }
 
-/// A route with its tiers resolved to region indices.
-#[derive(Debug)]
+/// A route with its tiers resolved.
 pub struct RoutePlan {
     /// The validated route.
     pub route: Route,
     /// Tiers, highest priority first: `(region, weight)`.
     pub tiers: Vec<Vec<(RegionIndex, u32)>>,
-    /// Rotates weighted choices within a tier.
-    pub tier_cursor: AtomicUsize,
+    /// Region health per tier, for the failover decision.
+    pub tier_health: Vec<Vec<Arc<RegionHealth>>>,
+    /// Failover state and retry budget (shared across reloads).
+    pub failover: Arc<RouteFailover>,
 }
 
 /// A region as the proxy sees it.
-#[derive(Debug)]
 pub struct RegionTarget {
     /// Region name.
     pub name: RegionName,
-    /// Endpoints in config order.
-    pub endpoints: Vec<EndpointTarget>,
+    /// Health and current endpoints (including DNS-discovered addresses).
+    pub health: Arc<RegionHealth>,
     /// TLS towards the endpoints.
     pub tls: Option<UpstreamTls>,
     /// HTTP version towards the endpoints.
     pub protocol: UpstreamProtocol,
-    /// Round-robin cursor.
-    pub cursor: AtomicUsize,
-}
-
-/// An endpoint with its connect address.
-#[derive(Debug)]
-pub struct EndpointTarget {
-    /// Stable id.
-    pub id: EndpointId,
-    /// Address as configured.
-    pub address: EndpointAddress,
-    /// Where to connect; `None` when a host name did not resolve.
-    pub socket: Option<SocketAddr>,
 }
 
 impl RoutingSnapshot {
-    /// Builds a snapshot. Host-name endpoints are resolved once here (DNS discovery with TTLs
-    /// replaces this with the health crate).
-    pub fn build(config: Arc<GatewayConfig>) -> Self {
+    /// Builds a snapshot over `hub` and `book`.
+    pub fn build(config: Arc<GatewayConfig>, hub: HealthHub, book: Arc<FailoverBook>) -> Self {
         let regions: Vec<RegionTarget> = config
             .regions
             .iter()
             .map(|r| RegionTarget {
                 name: r.name.clone(),
-                endpoints: r
-                    .endpoints
-                    .iter()
-                    .map(|e| EndpointTarget {
-                        id: e.id.clone(),
-                        address: e.address.clone(),
-                        socket: resolve(&e.address),
-                    })
-                    .collect(),
+                health: hub.region(&r.name),
                 tls: r.tls.clone(),
                 protocol: r.protocol,
-                cursor: AtomicUsize::new(0),
             })
             .collect();
         let index_of = |name: &RegionName| regions.iter().position(|r| &r.name == name);
         let routes = config
             .routes
             .iter()
-            .map(|route| RoutePlan {
-                tiers: route
+            .map(|route| {
+                let tiers: Vec<Vec<(RegionIndex, u32)>> = route
                     .tiers
                     .iter()
                     .map(|tier| {
@@ -101,9 +80,17 @@ impl RoutingSnapshot {
                             .filter_map(|(name, w)| index_of(name).map(|i| (i, w.get())))
                             .collect()
                     })
-                    .collect(),
-                route: route.clone(),
-                tier_cursor: AtomicUsize::new(0),
+                    .collect();
+                let tier_health = tiers
+                    .iter()
+                    .map(|t| t.iter().map(|(i, _)| regions[*i].health.clone()).collect())
+                    .collect();
+                RoutePlan {
+                    failover: book.route(&route.name, route.retry.budget_permille),
+                    tiers,
+                    tier_health,
+                    route: route.clone(),
+                }
             })
             .collect();
         Self {
@@ -111,19 +98,19 @@ impl RoutingSnapshot {
             routes,
             regions,
             config,
+            hub,
+            book,
         }
     }
-}
 
-fn resolve(address: &EndpointAddress) -> Option<SocketAddr> {
-    match address {
-        EndpointAddress::Socket(addr) => Some(*addr),
-        EndpointAddress::Host { host, port } => {
-            let resolved = (host.as_str(), *port).to_socket_addrs().ok()?.next();
-            if resolved.is_none() {
-                tracing::warn!(%host, port, "endpoint host name did not resolve");
-            }
-            resolved
-        }
+    /// The tier serving `plan` now (switching if health requires), or `None` when all are down.
+    pub fn current_tier(&self, plan: &RoutePlan) -> Option<usize> {
+        plan.failover.current_tier(
+            &self.book,
+            &plan.route.name,
+            &plan.tier_health,
+            plan.route.failback_hold_down,
+            &self.hub,
+        )
     }
 }

@@ -95,6 +95,9 @@ struct EndpointInner {
     state: EndpointState,
     policy: HealthPolicy,
     abort: CancellationToken,
+    /// Counts abort tokens handed out; part of the connection-pool key so connections aborted
+    /// by a past "down" are never reused.
+    generation: u64,
     last_probe: Option<ProbeRecord>,
 }
 
@@ -128,8 +131,9 @@ impl EndpointHealth {
 
     /// A token cancelled when this endpoint is marked down; connections opened now hold it so that
     /// requests still waiting on a dead endpoint can be failed over at once.
-    pub fn abort_token(&self) -> CancellationToken {
-        self.lock().abort.clone()
+    pub fn abort_token(&self) -> (CancellationToken, u64) {
+        let inner = self.lock();
+        (inner.abort.clone(), inner.generation)
     }
 
     /// Reports a live request attempt that succeeded.
@@ -207,6 +211,7 @@ impl EndpointHealth {
             let mut inner = self.lock();
             inner.abort.cancel();
             inner.abort = CancellationToken::new();
+            inner.generation += 1;
         }
         let Some(hub) = self.hub.upgrade() else {
             return;
@@ -497,6 +502,7 @@ impl HealthHub {
                 state: EndpointState::new(),
                 policy,
                 abort: CancellationToken::new(),
+                generation: 0,
                 last_probe: None,
             }),
             hub: Arc::downgrade(&self.inner),

@@ -75,6 +75,15 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// Requests seen by an endpoint (health checks excluded).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// All requests other than `/healthz`.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Requests with a method other than GET and HEAD.
+    pub unsafe_requests: std::sync::atomic::AtomicU64,
+}
+
 /// Identity of a simulated endpoint.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -87,6 +96,7 @@ pub struct Identity {
 /// A running simulated endpoint. Dropping the handle does not stop it; call [`Self::shutdown`].
 pub struct RegionServer {
     addr: SocketAddr,
+    counters: Arc<Counters>,
     mode: watch::Sender<Mode>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -99,9 +109,18 @@ impl RegionServer {
         let (mode, mode_rx) = watch::channel(Mode::Ok);
         let (stop, stop_rx) = watch::channel(false);
         let identity = Arc::new(identity);
-        let task = tokio::spawn(accept_loop(listener, addr, identity, mode_rx, stop_rx));
+        let counters = Arc::new(Counters::default());
+        let task = tokio::spawn(accept_loop(
+            listener,
+            addr,
+            identity,
+            counters.clone(),
+            mode_rx,
+            stop_rx,
+        ));
         Ok(Self {
             addr,
+            counters,
             mode,
             stop,
             task,
@@ -123,6 +142,20 @@ impl RegionServer {
         self.mode.send_replace(mode);
     }
 
+    /// Requests received so far (health checks excluded).
+    pub fn requests(&self) -> u64 {
+        self.counters
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests with a method other than GET/HEAD received so far.
+    pub fn unsafe_requests(&self) -> u64 {
+        self.counters
+            .unsafe_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The current behaviour.
     pub fn mode(&self) -> Mode {
         self.mode.borrow().clone()
@@ -139,6 +172,7 @@ async fn accept_loop(
     listener: TcpListener,
     addr: SocketAddr,
     identity: Arc<Identity>,
+    counters: Arc<Counters>,
     mut mode: watch::Receiver<Mode>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -173,12 +207,19 @@ async fn accept_loop(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let identity = identity.clone();
+                let counters = counters.clone();
                 let mode = mode.clone();
                 let mut close = conn_close.subscribe();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let identity = identity.clone();
                         let mode = mode.borrow().clone();
+                        if req.uri().path() != "/healthz" {
+                            counters.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+                                counters.unsafe_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                         async move { Ok::<_, Infallible>(handle(req, &identity, mode).await) }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

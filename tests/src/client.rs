@@ -93,6 +93,32 @@ impl H1 {
         collect(resp).await
     }
 
+    /// Connects, or `None` on failure.
+    pub async fn try_connect(addr: SocketAddr) -> Option<Self> {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        Some(Self { sender })
+    }
+
+    /// Sends a request, or `None` on a transport error.
+    pub async fn try_send(&mut self, req: Request<ReqBody>) -> Option<Collected> {
+        self.sender.ready().await.ok()?;
+        let resp = self.sender.send_request(req).await.ok()?;
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.ok()?;
+        let trailers = collected.trailers().cloned();
+        Some(Collected {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+            version: parts.version,
+        })
+    }
+
     /// Whether the connection is still usable.
     pub fn is_open(&self) -> bool {
         !self.sender.is_closed()

@@ -221,3 +221,72 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+pub mod dns;
+
+/// The outcome of one request sent by [`drive`].
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// When it was sent, since the start of the run.
+    pub sent: Duration,
+    /// Time to the complete response.
+    pub latency: Duration,
+    /// Status, or `None` for a transport error.
+    pub status: Option<u16>,
+    /// The `x-region` header of the answer.
+    pub region: Option<String>,
+}
+
+/// Sends GET `path` at `rate` requests per second for `duration` over `workers` keep-alive
+/// connections (a new one after a transport error). Bounded in count and time.
+pub async fn drive(
+    addr: SocketAddr,
+    path: &str,
+    rate: u32,
+    duration: Duration,
+    workers: u32,
+) -> Vec<Outcome> {
+    let start = Instant::now();
+    let per_worker = Duration::from_secs_f64(f64::from(workers) / f64::from(rate.max(1)));
+    let total = (duration.as_secs_f64() * f64::from(rate)) as usize / workers as usize;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(total);
+            let mut conn: Option<client::H1> = None;
+            // Stagger workers across the interval.
+            let offset = per_worker.mul_f64(f64::from(w) / f64::from(workers));
+            for i in 0..total {
+                let due = start + offset + per_worker * i as u32;
+                tokio::time::sleep_until(due.into()).await;
+                let sent = start.elapsed();
+                if conn.as_ref().is_none_or(|c| !c.is_open()) {
+                    conn = client::H1::try_connect(addr).await;
+                }
+                let result = match conn.as_mut() {
+                    Some(c) => c.try_send(client::get("drive.test", &path)).await,
+                    None => None,
+                };
+                if result.is_none() {
+                    conn = None;
+                }
+                out.push(Outcome {
+                    sent,
+                    latency: start.elapsed() - sent,
+                    status: result.as_ref().map(|r| r.status),
+                    region: result
+                        .as_ref()
+                        .and_then(|r| r.header("x-region").map(str::to_string)),
+                });
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("worker"));
+    }
+    all.sort_by_key(|o| o.sent);
+    all
+}

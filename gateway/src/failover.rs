@@ -1,0 +1,312 @@
+//! Per-route failover: which priority tier serves a route, with failback hysteresis, and the
+//! route's retry budget. State lives in a [`FailoverBook`] keyed by route name, outside the
+//! routing snapshot, so it survives reloads.
+//!
+//! Policy:
+//! - Traffic goes to the active tier. Initially that is the first tier with an up region.
+//! - When no region of the active tier is up, the route moves at once to the first tier that
+//!   has an up region (a failover).
+//! - A higher tier gets traffic back only once one of its regions has stayed up for
+//!   `failback.hold_down` (a failback). A flapping region keeps resetting its up-time, so it
+//!   never gets traffic back while it flaps.
+//! - With no up region in any tier, the route has no active tier: requests get 503.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use gateway_health::{HealthHub, RegionHealth};
+
+/// No tier is up: the route answers 503.
+const NONE: usize = usize::MAX;
+/// No request or health change has chosen a tier yet.
+const UNSET: usize = usize::MAX - 1;
+
+/// Events kept for status pages.
+const RECENT_EVENTS: usize = 64;
+
+/// Failover state of every route, by name.
+#[derive(Default)]
+pub struct FailoverBook {
+    routes: Mutex<HashMap<Arc<str>, Arc<RouteFailover>>>,
+    recent: Mutex<VecDeque<FailoverEvent>>,
+}
+
+/// A switch of a route from one tier to another.
+#[derive(Debug, Clone)]
+pub struct FailoverEvent {
+    /// Wall-clock time of the switch.
+    pub at: SystemTime,
+    /// Route name.
+    pub route: Arc<str>,
+    /// Regions of the tier traffic left (empty on the first choice).
+    pub from: Vec<String>,
+    /// Regions of the tier traffic moved to (empty when every region is down).
+    pub to: Vec<String>,
+    /// `failover`, `failback`, `all-down` or `recovered`.
+    pub kind: &'static str,
+    /// Why, for people.
+    pub cause: String,
+    /// Failover: time from the first failure observed in the left tier to the switch.
+    /// Failback: how long the new tier had been up.
+    pub elapsed: Option<Duration>,
+}
+
+/// Failover state of one route.
+pub struct RouteFailover {
+    active: AtomicUsize,
+    /// Serialises switches so each is logged once.
+    switch: Mutex<()>,
+    /// Retry budget of the route.
+    pub budget: RetryBudget,
+    /// Rotates weighted choices within a tier.
+    tickets: AtomicUsize,
+}
+
+impl FailoverBook {
+    /// The state of `route`, created on first use.
+    pub fn route(&self, route: &Arc<str>, budget_permille: u32) -> Arc<RouteFailover> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = routes.entry(route.clone()).or_insert_with(|| {
+            Arc::new(RouteFailover {
+                active: AtomicUsize::new(UNSET),
+                switch: Mutex::new(()),
+                budget: RetryBudget::new(budget_permille),
+                tickets: AtomicUsize::new(0),
+            })
+        });
+        entry.budget.set_permille(budget_permille);
+        entry.clone()
+    }
+
+    /// The most recent switches, oldest first.
+    pub fn recent(&self) -> Vec<FailoverEvent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn record(&self, event: FailoverEvent) {
+        let elapsed_ms = event.elapsed.map(|d| d.as_millis() as u64);
+        match event.kind {
+            "all-down" => {
+                tracing::warn!(route = %event.route, from = ?event.from, cause = %event.cause, elapsed_ms, "route has no region up: answering 503")
+            }
+            kind => {
+                tracing::warn!(route = %event.route, from = ?event.from, to = ?event.to, kind, cause = %event.cause, elapsed_ms, "route switched regions")
+            }
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_EVENTS {
+            recent.pop_front();
+        }
+        recent.push_back(event);
+    }
+}
+
+impl RouteFailover {
+    /// Next ticket for weighted choice within a tier.
+    pub fn next_ticket(&self) -> usize {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The tier serving the route now, switching (and logging once) when health requires it.
+    /// `tiers[i]` are the regions of tier `i`. `None` when no region of any tier is up.
+    pub fn current_tier(
+        &self,
+        book: &FailoverBook,
+        route: &Arc<str>,
+        tiers: &[Vec<Arc<RegionHealth>>],
+        hold_down: Duration,
+        hub: &HealthHub,
+    ) -> Option<usize> {
+        let active = self.active.load(Ordering::Acquire);
+        let wanted = desired_tier(active, tiers, hold_down, hub);
+        if wanted == Some(active) {
+            return wanted;
+        }
+        let _guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+        // Another request may have switched while we waited.
+        let active = self.active.load(Ordering::Acquire);
+        let wanted = desired_tier(active, tiers, hold_down, hub);
+        let new = wanted.unwrap_or(NONE);
+        if new == active {
+            return wanted;
+        }
+        self.active.store(new, Ordering::Release);
+        let names = |t: usize| -> Vec<String> {
+            tiers
+                .get(t)
+                .map(|rs| rs.iter().map(|r| r.name.to_string()).collect())
+                .unwrap_or_default()
+        };
+        let (kind, cause, elapsed) = match wanted {
+            // The first choice after start is not a switch.
+            Some(_) if active == UNSET => return wanted,
+            None => (
+                "all-down",
+                "no region of any tier is up".to_string(),
+                detection(tiers.get(active)),
+            ),
+            Some(_) if active == NONE => ("recovered", "a region is up again".to_string(), None),
+            Some(t) if t > active => (
+                "failover",
+                "every region of the active tier is down".to_string(),
+                detection(tiers.get(active)),
+            ),
+            Some(t) => {
+                let up = tiers[t].iter().filter_map(|r| r.up_for(hub)).max();
+                (
+                    "failback",
+                    format!("higher tier stayed up for the hold-down of {hold_down:?}"),
+                    up,
+                )
+            }
+        };
+        book.record(FailoverEvent {
+            at: SystemTime::now(),
+            route: route.clone(),
+            from: names(active),
+            to: names(new),
+            kind,
+            cause,
+            elapsed,
+        });
+        wanted
+    }
+}
+
+/// Time from the first failure seen in `tier`'s endpoints until now.
+fn detection(tier: Option<&Vec<Arc<RegionHealth>>>) -> Option<Duration> {
+    let now = tokio::time::Instant::now();
+    tier?
+        .iter()
+        .flat_map(|r| {
+            r.members()
+                .endpoints
+                .iter()
+                .filter_map(|e| e.first_failure())
+                .collect::<Vec<_>>()
+        })
+        .min()
+        .map(|first| now.duration_since(first))
+}
+
+/// The tier that should serve, given the active one.
+fn desired_tier(
+    active: usize,
+    tiers: &[Vec<Arc<RegionHealth>>],
+    hold_down: Duration,
+    hub: &HealthHub,
+) -> Option<usize> {
+    let tier_up = |t: &Vec<Arc<RegionHealth>>| t.iter().any(|r| r.is_up());
+    let first_up = tiers.iter().position(tier_up)?;
+    if active >= tiers.len() || !tier_up(&tiers[active]) {
+        return Some(first_up);
+    }
+    // Active tier is up: move up only to a tier that has been up for the hold-down.
+    let held = tiers[..active].iter().position(|t| {
+        t.iter()
+            .any(|r| r.up_for(hub).is_some_and(|d| d >= hold_down))
+    });
+    Some(held.unwrap_or(active))
+}
+
+/// Caps retries at a share of requests (with a small floor), over a sliding two-second window,
+/// so that a sick fleet is not stormed with retries.
+pub struct RetryBudget {
+    permille: AtomicU64,
+    epoch: tokio::time::Instant,
+    /// Second index of the current window slot.
+    slot: AtomicU64,
+    requests: [AtomicU64; 2],
+    retries: [AtomicU64; 2],
+}
+
+/// Retries always allowed per window, whatever the request count.
+const RETRY_FLOOR: u64 = 10;
+
+impl RetryBudget {
+    /// A budget allowing `permille`/1000 of requests to be retried.
+    pub fn new(permille: u32) -> Self {
+        Self {
+            permille: AtomicU64::new(u64::from(permille)),
+            epoch: tokio::time::Instant::now(),
+            slot: AtomicU64::new(0),
+            requests: [AtomicU64::new(0), AtomicU64::new(0)],
+            retries: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    fn set_permille(&self, permille: u32) {
+        self.permille.store(u64::from(permille), Ordering::Relaxed);
+    }
+
+    fn index(&self) -> usize {
+        let now = self.epoch.elapsed().as_secs();
+        let slot = self.slot.load(Ordering::Relaxed);
+        if now != slot
+            && self
+                .slot
+                .compare_exchange(slot, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let idx = (now % 2) as usize;
+            // A new second: its slot starts empty; if more than a second passed, both do.
+            if now > slot + 1 {
+                let other = 1 - idx;
+                self.requests[other].store(0, Ordering::Relaxed);
+                self.retries[other].store(0, Ordering::Relaxed);
+            }
+            self.requests[idx].store(0, Ordering::Relaxed);
+            self.retries[idx].store(0, Ordering::Relaxed);
+        }
+        (now % 2) as usize
+    }
+
+    /// Counts a request.
+    pub fn on_request(&self) {
+        let i = self.index();
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one retry from the budget, or says no.
+    pub fn try_retry(&self) -> bool {
+        let i = self.index();
+        let requests: u64 = self
+            .requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        let retries: u64 = self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let allowed = RETRY_FLOOR + requests * self.permille.load(Ordering::Relaxed) / 1000;
+        if retries >= allowed {
+            return false;
+        }
+        self.retries[i].fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_allows_a_share_plus_a_floor() {
+        let b = RetryBudget::new(200);
+        for _ in 0..100 {
+            b.on_request();
+        }
+        let granted = (0..100).filter(|_| b.try_retry()).count();
+        assert_eq!(granted, 10 + 20);
+        // Two seconds later the window has moved on.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let granted = (0..100).filter(|_| b.try_retry()).count();
+        assert_eq!(granted, 10);
+    }
+}

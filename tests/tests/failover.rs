@@ -1,0 +1,417 @@
+//! Health-based failover against real processes: crash, blackhole, 5xx storm, flapping,
+//! residency, non-idempotent requests, and DNS discovery.
+
+use std::time::{Duration, Instant};
+
+use gateway_tests::client::{self, get, H1};
+use gateway_tests::dns::TestDns;
+use gateway_tests::{drive, eventually, region, Gateway, Mode, Outcome, RegionServer};
+
+/// Two regions with two endpoints each, probed every `interval`.
+struct Fleet {
+    fra: Vec<RegionServer>,
+    ber: Vec<RegionServer>,
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        Self {
+            fra: vec![region("fra", "fra-1").await, region("fra", "fra-2").await],
+            ber: vec![region("ber", "ber-1").await, region("ber", "ber-2").await],
+        }
+    }
+
+    fn set(&self, name: &str, mode: Mode) {
+        let servers = if name == "fra" { &self.fra } else { &self.ber };
+        for s in servers {
+            s.set_mode(mode.clone());
+        }
+    }
+
+    fn config(&self, probe: &str, route_extra: &str, routes_extra: &str) -> String {
+        let eps = |servers: &[RegionServer], name: &str| {
+            servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra:
+    endpoints: [{fra}]
+    probe: {probe}
+    passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
+  ber:
+    endpoints: [{ber}]
+    probe: {probe}
+    passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
+routes:
+{routes_extra}  - name: app
+    regions: [fra, ber]
+    retry: {{ attempts: 3 }}
+{route_extra}"#,
+            fra = eps(&self.fra, "fra"),
+            ber = eps(&self.ber, "ber"),
+        )
+    }
+}
+
+/// Probes every 200 ms, timeout 150 ms, fall 2, rise 2, no jitter.
+const FAST_PROBES: &str =
+    "{ http: { path: /healthz }, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }";
+
+async fn status(gw: &Gateway) -> serde_json::Value {
+    let (code, body) = client::get_status(gw.admin, "/status")
+        .await
+        .expect("status");
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body).expect("status JSON")
+}
+
+async fn region_up(gw: &Gateway, name: &str) -> bool {
+    let s = status(gw).await;
+    s["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .any(|r| r["name"] == name && r["up"] == true)
+}
+
+fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
+    outcomes.iter().filter(|o| o.status != Some(200)).collect()
+}
+
+/// Runs `drive` in the background, applies `fault` after `before`, and returns the outcomes and
+/// the time of the fault since the start of the run.
+async fn with_fault(
+    gw: &Gateway,
+    rate: u32,
+    before: Duration,
+    total: Duration,
+    fault: impl FnOnce(),
+) -> (Vec<Outcome>, Duration) {
+    let addr = gw.addr;
+    let start = Instant::now();
+    let load = tokio::spawn(async move { drive(addr, "/", rate, total, 4).await });
+    tokio::time::sleep(before).await;
+    let at = start.elapsed();
+    fault();
+    (load.await.expect("load"), at)
+}
+
+#[tokio::test]
+async fn crash_of_the_primary_costs_no_request() {
+    let fleet = Fleet::start().await;
+    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", ""), &[]).await;
+    let (outcomes, fault_at) = with_fault(
+        &gw,
+        100,
+        Duration::from_secs(1),
+        Duration::from_secs(4),
+        || fleet.set("fra", Mode::Refuse),
+    )
+    .await;
+    assert!(outcomes.len() >= 350, "load ran: {}", outcomes.len());
+    assert!(
+        failures(&outcomes).is_empty(),
+        "failed requests: {:?}",
+        failures(&outcomes)
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.sent < fault_at && o.region.as_deref() == Some("fra")),
+        "fra served before the crash"
+    );
+    let after: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.sent > fault_at + Duration::from_millis(50))
+        .collect();
+    assert!(
+        after.iter().all(|o| o.region.as_deref() == Some("ber")),
+        "all traffic on ber after the crash"
+    );
+    eventually("fra marked down", || async { !region_up(&gw, "fra").await }).await;
+    let s = status(&gw).await;
+    let event = s["failover_events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "failover")
+        .cloned();
+    let event = event.expect("failover event in /status");
+    assert_eq!(event["route"], "app");
+    assert_eq!(event["from"][0], "fra");
+    assert_eq!(event["to"][0], "ber");
+}
+
+#[tokio::test]
+async fn blackholed_primary_costs_no_request_and_no_read_timeout() {
+    let fleet = Fleet::start().await;
+    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", ""), &[]).await;
+    let (outcomes, fault_at) = with_fault(
+        &gw,
+        100,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        || fleet.set("fra", Mode::Blackhole),
+    )
+    .await;
+    assert!(
+        failures(&outcomes).is_empty(),
+        "failed requests: {:?}",
+        failures(&outcomes)
+    );
+    let worst = outcomes.iter().map(|o| o.latency).max().expect("some");
+    // Detection is interval × fall + timeout ≈ 0.55 s; the route's read timeout is 30 s. Allow
+    // generous slack for a loaded machine, far below the read timeout.
+    assert!(worst < Duration::from_secs(5), "a request waited {worst:?}");
+    let late: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.sent > fault_at + Duration::from_secs(3))
+        .collect();
+    assert!(!late.is_empty() && late.iter().all(|o| o.region.as_deref() == Some("ber")));
+    assert!(!region_up(&gw, "fra").await, "fra marked down");
+    eprintln!(
+        "blackhole: worst latency {worst:?} over {} requests",
+        outcomes.len()
+    );
+}
+
+#[tokio::test]
+async fn storm_of_503_never_reaches_clients_and_ejects_the_primary() {
+    let fleet = Fleet::start().await;
+    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", ""), &[]).await;
+    let (outcomes, _) = with_fault(
+        &gw,
+        100,
+        Duration::from_secs(1),
+        Duration::from_secs(4),
+        || fleet.set("fra", Mode::Status(503)),
+    )
+    .await;
+    let errors: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status.is_none_or(|s| s >= 500))
+        .collect();
+    assert!(errors.is_empty(), "5xx reached clients: {errors:?}");
+    let s = status(&gw).await;
+    let fra = s["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .find(|r| r["name"] == "fra")
+        .expect("fra")
+        .clone();
+    assert_eq!(fra["up"], false);
+    for e in fra["endpoints"].as_array().expect("endpoints") {
+        assert_eq!(e["health"], "down", "{e}");
+    }
+}
+
+#[tokio::test]
+async fn flapping_primary_gets_no_failback_until_stable_for_the_hold_down() {
+    let fleet = Fleet::start().await;
+    let hold_down = Duration::from_secs(2);
+    let (gw, _) = Gateway::start(
+        &fleet.config(FAST_PROBES, "    failback: { hold_down: 2s }\n", ""),
+        &[],
+    )
+    .await;
+    let addr = gw.addr;
+    let start = Instant::now();
+    let load = tokio::spawn(async move { drive(addr, "/", 50, Duration::from_secs(20), 2).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flap_start = start.elapsed();
+    for i in 0..10 {
+        fleet.set("fra", if i % 2 == 0 { Mode::Refuse } else { Mode::Ok });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    fleet.set("fra", Mode::Ok);
+    let flap_end = start.elapsed();
+    let outcomes = load.await.expect("load");
+    assert!(
+        failures(&outcomes).is_empty(),
+        "failed requests: {:?}",
+        failures(&outcomes)
+    );
+    let first_ber = outcomes
+        .iter()
+        .find(|o| o.sent > flap_start && o.region.as_deref() == Some("ber"))
+        .expect("failed over")
+        .sent;
+    let back = outcomes
+        .iter()
+        .find(|o| o.sent > first_ber && o.region.as_deref() == Some("fra"))
+        .map(|o| o.sent);
+    let back = back.expect("traffic returned to fra after the flapping stopped");
+    assert!(
+        back >= flap_end + hold_down,
+        "failback at {back:?}, flapping ended at {flap_end:?}: hold-down not honoured"
+    );
+    let s = status(&gw).await;
+    let kinds: Vec<String> = s["failover_events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(kinds.contains(&"failback".to_string()), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "failback").count(),
+        1,
+        "one failback, no flapping: {kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn residency_all_allowed_regions_down_gives_503_and_nothing_spills() {
+    let fleet = Fleet::start().await;
+    let routes_extra = "  - name: eu-only\n    match: { path_prefix: /eu/ }\n    regions: [fra]\n    allowed_regions: [fra]\n";
+    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", routes_extra), &[]).await;
+    let mut c = H1::connect(gw.addr).await;
+    assert_eq!(
+        c.send(get("a", "/eu/x")).await.header("x-region"),
+        Some("fra")
+    );
+    fleet.set("fra", Mode::Refuse);
+    eventually("fra down", || async { !region_up(&gw, "fra").await }).await;
+    let ber_before: u64 = fleet.ber.iter().map(|s| s.requests()).sum();
+    for _ in 0..20 {
+        let resp = H1::connect(gw.addr).await.send(get("a", "/eu/x")).await;
+        assert_eq!(resp.status, 503);
+        assert!(resp.header("retry-after").is_some());
+        assert_eq!(resp.json()["route"], "eu-only");
+        assert_eq!(resp.json()["allowed_regions"][0], "fra");
+    }
+    let ber_after: u64 = fleet.ber.iter().map(|s| s.requests()).sum();
+    assert_eq!(
+        ber_before, ber_after,
+        "the disallowed region received requests"
+    );
+    // The other route still fails over to ber.
+    assert_eq!(c.send(get("a", "/x")).await.header("x-region"), Some("ber"));
+}
+
+#[tokio::test]
+async fn post_is_not_replayed_after_reaching_a_blackholed_app() {
+    let fleet = Fleet::start().await;
+    // Slow probes: detection takes over a second, so the POST reaches fra before it.
+    let probes =
+        "{ http: { path: /healthz }, interval: 1s, timeout: 500ms, rise: 2, fall: 2, jitter: 0% }";
+    let (gw, _) = Gateway::start(&fleet.config(probes, "", ""), &[]).await;
+    fleet.set("fra", Mode::Blackhole);
+    let mut c = H1::connect(gw.addr).await;
+    let req = http::Request::post("/order")
+        .header("host", "a")
+        .body(client::full("pay once"))
+        .expect("req");
+    let resp = c.send(req).await;
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    let fra_posts: u64 = fleet.fra.iter().map(|s| s.unsafe_requests()).sum();
+    let ber_posts: u64 = fleet.ber.iter().map(|s| s.unsafe_requests()).sum();
+    assert_eq!(
+        (fra_posts, ber_posts),
+        (1, 0),
+        "the POST reached fra once and was not replayed"
+    );
+}
+
+#[tokio::test]
+async fn post_is_retried_on_connect_failure() {
+    let fleet = Fleet::start().await;
+    // Probes far apart: health still says fra is up when the POST arrives.
+    let probes = "{ interval: 1h, timeout: 1s }";
+    let (gw, _) = Gateway::start(&fleet.config(probes, "", ""), &[]).await;
+    fleet.set("fra", Mode::Refuse);
+    let mut c = H1::connect(gw.addr).await;
+    let req = http::Request::post("/order")
+        .header("host", "a")
+        .body(client::full("pay once"))
+        .expect("req");
+    let resp = c.send(req).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-region"), Some("ber"));
+    assert_eq!(resp.json()["body_bytes"], 8);
+    let ber_posts: u64 = fleet.ber.iter().map(|s| s.unsafe_requests()).sum();
+    assert_eq!(ber_posts, 1);
+}
+
+#[tokio::test]
+async fn dns_discovery_follows_records_and_survives_an_outage() {
+    let dns = TestDns::start().await;
+    let a = RegionServer::bind(
+        "127.0.0.2:0".parse().expect("addr"),
+        gateway_tests::Identity {
+            region: "fra".into(),
+            endpoint: "a".into(),
+        },
+    )
+    .await
+    .expect("bind 127.0.0.2");
+    let port = a.addr().port();
+    let _b = RegionServer::bind(
+        format!("127.0.0.3:{port}").parse().expect("addr"),
+        gateway_tests::Identity {
+            region: "fra".into(),
+            endpoint: "b".into(),
+        },
+    )
+    .await
+    .expect("bind 127.0.0.3 on the same port");
+    dns.set("app.test", &["127.0.0.2".parse().expect("ip")]);
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+dns: {{ servers: ["{dns}"], min_ttl: 200ms, max_ttl: 1s, timeout: 300ms }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-dns, address: "app.test:{port}" }}]
+    probe: {FAST_PROBES}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        dns = dns.addr
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let endpoint = |gw_addr| async move {
+        H1::connect(gw_addr)
+            .await
+            .send(get("a", "/"))
+            .await
+            .header("x-endpoint")
+            .map(str::to_string)
+    };
+    assert_eq!(endpoint(gw.addr).await.as_deref(), Some("a"));
+    dns.set("app.test", &["127.0.0.3".parse().expect("ip")]);
+    eventually("traffic follows the new record", || async {
+        endpoint(gw.addr).await.as_deref() == Some("b")
+    })
+    .await;
+    // Outage: lookups time out; the last good address keeps serving.
+    dns.set_silent(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..10 {
+        assert_eq!(endpoint(gw.addr).await.as_deref(), Some("b"));
+    }
+    let s = status(&gw).await;
+    let eps = s["regions"][0]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .clone();
+    assert_eq!(eps.len(), 1, "{eps:?}");
+    assert_eq!(eps[0]["address"], format!("127.0.0.3:{port}"));
+    assert!(
+        gw.stderr()
+            .contains("DNS resolution failed; keeping the last good addresses"),
+        "outage reported in the log"
+    );
+}
