@@ -1,17 +1,20 @@
-//! `loadtest`: simulated regions (more subcommands arrive with the loadtest issue).
+//! `loadtest`: load generation, simulated regions, failover scenarios and benchmarks.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::region::{Identity, Mode, RegionServer};
+use indicatif::{ProgressBar, ProgressStyle};
+use loadtest::engine::{self, LoadSpec};
+use loadtest::region::{serve_control, Identity, Mode, RegionServer};
+use loadtest::report;
+use loadtest::scenario::{self, Fault, ScenarioSpec};
 
 #[derive(Parser)]
-#[command(
-    name = "loadtest",
-    version,
-    about = "Load tests and simulated regions for the failover gateway"
-)]
+#[command(name = "loadtest", version, about = "Load tests, simulated regions, failover scenarios and benchmarks for the failover gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,51 +22,309 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a simulated regional app endpoint (HTTP/1.1 and h2c).
+    /// Open-loop constant-rate load against a URL (latency measured from the scheduled time).
+    Run {
+        /// Target, e.g. http://127.0.0.1:8080/ (loopback or lab addresses only).
+        #[arg(long)]
+        url: String,
+        /// Requests per second (0: as fast as possible, closed loop).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// How long to send, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// HTTP/2 with prior knowledge (h2c).
+        #[arg(long)]
+        http2: bool,
+        /// Per-request deadline from its scheduled time.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Hard cap on requests.
+        #[arg(long, default_value_t = 10_000_000)]
+        max_requests: u64,
+        /// Write the JSON report here (and print nothing else).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write report.json, report.md and chart.svg into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run simulated regional app endpoints (HTTP/1.1 and h2c) with a fault-injection control API.
     Region {
         /// Region name reported in responses.
         #[arg(long)]
         name: String,
-        /// Endpoint id reported in responses (default: `<name>-1`).
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Address to listen on.
+        /// Addresses to listen on, one endpoint each (`<name>-1`, `<name>-2`, ...).
         #[arg(long, default_value = "127.0.0.1:9001")]
-        listen: SocketAddr,
-        /// Initial mode: ok, refuse, blackhole, status=503, slow=500ms, reset.
+        listen: Vec<SocketAddr>,
+        /// Control API: POST /mode/{ok|refuse|blackhole|status=503|slow=500ms|reset|flap=300ms}.
+        #[arg(long)]
+        control: Option<SocketAddr>,
+        /// Initial mode.
         #[arg(long, default_value = "ok")]
         mode: String,
     },
+    /// Start two regions and a gateway, drive load, inject a fault, measure, report.
+    Failover {
+        /// The fault to inject into the primary region.
+        #[arg(long, value_enum, default_value = "crash")]
+        scenario: Fault,
+        /// Requests per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Runs to aggregate.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Seconds of load before the fault.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        fault_at: Duration,
+        /// How long the fault lasts.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        fault_for: Duration,
+        /// Load after recovery.
+        #[arg(long, default_value = "6s", value_parser = parse_duration)]
+        after: Duration,
+        /// Failback hold-down of the route.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        hold_down: Duration,
+        /// Probe interval (timeout 3/4 of it, fall 2, rise 2).
+        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+        probe_interval: Duration,
+        /// The gateway binary (default: next to this binary).
+        #[arg(long)]
+        gateway: Option<PathBuf>,
+        /// Gateway worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Report directory (default reports/failover-<scenario>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print only the JSON report path.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark the gateway against direct, nginx and HAProxy on the same upstream.
+    Bench(loadtest::bench::BenchArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    gateway_config_duration(s)
+}
+
+/// Durations like `250ms`, `2s`, `1m`.
+fn gateway_config_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms or 10s"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("`{s}`: unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<ProgressBar>) {
+    if quiet {
+        return (None, None);
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} requests").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let b = bar.clone();
+    (Some(Arc::new(move |n| b.set_position(n))), Some(bar))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Region {
-            name,
-            endpoint,
-            listen,
-            mode,
-        } => {
-            let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
-            let endpoint = endpoint.unwrap_or_else(|| format!("{name}-1"));
-            let server = RegionServer::bind(
-                listen,
-                Identity {
-                    region: name.clone(),
-                    endpoint: endpoint.clone(),
-                },
-            )
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-            server.set_mode(mode);
-            println!(
-                "region {name} endpoint {endpoint} listening on http://{}",
-                server.addr()
-            );
-            tokio::signal::ctrl_c().await?;
-            server.shutdown().await;
+        Command::Run { url, rate, duration, connections, http2, timeout, max_requests, json, out } => {
+            let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+            anyhow::ensure!(uri.scheme_str() == Some("http"), "only http:// URLs are supported");
+            let host = uri.host().context("URL has no host")?.to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let addr = (host.as_str(), port).to_socket_addrs()?.next().context("host did not resolve")?;
+            let spec = LoadSpec {
+                addr,
+                host: uri.authority().map(|a| a.to_string()).unwrap_or(host),
+                path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
+                rate,
+                duration,
+                connections,
+                http2,
+                timeout,
+                max_requests,
+            };
+            let expected = if rate == 0 { 0 } else { (duration.as_secs_f64() * f64::from(rate)) as u64 };
+            let (progress, bar) = progress_bar(expected, json.is_some() || duration < Duration::from_secs(3));
+            let started = std::time::Instant::now();
+            let records = engine::run(&spec, progress).await;
+            let elapsed = started.elapsed();
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            let summary = report::summarize(&records, elapsed);
+            let doc = serde_json::json!({
+                "url": url, "rate": rate, "duration_s": duration.as_secs_f64(), "connections": connections, "http2": http2,
+                "summary": summary, "timeline": report::timeline(&records, Duration::from_millis(100)),
+            });
+            if let Some(path) = &json {
+                std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                print!("{}", report::summary_markdown(&summary));
+            }
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
+                std::fs::write(dir.join("report.md"), format!("# loadtest run\n\n`{url}` at {rate} req/s for {duration:?} over {connections} connections\n\n{}", report::summary_markdown(&summary)))?;
+                report::chart(&dir.join("chart.svg"), &format!("{url} at {rate} req/s"), &report::timeline(&records, Duration::from_millis(100)), &[])
+                    .map_err(anyhow::Error::msg)?;
+                if json.is_none() {
+                    println!("reports in {}", dir.display());
+                }
+            }
             Ok(())
         }
+        Command::Region { name, listen, control, mode } => {
+            let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
+            let mut servers = Vec::new();
+            for (i, addr) in listen.iter().enumerate() {
+                let endpoint = format!("{name}-{}", i + 1);
+                let server = RegionServer::bind(*addr, Identity { region: name.clone(), endpoint: endpoint.clone() })
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                server.set_mode(mode.clone());
+                println!("region {name} endpoint {endpoint} on http://{}", server.addr());
+                servers.push(server);
+            }
+            let servers = Arc::new(servers);
+            if let Some(control) = control {
+                let listener = tokio::net::TcpListener::bind(control).await.with_context(|| format!("cannot listen on {control}"))?;
+                println!("control on http://{control}/mode (POST /mode/refuse, /mode/ok, ...)");
+                tokio::spawn(serve_control(listener, servers.clone()));
+            }
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Command::Failover { scenario, rate, repeat, fault_at, fault_for, after, hold_down, probe_interval, gateway, threads, out, json } => {
+            let gateway = gateway.unwrap_or_else(default_gateway_bin);
+            anyhow::ensure!(gateway.exists(), "gateway binary {} not found (build it with `cargo build -p gateway`, or pass --gateway)", gateway.display());
+            let spec = ScenarioSpec { fault: scenario, rate, fault_at, fault_for, after, hold_down, probe_interval, gateway, threads };
+            let name = serde_json::to_value(scenario)?.as_str().unwrap_or("scenario").to_string();
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("reports/failover-{name}")));
+            std::fs::create_dir_all(&out)?;
+            let mut runs = Vec::new();
+            for i in 1..=repeat.max(1) {
+                let total = fault_at + fault_for + after;
+                let (progress, bar) = progress_bar((total.as_secs_f64() * f64::from(rate)) as u64, json);
+                if !json {
+                    println!("run {i}/{repeat}: {name} at {rate} req/s");
+                }
+                let result = scenario::run_once(&spec, progress).await?;
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                report::chart(&out.join(format!("chart-{i}.svg")), &format!("failover: {name} at {rate} req/s (run {i})"), &result.timeline, &result.markers)
+                    .map_err(anyhow::Error::msg)?;
+                if !json {
+                    print!("{}", run_line(&result));
+                }
+                runs.push(result);
+            }
+            let aggregate = serde_json::json!({
+                "failed": scenario::spread(runs.iter().map(|r| Some(r.summary.failed as f64))),
+                "detect_ms": scenario::spread(runs.iter().map(|r| r.detect_ms)),
+                "last_primary_ms": scenario::spread(runs.iter().map(|r| r.last_primary_ms)),
+                "first_secondary_ms": scenario::spread(runs.iter().map(|r| r.first_secondary_ms)),
+                "all_on_secondary_ms": scenario::spread(runs.iter().map(|r| r.all_on_secondary_ms)),
+                "failback_ms": scenario::spread(runs.iter().map(|r| r.failback_ms)),
+                "window_p99_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.p99_ms))),
+                "window_max_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.max_ms))),
+            });
+            let doc = serde_json::json!({
+                "scenario": name, "rate": rate, "repeat": repeat, "fault_at_s": fault_at.as_secs_f64(),
+                "fault_for_s": fault_for.as_secs_f64(), "hold_down_s": hold_down.as_secs_f64(),
+                "probe_interval_ms": probe_interval.as_millis() as u64, "threads": threads,
+                "machine": machine(), "aggregate": aggregate, "runs": runs,
+            });
+            std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
+            std::fs::write(out.join("report.md"), failover_markdown(&name, rate, &runs, &aggregate))?;
+            if json {
+                println!("{}", out.join("report.json").display());
+            } else {
+                println!("reports: {0}/report.json, {0}/report.md, {0}/chart-1.svg", out.display());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => loadtest::bench::run(args).await,
     }
 }
+
+fn default_gateway_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("gateway")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("gateway"))
+}
+
+/// A short description of this machine for reports.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .unwrap_or(0);
+    format!("{cpus} CPUs ({model}), {mem} GiB")
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0}"))
+}
+
+fn run_line(r: &scenario::RunResult) -> String {
+    format!(
+        "  requests {} failed {} | detect {} ms | last primary {} ms | all on secondary {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms\n",
+        r.summary.requests,
+        r.summary.failed,
+        fmt_ms(r.detect_ms),
+        fmt_ms(r.last_primary_ms),
+        fmt_ms(r.all_on_secondary_ms),
+        r.window.latency.p99_ms,
+        r.window.latency.max_ms,
+        fmt_ms(r.failback_ms)
+    )
+}
+
+fn failover_markdown(name: &str, rate: u32, runs: &[scenario::RunResult], aggregate: &serde_json::Value) -> String {
+    let mut md = format!("# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n", machine());
+    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | all on secondary ms | window p50 ms | window p99 ms | window max ms | failback ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (i, r) in runs.iter().enumerate() {
+        let errors: Vec<String> = r.summary.errors.iter().map(|(k, v)| format!("{k:?}: {v}")).chain(r.summary.statuses.iter().filter(|(s, _)| **s >= 500).map(|(s, v)| format!("{s}: {v}"))).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+            i + 1,
+            r.summary.requests,
+            r.summary.failed,
+            if errors.is_empty() { "-".into() } else { errors.join(", ") },
+            fmt_ms(r.detect_ms),
+            fmt_ms(r.last_primary_ms),
+            fmt_ms(r.first_secondary_ms),
+            fmt_ms(r.all_on_secondary_ms),
+            r.window.latency.p50_ms,
+            r.window.latency.p99_ms,
+            r.window.latency.max_ms,
+            fmt_ms(r.failback_ms)
+        ));
+    }
+    md.push_str(&format!("\nAggregate (median, min, max): ```{}```\n\nCharts: chart-1.svg ... (throughput by region, failures, latency; fault, detection, recovery and failback marked).\n", aggregate));
+    md
+}
+

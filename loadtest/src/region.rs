@@ -14,7 +14,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,14 +42,16 @@ pub enum Mode {
     Status(u16),
     /// Wait this long before answering.
     Slow(Duration),
-    /// Close the connection after sending part of the response header.
+    /// Close the connection after sending part of the response.
     Reset,
+    /// Alternate between `Refuse` and `Ok`, each for this long.
+    Flap(Duration),
 }
 
 impl std::str::FromStr for Mode {
     type Err = String;
 
-    /// Parses `ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms` or `reset`.
+    /// Parses `ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset` or `flap=300ms`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('=') {
             None => match s {
@@ -70,6 +72,13 @@ impl std::str::FromStr for Mode {
                 .parse::<u64>()
                 .map(|ms| Self::Slow(Duration::from_millis(ms)))
                 .map_err(|_| format!("bad delay `{ms}` (milliseconds, e.g. `slow=500ms`)")),
+            Some(("flap", ms)) => ms
+                .trim_end_matches("ms")
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(|ms| Self::Flap(Duration::from_millis(ms)))
+                .ok_or_else(|| format!("bad period `{ms}` (milliseconds, e.g. `flap=300ms`)")),
             Some((other, _)) => Err(format!("unknown mode `{other}`")),
         }
     }
@@ -97,6 +106,7 @@ pub struct Identity {
 pub struct RegionServer {
     addr: SocketAddr,
     counters: Arc<Counters>,
+    requested: std::sync::Mutex<(Mode, Option<tokio::task::JoinHandle<()>>)>,
     mode: watch::Sender<Mode>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -121,6 +131,7 @@ impl RegionServer {
         Ok(Self {
             addr,
             counters,
+            requested: std::sync::Mutex::new((Mode::Ok, None)),
             mode,
             stop,
             task,
@@ -139,7 +150,32 @@ impl RegionServer {
 
     /// Switches behaviour; takes effect for new requests (and, for `Refuse`, closes the port).
     pub fn set_mode(&self, mode: Mode) {
-        self.mode.send_replace(mode);
+        let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flapper) = requested.1.take() {
+            flapper.abort();
+        }
+        requested.0 = mode.clone();
+        match mode {
+            Mode::Flap(period) => {
+                let tx = self.mode.clone();
+                requested.1 = Some(tokio::spawn(async move {
+                    loop {
+                        tx.send_replace(Mode::Refuse);
+                        tokio::time::sleep(period).await;
+                        tx.send_replace(Mode::Ok);
+                        tokio::time::sleep(period).await;
+                    }
+                }));
+            }
+            other => {
+                self.mode.send_replace(other);
+            }
+        }
+    }
+
+    /// The behaviour last asked for (`Flap` while flapping).
+    pub fn requested_mode(&self) -> Mode {
+        self.requested.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
     /// Requests received so far (health checks excluded).
@@ -163,6 +199,9 @@ impl RegionServer {
 
     /// Stops accepting and closes the listener.
     pub async fn shutdown(self) {
+        if let Some(flapper) = self.requested.lock().unwrap_or_else(|e| e.into_inner()).1.take() {
+            flapper.abort();
+        }
         self.stop.send_replace(true);
         let _ = self.task.await;
     }
@@ -236,7 +275,7 @@ async fn accept_loop(
 
 async fn handle(req: Request<Incoming>, id: &Identity, mode: Mode) -> Response<AppBody> {
     match mode {
-        Mode::Ok | Mode::Refuse => {}
+        Mode::Ok | Mode::Refuse | Mode::Flap(_) => {}
         Mode::Blackhole => std::future::pending::<()>().await,
         Mode::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -443,5 +482,53 @@ fn websocket(mut req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     with_identity(id, resp)
 }
 
-/// Shared map of running endpoints, for tools that drive several at once.
-pub type Fleet = Arc<Mutex<Vec<RegionServer>>>;
+/// Serves the control API of a set of endpoints on `listener`: `POST /mode/{mode}` switches all
+/// of them (`ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset`, `flap=300ms`);
+/// `GET /mode` tells the current one; `GET /stats` gives request counts.
+pub async fn serve_control(listener: TcpListener, servers: Arc<Vec<RegionServer>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let servers = servers.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let servers = servers.clone();
+                async move { Ok::<_, Infallible>(control(&servers, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn control(servers: &[RegionServer], req: &Request<Incoming>) -> Response<AppBody> {
+    let reply = |status: StatusCode, body: String| {
+        let mut r = Response::new(full(body));
+        *r.status_mut() = status;
+        r
+    };
+    let path = req.uri().path();
+    match (req.method().as_str(), path) {
+        ("GET", "/mode") => {
+            let mode = servers.first().map(|s| format!("{:?}", s.requested_mode())).unwrap_or_default();
+            reply(StatusCode::OK, format!("{mode}\n"))
+        }
+        ("GET", "/stats") => {
+            let stats: Vec<serde_json::Value> = servers
+                .iter()
+                .map(|s| serde_json::json!({"addr": s.addr().to_string(), "requests": s.requests(), "unsafe_requests": s.unsafe_requests()}))
+                .collect();
+            reply(StatusCode::OK, format!("{}\n", serde_json::Value::from(stats)))
+        }
+        ("POST", p) if p.starts_with("/mode/") => match p["/mode/".len()..].parse::<Mode>() {
+            Ok(mode) => {
+                for s in servers {
+                    s.set_mode(mode.clone());
+                }
+                reply(StatusCode::OK, format!("{mode:?}\n"))
+            }
+            Err(e) => reply(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        },
+        _ => reply(StatusCode::NOT_FOUND, "use POST /mode/{mode}, GET /mode or GET /stats\n".into()),
+    }
+}
