@@ -61,13 +61,20 @@ impl RequestCtx {
 
     /// Whether another attempt is allowed by the route's attempt count and retry budget.
     fn may_retry(&self) -> bool {
+        self.may_retry_with(true)
+    }
+
+    /// `budgeted: false` is for requests stuck on an endpoint that health has just marked down:
+    /// they are bounded by the requests in flight, and moving them to a healthy region is the
+    /// failover itself, so they do not spend the budget that protects a sick fleet.
+    fn may_retry_with(&self, budgeted: bool) -> bool {
         let Some(plan) = self.plan() else {
             return false;
         };
         let retries_done = self.tried.len().saturating_sub(1) as u32;
         retries_done < plan.route.retry.attempts
             && has_untried(&self.snapshot, plan, &self.tried)
-            && plan.failover.budget.try_retry()
+            && (!budgeted || plan.failover.budget.try_retry())
     }
 
     fn current(&self) -> Option<&Choice> {
@@ -396,7 +403,7 @@ impl ProxyHttp for GatewayProxy {
                     false
                 }
             })
-            && ctx.may_retry();
+            && ctx.may_retry_with(!marked_down);
         e.set_retry(retry);
         e
     }

@@ -86,7 +86,9 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
         ((spec.duration.as_secs_f64() * f64::from(spec.rate)) as u64).min(spec.max_requests)
     };
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let records = Arc::new(Mutex::new(Vec::with_capacity(total.min(10_000_000) as usize)));
+    let records = Arc::new(Mutex::new(Vec::with_capacity(
+        total.min(10_000_000) as usize
+    )));
     let regions = Arc::new(RegionNames::default());
     let (tx, rx) = mpsc::unbounded_channel::<Duration>();
     let rx = Arc::new(Mutex::new(rx));
@@ -121,7 +123,12 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
         let senders = Arc::new(Mutex::new(Vec::new()));
         let inflight = Arc::new(Semaphore::new(20_000));
         let spec2 = spec.clone();
-        let (records2, regions2, done2, progress2) = (records.clone(), regions.clone(), done.clone(), progress.clone());
+        let (records2, regions2, done2, progress2) = (
+            records.clone(),
+            regions.clone(),
+            done.clone(),
+            progress.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             let mut next = 0usize;
@@ -140,20 +147,34 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
                 let permit = inflight.clone().acquire_owned().await.expect("semaphore");
                 let sender = h2_sender(&spec2, &senders, next).await;
                 next += 1;
-                let (spec3, records3, regions3, done3, progress3) = (spec2.clone(), records2.clone(), regions2.clone(), done2.clone(), progress2.clone());
+                let (spec3, records3, regions3, done3, progress3) = (
+                    spec2.clone(),
+                    records2.clone(),
+                    regions2.clone(),
+                    done2.clone(),
+                    progress2.clone(),
+                );
                 tasks.spawn(async move {
                     let record = match sender {
                         Some(mut s) => {
                             let req = request(&spec3);
-                            let result = tokio::time::timeout(deadline(&spec3, start, due), async {
-                                s.ready().await.map_err(|_| ErrorKind::Reset)?;
-                                let resp = s.send_request(req).await.map_err(|_| ErrorKind::Reset)?;
-                                finish(resp).await
-                            })
-                            .await;
+                            let result =
+                                tokio::time::timeout(deadline(&spec3, start, due), async {
+                                    s.ready().await.map_err(|_| ErrorKind::Reset)?;
+                                    let resp =
+                                        s.send_request(req).await.map_err(|_| ErrorKind::Reset)?;
+                                    finish(resp).await
+                                })
+                                .await;
                             to_record(result, start, due, &regions3)
                         }
-                        None => Record { due, latency: start.elapsed().saturating_sub(due), status: None, error: Some(ErrorKind::Connect), region: None },
+                        None => Record {
+                            due,
+                            latency: start.elapsed().saturating_sub(due),
+                            status: None,
+                            error: Some(ErrorKind::Connect),
+                            region: None,
+                        },
                     };
                     records3.lock().await.push(record);
                     let n = done3.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -172,8 +193,13 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
         for _ in 0..spec.connections.max(1) {
             let spec2 = spec.clone();
             let rx = rx.clone();
-            let (records2, regions2, done2, progress2, budget) =
-                (records.clone(), regions.clone(), done.clone(), progress.clone(), closed_loop_budget.clone());
+            let (records2, regions2, done2, progress2, budget) = (
+                records.clone(),
+                regions.clone(),
+                done.clone(),
+                progress.clone(),
+                closed_loop_budget.clone(),
+            );
             workers.push(tokio::spawn(async move {
                 let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
                 let mut local = Vec::new();
@@ -197,7 +223,10 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
                         }
                         let c = conn.as_mut().ok_or(ErrorKind::Connect)?;
                         c.ready().await.map_err(|_| ErrorKind::Reset)?;
-                        let resp = c.send_request(request(&spec2)).await.map_err(|_| ErrorKind::Reset)?;
+                        let resp = c
+                            .send_request(request(&spec2))
+                            .await
+                            .map_err(|_| ErrorKind::Reset)?;
                         finish(resp).await
                     })
                     .await;
@@ -231,17 +260,27 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
 
 fn take(budget: &std::sync::atomic::AtomicU64) -> bool {
     budget
-        .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| n.checked_sub(1))
+        .fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        )
         .is_ok()
 }
 
 /// Time left until the request's deadline (counted from its due time).
 fn deadline(spec: &LoadSpec, start: Instant, due: Duration) -> Duration {
-    (due + spec.timeout).saturating_sub(start.elapsed()).max(Duration::from_millis(1))
+    (due + spec.timeout)
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_millis(1))
 }
 
 fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
-    let uri = if spec.http2 { format!("http://{}{}", spec.host, spec.path) } else { spec.path.clone() };
+    let uri = if spec.http2 {
+        format!("http://{}{}", spec.host, spec.path)
+    } else {
+        spec.path.clone()
+    };
     let mut b = http::Request::get(uri);
     if !spec.http2 {
         b = b.header(http::header::HOST, spec.host.as_str());
@@ -249,10 +288,19 @@ fn request(spec: &LoadSpec) -> http::Request<Empty<Bytes>> {
     b.body(Empty::new()).expect("valid request")
 }
 
-async fn finish(resp: http::Response<hyper::body::Incoming>) -> Result<(u16, Option<String>), ErrorKind> {
+async fn finish(
+    resp: http::Response<hyper::body::Incoming>,
+) -> Result<(u16, Option<String>), ErrorKind> {
     let status = resp.status().as_u16();
-    let region = resp.headers().get("x-region").and_then(|v| v.to_str().ok()).map(str::to_string);
-    resp.into_body().collect().await.map_err(|_| ErrorKind::Reset)?;
+    let region = resp
+        .headers()
+        .get("x-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|_| ErrorKind::Reset)?;
     Ok((status, region))
 }
 
@@ -264,16 +312,38 @@ fn to_record(
 ) -> Record {
     let latency = start.elapsed().saturating_sub(due);
     match result {
-        Ok(Ok((status, region))) => Record { due, latency, status: Some(status), error: None, region: region.map(|r| regions.intern(&r)) },
-        Ok(Err(kind)) => Record { due, latency, status: None, error: Some(kind), region: None },
-        Err(_) => Record { due, latency, status: None, error: Some(ErrorKind::Timeout), region: None },
+        Ok(Ok((status, region))) => Record {
+            due,
+            latency,
+            status: Some(status),
+            error: None,
+            region: region.map(|r| regions.intern(&r)),
+        },
+        Ok(Err(kind)) => Record {
+            due,
+            latency,
+            status: None,
+            error: Some(kind),
+            region: None,
+        },
+        Err(_) => Record {
+            due,
+            latency,
+            status: None,
+            error: Some(ErrorKind::Timeout),
+            region: None,
+        },
     }
 }
 
-async fn h1_connect(addr: SocketAddr) -> Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+async fn h1_connect(
+    addr: SocketAddr,
+) -> Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
     let stream = TcpStream::connect(addr).await.ok()?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
     tokio::spawn(conn);
     Some(sender)
 }
@@ -288,7 +358,10 @@ async fn h2_sender(
     if senders.len() < spec.connections.max(1) {
         let stream = TcpStream::connect(spec.addr).await.ok()?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.ok()?;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .ok()?;
         tokio::spawn(conn);
         senders.push(sender);
     }

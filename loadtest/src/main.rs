@@ -14,7 +14,11 @@ use loadtest::report;
 use loadtest::scenario::{self, Fault, ScenarioSpec};
 
 #[derive(Parser)]
-#[command(name = "loadtest", version, about = "Load tests, simulated regions, failover scenarios and benchmarks for the failover gateway")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load tests, simulated regions, failover scenarios and benchmarks for the failover gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -117,8 +121,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Durations like `250ms`, `2s`, `1m`.
 fn gateway_config_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms or 10s"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms or 10s"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
@@ -133,7 +142,10 @@ fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<Pr
         return (None, None);
     }
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} requests").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} requests")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let b = bar.clone();
     (Some(Arc::new(move |n| b.set_position(n))), Some(bar))
 }
@@ -141,16 +153,35 @@ fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<Pr
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { url, rate, duration, connections, http2, timeout, max_requests, json, out } => {
+        Command::Run {
+            url,
+            rate,
+            duration,
+            connections,
+            http2,
+            timeout,
+            max_requests,
+            json,
+            out,
+        } => {
             let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
-            anyhow::ensure!(uri.scheme_str() == Some("http"), "only http:// URLs are supported");
+            anyhow::ensure!(
+                uri.scheme_str() == Some("http"),
+                "only http:// URLs are supported"
+            );
             let host = uri.host().context("URL has no host")?.to_string();
             let port = uri.port_u16().unwrap_or(80);
-            let addr = (host.as_str(), port).to_socket_addrs()?.next().context("host did not resolve")?;
+            let addr = (host.as_str(), port)
+                .to_socket_addrs()?
+                .next()
+                .context("host did not resolve")?;
             let spec = LoadSpec {
                 addr,
                 host: uri.authority().map(|a| a.to_string()).unwrap_or(host),
-                path: uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
+                path: uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "/".into()),
                 rate,
                 duration,
                 connections,
@@ -158,8 +189,15 @@ async fn main() -> anyhow::Result<()> {
                 timeout,
                 max_requests,
             };
-            let expected = if rate == 0 { 0 } else { (duration.as_secs_f64() * f64::from(rate)) as u64 };
-            let (progress, bar) = progress_bar(expected, json.is_some() || duration < Duration::from_secs(3));
+            let expected = if rate == 0 {
+                0
+            } else {
+                (duration.as_secs_f64() * f64::from(rate)) as u64
+            };
+            let (progress, bar) = progress_bar(
+                expected,
+                json.is_some() || duration < Duration::from_secs(3),
+            );
             let started = std::time::Instant::now();
             let records = engine::run(&spec, progress).await;
             let elapsed = started.elapsed();
@@ -180,46 +218,94 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::create_dir_all(&dir)?;
                 std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
                 std::fs::write(dir.join("report.md"), format!("# loadtest run\n\n`{url}` at {rate} req/s for {duration:?} over {connections} connections\n\n{}", report::summary_markdown(&summary)))?;
-                report::chart(&dir.join("chart.svg"), &format!("{url} at {rate} req/s"), &report::timeline(&records, Duration::from_millis(100)), &[])
-                    .map_err(anyhow::Error::msg)?;
+                report::chart(
+                    &dir.join("chart.svg"),
+                    &format!("{url} at {rate} req/s"),
+                    &report::timeline(&records, Duration::from_millis(100)),
+                    &[],
+                )
+                .map_err(anyhow::Error::msg)?;
                 if json.is_none() {
                     println!("reports in {}", dir.display());
                 }
             }
             Ok(())
         }
-        Command::Region { name, listen, control, mode } => {
+        Command::Region {
+            name,
+            listen,
+            control,
+            mode,
+        } => {
             let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
             let mut servers = Vec::new();
             for (i, addr) in listen.iter().enumerate() {
                 let endpoint = format!("{name}-{}", i + 1);
-                let server = RegionServer::bind(*addr, Identity { region: name.clone(), endpoint: endpoint.clone() })
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let server = RegionServer::bind(
+                    *addr,
+                    Identity {
+                        region: name.clone(),
+                        endpoint: endpoint.clone(),
+                    },
+                )
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
                 server.set_mode(mode.clone());
-                println!("region {name} endpoint {endpoint} on http://{}", server.addr());
+                println!(
+                    "region {name} endpoint {endpoint} on http://{}",
+                    server.addr()
+                );
                 servers.push(server);
             }
             let servers = Arc::new(servers);
             if let Some(control) = control {
-                let listener = tokio::net::TcpListener::bind(control).await.with_context(|| format!("cannot listen on {control}"))?;
+                let listener = tokio::net::TcpListener::bind(control)
+                    .await
+                    .with_context(|| format!("cannot listen on {control}"))?;
                 println!("control on http://{control}/mode (POST /mode/refuse, /mode/ok, ...)");
                 tokio::spawn(serve_control(listener, servers.clone()));
             }
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Command::Failover { scenario, rate, repeat, fault_at, fault_for, after, hold_down, probe_interval, gateway, threads, out, json } => {
+        Command::Failover {
+            scenario,
+            rate,
+            repeat,
+            fault_at,
+            fault_for,
+            after,
+            hold_down,
+            probe_interval,
+            gateway,
+            threads,
+            out,
+            json,
+        } => {
             let gateway = gateway.unwrap_or_else(default_gateway_bin);
             anyhow::ensure!(gateway.exists(), "gateway binary {} not found (build it with `cargo build -p gateway`, or pass --gateway)", gateway.display());
-            let spec = ScenarioSpec { fault: scenario, rate, fault_at, fault_for, after, hold_down, probe_interval, gateway, threads };
-            let name = serde_json::to_value(scenario)?.as_str().unwrap_or("scenario").to_string();
+            let spec = ScenarioSpec {
+                fault: scenario,
+                rate,
+                fault_at,
+                fault_for,
+                after,
+                hold_down,
+                probe_interval,
+                gateway,
+                threads,
+            };
+            let name = serde_json::to_value(scenario)?
+                .as_str()
+                .unwrap_or("scenario")
+                .to_string();
             let out = out.unwrap_or_else(|| PathBuf::from(format!("reports/failover-{name}")));
             std::fs::create_dir_all(&out)?;
             let mut runs = Vec::new();
             for i in 1..=repeat.max(1) {
                 let total = fault_at + fault_for + after;
-                let (progress, bar) = progress_bar((total.as_secs_f64() * f64::from(rate)) as u64, json);
+                let (progress, bar) =
+                    progress_bar((total.as_secs_f64() * f64::from(rate)) as u64, json);
                 if !json {
                     println!("run {i}/{repeat}: {name} at {rate} req/s");
                 }
@@ -227,8 +313,13 @@ async fn main() -> anyhow::Result<()> {
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                report::chart(&out.join(format!("chart-{i}.svg")), &format!("failover: {name} at {rate} req/s (run {i})"), &result.timeline, &result.markers)
-                    .map_err(anyhow::Error::msg)?;
+                report::chart(
+                    &out.join(format!("chart-{i}.svg")),
+                    &format!("failover: {name} at {rate} req/s (run {i})"),
+                    &result.timeline,
+                    &result.markers,
+                )
+                .map_err(anyhow::Error::msg)?;
                 if !json {
                     print!("{}", run_line(&result));
                 }
@@ -251,11 +342,17 @@ async fn main() -> anyhow::Result<()> {
                 "machine": machine(), "aggregate": aggregate, "runs": runs,
             });
             std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
-            std::fs::write(out.join("report.md"), failover_markdown(&name, rate, &runs, &aggregate))?;
+            std::fs::write(
+                out.join("report.md"),
+                failover_markdown(&name, rate, &runs, &aggregate),
+            )?;
             if json {
                 println!("{}", out.join("report.json").display());
             } else {
-                println!("reports: {0}/report.json, {0}/report.md, {0}/chart-1.svg", out.display());
+                println!(
+                    "reports: {0}/report.json, {0}/report.md, {0}/chart-1.svg",
+                    out.display()
+                );
             }
             Ok(())
         }
@@ -276,11 +373,25 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024))
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
         .unwrap_or(0);
     format!("{cpus} CPUs ({model}), {mem} GiB")
 }
@@ -303,17 +414,41 @@ fn run_line(r: &scenario::RunResult) -> String {
     )
 }
 
-fn failover_markdown(name: &str, rate: u32, runs: &[scenario::RunResult], aggregate: &serde_json::Value) -> String {
-    let mut md = format!("# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n", machine());
+fn failover_markdown(
+    name: &str,
+    rate: u32,
+    runs: &[scenario::RunResult],
+    aggregate: &serde_json::Value,
+) -> String {
+    let mut md = format!(
+        "# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n",
+        machine()
+    );
     md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | all on secondary ms | window p50 ms | window p99 ms | window max ms | failback ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
-        let errors: Vec<String> = r.summary.errors.iter().map(|(k, v)| format!("{k:?}: {v}")).chain(r.summary.statuses.iter().filter(|(s, _)| **s >= 500).map(|(s, v)| format!("{s}: {v}"))).collect();
+        let errors: Vec<String> = r
+            .summary
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k:?}: {v}"))
+            .chain(
+                r.summary
+                    .statuses
+                    .iter()
+                    .filter(|(s, _)| **s >= 500)
+                    .map(|(s, v)| format!("{s}: {v}")),
+            )
+            .collect();
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
             i + 1,
             r.summary.requests,
             r.summary.failed,
-            if errors.is_empty() { "-".into() } else { errors.join(", ") },
+            if errors.is_empty() {
+                "-".into()
+            } else {
+                errors.join(", ")
+            },
             fmt_ms(r.detect_ms),
             fmt_ms(r.last_primary_ms),
             fmt_ms(r.first_secondary_ms),
@@ -327,4 +462,3 @@ fn failover_markdown(name: &str, rate: u32, runs: &[scenario::RunResult], aggreg
     md.push_str(&format!("\nAggregate (median, min, max): ```{}```\n\nCharts: chart-1.svg ... (throughput by region, failures, latency; fault, detection, recovery and failback marked).\n", aggregate));
     md
 }
-

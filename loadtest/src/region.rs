@@ -175,7 +175,11 @@ impl RegionServer {
 
     /// The behaviour last asked for (`Flap` while flapping).
     pub fn requested_mode(&self) -> Mode {
-        self.requested.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+        self.requested
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     /// Requests received so far (health checks excluded).
@@ -199,7 +203,13 @@ impl RegionServer {
 
     /// Stops accepting and closes the listener.
     pub async fn shutdown(self) {
-        if let Some(flapper) = self.requested.lock().unwrap_or_else(|e| e.into_inner()).1.take() {
+        if let Some(flapper) = self
+            .requested
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .take()
+        {
             flapper.abort();
         }
         self.stop.send_replace(true);
@@ -487,7 +497,9 @@ fn websocket(mut req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
 /// `GET /mode` tells the current one; `GET /stats` gives request counts.
 pub async fn serve_control(listener: TcpListener, servers: Arc<Vec<RegionServer>>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let servers = servers.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -510,7 +522,10 @@ fn control(servers: &[RegionServer], req: &Request<Incoming>) -> Response<AppBod
     let path = req.uri().path();
     match (req.method().as_str(), path) {
         ("GET", "/mode") => {
-            let mode = servers.first().map(|s| format!("{:?}", s.requested_mode())).unwrap_or_default();
+            let mode = servers
+                .first()
+                .map(|s| format!("{:?}", s.requested_mode()))
+                .unwrap_or_default();
             reply(StatusCode::OK, format!("{mode}\n"))
         }
         ("GET", "/stats") => {
@@ -518,7 +533,10 @@ fn control(servers: &[RegionServer], req: &Request<Incoming>) -> Response<AppBod
                 .iter()
                 .map(|s| serde_json::json!({"addr": s.addr().to_string(), "requests": s.requests(), "unsafe_requests": s.unsafe_requests()}))
                 .collect();
-            reply(StatusCode::OK, format!("{}\n", serde_json::Value::from(stats)))
+            reply(
+                StatusCode::OK,
+                format!("{}\n", serde_json::Value::from(stats)),
+            )
         }
         ("POST", p) if p.starts_with("/mode/") => match p["/mode/".len()..].parse::<Mode>() {
             Ok(mode) => {
@@ -529,6 +547,9 @@ fn control(servers: &[RegionServer], req: &Request<Incoming>) -> Response<AppBod
             }
             Err(e) => reply(StatusCode::BAD_REQUEST, format!("{e}\n")),
         },
-        _ => reply(StatusCode::NOT_FOUND, "use POST /mode/{mode}, GET /mode or GET /stats\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "use POST /mode/{mode}, GET /mode or GET /stats\n".into(),
+        ),
     }
 }

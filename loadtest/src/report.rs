@@ -48,7 +48,8 @@ pub struct Summary {
 
 /// Summarises `records` over a run of `elapsed`.
 pub fn summarize(records: &[Record], elapsed: Duration) -> Summary {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     let mut errors = BTreeMap::new();
     let mut statuses = BTreeMap::new();
     let mut regions = BTreeMap::new();
@@ -65,7 +66,13 @@ pub fn summarize(records: &[Record], elapsed: Duration) -> Summary {
         }
     }
     let failed = records.iter().filter(|r| r.failed()).count() as u64;
-    let ms = |q: f64| if records.is_empty() { 0.0 } else { hist.value_at_quantile(q) as f64 / 1000.0 };
+    let ms = |q: f64| {
+        if records.is_empty() {
+            0.0
+        } else {
+            hist.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
     Summary {
         requests: records.len() as u64,
         ok: records.len() as u64 - failed,
@@ -79,7 +86,11 @@ pub fn summarize(records: &[Record], elapsed: Duration) -> Summary {
             p90_ms: ms(0.9),
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
-            max_ms: if records.is_empty() { 0.0 } else { hist.max() as f64 / 1000.0 },
+            max_ms: if records.is_empty() {
+                0.0
+            } else {
+                hist.max() as f64 / 1000.0
+            },
         },
     }
 }
@@ -103,7 +114,9 @@ pub struct Bucket {
 
 /// Groups records by due time into slices of `width`.
 pub fn timeline(records: &[Record], width: Duration) -> Vec<Bucket> {
-    let Some(last) = records.iter().map(|r| r.due).max() else { return Vec::new() };
+    let Some(last) = records.iter().map(|r| r.due).max() else {
+        return Vec::new();
+    };
     let n = (last.as_secs_f64() / width.as_secs_f64()) as usize + 1;
     let mut slices: Vec<Vec<&Record>> = vec![Vec::new(); n];
     for r in records {
@@ -116,7 +129,13 @@ pub fn timeline(records: &[Record], width: Duration) -> Vec<Bucket> {
         .map(|(i, rs)| {
             let mut lat: Vec<u128> = rs.iter().map(|r| r.latency.as_micros()).collect();
             lat.sort_unstable();
-            let pct = |q: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1000.0 };
+            let pct = |q: f64| {
+                if lat.is_empty() {
+                    0.0
+                } else {
+                    lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1000.0
+                }
+            };
             let mut regions = BTreeMap::new();
             for r in rs {
                 if let Some(region) = &r.region {
@@ -145,89 +164,158 @@ pub struct Marker {
 }
 
 /// Draws throughput per region, failures and latency over time, with markers, as SVG.
-pub fn chart(path: &Path, title: &str, buckets: &[Bucket], markers: &[Marker]) -> Result<(), String> {
+pub fn chart(
+    path: &Path,
+    title: &str,
+    buckets: &[Bucket],
+    markers: &[Marker],
+) -> Result<(), String> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (1100, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(360);
     let t_max = buckets.last().map_or(1.0, |b| b.t_s + 0.1).max(1.0);
-    let mut regions: Vec<String> = buckets.iter().flat_map(|b| b.regions.keys().cloned()).collect();
+    let mut regions: Vec<String> = buckets
+        .iter()
+        .flat_map(|b| b.regions.keys().cloned())
+        .collect();
     regions.sort();
     regions.dedup();
-    let width = if buckets.len() > 1 { buckets[1].t_s - buckets[0].t_s } else { 0.1 };
+    let width = if buckets.len() > 1 {
+        buckets[1].t_s - buckets[0].t_s
+    } else {
+        0.1
+    };
     let rps_max = buckets.iter().map(|b| b.rps).fold(1.0, f64::max) * 1.15;
 
     let mut c = ChartBuilder::on(&top)
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .caption("requests per second, by answering region; failures in red", ("sans-serif", 15))
+        .caption(
+            "requests per second, by answering region; failures in red",
+            ("sans-serif", 15),
+        )
         .build_cartesian_2d(0.0..t_max, 0.0..rps_max)
         .map_err(|e| e.to_string())?;
-    c.configure_mesh().x_desc("seconds").y_desc("req/s").draw().map_err(|e| e.to_string())?;
+    c.configure_mesh()
+        .x_desc("seconds")
+        .y_desc("req/s")
+        .draw()
+        .map_err(|e| e.to_string())?;
     let palette = [BLUE, GREEN, MAGENTA, CYAN, BLACK];
     for (i, region) in regions.iter().enumerate() {
         let color = palette[i % palette.len()];
         c.draw_series(LineSeries::new(
-            buckets.iter().map(|b| (b.t_s, *b.regions.get(region).unwrap_or(&0) as f64 / width)),
+            buckets
+                .iter()
+                .map(|b| (b.t_s, *b.regions.get(region).unwrap_or(&0) as f64 / width)),
             color.stroke_width(2),
         ))
         .map_err(|e| e.to_string())?
         .label(region.clone())
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    c.draw_series(LineSeries::new(buckets.iter().map(|b| (b.t_s, b.failed as f64 / width)), RED.stroke_width(2)))
-        .map_err(|e| e.to_string())?
-        .label("failed")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    c.draw_series(LineSeries::new(
+        buckets.iter().map(|b| (b.t_s, b.failed as f64 / width)),
+        RED.stroke_width(2),
+    ))
+    .map_err(|e| e.to_string())?
+    .label("failed")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
     draw_markers(&mut c, markers, rps_max)?;
-    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
 
     let lat_max = buckets.iter().map(|b| b.p99_ms).fold(1.0, f64::max) * 1.15;
     let mut l = ChartBuilder::on(&bottom)
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .caption("latency from the scheduled send time (ms)", ("sans-serif", 15))
+        .caption(
+            "latency from the scheduled send time (ms)",
+            ("sans-serif", 15),
+        )
         .build_cartesian_2d(0.0..t_max, 0.0..lat_max)
         .map_err(|e| e.to_string())?;
-    l.configure_mesh().x_desc("seconds").y_desc("ms").draw().map_err(|e| e.to_string())?;
-    l.draw_series(LineSeries::new(buckets.iter().map(|b| (b.t_s, b.p50_ms)), BLUE.stroke_width(2)))
-        .map_err(|e| e.to_string())?
-        .label("p50")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-    l.draw_series(LineSeries::new(buckets.iter().map(|b| (b.t_s, b.p99_ms)), RED.stroke_width(2)))
-        .map_err(|e| e.to_string())?
-        .label("p99")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    l.configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ms")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    l.draw_series(LineSeries::new(
+        buckets.iter().map(|b| (b.t_s, b.p50_ms)),
+        BLUE.stroke_width(2),
+    ))
+    .map_err(|e| e.to_string())?
+    .label("p50")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    l.draw_series(LineSeries::new(
+        buckets.iter().map(|b| (b.t_s, b.p99_ms)),
+        RED.stroke_width(2),
+    ))
+    .map_err(|e| e.to_string())?
+    .label("p99")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
     draw_markers(&mut l, markers, lat_max)?;
-    l.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+    l.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
 
 fn draw_markers<DB: plotters::prelude::DrawingBackend>(
-    c: &mut plotters::prelude::ChartContext<'_, DB, plotters::prelude::Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    c: &mut plotters::prelude::ChartContext<
+        '_,
+        DB,
+        plotters::prelude::Cartesian2d<
+            plotters::coord::types::RangedCoordf64,
+            plotters::coord::types::RangedCoordf64,
+        >,
+    >,
     markers: &[Marker],
     y_max: f64,
 ) -> Result<(), String> {
     use plotters::prelude::*;
     for (i, m) in markers.iter().enumerate() {
         let color = RGBColor(120, 120, 120);
-        c.draw_series(std::iter::once(PathElement::new(vec![(m.t_s, 0.0), (m.t_s, y_max)], color.stroke_width(1))))
-            .map_err(|e| format!("{e:?}"))?;
+        c.draw_series(std::iter::once(PathElement::new(
+            vec![(m.t_s, 0.0), (m.t_s, y_max)],
+            color.stroke_width(1),
+        )))
+        .map_err(|e| format!("{e:?}"))?;
         let y = y_max * (0.95 - 0.07 * (i % 4) as f64);
-        c.draw_series(std::iter::once(Text::new(m.label.clone(), (m.t_s, y), ("sans-serif", 13).into_font().color(&BLACK))))
-            .map_err(|e| format!("{e:?}"))?;
+        c.draw_series(std::iter::once(Text::new(
+            m.label.clone(),
+            (m.t_s, y),
+            ("sans-serif", 13).into_font().color(&BLACK),
+        )))
+        .map_err(|e| format!("{e:?}"))?;
     }
     Ok(())
 }
 
 /// Formats a summary as a Markdown table row set.
 pub fn summary_markdown(s: &Summary) -> String {
-    let errors: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
-    let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let errors: Vec<String> = s
+        .errors
+        .iter()
+        .map(|(k, v)| format!("{k:?}: {v}"))
+        .collect();
+    let statuses: Vec<String> = s
+        .statuses
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     let regions: Vec<String> = s.regions.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     format!(
         "| requests | failed | errors | statuses | regions | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n\

@@ -115,7 +115,12 @@ impl GatewayProcess {
         let dir = tempfile::tempdir()?;
         let (addr, admin) = (free_port()?, free_port()?);
         let path = dir.path().join("gateway.yaml");
-        std::fs::write(&path, config.replace("{listen}", &addr.to_string()).replace("{admin}", &admin.to_string()))?;
+        std::fs::write(
+            &path,
+            config
+                .replace("{listen}", &addr.to_string())
+                .replace("{admin}", &admin.to_string()),
+        )?;
         let log = std::fs::File::create(dir.path().join("gateway.log"))?;
         let child = Command::new(bin)
             .args(["run", "--threads", &threads.to_string(), "--config"])
@@ -124,7 +129,12 @@ impl GatewayProcess {
             .stderr(log)
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
-        let mut gw = Self { child, addr, admin, _dir: dir };
+        let mut gw = Self {
+            child,
+            addr,
+            admin,
+            _dir: dir,
+        };
         let start = Instant::now();
         loop {
             if let Some(status) = gw.child.try_wait()? {
@@ -152,7 +162,11 @@ impl GatewayProcess {
             return None;
         }
         let status: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        status["regions"].as_array()?.iter().find(|r| r["name"] == name).and_then(|r| r["up"].as_bool())
+        status["regions"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["up"].as_bool())
     }
 }
 
@@ -165,21 +179,45 @@ pub fn free_port() -> std::io::Result<SocketAddr> {
 pub async fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, bytes::Bytes)> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", "admin").body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(std::io::Error::other)?;
-    let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
+    let req = http::Request::get(path)
+        .header("host", "admin")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
     let status = resp.status().as_u16();
-    Ok((status, resp.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes()))
+    Ok((
+        status,
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes(),
+    ))
 }
 
 /// The config the scenario gives the gateway.
 fn config(spec: &ScenarioSpec, fra: &[RegionServer], ber: &[RegionServer]) -> String {
     let eps = |servers: &[RegionServer], name: &str| {
-        servers.iter().enumerate().map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr())).collect::<Vec<_>>().join(", ")
+        servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr()))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let interval = spec.probe_interval.as_millis();
-    let probe = format!("{{ http: {{ path: /healthz }}, interval: {interval}ms, timeout: {}ms, rise: 2, fall: 2 }}", interval * 3 / 4);
+    let probe = format!(
+        "{{ http: {{ path: /healthz }}, interval: {interval}ms, timeout: {}ms, rise: 2, fall: 2 }}",
+        interval * 3 / 4
+    );
     format!(
         "listeners: [{{ name: http, bind: \"{{listen}}\" }}]\nadmin: {{ bind: \"{{admin}}\" }}\nregions:\n  fra:\n    endpoints: [{}]\n    probe: {probe}\n  ber:\n    endpoints: [{}]\n    probe: {probe}\nroutes:\n  - name: app\n    regions: [fra, ber]\n    failback: {{ hold_down: {}ms }}\n    retry: {{ attempts: 3 }}\n",
         eps(fra, "fra"),
@@ -189,14 +227,31 @@ fn config(spec: &ScenarioSpec, fra: &[RegionServer], ber: &[RegionServer]) -> St
 }
 
 /// Runs one scenario end to end.
-pub async fn run_once(spec: &ScenarioSpec, progress: Option<engine::Progress>) -> anyhow::Result<RunResult> {
+pub async fn run_once(
+    spec: &ScenarioSpec,
+    progress: Option<engine::Progress>,
+) -> anyhow::Result<RunResult> {
     let mut fra = Vec::new();
     let mut ber = Vec::new();
     for i in 1..=2 {
-        fra.push(RegionServer::start(TcpListener::bind("127.0.0.1:0").await?, Identity { region: "fra".into(), endpoint: format!("fra-{i}") })?);
-        ber.push(RegionServer::start(TcpListener::bind("127.0.0.1:0").await?, Identity { region: "ber".into(), endpoint: format!("ber-{i}") })?);
+        fra.push(RegionServer::start(
+            TcpListener::bind("127.0.0.1:0").await?,
+            Identity {
+                region: "fra".into(),
+                endpoint: format!("fra-{i}"),
+            },
+        )?);
+        ber.push(RegionServer::start(
+            TcpListener::bind("127.0.0.1:0").await?,
+            Identity {
+                region: "ber".into(),
+                endpoint: format!("ber-{i}"),
+            },
+        )?);
     }
-    let gw = Arc::new(GatewayProcess::start(&spec.gateway, &config(spec, &fra, &ber), spec.threads).await?);
+    let gw = Arc::new(
+        GatewayProcess::start(&spec.gateway, &config(spec, &fra, &ber), spec.threads).await?,
+    );
     let total = spec.fault_at + spec.fault_for + spec.after;
     let load = LoadSpec {
         addr: gw.addr,
@@ -246,7 +301,14 @@ pub async fn run_once(spec: &ScenarioSpec, progress: Option<engine::Progress>) -
     for s in fra.into_iter().chain(ber) {
         s.shutdown().await;
     }
-    Ok(analyse(&records, total, fault_at, recover_at, down_at, up_again_at))
+    Ok(analyse(
+        &records,
+        total,
+        fault_at,
+        recover_at,
+        down_at,
+        up_again_at,
+    ))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -263,9 +325,20 @@ fn analyse(
 ) -> RunResult {
     let is = |r: &Record, name: &str| r.region.as_deref() == Some(name);
     let done = |r: &Record| r.due + r.latency;
-    let during: Vec<&Record> = records.iter().filter(|r| r.due >= fault_at && r.due < recover_at).collect();
-    let last_primary = during.iter().filter(|r| is(r, "fra")).map(|r| done(r)).max();
-    let first_secondary = during.iter().filter(|r| is(r, "ber")).map(|r| done(r)).min();
+    let during: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.due >= fault_at && r.due < recover_at)
+        .collect();
+    let last_primary = during
+        .iter()
+        .filter(|r| is(r, "fra"))
+        .map(|r| done(r))
+        .max();
+    let first_secondary = during
+        .iter()
+        .filter(|r| is(r, "ber"))
+        .map(|r| done(r))
+        .min();
     // The due time after which, until recovery, nothing was answered by the primary or failed.
     let last_bad = during.iter().filter(|r| !is(r, "ber")).map(|r| r.due).max();
     let all_on_secondary = match last_bad {
@@ -273,18 +346,41 @@ fn analyse(
         Some(t) if during.iter().any(|r| r.due > t) => Some(t.saturating_sub(fault_at)),
         Some(_) => None,
     };
-    let failback = records.iter().filter(|r| r.due >= recover_at && is(r, "fra")).map(|r| done(r)).min();
-    let window: Vec<Record> = records.iter().filter(|r| r.due >= fault_at && r.due < fault_at + Duration::from_secs(5)).cloned().collect();
-    let mut markers = vec![Marker { t_s: fault_at.as_secs_f64(), label: "fault".into() }];
+    let failback = records
+        .iter()
+        .filter(|r| r.due >= recover_at && is(r, "fra"))
+        .map(|r| done(r))
+        .min();
+    let window: Vec<Record> = records
+        .iter()
+        .filter(|r| r.due >= fault_at && r.due < fault_at + Duration::from_secs(5))
+        .cloned()
+        .collect();
+    let mut markers = vec![Marker {
+        t_s: fault_at.as_secs_f64(),
+        label: "fault".into(),
+    }];
     if let Some(d) = down_at.filter(|d| *d >= fault_at) {
-        markers.push(Marker { t_s: d.as_secs_f64(), label: "marked down".into() });
+        markers.push(Marker {
+            t_s: d.as_secs_f64(),
+            label: "marked down".into(),
+        });
     }
-    markers.push(Marker { t_s: recover_at.as_secs_f64(), label: "recovered".into() });
+    markers.push(Marker {
+        t_s: recover_at.as_secs_f64(),
+        label: "recovered".into(),
+    });
     if let Some(f) = failback {
-        markers.push(Marker { t_s: f.as_secs_f64(), label: "failback".into() });
+        markers.push(Marker {
+            t_s: f.as_secs_f64(),
+            label: "failback".into(),
+        });
     }
     if let Some(u) = up_again_at {
-        markers.push(Marker { t_s: u.as_secs_f64(), label: "marked up".into() });
+        markers.push(Marker {
+            t_s: u.as_secs_f64(),
+            label: "marked up".into(),
+        });
     }
     RunResult {
         summary: report::summarize(records, total),
@@ -314,5 +410,9 @@ pub struct Spread {
 pub fn spread(values: impl IntoIterator<Item = Option<f64>>) -> Spread {
     let mut v: Vec<f64> = values.into_iter().flatten().collect();
     v.sort_by(f64::total_cmp);
-    Spread { median: v.get(v.len() / 2).copied(), min: v.first().copied(), max: v.last().copied() }
+    Spread {
+        median: v.get(v.len() / 2).copied(),
+        min: v.first().copied(),
+        max: v.last().copied(),
+    }
 }

@@ -154,15 +154,21 @@ async fn crash_of_the_primary_costs_no_request() {
 #[tokio::test]
 async fn blackholed_primary_costs_no_request_and_no_read_timeout() {
     let fleet = Fleet::start().await;
-    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", ""), &[]).await;
-    let (outcomes, fault_at) = with_fault(
-        &gw,
-        100,
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-        || fleet.set("fra", Mode::Blackhole),
-    )
-    .await;
+    // A retry budget of only its floor (10): the requests stuck on the blackholed region (up to
+    // one per connection, 32 here) must fail over without spending it.
+    let config = fleet.config(FAST_PROBES, "", "").replace(
+        "retry: { attempts: 3 }",
+        "retry: { attempts: 3, budget: 0% }",
+    );
+    assert!(config.contains("budget: 0%"));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let addr = gw.addr;
+    let start = Instant::now();
+    let load = tokio::spawn(async move { drive(addr, "/", 100, Duration::from_secs(5), 32).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fault_at = start.elapsed();
+    fleet.set("fra", Mode::Blackhole);
+    let outcomes = load.await.expect("load");
     assert!(
         failures(&outcomes).is_empty(),
         "failed requests: {:?}",
