@@ -349,7 +349,7 @@ fn analyse(
     let failback = records
         .iter()
         .filter(|r| r.due >= recover_at && is(r, "fra"))
-        .map(|r| done(r))
+        .map(done)
         .min();
     let window: Vec<Record> = records
         .iter()
