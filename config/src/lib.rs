@@ -12,6 +12,7 @@
 //! }
 //! ```
 
+pub mod diff;
 mod error;
 pub mod model;
 mod raw;
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, ConfigIssue};
 pub use model::*;
 pub use source_map::Position;

@@ -1,7 +1,16 @@
-//! Admin API (its own listener, loopback by default): liveness, readiness and status.
+//! Admin API (its own listener, loopback by default).
 //!
-//! `GET /healthz` answers while the process runs. `GET /readyz` answers 200 once every client
-//! listener accepts connections, 503 before. `GET /status` gives the active config as JSON.
+//! - `GET /healthz`: liveness.
+//! - `GET /readyz`: 200 once the first probe round is done and every client listener accepts
+//!   connections; 503 before that and while shutting down.
+//! - `GET /status`: JSON: config version and hash, last reload, regions, endpoints with probe
+//!   results, each route's active region, drains, recent failover events.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /`: a small read-only HTML status page.
+//! - `POST /regions/{name}/drain?for=30m`, `POST /regions/{name}/undrain`, `POST /reload`.
+//!
+//! When the config has an admin token, every endpoint but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>` (a token is required when the admin API is not on loopback).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,7 +28,6 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::server::GatewayState;
-use crate::snapshot::RoutingSnapshot;
 
 /// The admin API server.
 pub struct AdminService {
@@ -57,9 +65,22 @@ impl BackgroundService for AdminService {
             }
         };
         tracing::info!(bind = %self.bind, "admin API listening");
+        // After shutdown starts, keep answering (readiness false) for the grace period so that
+        // health checkers see the drain instead of a closed port.
+        let mut stop_at: Option<tokio::time::Instant> = None;
         loop {
+            let stop = async {
+                match stop_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed(), if stop_at.is_none() => {
+                    self.state.gateway.shutting_down.store(true, Ordering::Release);
+                    stop_at = Some(tokio::time::Instant::now() + self.state.gateway.grace_period);
+                }
+                _ = stop => return,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let state = self.state.clone();
@@ -79,31 +100,167 @@ impl BackgroundService for AdminService {
 }
 
 async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method().as_str(), req.uri().path()) {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if !matches!(path.as_str(), "/healthz" | "/readyz") && !authorized(state, &req) {
+        let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/readyz") => {
-            if is_ready(state).await {
+            if state.gateway.shutting_down.load(Ordering::Acquire) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else if is_ready(state).await {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
         ("GET", "/status") => {
-            let ready =
-                state.listening.load(Ordering::Relaxed) && state.gateway.monitor.first_round_done();
-            let body = status_json(&state.gateway.snapshot.load(), ready);
-            let mut resp = text(StatusCode::OK, &format!("{body:#}\n"));
+            let ready = state.listening.load(Ordering::Relaxed)
+                && state.gateway.monitor.first_round_done()
+                && !state.gateway.shutting_down.load(Ordering::Acquire);
+            let body = status_json(&state.gateway, ready);
+            json_response(StatusCode::OK, &body)
+        }
+        ("GET", "/metrics") => {
+            let mut resp = text(StatusCode::OK, &state.gateway.metrics.render());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             resp
         }
-        (_, "/healthz" | "/readyz" | "/status") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        ("GET", "/") => {
+            let mut resp = text(StatusCode::OK, &status_page(&status_json(&state.gateway, true)));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+            resp
         }
+        ("POST", "/reload") => match state.gateway.reloader.reload("admin") {
+            Ok(diff) => json_response(StatusCode::OK, &serde_json::json!({"result": if diff.is_empty() { "unchanged" } else { "ok" }, "changes": diff.summary()})),
+            Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"result": "error", "error": e.to_string()})),
+        },
+        ("POST", p) if p.starts_with("/regions/") => region_action(state, p, req.uri().query()),
+        (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/" | "/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    let Some(token) = state.gateway.snapshot.load().config.admin.token.clone() else { return true };
+    let Some(given) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Constant-time comparison: the token guards state changes.
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `POST /regions/{name}/drain?for=DURATION` and `POST /regions/{name}/undrain`.
+fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    let mut parts = path.trim_start_matches("/regions/").splitn(2, '/');
+    let (Some(name), Some(action)) = (parts.next(), parts.next()) else {
+        return text(StatusCode::NOT_FOUND, "use POST /regions/{name}/drain?for=30m or /regions/{name}/undrain\n");
+    };
+    let snapshot = state.gateway.snapshot.load();
+    let Some(region) = snapshot.regions.iter().find(|r| r.name.as_str() == name) else {
+        return json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": format!("no region `{name}`")}));
+    };
+    match action {
+        "drain" => {
+            let text_for = query
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("for=")))
+                .unwrap_or("30m");
+            let duration = match gateway_config::values::parse_duration(text_for) {
+                Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(7 * 24 * 3600) => d,
+                _ => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({"error": format!("bad duration `{text_for}`: use e.g. for=30m (at most 7d)")}),
+                    )
+                }
+            };
+            region.health.drain(duration);
+            for plan in &snapshot.routes {
+                snapshot.current_tier(plan);
+            }
+            json_response(StatusCode::OK, &serde_json::json!({"region": name, "drained_for_ms": duration.as_millis() as u64}))
+        }
+        "undrain" => {
+            region.health.undrain();
+            json_response(StatusCode::OK, &serde_json::json!({"region": name, "drained": false}))
+        }
+        _ => text(StatusCode::NOT_FOUND, "unknown action: use drain or undrain\n"),
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = text(status, &format!("{body:#}\n"));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A small read-only HTML page over the status JSON.
+fn status_page(status: &serde_json::Value) -> String {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\"><title>gateway status</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.up{color:#080}.down{color:#b00}</style></head><body>");
+    html.push_str(&format!(
+        "<h1>failover gateway</h1><p>config <code>{}</code> version {} hash <code>{}</code>; last reload: {}</p>",
+        esc(status["config"]["file"].as_str().unwrap_or("")),
+        status["config"]["version"],
+        esc(status["config"]["hash"].as_str().unwrap_or("")),
+        esc(&status["last_reload"]["result"].as_str().map(|r| format!("{r} ({})", status["last_reload"]["detail"].as_str().unwrap_or(""))).unwrap_or_else(|| "none".into()))
+    ));
+    html.push_str("<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>tiers</th><th>active</th></tr>");
+    for r in status["routes"].as_array().into_iter().flatten() {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+            esc(r["name"].as_str().unwrap_or("")),
+            esc(r["host"].as_str().unwrap_or("")),
+            esc(r["path_prefix"].as_str().unwrap_or("")),
+            esc(&r["tiers"].to_string()),
+            esc(&r["active_regions"].to_string())
+        ));
+    }
+    html.push_str("</table><h2>Regions</h2><table><tr><th>region</th><th>state</th><th>endpoints</th></tr>");
+    for r in status["regions"].as_array().into_iter().flatten() {
+        let up = r["up"].as_bool().unwrap_or(false);
+        let eps: Vec<String> = r["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{} {} <span class=\"{}\">{}</span>", esc(e["id"].as_str().unwrap_or("")), esc(e["address"].as_str().unwrap_or("")), if e["health"] == "down" { "down" } else { "up" }, esc(e["health"].as_str().unwrap_or(""))))
+            .collect();
+        let drained = r["drained_for_ms"].as_u64().map(|ms| format!(" (drained, {} s left)", ms / 1000)).unwrap_or_default();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td class=\"{}\">{}{}</td><td>{}</td></tr>",
+            esc(r["name"].as_str().unwrap_or("")),
+            if up { "up" } else { "down" },
+            if up { "up" } else { "down" },
+            drained,
+            eps.join("<br>")
+        ));
+    }
+    html.push_str("</table><h2>Recent failover events</h2><table><tr><th>time (unix ms)</th><th>route</th><th>kind</th><th>from</th><th>to</th><th>cause</th></tr>");
+    for e in status["failover_events"].as_array().into_iter().flatten() {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e["at_unix_ms"],
+            esc(e["route"].as_str().unwrap_or("")),
+            esc(e["kind"].as_str().unwrap_or("")),
+            esc(&e["from"].to_string()),
+            esc(&e["to"].to_string()),
+            esc(e["cause"].as_str().unwrap_or(""))
+        ));
+    }
+    html.push_str("</table></body></html>\n");
+    html
 }
 
 /// Ready once the first probe round is done and every client listener accepts connections.
@@ -140,8 +297,10 @@ fn connectable(bind: SocketAddr) -> SocketAddr {
     }
 }
 
-fn status_json(s: &RoutingSnapshot, ready: bool) -> serde_json::Value {
+fn status_json(gateway: &GatewayState, ready: bool) -> serde_json::Value {
     use serde_json::json;
+    let s = gateway.snapshot.load_full();
+    let last_reload = gateway.reloader.last();
     let millis = |d: std::time::Duration| d.as_millis() as u64;
     let unix_ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -150,7 +309,11 @@ fn status_json(s: &RoutingSnapshot, ready: bool) -> serde_json::Value {
     };
     json!({
         "ready": ready,
-        "config": { "file": s.config.source.display().to_string(), "hash": s.config.hash },
+        "config": { "file": s.config.source.display().to_string(), "hash": s.config.hash, "version": gateway.reloader.version() },
+        "last_reload": last_reload.map(|r| json!({
+            "at_unix_ms": unix_ms(r.at), "trigger": r.trigger, "result": r.result, "detail": r.detail,
+            "restart_needed": r.restart_needed,
+        })),
         "listeners": s.config.listeners.iter().map(|l| json!({
             "name": l.name, "bind": l.bind.to_string(), "tls": l.tls.is_some(),
         })).collect::<Vec<_>>(),
@@ -160,6 +323,8 @@ fn status_json(s: &RoutingSnapshot, ready: bool) -> serde_json::Value {
             json!({
                 "name": r.name.as_str(),
                 "up": r.health.is_up(),
+                "healthy": r.health.is_healthy(),
+                "drained_for_ms": r.health.drain_remaining().map(millis),
                 "up_for_ms": r.health.up_for(&s.hub).map(millis),
                 "healthy_endpoints": healthy,
                 "min_healthy": needed,

@@ -100,6 +100,14 @@ impl FailoverBook {
                 tracing::warn!(route = %event.route, from = ?event.from, to = ?event.to, kind, cause = %event.cause, elapsed_ms, "route switched regions")
             }
         }
+        metrics::counter!(
+            "gateway_failovers_total",
+            "route" => event.route.to_string(),
+            "from" => event.from.join("+"),
+            "to" => event.to.join("+"),
+            "kind" => event.kind
+        )
+        .increment(1);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == RECENT_EVENTS {
             recent.pop_front();

@@ -205,6 +205,7 @@ impl ProxyHttp for GatewayProxy {
             (UpstreamProtocol::Auto, true) => ALPN::H2H1,
             (UpstreamProtocol::Auto, false) => ALPN::H1,
         };
+        plan.metrics.attempt(choice.region, !ctx.tried.is_empty());
         ctx.tried.push(choice);
         Ok(Box::new(peer))
     }
@@ -476,6 +477,9 @@ impl ProxyHttp for GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        if let Some(plan) = ctx.plan() {
+            plan.metrics.request(ctx.current().map(|c| c.region), status, ctx.started.elapsed().as_secs_f64());
+        }
         tracing::debug!(
             route = ctx.route_name(),
             status,

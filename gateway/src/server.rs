@@ -14,7 +14,13 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::admin::AdminService;
+use crate::reload::Reloader;
 use crate::failover::FailoverBook;
 use crate::proxy::GatewayProxy;
 use crate::snapshot::RoutingSnapshot;
@@ -56,6 +62,14 @@ pub struct GatewayState {
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     /// Probes and DNS discovery.
     pub monitor: HealthMonitor,
+    /// Config reloads.
+    pub reloader: Arc<Reloader>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Set when shutdown starts: readiness turns false.
+    pub shutting_down: Arc<AtomicBool>,
+    /// Time in-flight requests get on shutdown.
+    pub grace_period: Duration,
 }
 
 /// Builds the Pingora server for `config`. Call `run` on the result to serve.
@@ -74,18 +88,13 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let metrics = crate::telemetry::install();
     let config = Arc::new(config);
     let hub = HealthHub::new();
     let book = Arc::new(FailoverBook::default());
-    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
-        config.clone(),
-        hub.clone(),
-        book,
-    )));
-    let state = GatewayState {
-        snapshot: snapshot.clone(),
-        monitor: HealthMonitor::new(hub),
-    };
+    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(config.clone(), hub.clone(), book)));
+    let monitor = HealthMonitor::new(hub);
+    let mut resolvers = HashMap::new();
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -103,21 +112,29 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         match &listener.tls {
             None => proxy.add_tcp(&addr),
             Some(tls) => {
-                let resolver = SniResolver::new(tls).map_err(|source| StartError::Tls {
+                let resolver = Arc::new(
+                    SniResolver::new(tls).map_err(|source| StartError::Tls { listener: listener.name.clone(), source })?,
+                );
+                resolvers.insert(listener.name.clone(), resolver.clone());
+                let mut settings = TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
                     listener: listener.name.clone(),
-                    source,
+                    reason: e.to_string(),
                 })?;
-                let mut settings =
-                    TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
-                        listener: listener.name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                settings.set_cert_resolver(Arc::new(resolver));
+                settings.set_cert_resolver(resolver);
                 settings.enable_h2();
                 proxy.add_tls_with_settings(&addr, None, settings);
             }
         }
     }
+    let reloader = Arc::new(Reloader::new(config.source.clone(), snapshot.clone(), monitor.clone(), resolvers));
+    let state = GatewayState {
+        snapshot: snapshot.clone(),
+        monitor,
+        reloader,
+        metrics,
+        shutting_down: Arc::new(AtomicBool::new(false)),
+        grace_period: config.server.grace_period,
+    };
     server.add_service(proxy);
     server.add_service(background_service(
         "health",
@@ -143,16 +160,28 @@ impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let snapshot = self.state.snapshot.load_full();
         self.state.monitor.apply(&snapshot.config);
+        tokio::spawn(self.state.reloader.clone().watch(shutdown.clone()));
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut first_round_logged = false;
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // Readiness turns false at once, so that BGP withdraws and load balancers
+                    // stop sending while in-flight requests finish.
+                    self.state.shutting_down.store(true, Ordering::Release);
+                    tracing::info!("shutting down: readiness is now false");
+                    return;
+                }
                 _ = tick.tick() => {
+                    ticks += 1;
                     let snapshot = self.state.snapshot.load();
                     for plan in &snapshot.routes {
                         snapshot.current_tier(plan);
+                    }
+                    if ticks % 5 == 0 {
+                        export_health(&snapshot);
                     }
                     if !first_round_logged && self.state.monitor.first_round_done() {
                         first_round_logged = true;
@@ -160,6 +189,20 @@ impl BackgroundService for HealthService {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Health gauges for `/metrics`.
+fn export_health(snapshot: &RoutingSnapshot) {
+    for region in &snapshot.regions {
+        let name = region.name.to_string();
+        metrics::gauge!("gateway_region_up", "region" => name.clone()).set(f64::from(u8::from(region.health.is_up())));
+        metrics::gauge!("gateway_region_drained", "region" => name.clone())
+            .set(f64::from(u8::from(region.health.drain_remaining().is_some())));
+        for e in &region.health.members().endpoints {
+            metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
+                .set(f64::from(u8::from(e.is_routable())));
         }
     }
 }

@@ -9,6 +9,7 @@ use gateway_health::{HealthHub, RegionHealth};
 
 use crate::failover::{FailoverBook, RouteFailover};
 use crate::routing::RouteTable;
+use crate::telemetry::RouteMetrics;
 
 /// Position of a region in [`RoutingSnapshot::regions`].
 pub type RegionIndex = usize;
@@ -39,6 +40,8 @@ pub struct RoutePlan {
     pub tier_health: Vec<Vec<Arc<RegionHealth>>>,
     /// Failover state and retry budget (shared across reloads).
     pub failover: Arc<RouteFailover>,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
 }
 
 /// A region as the proxy sees it.
@@ -67,6 +70,7 @@ impl RoutingSnapshot {
             })
             .collect();
         let index_of = |name: &RegionName| regions.iter().position(|r| &r.name == name);
+        let region_names: Vec<String> = regions.iter().map(|r| r.name.to_string()).collect();
         let routes = config
             .routes
             .iter()
@@ -86,6 +90,7 @@ impl RoutingSnapshot {
                     .map(|t| t.iter().map(|(i, _)| regions[*i].health.clone()).collect())
                     .collect();
                 RoutePlan {
+                    metrics: RouteMetrics::new(&route.name, &region_names),
                     failover: book.route(&route.name, route.retry.budget_permille),
                     tiers,
                     tier_health,

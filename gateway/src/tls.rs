@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use gateway_config::{CertPair, ListenerTls};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -30,24 +32,24 @@ pub enum TlsError {
 
 /// Picks a certificate by SNI: the first certificate valid for the requested name (exact or
 /// wildcard, as a client would verify it), else the default.
+///
+/// The certificate set can be replaced at run time ([`Self::update`]): reloads swap it without
+/// touching the listener.
 #[derive(Debug)]
 pub struct SniResolver {
+    current: ArcSwap<CertSet>,
+}
+
+#[derive(Debug)]
+struct CertSet {
     certs: Vec<Arc<CertifiedKey>>,
     default_cert: usize,
 }
 
-impl SniResolver {
-    /// Loads the listener's certificates.
-    pub fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
-        let certs = tls
-            .certs
-            .iter()
-            .map(load_pair)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            certs,
-            default_cert: tls.default_cert.min(tls.certs.len().saturating_sub(1)),
-        })
+impl CertSet {
+    fn load(tls: &ListenerTls) -> Result<Self, TlsError> {
+        let certs = tls.certs.iter().map(load_pair).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { certs, default_cert: tls.default_cert.min(tls.certs.len().saturating_sub(1)) })
     }
 
     fn for_name(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
@@ -61,12 +63,26 @@ impl SniResolver {
     }
 }
 
+impl SniResolver {
+    /// Loads the listener's certificates.
+    pub fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
+        Ok(Self { current: ArcSwap::from_pointee(CertSet::load(tls)?) })
+    }
+
+    /// Replaces the certificates; on error the old ones stay in use.
+    pub fn update(&self, tls: &ListenerTls) -> Result<(), TlsError> {
+        self.current.store(Arc::new(CertSet::load(tls)?));
+        Ok(())
+    }
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let set = self.current.load();
         hello
             .server_name()
-            .and_then(|name| self.for_name(name))
-            .or_else(|| self.certs.get(self.default_cert))
+            .and_then(|name| set.for_name(name))
+            .or_else(|| set.certs.get(set.default_cert))
             .cloned()
     }
 }

@@ -323,6 +323,10 @@ pub struct RegionHealth {
     /// Rotates endpoint choice.
     pub cursor: AtomicUsize,
     recompute_lock: Mutex<()>,
+    /// Operator drain: milliseconds since the hub's epoch until which the region counts as
+    /// down (0: not drained).
+    drained_until_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for RegionHealth {
@@ -335,18 +339,52 @@ impl std::fmt::Debug for RegionHealth {
 }
 
 impl RegionHealth {
-    /// Whether the region is up (lock-free).
+    /// Whether the region is up (lock-free): healthy and not drained by an operator.
     pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire) && self.drain_remaining().is_none()
+    }
+
+    /// Whether health checks say the region is up, ignoring any drain.
+    pub fn is_healthy(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
-    /// How long the region has been up, or `None` while down.
-    pub fn up_for(&self, hub: &HealthHub) -> Option<Duration> {
+    /// How long the region has been up (since it became healthy or its drain ended), or `None`
+    /// while down.
+    pub fn up_for(&self, _hub: &HealthHub) -> Option<Duration> {
         if !self.is_up() {
             return None;
         }
-        let since = self.up_since_ms.load(Ordering::Acquire);
-        Some(Duration::from_millis(hub.now_ms().saturating_sub(since)))
+        let since = self.up_since_ms.load(Ordering::Acquire).max(self.drained_until_ms.load(Ordering::Acquire));
+        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Time left of an operator drain, if one is in force.
+    pub fn drain_remaining(&self) -> Option<Duration> {
+        let until = self.drained_until_ms.load(Ordering::Acquire);
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Drains the region for `duration`: it counts as down (traffic fails over) until the drain
+    /// expires or is lifted.
+    pub fn drain(&self, duration: Duration) {
+        let until = self.now_ms() + duration.as_millis().max(1) as u64;
+        self.drained_until_ms.store(until, Ordering::Release);
+        tracing::warn!(region = %self.name, for_ms = duration.as_millis() as u64, "region drained by operator");
+    }
+
+    /// Lifts a drain at once.
+    pub fn undrain(&self) {
+        let was = self.drain_remaining();
+        self.drained_until_ms.store(self.now_ms().min(self.drained_until_ms.load(Ordering::Acquire)), Ordering::Release);
+        if was.is_some() {
+            tracing::warn!(region = %self.name, "region drain lifted by operator");
+        }
     }
 
     /// Current members (lock-free).
@@ -469,6 +507,8 @@ impl HealthHub {
                     up_since_ms: AtomicU64::new(0),
                     cursor: AtomicUsize::new(0),
                     recompute_lock: Mutex::new(()),
+                    drained_until_ms: AtomicU64::new(0),
+                    epoch: self.inner.epoch,
                 })
             })
             .clone()

@@ -115,26 +115,7 @@ enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    gateway_config_duration(s)
-}
-
-/// Durations like `250ms`, `2s`, `1m`.
-fn gateway_config_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms or 10s"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("`{s}`: unit must be ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    loadtest::parse_duration(s)
 }
 
 fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<ProgressBar>) {

@@ -1,0 +1,107 @@
+//! Prometheus metrics (names under `gateway_`, units in names, `_total` counters).
+//!
+//! The recorder is installed once per process; `/metrics` renders it. Request-path metrics use
+//! handles registered when a routing snapshot is built, so a request only bumps atomics.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!("gateway_requests_total", "Requests answered, by route, region and status class.");
+    describe_histogram!("gateway_request_duration_seconds", Unit::Seconds, "Time from request start to the end of the response, by route.");
+    describe_counter!("gateway_upstream_attempts_total", "Attempts sent to upstream endpoints, by route and region.");
+    describe_counter!("gateway_upstream_retries_total", "Attempts that were retries, by route.");
+    describe_counter!("gateway_failovers_total", "Route switches between tiers, by route, from, to and kind (failover, failback, all-down, recovered).");
+    describe_gauge!("gateway_endpoint_up", "1 while an endpoint address is routable.");
+    describe_gauge!("gateway_region_up", "1 while a region is up (healthy and not drained).");
+    describe_gauge!("gateway_region_drained", "1 while an operator drain is in force.");
+    describe_histogram!("gateway_probe_duration_seconds", Unit::Seconds, "Duration of active probes, by region.");
+    describe_counter!("gateway_config_reloads_total", "Config reloads, by result (ok, error, unchanged).");
+    describe_gauge!("gateway_config_info", "1 for the active config, labelled with its hash.");
+    describe_gauge!("gateway_config_last_reload_success", "1 if the last reload attempt succeeded.");
+}
+
+/// Status classes, in label order.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Handles for one route.
+pub struct RouteMetrics {
+    /// `[region index + 1][class]`; region 0 means "no upstream".
+    requests: Vec<[Counter; 6]>,
+    duration: Histogram,
+    attempts: Vec<Counter>,
+    retries: Counter,
+}
+
+impl RouteMetrics {
+    /// Registers the handles of `route` over `regions` (names in snapshot order).
+    pub fn new(route: &str, regions: &[String]) -> Self {
+        let route = route.to_string();
+        let names: Vec<String> = std::iter::once("none".to_string()).chain(regions.iter().cloned()).collect();
+        Self {
+            requests: names
+                .iter()
+                .map(|region| {
+                    CLASSES.map(|class| {
+                        metrics::counter!("gateway_requests_total", "route" => route.clone(), "region" => region.clone(), "class" => class)
+                    })
+                })
+                .collect(),
+            duration: metrics::histogram!("gateway_request_duration_seconds", "route" => route.clone()),
+            attempts: regions
+                .iter()
+                .map(|region| metrics::counter!("gateway_upstream_attempts_total", "route" => route.clone(), "region" => region.clone()))
+                .collect(),
+            retries: metrics::counter!("gateway_upstream_retries_total", "route" => route),
+        }
+    }
+
+    /// Counts a finished request answered with `status` (0: none) after reaching `region`.
+    pub fn request(&self, region: Option<usize>, status: u16, seconds: f64) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        if let Some(row) = self.requests.get(region.map_or(0, |r| r + 1)) {
+            row[class].increment(1);
+        }
+        self.duration.record(seconds);
+    }
+
+    /// Counts an upstream attempt to `region`; `retry` when it is not the first.
+    pub fn attempt(&self, region: usize, retry: bool) {
+        if let Some(c) = self.attempts.get(region) {
+            c.increment(1);
+        }
+        if retry {
+            self.retries.increment(1);
+        }
+    }
+}
