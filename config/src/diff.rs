@@ -75,7 +75,11 @@ impl ConfigDiff {
 /// Computes the changes from `old` to `new`.
 pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     let mut d = ConfigDiff::default();
-    let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<BTreeSet<String>>();
+    let names = |v: Vec<&str>| {
+        v.into_iter()
+            .map(str::to_string)
+            .collect::<BTreeSet<String>>()
+    };
 
     let old_routes = names(old.routes.iter().map(|r| &*r.name).collect());
     let new_routes = names(new.routes.iter().map(|r| &*r.name).collect());
@@ -96,7 +100,11 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     let endpoint_keys = |c: &GatewayConfig| -> BTreeSet<String> {
         c.regions
             .iter()
-            .flat_map(|r| r.endpoints.iter().map(move |e: &Endpoint| format!("{}/{}={}", r.name, e.id, e.address)))
+            .flat_map(|r| {
+                r.endpoints
+                    .iter()
+                    .map(move |e: &Endpoint| format!("{}/{}={}", r.name, e.id, e.address))
+            })
             .collect()
     };
     let (oe, ne) = (endpoint_keys(old), endpoint_keys(new));
@@ -118,9 +126,17 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
         match old.listeners.iter().find(|o| o.name == l.name) {
             Some(o) if o.bind == l.bind && o.tls.is_some() == l.tls.is_some() => {
                 let pems = |t: &Option<crate::model::ListenerTls>| {
-                    t.as_ref().map(|t| t.certs.iter().map(|c| (c.cert_pem.clone(), c.key_pem.clone())).collect::<Vec<_>>())
+                    t.as_ref().map(|t| {
+                        t.certs
+                            .iter()
+                            .map(|c| (c.cert_pem.clone(), c.key_pem.clone()))
+                            .collect::<Vec<_>>()
+                    })
                 };
-                if pems(&o.tls) != pems(&l.tls) || o.tls.as_ref().map(|t| t.default_cert) != l.tls.as_ref().map(|t| t.default_cert) {
+                if pems(&o.tls) != pems(&l.tls)
+                    || o.tls.as_ref().map(|t| t.default_cert)
+                        != l.tls.as_ref().map(|t| t.default_cert)
+                {
                     d.certificates_changed.push(l.name.clone());
                 }
             }

@@ -104,7 +104,10 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     let method = req.method().clone();
     if !matches!(path.as_str(), "/healthz" | "/readyz") && !authorized(state, &req) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
-        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
         return resp;
     }
     match (method.as_str(), path.as_str()) {
@@ -134,22 +137,38 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             resp
         }
         ("GET", "/") => {
-            let mut resp = text(StatusCode::OK, &status_page(&status_json(&state.gateway, true)));
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+            let mut resp = text(
+                StatusCode::OK,
+                &status_page(&status_json(&state.gateway, true)),
+            );
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             resp
         }
         ("POST", "/reload") => match state.gateway.reloader.reload("admin") {
-            Ok(diff) => json_response(StatusCode::OK, &serde_json::json!({"result": if diff.is_empty() { "unchanged" } else { "ok" }, "changes": diff.summary()})),
-            Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"result": "error", "error": e.to_string()})),
+            Ok(diff) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({"result": if diff.is_empty() { "unchanged" } else { "ok" }, "changes": diff.summary()}),
+            ),
+            Err(e) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({"result": "error", "error": e.to_string()}),
+            ),
         },
         ("POST", p) if p.starts_with("/regions/") => region_action(state, p, req.uri().query()),
-        (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/" | "/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/" | "/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
 fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
-    let Some(token) = state.gateway.snapshot.load().config.admin.token.clone() else { return true };
+    let Some(token) = state.gateway.snapshot.load().config.admin.token.clone() else {
+        return true;
+    };
     let Some(given) = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -159,18 +178,29 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
         return false;
     };
     // Constant-time comparison: the token guards state changes.
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// `POST /regions/{name}/drain?for=DURATION` and `POST /regions/{name}/undrain`.
 fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
     let mut parts = path.trim_start_matches("/regions/").splitn(2, '/');
     let (Some(name), Some(action)) = (parts.next(), parts.next()) else {
-        return text(StatusCode::NOT_FOUND, "use POST /regions/{name}/drain?for=30m or /regions/{name}/undrain\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "use POST /regions/{name}/drain?for=30m or /regions/{name}/undrain\n",
+        );
     };
     let snapshot = state.gateway.snapshot.load();
     let Some(region) = snapshot.regions.iter().find(|r| r.name.as_str() == name) else {
-        return json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": format!("no region `{name}`")}));
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": format!("no region `{name}`")}),
+        );
     };
     match action {
         "drain" => {
@@ -190,25 +220,41 @@ fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Respons
             for plan in &snapshot.routes {
                 snapshot.current_tier(plan);
             }
-            json_response(StatusCode::OK, &serde_json::json!({"region": name, "drained_for_ms": duration.as_millis() as u64}))
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({"region": name, "drained_for_ms": duration.as_millis() as u64}),
+            )
         }
         "undrain" => {
             region.health.undrain();
-            json_response(StatusCode::OK, &serde_json::json!({"region": name, "drained": false}))
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({"region": name, "drained": false}),
+            )
         }
-        _ => text(StatusCode::NOT_FOUND, "unknown action: use drain or undrain\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "unknown action: use drain or undrain\n",
+        ),
     }
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut resp = text(status, &format!("{body:#}\n"));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// A small read-only HTML page over the status JSON.
 fn status_page(status: &serde_json::Value) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\"><title>gateway status</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.up{color:#080}.down{color:#b00}</style></head><body>");
     html.push_str(&format!(
         "<h1>failover gateway</h1><p>config <code>{}</code> version {} hash <code>{}</code>; last reload: {}</p>",
@@ -217,7 +263,9 @@ fn status_page(status: &serde_json::Value) -> String {
         esc(status["config"]["hash"].as_str().unwrap_or("")),
         esc(&status["last_reload"]["result"].as_str().map(|r| format!("{r} ({})", status["last_reload"]["detail"].as_str().unwrap_or(""))).unwrap_or_else(|| "none".into()))
     ));
-    html.push_str("<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>tiers</th><th>active</th></tr>");
+    html.push_str(
+        "<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>tiers</th><th>active</th></tr>",
+    );
     for r in status["routes"].as_array().into_iter().flatten() {
         html.push_str(&format!(
             "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
@@ -228,16 +276,29 @@ fn status_page(status: &serde_json::Value) -> String {
             esc(&r["active_regions"].to_string())
         ));
     }
-    html.push_str("</table><h2>Regions</h2><table><tr><th>region</th><th>state</th><th>endpoints</th></tr>");
+    html.push_str(
+        "</table><h2>Regions</h2><table><tr><th>region</th><th>state</th><th>endpoints</th></tr>",
+    );
     for r in status["regions"].as_array().into_iter().flatten() {
         let up = r["up"].as_bool().unwrap_or(false);
         let eps: Vec<String> = r["endpoints"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|e| format!("{} {} <span class=\"{}\">{}</span>", esc(e["id"].as_str().unwrap_or("")), esc(e["address"].as_str().unwrap_or("")), if e["health"] == "down" { "down" } else { "up" }, esc(e["health"].as_str().unwrap_or(""))))
+            .map(|e| {
+                format!(
+                    "{} {} <span class=\"{}\">{}</span>",
+                    esc(e["id"].as_str().unwrap_or("")),
+                    esc(e["address"].as_str().unwrap_or("")),
+                    if e["health"] == "down" { "down" } else { "up" },
+                    esc(e["health"].as_str().unwrap_or(""))
+                )
+            })
             .collect();
-        let drained = r["drained_for_ms"].as_u64().map(|ms| format!(" (drained, {} s left)", ms / 1000)).unwrap_or_default();
+        let drained = r["drained_for_ms"]
+            .as_u64()
+            .map(|ms| format!(" (drained, {} s left)", ms / 1000))
+            .unwrap_or_default();
         html.push_str(&format!(
             "<tr><td>{}</td><td class=\"{}\">{}{}</td><td>{}</td></tr>",
             esc(r["name"].as_str().unwrap_or("")),

@@ -478,7 +478,11 @@ impl ProxyHttp for GatewayProxy {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         if let Some(plan) = ctx.plan() {
-            plan.metrics.request(ctx.current().map(|c| c.region), status, ctx.started.elapsed().as_secs_f64());
+            plan.metrics.request(
+                ctx.current().map(|c| c.region),
+                status,
+                ctx.started.elapsed().as_secs_f64(),
+            );
         }
         tracing::debug!(
             route = ctx.route_name(),

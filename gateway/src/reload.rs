@@ -86,7 +86,10 @@ impl Reloader {
 
     /// The last reload attempt.
     pub fn last(&self) -> Option<ReloadStatus> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Reloads now. Must run inside a tokio runtime (new probes are spawned).
@@ -108,7 +111,12 @@ impl Reloader {
             metrics::counter!("gateway_config_reloads_total", "result" => "unchanged").increment(1);
             metrics::gauge!("gateway_config_last_reload_success").set(1.0);
             tracing::debug!(trigger, "config unchanged");
-            self.record(trigger, "unchanged", "no changes".into(), self.pending_restart(&current.config));
+            self.record(
+                trigger,
+                "unchanged",
+                "no changes".into(),
+                self.pending_restart(&current.config),
+            );
             return Ok(ConfigDiff::default());
         }
         let diff = gateway_config::diff(&current.config, &new);
@@ -118,8 +126,12 @@ impl Reloader {
                 if diff.certificates_changed.contains(&listener.name) {
                     if let Err(e) = resolver.update(tls) {
                         let text = format!("listener `{}`: {e}", listener.name);
-                        tracing::error!(trigger, "config reload failed; the running config stays in use: {text}");
-                        metrics::counter!("gateway_config_reloads_total", "result" => "error").increment(1);
+                        tracing::error!(
+                            trigger,
+                            "config reload failed; the running config stays in use: {text}"
+                        );
+                        metrics::counter!("gateway_config_reloads_total", "result" => "error")
+                            .increment(1);
                         metrics::gauge!("gateway_config_last_reload_success").set(0.0);
                         self.record(trigger, "error", text.clone(), Vec::new());
                         return Err(ReloadError(text));
@@ -129,9 +141,11 @@ impl Reloader {
         }
         let new = Arc::new(new);
         self.monitor.apply(&new);
-        let snapshot = RoutingSnapshot::build(new.clone(), current.hub.clone(), current.book.clone());
+        let snapshot =
+            RoutingSnapshot::build(new.clone(), current.hub.clone(), current.book.clone());
         self.snapshot.store(Arc::new(snapshot));
-        self.version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!("gateway_config_info", "hash" => current.config.hash.clone()).set(0.0);
         metrics::gauge!("gateway_config_info", "hash" => new.hash.clone()).set(1.0);
         metrics::counter!("gateway_config_reloads_total", "result" => "ok").increment(1);
@@ -148,24 +162,47 @@ impl Reloader {
     /// Differences between the started listeners/admin and `config` that need a restart.
     fn pending_restart(&self, config: &GatewayConfig) -> Vec<String> {
         let d = gateway_config::diff(&self.started, config);
-        let mut out: Vec<String> = d.listeners_need_restart.iter().map(|l| format!("listener `{l}`")).collect();
+        let mut out: Vec<String> = d
+            .listeners_need_restart
+            .iter()
+            .map(|l| format!("listener `{l}`"))
+            .collect();
         if d.admin_needs_restart {
             out.push("admin.bind".into());
         }
         out
     }
 
-    fn record(&self, trigger: &str, result: &'static str, detail: String, restart_needed: Vec<String>) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(ReloadStatus { at: SystemTime::now(), trigger: trigger.to_string(), result, detail, restart_needed });
+    fn record(
+        &self,
+        trigger: &str,
+        result: &'static str,
+        detail: String,
+        restart_needed: Vec<String>,
+    ) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
+            at: SystemTime::now(),
+            trigger: trigger.to_string(),
+            result,
+            detail,
+            restart_needed,
+        });
     }
 
     /// Watches the config directory and SIGHUP until `shutdown` fires.
     pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 let _ = tx.send(());
@@ -190,12 +227,7 @@ impl Reloader {
                 _ = shutdown.changed() => return,
                 Some(()) = rx.recv() => {
                     // Debounce: wait until the directory has been quiet for 100 ms.
-                    loop {
-                        match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-                            Ok(Some(())) => continue,
-                            _ => break,
-                        }
-                    }
+                    while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {}
                     let _ = self.reload("file");
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::admin::AdminService;
-use crate::reload::Reloader;
 use crate::failover::FailoverBook;
 use crate::proxy::GatewayProxy;
+use crate::reload::Reloader;
 use crate::snapshot::RoutingSnapshot;
 use crate::tls::{SniResolver, TlsError};
 
@@ -92,7 +92,11 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let config = Arc::new(config);
     let hub = HealthHub::new();
     let book = Arc::new(FailoverBook::default());
-    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(config.clone(), hub.clone(), book)));
+    let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
+        config.clone(),
+        hub.clone(),
+        book,
+    )));
     let monitor = HealthMonitor::new(hub);
     let mut resolvers = HashMap::new();
 
@@ -112,21 +116,29 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         match &listener.tls {
             None => proxy.add_tcp(&addr),
             Some(tls) => {
-                let resolver = Arc::new(
-                    SniResolver::new(tls).map_err(|source| StartError::Tls { listener: listener.name.clone(), source })?,
-                );
+                let resolver =
+                    Arc::new(SniResolver::new(tls).map_err(|source| StartError::Tls {
+                        listener: listener.name.clone(),
+                        source,
+                    })?);
                 resolvers.insert(listener.name.clone(), resolver.clone());
-                let mut settings = TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
-                    listener: listener.name.clone(),
-                    reason: e.to_string(),
-                })?;
+                let mut settings =
+                    TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
+                        listener: listener.name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 settings.set_cert_resolver(resolver);
                 settings.enable_h2();
                 proxy.add_tls_with_settings(&addr, None, settings);
             }
         }
     }
-    let reloader = Arc::new(Reloader::new(config.source.clone(), snapshot.clone(), monitor.clone(), resolvers));
+    let reloader = Arc::new(Reloader::new(
+        config.source.clone(),
+        snapshot.clone(),
+        monitor.clone(),
+        resolvers,
+    ));
     let state = GatewayState {
         snapshot: snapshot.clone(),
         monitor,
@@ -197,9 +209,11 @@ impl BackgroundService for HealthService {
 fn export_health(snapshot: &RoutingSnapshot) {
     for region in &snapshot.regions {
         let name = region.name.to_string();
-        metrics::gauge!("gateway_region_up", "region" => name.clone()).set(f64::from(u8::from(region.health.is_up())));
-        metrics::gauge!("gateway_region_drained", "region" => name.clone())
-            .set(f64::from(u8::from(region.health.drain_remaining().is_some())));
+        metrics::gauge!("gateway_region_up", "region" => name.clone())
+            .set(f64::from(u8::from(region.health.is_up())));
+        metrics::gauge!("gateway_region_drained", "region" => name.clone()).set(f64::from(
+            u8::from(region.health.drain_remaining().is_some()),
+        ));
         for e in &region.health.members().endpoints {
             metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
                 .set(f64::from(u8::from(e.is_routable())));

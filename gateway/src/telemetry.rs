@@ -14,7 +14,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .map(|b| b.build_recorder())
@@ -30,18 +33,53 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!("gateway_requests_total", "Requests answered, by route, region and status class.");
-    describe_histogram!("gateway_request_duration_seconds", Unit::Seconds, "Time from request start to the end of the response, by route.");
-    describe_counter!("gateway_upstream_attempts_total", "Attempts sent to upstream endpoints, by route and region.");
-    describe_counter!("gateway_upstream_retries_total", "Attempts that were retries, by route.");
+    describe_counter!(
+        "gateway_requests_total",
+        "Requests answered, by route, region and status class."
+    );
+    describe_histogram!(
+        "gateway_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request start to the end of the response, by route."
+    );
+    describe_counter!(
+        "gateway_upstream_attempts_total",
+        "Attempts sent to upstream endpoints, by route and region."
+    );
+    describe_counter!(
+        "gateway_upstream_retries_total",
+        "Attempts that were retries, by route."
+    );
     describe_counter!("gateway_failovers_total", "Route switches between tiers, by route, from, to and kind (failover, failback, all-down, recovered).");
-    describe_gauge!("gateway_endpoint_up", "1 while an endpoint address is routable.");
-    describe_gauge!("gateway_region_up", "1 while a region is up (healthy and not drained).");
-    describe_gauge!("gateway_region_drained", "1 while an operator drain is in force.");
-    describe_histogram!("gateway_probe_duration_seconds", Unit::Seconds, "Duration of active probes, by region.");
-    describe_counter!("gateway_config_reloads_total", "Config reloads, by result (ok, error, unchanged).");
-    describe_gauge!("gateway_config_info", "1 for the active config, labelled with its hash.");
-    describe_gauge!("gateway_config_last_reload_success", "1 if the last reload attempt succeeded.");
+    describe_gauge!(
+        "gateway_endpoint_up",
+        "1 while an endpoint address is routable."
+    );
+    describe_gauge!(
+        "gateway_region_up",
+        "1 while a region is up (healthy and not drained)."
+    );
+    describe_gauge!(
+        "gateway_region_drained",
+        "1 while an operator drain is in force."
+    );
+    describe_histogram!(
+        "gateway_probe_duration_seconds",
+        Unit::Seconds,
+        "Duration of active probes, by region."
+    );
+    describe_counter!(
+        "gateway_config_reloads_total",
+        "Config reloads, by result (ok, error, unchanged)."
+    );
+    describe_gauge!(
+        "gateway_config_info",
+        "1 for the active config, labelled with its hash."
+    );
+    describe_gauge!(
+        "gateway_config_last_reload_success",
+        "1 if the last reload attempt succeeded."
+    );
 }
 
 /// Status classes, in label order.
@@ -60,7 +98,9 @@ impl RouteMetrics {
     /// Registers the handles of `route` over `regions` (names in snapshot order).
     pub fn new(route: &str, regions: &[String]) -> Self {
         let route = route.to_string();
-        let names: Vec<String> = std::iter::once("none".to_string()).chain(regions.iter().cloned()).collect();
+        let names: Vec<String> = std::iter::once("none".to_string())
+            .chain(regions.iter().cloned())
+            .collect();
         Self {
             requests: names
                 .iter()

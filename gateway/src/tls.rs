@@ -48,8 +48,15 @@ struct CertSet {
 
 impl CertSet {
     fn load(tls: &ListenerTls) -> Result<Self, TlsError> {
-        let certs = tls.certs.iter().map(load_pair).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { certs, default_cert: tls.default_cert.min(tls.certs.len().saturating_sub(1)) })
+        let certs = tls
+            .certs
+            .iter()
+            .map(load_pair)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            certs,
+            default_cert: tls.default_cert.min(tls.certs.len().saturating_sub(1)),
+        })
     }
 
     fn for_name(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
@@ -66,7 +73,9 @@ impl CertSet {
 impl SniResolver {
     /// Loads the listener's certificates.
     pub fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
-        Ok(Self { current: ArcSwap::from_pointee(CertSet::load(tls)?) })
+        Ok(Self {
+            current: ArcSwap::from_pointee(CertSet::load(tls)?),
+        })
     }
 
     /// Replaces the certificates; on error the old ones stay in use.

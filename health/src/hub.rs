@@ -355,7 +355,10 @@ impl RegionHealth {
         if !self.is_up() {
             return None;
         }
-        let since = self.up_since_ms.load(Ordering::Acquire).max(self.drained_until_ms.load(Ordering::Acquire));
+        let since = self
+            .up_since_ms
+            .load(Ordering::Acquire)
+            .max(self.drained_until_ms.load(Ordering::Acquire));
         Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
     }
 
@@ -381,7 +384,11 @@ impl RegionHealth {
     /// Lifts a drain at once.
     pub fn undrain(&self) {
         let was = self.drain_remaining();
-        self.drained_until_ms.store(self.now_ms().min(self.drained_until_ms.load(Ordering::Acquire)), Ordering::Release);
+        self.drained_until_ms.store(
+            self.now_ms()
+                .min(self.drained_until_ms.load(Ordering::Acquire)),
+            Ordering::Release,
+        );
         if was.is_some() {
             tracing::warn!(region = %self.name, "region drain lifted by operator");
         }

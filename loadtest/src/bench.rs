@@ -55,8 +55,13 @@ struct Target {
 /// Keeps a target's process (and its files) alive until dropped.
 enum Guard {
     None,
-    Child { child: Child, _dir: Option<tempfile::TempDir> },
-    Gateway { _process: GatewayProcess },
+    Child {
+        child: Child,
+        _dir: Option<tempfile::TempDir>,
+    },
+    Gateway {
+        _process: GatewayProcess,
+    },
 }
 
 impl Drop for Guard {
@@ -105,30 +110,68 @@ fn pin(pid: u32, cpu: usize) {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return;
     }
-    let _ = Command::new("taskset").args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn ensure_installed(tools: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = tools.iter().filter(|(bin, _)| which(bin).is_none()).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(bin, _)| which(bin).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("bench: installing {}", missing.join(" "));
-    let ok = Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success())
-        || (Command::new("apt-get").args(["update", "-qq"]).status().is_ok_and(|s| s.success())
-            && Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success()));
-    anyhow::ensure!(ok, "could not install {} (run as root on Debian, or use --gateway-only)", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success())
+        || (Command::new("apt-get")
+            .args(["update", "-qq"])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success()));
+    anyhow::ensure!(
+        ok,
+        "could not install {} (run as root on Debian, or use --gateway-only)",
+        missing.join(" ")
+    );
     Ok(())
 }
 
 fn which(bin: &str) -> Option<PathBuf> {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(bin)).find(|p| p.exists())
+    [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(bin))
+    .find(|p| p.exists())
 }
 
 async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
     let start = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(20), "{addr} did not open");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "{addr} did not open"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -143,7 +186,14 @@ async fn start_nginx(upstream: SocketAddr) -> anyhow::Result<Target> {
     );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, conf)?;
-    let child = Command::new(which("nginx").context("nginx not installed")?).arg("-c").arg(&path).arg("-p").arg(dir.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = Command::new(which("nginx").context("nginx not installed")?)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     wait_port(h1).await?;
     // Pin the worker (and master) to CPU 1.
     let pid = child.id();
@@ -152,7 +202,16 @@ async fn start_nginx(upstream: SocketAddr) -> anyhow::Result<Target> {
         pin(child_pid, 1);
     }
     let worker = children(pid).into_iter().next();
-    Ok(Target { name: "nginx", h1, h2: Some(h2), pid: worker.or(Some(pid)), _guard: Guard::Child { child, _dir: Some(dir) } })
+    Ok(Target {
+        name: "nginx",
+        h1,
+        h2: Some(h2),
+        pid: worker.or(Some(pid)),
+        _guard: Guard::Child {
+            child,
+            _dir: Some(dir),
+        },
+    })
 }
 
 async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
@@ -163,11 +222,26 @@ async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, conf)?;
-    let child = Command::new(which("haproxy").context("haproxy not installed")?).arg("-db").arg("-f").arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = Command::new(which("haproxy").context("haproxy not installed")?)
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     wait_port(h1).await?;
     let pid = child.id();
     pin(pid, 1);
-    Ok(Target { name: "haproxy", h1, h2: Some(h2), pid: Some(pid), _guard: Guard::Child { child, _dir: Some(dir) } })
+    Ok(Target {
+        name: "haproxy",
+        h1,
+        h2: Some(h2),
+        pid: Some(pid),
+        _guard: Guard::Child {
+            child,
+            _dir: Some(dir),
+        },
+    })
 }
 
 async fn start_gateway(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Target> {
@@ -178,7 +252,13 @@ async fn start_gateway(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Targe
     let pid = gw.pid();
     pin(pid, 1);
     let h1 = gw.addr;
-    Ok(Target { name: "gateway", h1, h2: Some(h1), pid: Some(pid), _guard: Guard::Gateway { _process: gw } })
+    Ok(Target {
+        name: "gateway",
+        h1,
+        h2: Some(h1),
+        pid: Some(pid),
+        _guard: Guard::Gateway { _process: gw },
+    })
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -189,7 +269,13 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn spec(addr: SocketAddr, rate: u32, duration: Duration, connections: usize, http2: bool) -> LoadSpec {
+fn spec(
+    addr: SocketAddr,
+    rate: u32,
+    duration: Duration,
+    connections: usize,
+    http2: bool,
+) -> LoadSpec {
     LoadSpec {
         addr,
         host: "bench.test".into(),
@@ -208,63 +294,120 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.gateway_only {
         ensure_installed(&[("nginx", "nginx-light"), ("haproxy", "haproxy")])?;
     }
-    let gateway = args.gateway.clone().unwrap_or_else(|| std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("gateway"))).unwrap_or_else(|| "gateway".into()));
-    anyhow::ensure!(gateway.exists(), "gateway binary {} not found (cargo build --release -p gateway)", gateway.display());
+    let gateway = args.gateway.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("gateway")))
+            .unwrap_or_else(|| "gateway".into())
+    });
+    anyhow::ensure!(
+        gateway.exists(),
+        "gateway binary {} not found (cargo build --release -p gateway)",
+        gateway.display()
+    );
 
     // The generator (this process) and the upstream on CPU 0.
     pin(std::process::id(), 0);
     let upstream_addr = free_port()?;
     let exe = std::env::current_exe()?;
-    let upstream = Command::new(exe).args(["region", "--name", "origin", "--listen", &upstream_addr.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let upstream = Command::new(exe)
+        .args([
+            "region",
+            "--name",
+            "origin",
+            "--listen",
+            &upstream_addr.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     pin(upstream.id(), 0);
     let upstream_pid = upstream.id();
-    let _upstream = Guard::Child { child: upstream, _dir: None };
+    let _upstream = Guard::Child {
+        child: upstream,
+        _dir: None,
+    };
     wait_port(upstream_addr).await?;
     pin(upstream_pid, 0);
 
-    let mut targets = vec![Target { name: "direct", h1: upstream_addr, h2: Some(upstream_addr), pid: None, _guard: Guard::None }];
+    let mut targets = vec![Target {
+        name: "direct",
+        h1: upstream_addr,
+        h2: Some(upstream_addr),
+        pid: None,
+        _guard: Guard::None,
+    }];
     targets.push(start_gateway(&gateway, upstream_addr).await?);
     if !args.gateway_only {
         targets.push(start_nginx(upstream_addr).await?);
         targets.push(start_haproxy(upstream_addr).await?);
     }
-    let mut results: Vec<TargetResult> = targets.iter().map(|t| TargetResult { name: t.name.into(), ..Default::default() }).collect();
+    let mut results: Vec<TargetResult> = targets
+        .iter()
+        .map(|t| TargetResult {
+            name: t.name.into(),
+            ..Default::default()
+        })
+        .collect();
 
     // Warm-up: fill connection pools.
     for t in &targets {
-        engine::run(&spec(t.h1, 0, Duration::from_millis(500), args.connections, false), None).await;
+        engine::run(
+            &spec(t.h1, 0, Duration::from_millis(500), args.connections, false),
+            None,
+        )
+        .await;
     }
     for round in 1..=args.repeat {
         for (t, r) in targets.iter().zip(results.iter_mut()) {
             let before = t.pid.and_then(cpu_ticks);
             let started = Instant::now();
-            let records = engine::run(&spec(t.h1, 0, args.duration, args.connections, false), None).await;
+            let records =
+                engine::run(&spec(t.h1, 0, args.duration, args.connections, false), None).await;
             let s = report::summarize(&records, started.elapsed());
             if let (Some(b), Some(a)) = (before, t.pid.and_then(cpu_ticks)) {
                 let cpu_s = (a - b) as f64 / 100.0;
-                r.cpu_us_per_req.push(cpu_s * 1e6 / (s.requests.max(1)) as f64);
+                r.cpu_us_per_req
+                    .push(cpu_s * 1e6 / (s.requests.max(1)) as f64);
             }
             r.failed += s.failed;
             r.h1_rps.push(s.throughput_rps);
-            eprintln!("round {round} {:8} http/1.1 {:>9.0} req/s  failed {}", t.name, s.throughput_rps, s.failed);
+            eprintln!(
+                "round {round} {:8} http/1.1 {:>9.0} req/s  failed {}",
+                t.name, s.throughput_rps, s.failed
+            );
             if let Some(h2) = t.h2 {
                 let started = Instant::now();
                 let records = engine::run(&spec(h2, 0, args.duration, 4, true), None).await;
                 let s = report::summarize(&records, started.elapsed());
                 r.failed += s.failed;
                 r.h2_rps.push(s.throughput_rps);
-                eprintln!("round {round} {:8} h2c      {:>9.0} req/s  failed {}", t.name, s.throughput_rps, s.failed);
+                eprintln!(
+                    "round {round} {:8} h2c      {:>9.0} req/s  failed {}",
+                    t.name, s.throughput_rps, s.failed
+                );
             }
         }
     }
     let median = |v: &[f64]| spread(v.iter().map(|x| Some(*x))).median.unwrap_or(0.0);
-    let lowest_proxy = results.iter().skip(1).map(|r| median(&r.h1_rps)).fold(f64::MAX, f64::min);
+    let lowest_proxy = results
+        .iter()
+        .skip(1)
+        .map(|r| median(&r.h1_rps))
+        .fold(f64::MAX, f64::min);
     let rate = args.rate.unwrap_or(((lowest_proxy / 2.0) as u32).max(100));
     for (t, r) in targets.iter().zip(results.iter_mut()) {
         let started = Instant::now();
-        let records = engine::run(&spec(t.h1, rate, args.duration, args.connections, false), None).await;
+        let records = engine::run(
+            &spec(t.h1, rate, args.duration, args.connections, false),
+            None,
+        )
+        .await;
         let s = report::summarize(&records, started.elapsed());
-        eprintln!("fixed {rate} req/s {:8} p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms", t.name, s.latency.p50_ms, s.latency.p99_ms, s.latency.p999_ms);
+        eprintln!(
+            "fixed {rate} req/s {:8} p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms",
+            t.name, s.latency.p50_ms, s.latency.p99_ms, s.latency.p999_ms
+        );
         r.fixed_rate = Some(s);
         r.peak_rss_mib = t.pid.and_then(peak_rss_mib);
     }
@@ -280,7 +423,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "h1_rps_rounds": r.h1_rps, "h2_rps_rounds": r.h2_rps,
         })).collect::<Vec<_>>(),
     });
-    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&doc)?,
+    )?;
     let md = markdown(&results, rate, &args);
     std::fs::write(args.out.join("report.md"), &md)?;
     chart(&args.out.join("chart.svg"), &results).map_err(anyhow::Error::msg)?;
@@ -293,9 +439,19 @@ fn markdown(results: &[TargetResult], rate: u32, args: &BenchArgs) -> String {
     let median = |v: &[f64]| spread(v.iter().map(|x| Some(*x))).median.unwrap_or(0.0);
     let range = |v: &[f64]| {
         let s = spread(v.iter().map(|x| Some(*x)));
-        format!("{:.0} ({:.0}–{:.0})", s.median.unwrap_or(0.0), s.min.unwrap_or(0.0), s.max.unwrap_or(0.0))
+        format!(
+            "{:.0} ({:.0}–{:.0})",
+            s.median.unwrap_or(0.0),
+            s.min.unwrap_or(0.0),
+            s.max.unwrap_or(0.0)
+        )
     };
-    let by = |name: &str| results.iter().find(|r| r.name == name).map(|r| median(&r.h1_rps));
+    let by = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| median(&r.h1_rps))
+    };
     let mut md = format!(
         "# bench: gateway vs direct, nginx, HAProxy\n\n{} rounds of {:?} per target, {} connections (HTTP/1.1 keep-alive, small body), 4 h2c connections; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker.\n\n",
         args.repeat, args.duration, args.connections
@@ -307,9 +463,17 @@ fn markdown(results: &[TargetResult], rate: u32, args: &BenchArgs) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             range(&r.h1_rps),
-            if r.h2_rps.is_empty() { "-".into() } else { range(&r.h2_rps) },
+            if r.h2_rps.is_empty() {
+                "-".into()
+            } else {
+                range(&r.h2_rps)
+            },
             r.failed,
-            if r.cpu_us_per_req.is_empty() { "-".into() } else { format!("{:.1}", median(&r.cpu_us_per_req)) },
+            if r.cpu_us_per_req.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.1}", median(&r.cpu_us_per_req))
+            },
             r.peak_rss_mib.map_or("-".into(), |m| format!("{m:.1}")),
             lat.map_or("-".into(), |l| format!("{:.3}", l.p50_ms)),
             lat.map_or("-".into(), |l| format!("{:.3}", l.p99_ms)),
@@ -319,7 +483,10 @@ fn markdown(results: &[TargetResult], rate: u32, args: &BenchArgs) -> String {
     md.push_str(&format!("\nLatency columns: open loop at {rate} req/s for {:?}, measured from the scheduled send time.\n\n", args.duration));
     if let Some(gw) = by("gateway") {
         md.push_str("Gateway HTTP/1.1 throughput ratios (median): ");
-        let ratios: Vec<String> = ["direct", "nginx", "haproxy"].iter().filter_map(|n| by(n).map(|v| format!("{:.2}× {n}", gw / v.max(1.0)))).collect();
+        let ratios: Vec<String> = ["direct", "nginx", "haproxy"]
+            .iter()
+            .filter_map(|n| by(n).map(|v| format!("{:.2}× {n}", gw / v.max(1.0))))
+            .collect();
         md.push_str(&ratios.join(", "));
         md.push('\n');
     }
@@ -330,25 +497,57 @@ fn chart(path: &Path, results: &[TargetResult]) -> Result<(), String> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (900, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let rounds = results.iter().map(|r| r.h1_rps.len()).max().unwrap_or(1).max(1);
-    let y_max = results.iter().flat_map(|r| r.h1_rps.iter().chain(&r.h2_rps)).fold(1.0f64, |a, b| a.max(*b)) * 1.15;
+    let rounds = results
+        .iter()
+        .map(|r| r.h1_rps.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let y_max = results
+        .iter()
+        .flat_map(|r| r.h1_rps.iter().chain(&r.h2_rps))
+        .fold(1.0f64, |a, b| a.max(*b))
+        * 1.15;
     let mut c = ChartBuilder::on(&root)
         .margin(15)
-        .caption("maximum throughput per round (solid HTTP/1.1, dashed h2c)", ("sans-serif", 18))
+        .caption(
+            "maximum throughput per round (solid HTTP/1.1, dashed h2c)",
+            ("sans-serif", 18),
+        )
         .x_label_area_size(30)
         .y_label_area_size(70)
         .build_cartesian_2d(0.5..(rounds as f64 + 0.5), 0.0..y_max)
         .map_err(|e| e.to_string())?;
-    c.configure_mesh().x_desc("round").y_desc("req/s").draw().map_err(|e| e.to_string())?;
+    c.configure_mesh()
+        .x_desc("round")
+        .y_desc("req/s")
+        .draw()
+        .map_err(|e| e.to_string())?;
     let palette = [BLACK, BLUE, GREEN, RED];
     for (i, r) in results.iter().enumerate() {
         let color = palette[i % palette.len()];
-        c.draw_series(LineSeries::new(r.h1_rps.iter().enumerate().map(|(k, v)| ((k + 1) as f64, *v)), color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(r.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        c.draw_series(r.h2_rps.iter().enumerate().map(|(k, v)| Circle::new(((k + 1) as f64, *v), 4, color.filled()))).map_err(|e| e.to_string())?;
+        c.draw_series(LineSeries::new(
+            r.h1_rps
+                .iter()
+                .enumerate()
+                .map(|(k, v)| ((k + 1) as f64, *v)),
+            color.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(r.name.clone())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        c.draw_series(
+            r.h2_rps
+                .iter()
+                .enumerate()
+                .map(|(k, v)| Circle::new(((k + 1) as f64, *v), 4, color.filled())),
+        )
+        .map_err(|e| e.to_string())?;
     }
-    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
 }

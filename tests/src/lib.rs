@@ -132,6 +132,81 @@ impl Gateway {
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
+
+    /// The config file the gateway runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    /// Replaces the config file atomically (write a temp file, rename over), with the same
+    /// placeholders as [`Gateway::start`].
+    pub fn write_config(&self, config: &str) {
+        let text = self.render(config);
+        let tmp = self.dir.path().join(".gateway.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("rename config");
+    }
+
+    /// Fills the placeholders of a config template.
+    pub fn render(&self, config: &str) -> String {
+        config
+            .replace("{listen}", &self.addr.to_string())
+            .replace("{admin}", &self.admin.to_string())
+            .replace("{dir}", &self.dir.path().display().to_string())
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) to the gateway.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let ok = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{name} failed");
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return status.code();
+                }
+            }
+            if start.elapsed() > DEADLINE {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `method path` on the admin API with an optional bearer token: (status, body).
+    pub async fn admin_call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = client::H1::connect(self.admin)
+            .await
+            .send(req.body(client::empty()).expect("request"))
+            .await;
+        (
+            resp.status,
+            String::from_utf8_lossy(&resp.body).into_owned(),
+        )
+    }
+
+    /// `GET /status` as JSON.
+    pub async fn status(&self, token: Option<&str>) -> serde_json::Value {
+        let (code, body) = self.admin_call("GET", "/status", token).await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
 }
 
 impl Drop for Gateway {
