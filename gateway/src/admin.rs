@@ -57,11 +57,22 @@ impl AdminService {
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.bind).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(bind = %self.bind, error = %e, "admin API cannot listen");
-                return;
+        // During a binary upgrade the old process keeps the admin port for its grace period:
+        // keep trying until it is free.
+        let mut logged = false;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.bind).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(bind = %self.bind, error = %e, "admin API cannot listen yet; retrying");
+                        logged = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    }
+                }
             }
         };
         tracing::info!(bind = %self.bind, "admin API listening");

@@ -50,6 +50,7 @@ routes:
     regions: [fra, ber]
     allowed_regions: [fra, ber]
     retry: { attempts: 3 }
+    failback: { hold_down: 5s }
     timeouts: { connect: 250ms, request: 10s }
 "#;
 
@@ -171,8 +172,10 @@ pub fn banner(addrs: DemoAddrs, config_path: &std::path::Path) -> String {
            curl -s --http2-prior-knowledge http://{listen}/hello\n  \
            curl -s -X POST http://{control}/fra/refuse   # crash region fra: traffic moves to ber\n  \
            curl -s http://{listen}/hello                 # now answered by ber, no error\n  \
-           curl -s -X POST http://{control}/fra/ok       # bring fra back\n\n\
-         modes: ok, refuse, blackhole, status=503, slow=500ms, reset\n\
+           curl -s -X POST http://{control}/fra/ok       # bring fra back (traffic returns after the hold-down)\n  \
+           curl -s -X POST 'http://{admin}/regions/fra/drain?for=30s'   # drill: drain fra for 30 s\n  \
+           curl -s http://{admin}/metrics | grep gateway_region_up\n\n\
+         modes: ok, refuse, blackhole, status=503, slow=500ms, reset, flap=300ms\n\
          stop with Ctrl-C\n",
         config = config_path.display(),
     )

@@ -34,6 +34,14 @@ enum Command {
         /// Proxy worker threads (overrides `server.threads`; default one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Binary upgrade: take the listening sockets over from the running gateway, which must
+        /// then be sent SIGQUIT; it hands them over and drains.
+        #[arg(long)]
+        upgrade: bool,
+        /// Unix socket for the upgrade hand-over (default /tmp/gateway-upgrade-<admin port>.sock);
+        /// old and new process must use the same one.
+        #[arg(long)]
+        upgrade_sock: Option<PathBuf>,
     },
     /// Validate config files without starting anything; exit 0 if all are valid, 64 if not.
     Check {
@@ -110,7 +118,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{:#}", gateway_config::json_schema());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config, threads } => {
+        Command::Run {
+            config,
+            threads,
+            upgrade,
+            upgrade_sock,
+        } => {
             let config = match gateway_config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -119,7 +132,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             tracing::info!(file = %config.source.display(), hash = %config.hash, "config loaded");
-            let server = build_server(config, &ServerOptions { threads })?;
+            let server = build_server(
+                config,
+                &ServerOptions {
+                    threads,
+                    upgrade,
+                    upgrade_sock,
+                },
+            )?;
             server.run(RunArgs::default());
             Ok(ExitCode::SUCCESS)
         }
@@ -143,6 +163,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config,
                 &ServerOptions {
                     threads: Some(threads),
+                    ..Default::default()
                 },
             )?;
             println!("{}", demo::banner(addrs, &path));

@@ -53,6 +53,12 @@ pub enum StartError {
 pub struct ServerOptions {
     /// Worker threads; overrides `server.threads` from the config.
     pub threads: Option<usize>,
+    /// Take the listening sockets over from a running gateway (binary upgrade): start this
+    /// process with `upgrade`, then send SIGQUIT to the old one.
+    pub upgrade: bool,
+    /// Unix socket used to hand listening sockets over during an upgrade (default
+    /// `/tmp/gateway-upgrade-<admin port>.sock`).
+    pub upgrade_sock: Option<std::path::PathBuf>,
 }
 
 /// The shared state of a running gateway.
@@ -83,9 +89,18 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
+        upgrade_sock: options
+            .upgrade_sock
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("/tmp/gateway-upgrade-{}.sock", config.admin.bind.port())),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: options.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let metrics = crate::telemetry::install();

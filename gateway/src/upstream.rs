@@ -133,6 +133,11 @@ impl AsyncWrite for AbortableSocket {
 }
 
 impl VirtualSocket for AbortableSocket {
+    fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        // Unique per open connection: Pingora's connection pool keys idle connections by it.
+        std::os::unix::io::AsRawFd::as_raw_fd(&self.inner)
+    }
+
     fn set_socket_option(&self, opt: VirtualSockOpt) -> io::Result<()> {
         match opt {
             VirtualSockOpt::NoDelay => self.inner.set_nodelay(true),

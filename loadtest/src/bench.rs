@@ -218,7 +218,7 @@ async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
     let (h1, h2) = (free_port()?, free_port()?);
     let conf = format!(
-        "global\n  nbthread 1\n  maxconn 20000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {h1}\n  bind {h2} proto h2\n  default_backend b\nbackend b\n  server origin {upstream} maxconn 10000\n"
+        "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {h1}\n  bind {h2} proto h2\n  default_backend b\nbackend b\n  server origin {upstream} maxconn 4000\n"
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, conf)?;

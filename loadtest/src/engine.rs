@@ -384,3 +384,65 @@ impl RegionNames {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::{Identity, Mode, RegionServer};
+
+    /// Self-test against coordinated omission: an upstream that stalls for 1 s must show the
+    /// stall in the reported p99, not just in one request.
+    #[tokio::test]
+    async fn a_one_second_stall_shows_in_p99() {
+        let server = RegionServer::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            Identity {
+                region: "r".into(),
+                endpoint: "r-1".into(),
+            },
+        )
+        .await
+        .expect("server");
+        let spec = LoadSpec {
+            addr: server.addr(),
+            host: "stall.test".into(),
+            path: "/".into(),
+            rate: 200,
+            duration: Duration::from_secs(3),
+            connections: 4,
+            http2: false,
+            timeout: Duration::from_secs(10),
+            max_requests: 10_000,
+        };
+        let load = tokio::spawn(async move { run(&spec, None).await });
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Every request arriving in the next 50 ms takes 1 s: all 4 connections are stuck.
+        server.set_mode(Mode::Slow(Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        server.set_mode(Mode::Ok);
+        let records = load.await.expect("load");
+        let summary = crate::report::summarize(&records, Duration::from_secs(3));
+        assert_eq!(summary.failed, 0);
+        assert!(
+            records.len() >= 590,
+            "open loop keeps the rate: {} requests",
+            records.len()
+        );
+        // About 200 requests were due during the stall and waited for it: far more than 1%.
+        assert!(
+            summary.latency.p99_ms >= 800.0,
+            "p99 {} ms hides the stall",
+            summary.latency.p99_ms
+        );
+        assert!(
+            summary.latency.p50_ms < 100.0,
+            "p50 {} ms",
+            summary.latency.p50_ms
+        );
+        let slow = records
+            .iter()
+            .filter(|r| r.latency >= Duration::from_millis(500))
+            .count();
+        assert!(slow >= 50, "only {slow} requests show the stall");
+    }
+}

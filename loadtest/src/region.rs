@@ -91,6 +91,8 @@ pub struct Counters {
     pub requests: std::sync::atomic::AtomicU64,
     /// Requests with a method other than GET and HEAD.
     pub unsafe_requests: std::sync::atomic::AtomicU64,
+    /// Connections accepted.
+    pub connections: std::sync::atomic::AtomicU64,
 }
 
 /// Identity of a simulated endpoint.
@@ -189,6 +191,13 @@ impl RegionServer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Connections accepted so far (health probes included).
+    pub fn connections(&self) -> u64 {
+        self.counters
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Requests with a method other than GET/HEAD received so far.
     pub fn unsafe_requests(&self) -> u64 {
         self.counters
@@ -255,6 +264,7 @@ async fn accept_loop(
             } => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
+                counters.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let identity = identity.clone();
                 let counters = counters.clone();
                 let mode = mode.clone();

@@ -86,6 +86,8 @@ impl Gateway {
         let child = Command::new(gateway_bin())
             .args(["run", "--threads", "2", "--config"])
             .arg(&config_path)
+            .arg("--upgrade-sock")
+            .arg(dir.path().join("upgrade.sock"))
             .env("GATEWAY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -131,6 +133,32 @@ impl Gateway {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Starts a second gateway process with `--upgrade` on the same config and upgrade socket,
+    /// and waits until it is waiting for the sockets. Send SIGQUIT to this one next.
+    pub async fn start_upgrade(&self) -> Child {
+        let sock = self.dir.path().join("upgrade.sock");
+        let stderr =
+            std::fs::File::create(self.dir.path().join("gateway-new.stderr")).expect("stderr file");
+        let child = Command::new(gateway_bin())
+            .args(["run", "--threads", "2", "--upgrade", "--config"])
+            .arg(self.config_path())
+            .arg("--upgrade-sock")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn new gateway");
+        let start = Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the new gateway never listened on the upgrade socket"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child
     }
 
     /// The config file the gateway runs with.

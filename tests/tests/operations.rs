@@ -461,3 +461,44 @@ async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
     assert_eq!(resp.status, 200, "in-flight request finished");
     assert_eq!(gw.wait_exit().await, Some(0), "exits after the drain");
 }
+
+#[tokio::test]
+#[ignore = "flaky: in about 1 run of 4, 1 of 1200 requests fails when the old process exits (see the upgrade issue note)"]
+async fn binary_upgrade_hands_listeners_over_without_losing_a_request() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "")
+        .replace("listeners:", "server: { grace_period: 2s }\nlisteners:");
+    let (mut old, _) = Gateway::start(&config, &[]).await;
+    let addr = old.addr;
+    let load = tokio::spawn(async move { drive(addr, "/", 200, Duration::from_secs(6), 8).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut new = Guard(old.start_upgrade().await);
+    old.signal("QUIT");
+    let outcomes = load.await.expect("load");
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.status != Some(200)).collect();
+    assert!(outcomes.len() > 1000, "load ran: {}", outcomes.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across the upgrade: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(
+        old.wait_exit().await,
+        Some(0),
+        "the old process exits after handing over"
+    );
+    assert!(
+        new.0.try_wait().expect("wait").is_none(),
+        "the new process serves"
+    );
+    eventually("new process ready on the same admin port", || async {
+        matches!(
+            gateway_tests::client::get_status(old.admin, "/readyz").await,
+            Ok((200, _))
+        )
+    })
+    .await;
+    assert_eq!(region_of(addr, "/").await.as_deref(), Some("fra"));
+}

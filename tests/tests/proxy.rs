@@ -535,3 +535,24 @@ async fn short_http10_request_is_answered() {
     );
     assert!(answer.contains("\"region\":\"fra\""), "{answer}");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let fra = region("fra", "fra-1").await;
+    let ber = region("ber", "ber-1").await;
+    // Probes far apart so that their connections do not count.
+    let config = two_region_config(fra.addr(), ber.addr(), "")
+        .replace("\" }] }", "\" }], probe: { interval: 1h, timeout: 1s } }");
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let before = fra.connections();
+    let mut c = H1::connect(gw.addr).await;
+    for _ in 0..200 {
+        assert_eq!(c.send(get("a", "/reuse")).await.status, 200);
+    }
+    let opened = fra.connections() - before;
+    // One connection per gateway worker thread at most, give or take a pool race.
+    assert!(
+        opened <= 4,
+        "{opened} upstream connections for 200 sequential requests: keep-alive is not working"
+    );
+}

@@ -140,7 +140,7 @@ impl AsRawFd for RawStream {
         match self {
             RawStream::Tcp(s) => s.as_raw_fd(),
             RawStream::Unix(s) => s.as_raw_fd(),
-            RawStream::Virtual(_) => -1, // Virtual stream does not have a real fd
+            RawStream::Virtual(s) => s.raw_fd(), // PATCH: -1 unless the socket has one
         }
     }
 }

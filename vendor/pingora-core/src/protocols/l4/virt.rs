@@ -21,6 +21,14 @@ pub enum VirtualSockOpt {
 pub trait VirtualSocket: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug {
     /// Set a socket option.
     fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()>;
+
+    /// PATCH (failover gateway): the OS file descriptor behind this socket, or -1 if none.
+    /// Connection pools key idle connections by this id; with -1 for every virtual socket,
+    /// pooled connections collided and upstream keep-alive never took effect.
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        -1
+    }
 }
 
 /// Wrapper around any type implementing  [`VirtualSocket`].
@@ -37,6 +45,13 @@ impl VirtualSocketStream {
     #[inline]
     pub fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
         self.socket.set_socket_option(opt)
+    }
+
+    /// The OS file descriptor behind the socket, or -1 if none.
+    #[cfg(unix)]
+    #[inline]
+    pub fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.socket.raw_fd()
     }
 }
 
