@@ -12,6 +12,7 @@ pub mod routing;
 pub mod selection;
 pub mod server;
 pub mod snapshot;
+pub mod sticky;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

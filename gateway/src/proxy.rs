@@ -18,8 +18,11 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::routing::{host_without_port, RouteIndex};
-use crate::selection::{choose, has_untried, Choice, NoChoice};
+use crate::selection::{
+    choose, choose_in_region, choose_pinned, choose_rendezvous, has_untried, Choice, NoChoice,
+};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
+use crate::sticky::{find_cookie, now_unix, set_cookie, Invalid, StickyToken};
 use crate::upstream::AbortableConnect;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
@@ -47,6 +50,8 @@ pub struct RequestCtx {
     status_retry: bool,
     /// Type of the last upstream failure, reported when no endpoint is left to try.
     last_failure: Option<ErrorType>,
+    /// Sticky-session state, on routes with `sticky`.
+    sticky: Option<StickyCtx>,
     started: Instant,
 }
 
@@ -82,6 +87,17 @@ impl RequestCtx {
     }
 }
 
+/// What the request brought for sticky sessions.
+#[derive(Default)]
+struct StickyCtx {
+    /// A valid cookie's decision.
+    pin: Option<StickyToken>,
+    /// Why a cookie that was present was not honoured.
+    invalid: Option<Invalid>,
+    /// Header-affinity key, when there is no valid cookie.
+    header_key: Option<String>,
+}
+
 /// Whether the request can be sent again: an idempotent method whose body is still buffered.
 fn replayable(session: &Session) -> bool {
     session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
@@ -111,6 +127,7 @@ impl ProxyHttp for GatewayProxy {
             all_down: false,
             status_retry: false,
             last_failure: None,
+            sticky: None,
             started: Instant::now(),
         }
     }
@@ -142,6 +159,35 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(plan) = ctx.plan() {
             plan.failover.budget.on_request();
+            if let Some(settings) = &plan.route.sticky {
+                let headers = &session.req_header().headers;
+                let mut st = StickyCtx::default();
+                let cookies = headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes());
+                if let Some(raw) = find_cookie(cookies, &settings.cookie) {
+                    match StickyToken::decode(
+                        raw,
+                        &ctx.snapshot.config.sticky_keys,
+                        &plan.route.name,
+                        now_unix(),
+                    ) {
+                        Ok(t) => st.pin = Some(t),
+                        Err(reason) => {
+                            st.invalid = Some(reason);
+                            metrics::counter!("gateway_sticky_total", "route" => plan.route.name.to_string(), "outcome" => reason.label())
+                                .increment(1);
+                        }
+                    }
+                }
+                if st.pin.is_none() {
+                    if let Some(h) = &settings.header {
+                        st.header_key = headers
+                            .get(h.as_str())
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                    }
+                }
+                ctx.sticky = Some(st);
+            }
         }
         Ok(false)
     }
@@ -156,7 +202,40 @@ impl ProxyHttp for GatewayProxy {
         let plan = ctx
             .plan()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let choice = match choose(&snapshot, plan, &ctx.tried) {
+        let sticky_choice = if ctx.tried.is_empty() {
+            let return_on_failback = plan
+                .route
+                .sticky
+                .as_ref()
+                .is_some_and(|s| s.on_failback == gateway_config::OnFailback::Return);
+            match &ctx.sticky {
+                Some(StickyCtx { pin: Some(pin), .. }) => choose_pinned(
+                    &snapshot,
+                    plan,
+                    &pin.region,
+                    &pin.endpoint,
+                    return_on_failback,
+                )
+                .map(|(c, _)| c),
+                Some(StickyCtx {
+                    header_key: Some(key),
+                    ..
+                }) => choose_rendezvous(&snapshot, plan, key),
+                _ => None,
+            }
+        } else if plan.route.sticky.is_some() && ctx.tried.len() == 1 {
+            // A sticky session's first retry stays in the region holding its state; further
+            // retries follow the failover order.
+            ctx.tried
+                .first()
+                .and_then(|first| choose_in_region(&snapshot, first.region, &ctx.tried))
+        } else {
+            None
+        };
+        let choice = match sticky_choice
+            .map(Ok)
+            .unwrap_or_else(|| choose(&snapshot, plan, &ctx.tried))
+        {
             Ok(choice) => choice,
             Err(NoChoice::AllRegionsDown) => {
                 let message = format!("route {}: no allowed region is up", plan.route.name);
@@ -335,6 +414,7 @@ impl ProxyHttp for GatewayProxy {
             let name = ctx.snapshot.config.server.request_id_header.clone();
             response.insert_header(name, id.clone())?;
         }
+        self.sticky_response(response, ctx)?;
         Ok(())
     }
 
@@ -492,6 +572,44 @@ impl ProxyHttp for GatewayProxy {
             error = e.map(|e| e.to_string()),
             "request"
         );
+    }
+}
+
+impl GatewayProxy {
+    /// Issues or replaces the sticky cookie when the endpoint that served is not the one the
+    /// request's cookie named (or there was no valid cookie), and counts the outcome.
+    fn sticky_response(&self, response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+        let (Some(plan), Some(st), Some(served)) = (ctx.plan(), ctx.sticky.as_ref(), ctx.current())
+        else {
+            return Ok(());
+        };
+        let Some(settings) = &plan.route.sticky else {
+            return Ok(());
+        };
+        let region = ctx.snapshot.regions[served.region].name.as_str();
+        let endpoint = served.endpoint.key.id.as_str();
+        let outcome = match &st.pin {
+            Some(pin) if pin.region == region && pin.endpoint == endpoint => "honoured",
+            Some(_) => "repinned",
+            None => "issued",
+        };
+        metrics::counter!("gateway_sticky_total", "route" => plan.route.name.to_string(), "outcome" => outcome).increment(1);
+        if outcome == "honoured" {
+            return Ok(());
+        }
+        let Some(key) = ctx.snapshot.config.sticky_keys.first() else {
+            return Ok(());
+        };
+        let now = now_unix();
+        let token = StickyToken {
+            route: plan.route.name.to_string(),
+            region: region.to_string(),
+            endpoint: endpoint.to_string(),
+            issued: now,
+            expires: now + settings.ttl.as_secs().max(1),
+        };
+        response.append_header(header::SET_COOKIE, set_cookie(settings, &token.encode(key)))?;
+        Ok(())
     }
 }
 

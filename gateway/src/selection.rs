@@ -137,3 +137,100 @@ fn pick_endpoint(
             endpoint: e.clone(),
         })
 }
+
+/// The endpoint a sticky session is pinned to, or a re-pin inside the same region.
+///
+/// `None` when the session must be placed afresh: the region is not one of the route's, is down
+/// or drained, or (with `on_failback: return`) is in a lower tier than the one serving now.
+pub fn choose_pinned(
+    snapshot: &RoutingSnapshot,
+    plan: &RoutePlan,
+    region_name: &str,
+    endpoint_id: &str,
+    return_on_failback: bool,
+) -> Option<(Choice, bool)> {
+    let region = snapshot
+        .regions
+        .iter()
+        .position(|r| r.name.as_str() == region_name)?;
+    let tier = plan
+        .tiers
+        .iter()
+        .position(|t| t.iter().any(|(r, _)| *r == region))?;
+    let target = &snapshot.regions[region];
+    if !target.health.is_up() {
+        return None;
+    }
+    if return_on_failback
+        && snapshot
+            .current_tier(plan)
+            .is_some_and(|active| active < tier)
+    {
+        return None;
+    }
+    let members = target.health.members();
+    if let Some(e) = members
+        .endpoints
+        .iter()
+        .find(|e| e.key.id.as_str() == endpoint_id && e.is_routable())
+    {
+        return Some((
+            Choice {
+                region,
+                endpoint: e.clone(),
+            },
+            true,
+        ));
+    }
+    // Pinned endpoint unhealthy or gone: same region first.
+    pick_endpoint(snapshot, region, &[]).map(|c| (c, false))
+}
+
+/// Rendezvous hashing of `key` over the healthy endpoints of the serving tier's up regions: the
+/// same answer in every PoP, and losing an endpoint moves only the keys it had.
+pub fn choose_rendezvous(
+    snapshot: &RoutingSnapshot,
+    plan: &RoutePlan,
+    key: &str,
+) -> Option<Choice> {
+    let tier = snapshot.current_tier(plan)?;
+    let mut best: Option<(u64, Choice)> = None;
+    for (region, _) in plan.tiers.get(tier)? {
+        let target = &snapshot.regions[*region];
+        if !target.health.is_up() {
+            continue;
+        }
+        for e in target
+            .health
+            .members()
+            .endpoints
+            .iter()
+            .filter(|e| e.is_routable())
+        {
+            let score = crate::sticky::rendezvous_score(key, e.key.id.as_str());
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                best = Some((
+                    score,
+                    Choice {
+                        region: *region,
+                        endpoint: e.clone(),
+                    },
+                ));
+            }
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// An untried healthy endpoint in `region` (if the region is up): sticky sessions retry inside
+/// the region that holds their state before failing over.
+pub fn choose_in_region(
+    snapshot: &RoutingSnapshot,
+    region: RegionIndex,
+    tried: &[Choice],
+) -> Option<Choice> {
+    if !snapshot.regions.get(region)?.health.is_up() {
+        return None;
+    }
+    pick_endpoint(snapshot, region, tried)
+}

@@ -80,6 +80,10 @@ fn describe() {
         "gateway_config_last_reload_success",
         "1 if the last reload attempt succeeded."
     );
+    describe_counter!(
+        "gateway_sticky_total",
+        "Sticky-session outcomes by route: honoured, repinned, issued, invalid_<reason>."
+    );
 }
 
 /// Status classes, in label order.

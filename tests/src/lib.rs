@@ -161,6 +161,13 @@ impl Gateway {
         child
     }
 
+    /// Whether the child is still running (without `&mut`).
+    pub fn is_running_ref(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| std::path::Path::new(&format!("/proc/{}", c.id())).exists())
+    }
+
     /// The config file the gateway runs with.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("gateway.yaml")
