@@ -463,7 +463,6 @@ async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
 }
 
 #[tokio::test]
-#[ignore = "flaky: in about 1 run of 4, 1 of 1200 requests fails when the old process exits (see the upgrade issue note)"]
 async fn binary_upgrade_hands_listeners_over_without_losing_a_request() {
     let two = Two::start().await;
     let config = with_admin(&two.config("fra", "", ""), "")
