@@ -141,3 +141,12 @@ fn schema_denies_unknown_fields() {
     assert!(text.contains("\"additionalProperties\":false"));
     assert!(text.contains("path_prefix"));
 }
+
+#[test]
+fn admin_off_loopback_needs_a_token() {
+    let text = format!("admin: {{ bind: \"0.0.0.0:9901\" }}\n{MINIMAL}");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "admin.bind");
+    assert!(found[0].fix.contains("token_file"), "{:?}", found[0]);
+}

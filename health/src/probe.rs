@@ -19,6 +19,25 @@ pub trait Probe: Send + Sync {
     async fn probe(&self, timeout: Duration) -> ProbeRecord;
 }
 
+/// Runs one check under a deadline and records its outcome and duration.
+async fn timed(
+    timeout: Duration,
+    check: impl std::future::Future<Output = Result<String, String>>,
+) -> ProbeRecord {
+    let started = Instant::now();
+    let (ok, detail) = match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(detail)) => (true, detail),
+        Ok(Err(e)) => (false, e),
+        Err(_) => (false, format!("timeout after {timeout:?}")),
+    };
+    ProbeRecord {
+        at: SystemTime::now(),
+        ok,
+        duration: started.elapsed(),
+        detail,
+    }
+}
+
 /// TCP connect probe.
 pub struct TcpProbe {
     /// Target.
@@ -28,19 +47,13 @@ pub struct TcpProbe {
 #[async_trait]
 impl Probe for TcpProbe {
     async fn probe(&self, timeout: Duration) -> ProbeRecord {
-        let started = Instant::now();
-        let result = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(self.addr)).await;
-        let (ok, detail) = match result {
-            Ok(Ok(_)) => (true, "connected".to_string()),
-            Ok(Err(e)) => (false, format!("connect: {e}")),
-            Err(_) => (false, format!("timeout after {timeout:?}")),
-        };
-        ProbeRecord {
-            at: SystemTime::now(),
-            ok,
-            duration: started.elapsed(),
-            detail,
-        }
+        timed(timeout, async {
+            tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map(|_| "connected".to_string())
+                .map_err(|e| format!("connect: {e}"))
+        })
+        .await
     }
 }
 
@@ -142,17 +155,6 @@ impl HttpProber {
 #[async_trait]
 impl Probe for HttpProber {
     async fn probe(&self, timeout: Duration) -> ProbeRecord {
-        let started = Instant::now();
-        let (ok, detail) = match tokio::time::timeout(timeout, self.run()).await {
-            Ok(Ok(detail)) => (true, detail),
-            Ok(Err(e)) => (false, e),
-            Err(_) => (false, format!("timeout after {timeout:?}")),
-        };
-        ProbeRecord {
-            at: SystemTime::now(),
-            ok,
-            duration: started.elapsed(),
-            detail,
-        }
+        timed(timeout, self.run()).await
     }
 }

@@ -502,6 +502,16 @@ fn websocket(mut req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     with_identity(id, resp)
 }
 
+/// A YAML flow list of `servers` as gateway endpoints with ids `<name>-1`, `<name>-2`, ...
+pub fn endpoints_yaml(servers: &[RegionServer], name: &str) -> String {
+    servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Serves the control API of a set of endpoints on `listener`: `POST /mode/{mode}` switches all
 /// of them (`ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset`, `flap=300ms`);
 /// `GET /mode` tells the current one; `GET /stats` gives request counts.

@@ -205,14 +205,7 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, by
 
 /// The config the scenario gives the gateway.
 fn config(spec: &ScenarioSpec, fra: &[RegionServer], ber: &[RegionServer]) -> String {
-    let eps = |servers: &[RegionServer], name: &str| {
-        servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let eps = crate::region::endpoints_yaml;
     let interval = spec.probe_interval.as_millis();
     let probe = format!(
         "{{ http: {{ path: /healthz }}, interval: {interval}ms, timeout: {}ms, rise: 2, fall: 2 }}",

@@ -29,14 +29,7 @@ impl Fleet {
     }
 
     fn config(&self, probe: &str, route_extra: &str, routes_extra: &str) -> String {
-        let eps = |servers: &[RegionServer], name: &str| {
-            servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let eps = loadtest::region::endpoints_yaml;
         format!(
             r#"
 listeners:
