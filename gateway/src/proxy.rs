@@ -103,14 +103,13 @@ fn replayable(session: &Session) -> bool {
     session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [&str; 7] = [
+/// Hop-by-hop request headers (RFC 9110 §7.6.1, plus Proxy-Authorization), never forwarded.
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authorization",
     "te",
-    "trailer",
     "upgrade",
 ];
 
@@ -136,7 +135,7 @@ impl ProxyHttp for GatewayProxy {
         let id_header = ctx.snapshot.config.server.request_id_header.as_str();
         ctx.request_id = Some(match session.req_header().headers.get(id_header) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
-            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+            _ => HeaderValue::from_str(&new_request_id())
                 .map_err(|_| Error::new(ErrorType::InternalError))?,
         });
         let req = session.req_header();
@@ -336,8 +335,16 @@ impl ProxyHttp for GatewayProxy {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
         let upgrade_value = upstream.headers.get(header::UPGRADE).cloned();
-        for name in HOP_BY_HOP.iter().copied() {
-            upstream.remove_header(name);
+        // One pass over the names first: most requests carry no hop-by-hop header, and removing
+        // a header from Pingora's request header is not free.
+        if upstream
+            .headers
+            .keys()
+            .any(|k| HOP_BY_HOP.contains(&k.as_str()))
+        {
+            for name in HOP_BY_HOP.iter().copied() {
+                upstream.remove_header(name);
+            }
         }
         for name in &listed {
             upstream.remove_header(name);
@@ -397,14 +404,16 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
             let listed = connection_tokens(&response.headers);
-            for name in [
-                "connection",
-                "keep-alive",
-                "proxy-connection",
-                "trailer",
-                "upgrade",
-            ] {
-                response.remove_header(name);
+            const RESPONSE_HOP_BY_HOP: [&str; 4] =
+                ["connection", "keep-alive", "proxy-connection", "upgrade"];
+            if response
+                .headers
+                .keys()
+                .any(|k| RESPONSE_HOP_BY_HOP.contains(&k.as_str()))
+            {
+                for name in RESPONSE_HOP_BY_HOP {
+                    response.remove_header(name);
+                }
             }
             for name in &listed {
                 response.remove_header(name);
@@ -673,6 +682,11 @@ async fn respond_json(
         .write_response_body(Some(Bytes::from(body)), true)
         .await?;
     Ok(())
+}
+
+/// A random 128-bit request id as 32 hex digits (thread-local PRNG: no syscall per request).
+fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
 /// A JSON string literal.
