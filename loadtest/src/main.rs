@@ -311,7 +311,7 @@ async fn main() -> anyhow::Result<()> {
                 "detect_ms": scenario::spread(runs.iter().map(|r| r.detect_ms)),
                 "last_primary_ms": scenario::spread(runs.iter().map(|r| r.last_primary_ms)),
                 "first_secondary_ms": scenario::spread(runs.iter().map(|r| r.first_secondary_ms)),
-                "all_on_secondary_ms": scenario::spread(runs.iter().map(|r| r.all_on_secondary_ms)),
+                "settled_ms": scenario::spread(runs.iter().map(|r| r.settled_ms)),
                 "failback_ms": scenario::spread(runs.iter().map(|r| r.failback_ms)),
                 "window_p99_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.p99_ms))),
                 "window_max_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.max_ms))),
@@ -383,12 +383,12 @@ fn fmt_ms(v: Option<f64>) -> String {
 
 fn run_line(r: &scenario::RunResult) -> String {
     format!(
-        "  requests {} failed {} | detect {} ms | last primary {} ms | all on secondary {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms\n",
+        "  requests {} failed {} | detect {} ms | last primary {} ms | settled {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms\n",
         r.summary.requests,
         r.summary.failed,
         fmt_ms(r.detect_ms),
         fmt_ms(r.last_primary_ms),
-        fmt_ms(r.all_on_secondary_ms),
+        fmt_ms(r.settled_ms),
         r.window.latency.p99_ms,
         r.window.latency.max_ms,
         fmt_ms(r.failback_ms)
@@ -405,7 +405,7 @@ fn failover_markdown(
         "# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n",
         machine()
     );
-    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | all on secondary ms | window p50 ms | window p99 ms | window max ms | failback ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | settled ms | window p50 ms | window p99 ms | window max ms | failback ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
         let errors: Vec<String> = r
             .summary
@@ -433,7 +433,7 @@ fn failover_markdown(
             fmt_ms(r.detect_ms),
             fmt_ms(r.last_primary_ms),
             fmt_ms(r.first_secondary_ms),
-            fmt_ms(r.all_on_secondary_ms),
+            fmt_ms(r.settled_ms),
             r.window.latency.p50_ms,
             r.window.latency.p99_ms,
             r.window.latency.max_ms,

@@ -80,9 +80,9 @@ pub struct RunResult {
     pub last_primary_ms: Option<f64>,
     /// Fault → completion of the first request answered by the secondary.
     pub first_secondary_ms: Option<f64>,
-    /// Fault → due time after which every answered request came from the secondary (until
-    /// recovery).
-    pub all_on_secondary_ms: Option<f64>,
+    /// Fault → due time after which every request (until recovery) was answered by the
+    /// secondary at normal latency (at most 3 × the pre-fault p99, and at least that + 50 ms).
+    pub settled_ms: Option<f64>,
     /// Recovery → first request answered by the primary again.
     pub failback_ms: Option<f64>,
     /// Chart markers.
@@ -332,9 +332,13 @@ fn analyse(
         .filter(|r| is(r, "ber"))
         .map(|r| done(r))
         .min();
-    // The due time after which, until recovery, nothing was answered by the primary or failed.
-    let last_bad = during.iter().filter(|r| !is(r, "ber")).map(|r| r.due).max();
-    let all_on_secondary = match last_bad {
+    // The due time after which, until recovery, every request was answered by the secondary at
+    // normal latency.
+    let before: Vec<Record> = records.iter().filter(|r| r.due < fault_at).cloned().collect();
+    let baseline = Duration::from_secs_f64(report::summarize(&before, fault_at).latency.p99_ms / 1000.0);
+    let threshold = (baseline * 3).max(baseline + Duration::from_millis(50));
+    let last_bad = during.iter().filter(|r| !is(r, "ber") || r.latency > threshold).map(|r| r.due).max();
+    let settled = match last_bad {
         None => Some(Duration::ZERO),
         Some(t) if during.iter().any(|r| r.due > t) => Some(t.saturating_sub(fault_at)),
         Some(_) => None,
@@ -381,7 +385,7 @@ fn analyse(
         detect_ms: down_at.filter(|d| *d >= fault_at).map(|d| ms(d - fault_at)),
         last_primary_ms: last_primary.map(|t| ms(t.saturating_sub(fault_at))),
         first_secondary_ms: first_secondary.map(|t| ms(t.saturating_sub(fault_at))),
-        all_on_secondary_ms: all_on_secondary.map(ms),
+        settled_ms: settled.map(ms),
         failback_ms: failback.map(|t| ms(t.saturating_sub(recover_at))),
         markers,
         timeline: report::timeline(records, Duration::from_millis(100)),
