@@ -334,10 +334,19 @@ fn analyse(
         .min();
     // The due time after which, until recovery, every request was answered by the secondary at
     // normal latency.
-    let before: Vec<Record> = records.iter().filter(|r| r.due < fault_at).cloned().collect();
-    let baseline = Duration::from_secs_f64(report::summarize(&before, fault_at).latency.p99_ms / 1000.0);
+    let before: Vec<Record> = records
+        .iter()
+        .filter(|r| r.due < fault_at)
+        .cloned()
+        .collect();
+    let baseline =
+        Duration::from_secs_f64(report::summarize(&before, fault_at).latency.p99_ms / 1000.0);
     let threshold = (baseline * 3).max(baseline + Duration::from_millis(50));
-    let last_bad = during.iter().filter(|r| !is(r, "ber") || r.latency > threshold).map(|r| r.due).max();
+    let last_bad = during
+        .iter()
+        .filter(|r| !is(r, "ber") || r.latency > threshold)
+        .map(|r| r.due)
+        .max();
     let settled = match last_bad {
         None => Some(Duration::ZERO),
         Some(t) if during.iter().any(|r| r.due > t) => Some(t.saturating_sub(fault_at)),
