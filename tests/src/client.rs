@@ -198,6 +198,70 @@ pub async fn tls_connect(
     (tls, info)
 }
 
+/// A TLS handshake that accepts any server certificate (to see which one a server presents).
+pub async fn tls_connect_any(
+    addr: SocketAddr,
+    sni: &str,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, TlsInfo) {
+    #[derive(Debug)]
+    struct AcceptAny;
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .expect("TLS handshake");
+    let (_, session) = tls.get_ref();
+    let info = TlsInfo {
+        peer_cert: session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned()
+            .expect("peer cert"),
+        alpn: session.alpn_protocol().map(|p| p.to_vec()),
+    };
+    (tls, info)
+}
+
 /// HTTP/2 over TLS.
 pub async fn h2_tls(addr: SocketAddr, ca: &CertificateDer<'static>, sni: &str) -> (H2, TlsInfo) {
     let (tls, info) = tls_connect(addr, ca, sni, &[b"h2"]).await;

@@ -501,3 +501,47 @@ async fn binary_upgrade_hands_listeners_over_without_losing_a_request() {
     .await;
     assert_eq!(region_of(addr, "/").await.as_deref(), Some("fra"));
 }
+
+#[tokio::test]
+async fn tls_certificates_reload_with_the_config() {
+    let two = Two::start().await;
+    let old = gateway_tests::TestPki::new(&[&["reload.test"]]);
+    let new = gateway_tests::TestPki::new(&[&["reload.test"]]);
+    let tls_listener =
+        "  - { name: https, bind: \"{tls}\", tls: { certs: [{ cert: CERT, key: KEY }] } }\n";
+    let config = |cert: &str, key: &str, tls_addr: &str| {
+        with_admin(&two.config("fra", "", ""), "").replace(
+            "listeners:\n  - { name: http, bind: \"{listen}\" }\n",
+            &format!(
+                "listeners:\n  - {{ name: http, bind: \"{{listen}}\" }}\n{}",
+                tls_listener
+                    .replace("CERT", cert)
+                    .replace("KEY", key)
+                    .replace("{tls}", tls_addr)
+            ),
+        )
+    };
+    let files: [(&str, &[u8]); 4] = [
+        ("old.pem", old.leaves[0].cert_pem.as_bytes()),
+        ("old.key", old.leaves[0].key_pem.as_bytes()),
+        ("new.pem", new.leaves[0].cert_pem.as_bytes()),
+        ("new.key", new.leaves[0].key_pem.as_bytes()),
+    ];
+    let (gw, tls_addr) = Gateway::start(&config("old.pem", "old.key", "{tls}"), &files).await;
+    let (_, info) = gateway_tests::client::h2_tls(tls_addr, &old.ca_der, "reload.test").await;
+    assert_eq!(info.peer_cert, old.leaves[0].der);
+    gw.write_config(&config("new.pem", "new.key", &tls_addr.to_string()));
+    eventually("new certificate served", || async {
+        let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
+        info.peer_cert == new.leaves[0].der
+    })
+    .await;
+    let s = gw.status(None).await;
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    assert!(
+        s["last_reload"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("certificates changed: https")),
+        "{s}"
+    );
+}
