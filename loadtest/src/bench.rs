@@ -453,7 +453,7 @@ fn markdown(results: &[TargetResult], rate: u32, args: &BenchArgs) -> String {
             .map(|r| median(&r.h1_rps))
     };
     let mut md = format!(
-        "# bench: gateway vs direct, nginx, HAProxy\n\n{} rounds of {:?} per target, {} connections (HTTP/1.1 keep-alive, small body), 4 h2c connections; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker.\n\n",
+        "# bench: gateway vs direct, nginx, HAProxy\n\n{} rounds of {:?} per target, {} connections (HTTP/1.1 keep-alive, small body), 4 h2c connections with 64 streams in flight; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker.\n\n",
         args.repeat, args.duration, args.connections
     );
     md.push_str("| target | HTTP/1.1 req/s median (min–max) | h2c req/s median (min–max) | failed | CPU µs/req | peak RSS MiB | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|---|---|\n");

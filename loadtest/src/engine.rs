@@ -17,6 +17,10 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
+/// Streams in flight in closed-loop HTTP/2 runs: the same concurrency as 64 HTTP/1.1
+/// connections, so both protocols load a proxy alike.
+const CLOSED_LOOP_H2_STREAMS: usize = 64;
+
 /// What to send.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -183,7 +187,7 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
                     }
                     drop(permit);
                 });
-                if spec2.rate == 0 && tasks.len() >= spec2.connections * 64 {
+                if spec2.rate == 0 && tasks.len() >= CLOSED_LOOP_H2_STREAMS {
                     tasks.join_next().await;
                 }
             }
