@@ -179,23 +179,7 @@ pub async fn tls_connect(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(sni.to_string()).expect("server name");
-    let tls = connector
-        .connect(name, stream)
-        .await
-        .expect("TLS handshake");
-    let (_, session) = tls.get_ref();
-    let info = TlsInfo {
-        peer_cert: session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .cloned()
-            .expect("peer cert"),
-        alpn: session.alpn_protocol().map(|p| p.to_vec()),
-    };
-    (tls, info)
+    handshake(config, addr, sni).await
 }
 
 /// A TLS handshake that accepts any server certificate (to see which one a server presents).
@@ -243,23 +227,7 @@ pub async fn tls_connect_any(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny))
         .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(sni.to_string()).expect("server name");
-    let tls = connector
-        .connect(name, stream)
-        .await
-        .expect("TLS handshake");
-    let (_, session) = tls.get_ref();
-    let info = TlsInfo {
-        peer_cert: session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .cloned()
-            .expect("peer cert"),
-        alpn: session.alpn_protocol().map(|p| p.to_vec()),
-    };
-    (tls, info)
+    handshake(config, addr, sni).await
 }
 
 /// HTTP/2 over TLS.
@@ -306,4 +274,29 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), st
         .map_err(std::io::Error::other)?
         .to_bytes();
     Ok((status, body))
+}
+
+/// Connects with `config`; an IP address as `sni` sends no SNI at all.
+async fn handshake(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+    sni: &str,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, TlsInfo) {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .expect("TLS handshake");
+    let (_, session) = tls.get_ref();
+    let info = TlsInfo {
+        peer_cert: session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned()
+            .expect("peer cert"),
+        alpn: session.alpn_protocol().map(|p| p.to_vec()),
+    };
+    (tls, info)
 }

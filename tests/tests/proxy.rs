@@ -234,56 +234,10 @@ routes:
 async fn rustls_no_sni_cert(
     addr: std::net::SocketAddr,
 ) -> rustls_pki_types::CertificateDer<'static> {
-    use std::sync::{Arc, Mutex};
-    #[derive(Debug)]
-    struct Capture(Mutex<Option<rustls_pki_types::CertificateDer<'static>>>);
-    impl rustls::client::danger::ServerCertVerifier for Capture {
-        fn verify_server_cert(
-            &self,
-            end_entity: &rustls_pki_types::CertificateDer<'_>,
-            _: &[rustls_pki_types::CertificateDer<'_>],
-            _: &rustls_pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            *self.0.lock().expect("lock") = Some(end_entity.clone().into_owned());
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let capture = Arc::new(Capture(Mutex::new(None)));
-    let config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(capture.clone())
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    // An IP address as server name: rustls sends no SNI extension.
-    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    let _tls = connector.connect(name, stream).await.expect("handshake");
-    let cert = capture.0.lock().expect("lock").clone().expect("captured");
-    cert
+    client::tls_connect_any(addr, &addr.ip().to_string())
+        .await
+        .1
+        .peer_cert
 }
 
 #[tokio::test]
