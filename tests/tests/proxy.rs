@@ -217,6 +217,8 @@ routes:
         "wildcard name selects certificate a"
     );
     // Unknown name and no SNI at all (IP address): the default certificate (b).
+    let (_, info) = client::tls_connect_any(tls_addr, "unknown.test").await;
+    assert_eq!(info.peer_cert, pki.leaves[1].der);
     let (_, info) = client::tls_connect(tls_addr, &pki.ca_der, "b.test", &[b"h2"]).await;
     assert_eq!(info.peer_cert, pki.leaves[1].der);
     let no_sni = rustls_no_sni_cert(tls_addr).await;
