@@ -22,7 +22,7 @@ use crate::selection::{
     choose, choose_in_region, choose_pinned, choose_rendezvous, has_untried, Choice, NoChoice,
 };
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
-use crate::sticky::{find_cookie, now_unix, set_cookie, Invalid, StickyToken};
+use crate::sticky::{find_cookie, now_unix, set_cookie, StickyToken};
 use crate::upstream::AbortableConnect;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
@@ -92,8 +92,6 @@ impl RequestCtx {
 struct StickyCtx {
     /// A valid cookie's decision.
     pin: Option<StickyToken>,
-    /// Why a cookie that was present was not honoured.
-    invalid: Option<Invalid>,
     /// Header-affinity key, when there is no valid cookie.
     header_key: Option<String>,
 }
@@ -171,7 +169,6 @@ impl ProxyHttp for GatewayProxy {
                     ) {
                         Ok(t) => st.pin = Some(t),
                         Err(reason) => {
-                            st.invalid = Some(reason);
                             metrics::counter!("gateway_sticky_total", "route" => plan.route.name.to_string(), "outcome" => reason.label())
                                 .increment(1);
                         }
