@@ -199,6 +199,8 @@ pub struct Region {
     pub tls: Option<UpstreamTls>,
     /// HTTP version spoken to the endpoints.
     pub protocol: UpstreamProtocol,
+    /// Streams per HTTP/2 connection to an endpoint (1..=1000).
+    pub h2_streams: usize,
     /// Active probe of every endpoint.
     pub probe: ProbeSettings,
     /// Region gates.

@@ -127,6 +127,12 @@ pub struct RawRegion {
     /// (ALPN, TLS only).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// Concurrent streams the gateway opens on one HTTP/2 connection to an endpoint before it
+    /// opens another (1 to 1000, default 100; never more than the endpoint's own
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    pub h2_streams: Option<u32>,
     /// Active probe of every endpoint.
     #[serde(default)]
     pub probe: Option<RawProbe>,

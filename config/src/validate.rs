@@ -490,6 +490,18 @@ impl<'a> Validator<'a> {
                     UpstreamProtocol::Http1
                 }
             };
+            let h2_streams = match r.h2_streams {
+                None => 100,
+                Some(n @ 1..=1000) => n as usize,
+                Some(n) => {
+                    self.err(
+                        &format!("{p}.h2_streams"),
+                        format!("{n} streams per HTTP/2 connection is out of range"),
+                        "use a number from 1 to 1000 (default 100)",
+                    );
+                    100
+                }
+            };
             let probe = self.probe(&format!("{p}.probe"), r.probe.as_ref());
             let mut check_names = HashSet::new();
             let checks = r
@@ -534,6 +546,7 @@ impl<'a> Validator<'a> {
                 endpoints,
                 tls,
                 protocol,
+                h2_streams,
                 probe,
                 checks,
                 min_healthy,

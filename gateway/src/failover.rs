@@ -4,8 +4,13 @@
 //!
 //! Policy:
 //! - Traffic goes to the active tier. Initially that is the first tier with an up region.
-//! - When no region of the active tier is up, the route moves at once to the first tier that
-//!   has an up region (a failover).
+//! - When no region of the active tier is up, the route moves at once to the first *stable*
+//!   tier (a failover): one with a region that has stayed up for the hold-down or has never
+//!   failed. It skips a higher tier that only just came back and may be flapping; with no
+//!   stable tier, it takes the first tier that is up.
+//! - State is kept per route and tier layout: a reload that changes a route's tiers starts a new
+//!   state whose active tier is the one with the same regions (in-flight requests on the old
+//!   snapshot keep the old state, so they never reinterpret an index against other tiers).
 //! - A higher tier gets traffic back only once one of its regions has stayed up for
 //!   `failback.hold_down` (a failback). A flapping region keeps resetting its up-time, so it
 //!   never gets traffic back while it flaps.
@@ -62,22 +67,54 @@ pub struct RouteFailover {
     pub budget: RetryBudget,
     /// Rotates weighted choices within a tier.
     tickets: AtomicUsize,
+    /// The tier layout `active` indexes into: region names per tier, sorted.
+    tiers: Vec<Vec<String>>,
 }
 
 impl FailoverBook {
-    /// The state of `route`, created on first use.
-    pub fn route(&self, route: &Arc<str>, budget_permille: u32) -> Arc<RouteFailover> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = routes.entry(route.clone()).or_insert_with(|| {
-            Arc::new(RouteFailover {
-                active: AtomicUsize::new(UNSET),
-                switch: Mutex::new(()),
-                budget: RetryBudget::new(budget_permille),
-                tickets: AtomicUsize::new(0),
+    /// The state of `route` over `tiers` (region names per tier, highest priority first),
+    /// created on first use. When the route's tiers changed since the last call, a new state
+    /// replaces the old one, its active tier mapped to the tier with the same regions.
+    pub fn route(
+        &self,
+        route: &Arc<str>,
+        tiers: Vec<Vec<String>>,
+        budget_permille: u32,
+    ) -> Arc<RouteFailover> {
+        let tiers: Vec<Vec<String>> = tiers
+            .into_iter()
+            .map(|mut t| {
+                t.sort();
+                t
             })
+            .collect();
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = routes.get(route) {
+            if existing.tiers == tiers {
+                existing.budget.set_permille(budget_permille);
+                return existing.clone();
+            }
+        }
+        let active = match routes.get(route) {
+            None => UNSET,
+            Some(old) => match old.active.load(Ordering::Acquire) {
+                NONE => NONE,
+                i => old
+                    .tiers
+                    .get(i)
+                    .and_then(|regions| tiers.iter().position(|t| t == regions))
+                    .unwrap_or(UNSET),
+            },
+        };
+        let state = Arc::new(RouteFailover {
+            active: AtomicUsize::new(active),
+            switch: Mutex::new(()),
+            budget: RetryBudget::new(budget_permille),
+            tickets: AtomicUsize::new(0),
+            tiers,
         });
-        entry.budget.set_permille(budget_permille);
-        entry.clone()
+        routes.insert(route.clone(), state.clone());
+        state
     }
 
     /// The most recent switches, oldest first.
@@ -212,16 +249,24 @@ fn desired_tier(
     hub: &HealthHub,
 ) -> Option<usize> {
     let tier_up = |t: &Vec<Arc<RegionHealth>>| t.iter().any(|r| r.is_up());
-    let first_up = tiers.iter().position(tier_up)?;
-    if active >= tiers.len() || !tier_up(&tiers[active]) {
-        return Some(first_up);
-    }
-    // Active tier is up: move up only to a tier that has been up for the hold-down.
-    let held = tiers[..active].iter().position(|t| {
+    let held = |t: &Vec<Arc<RegionHealth>>| {
         t.iter()
             .any(|r| r.up_for(hub).is_some_and(|d| d >= hold_down))
-    });
-    Some(held.unwrap_or(active))
+    };
+    // Stable: up for the hold-down, or up and never failed since the gateway started.
+    let stable =
+        |t: &Vec<Arc<RegionHealth>>| held(t) || t.iter().any(|r| r.is_up() && !r.has_failed());
+    let first_up = tiers.iter().position(tier_up)?;
+    if active == UNSET {
+        return Some(first_up);
+    }
+    if active >= tiers.len() || !tier_up(&tiers[active]) {
+        // Fail over to the first stable tier, not to a higher one that only just came back
+        // and may be flapping; with no stable tier, to the first one that is up.
+        return Some(tiers.iter().position(stable).unwrap_or(first_up));
+    }
+    // Active tier is up: move up only to a tier that has been up for the hold-down.
+    Some(tiers[..active].iter().position(held).unwrap_or(active))
 }
 
 /// Caps retries at a share of requests (with a small floor), over a sliding two-second window,

@@ -52,7 +52,50 @@ pub struct RequestCtx {
     last_failure: Option<ErrorType>,
     /// Sticky-session state, on routes with `sticky`.
     sticky: Option<StickyCtx>,
+    /// Whether the response to the client has started; the error path decides from it.
+    response: ResponsePhase,
     started: Instant,
+}
+
+/// Where the response to the client stands. Before its header goes out, a failure may still be
+/// retried or answered with an error page; from then on the only honest answer to a failure is
+/// to end the response abnormally (HTTP/1.1: close the connection before the final chunk or the
+/// declared length; HTTP/2: RST_STREAM), writing no byte the upstream did not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponsePhase {
+    /// No response byte has gone to the client.
+    NotStarted,
+    /// The response header (or a `101` upgrade) has been handed to the client.
+    Started,
+}
+
+/// Who broke a response that had already started, for metrics and passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TruncationCause {
+    /// The upstream reset, closed short, sent a bad frame or timed out: counts against it.
+    Upstream,
+    /// The client went away or could not be written to: never counts against the upstream.
+    Client,
+    /// The gateway itself gave up (internal error, shutdown).
+    Gateway,
+}
+
+impl TruncationCause {
+    fn of(e: &Error) -> Self {
+        match e.esource() {
+            ErrorSource::Upstream => Self::Upstream,
+            ErrorSource::Downstream => Self::Client,
+            ErrorSource::Internal | ErrorSource::Unset => Self::Gateway,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Client => "client",
+            Self::Gateway => "gateway",
+        }
+    }
 }
 
 impl RequestCtx {
@@ -125,6 +168,7 @@ impl ProxyHttp for GatewayProxy {
             status_retry: false,
             last_failure: None,
             sticky: None,
+            response: ResponsePhase::NotStarted,
             started: Instant::now(),
         }
     }
@@ -268,6 +312,9 @@ impl ProxyHttp for GatewayProxy {
         opts.read_timeout = Some(timeouts.request);
         opts.write_timeout = Some(timeouts.request);
         opts.idle_timeout = Some(timeouts.idle);
+        // Pingora's default is one stream per HTTP/2 connection; share connections instead
+        // (Pingora also respects the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS).
+        opts.max_h2_streams = region.h2_streams;
         if let Some(tls) = &region.tls {
             opts.verify_cert = tls.verify;
             opts.verify_hostname = tls.verify;
@@ -399,6 +446,9 @@ impl ProxyHttp for GatewayProxy {
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // The header is written to the client right after this filter: from here on no error
+        // page and no retry.
+        ctx.response = ResponsePhase::Started;
         if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
             let listed = connection_tokens(&response.headers);
             const RESPONSE_HOP_BY_HOP: [&str; 4] =
@@ -447,7 +497,7 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Self::CTX,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         if ctx.status_retry {
@@ -458,13 +508,20 @@ impl ProxyHttp for GatewayProxy {
         let Some(current) = ctx.current().cloned() else {
             return e;
         };
+        if *e.esource() == ErrorSource::Downstream {
+            // The client went away or sent something broken: the upstream did nothing wrong,
+            // and a request the client abandoned is never replayed elsewhere.
+            e.set_retry(false);
+            return e;
+        }
         ctx.last_failure = Some(e.etype().clone());
         let marked_down = !current.endpoint.is_routable();
         if !marked_down {
             current.endpoint.report_failure();
         }
         let policy = ctx.plan().map(|p| p.route.retry.clone());
-        let nothing_sent_downstream = session.response_written().is_none();
+        let nothing_sent_downstream =
+            ctx.response == ResponsePhase::NotStarted && session.response_written().is_none();
         let retry = nothing_sent_downstream
             && policy.is_some_and(|policy| {
                 let reset = matches!(
@@ -479,8 +536,11 @@ impl ProxyHttp for GatewayProxy {
                     // The endpoint was marked down while this request waited on it: fail over
                     // at once, but never replay a request that is not idempotent.
                     replayable(session)
-                } else if client_reused && !timeout {
-                    // A pooled connection the upstream had already closed.
+                } else if !session.upstream_request_header_sent() {
+                    // The request header never reached the upstream in full (typically a pooled
+                    // connection the upstream had closed, seen at the first write): nothing it
+                    // could act on was sent, so any method may go elsewhere. Once the header was
+                    // written, a reset does not prove the app did nothing.
                     !session.as_ref().retry_buffer_truncated()
                 } else if reset {
                     policy.on_reset && replayable(session)
@@ -510,6 +570,11 @@ impl ProxyHttp for GatewayProxy {
         false
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
+        // A truncation is logged once, by `truncated`, with its cause.
+        ctx.response == ResponsePhase::Started
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -519,6 +584,13 @@ impl ProxyHttp for GatewayProxy {
     where
         Self::CTX: Send + Sync,
     {
+        if ctx.response == ResponsePhase::Started || session.response_written().is_some() {
+            self.truncated(session, e, ctx).await;
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let (code, message) = if ctx.all_down {
             (503, "no allowed region is up")
         } else {
@@ -582,6 +654,40 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
+    /// Ends a response that failed after it started: nothing more is written, the client's
+    /// side ends abnormally (HTTP/1.1: the connection closes; HTTP/2: RST_STREAM with
+    /// INTERNAL_ERROR, other streams unharmed), and the truncation is counted and logged once.
+    async fn truncated(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) {
+        let cause = TruncationCause::of(e);
+        let (region, endpoint) = ctx
+            .current()
+            .map(|c| {
+                (
+                    ctx.snapshot.regions[c.region].name.to_string(),
+                    c.endpoint.key.id.to_string(),
+                )
+            })
+            .unwrap_or_else(|| ("none".into(), "none".into()));
+        // Rare by nature, so the labels are formatted here rather than registered per snapshot.
+        metrics::counter!(
+            "gateway_responses_truncated_total",
+            "route" => ctx.route_name().to_string(),
+            "region" => region.clone(),
+            "endpoint" => endpoint.clone(),
+            "cause" => cause.label()
+        )
+        .increment(1);
+        tracing::warn!(
+            route = ctx.route_name(),
+            region,
+            endpoint,
+            cause = cause.label(),
+            error = %e,
+            "response truncated after it started"
+        );
+        session.shutdown().await;
+    }
+
     /// Issues or replaces the sticky cookie when the endpoint that served is not the one the
     /// request's cookie named (or there was no valid cookie), and counts the outcome.
     fn sticky_response(&self, response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {

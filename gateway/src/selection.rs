@@ -141,7 +141,8 @@ fn pick_endpoint(
 /// The endpoint a sticky session is pinned to, or a re-pin inside the same region.
 ///
 /// `None` when the session must be placed afresh: the region is not one of the route's, is down
-/// or drained, or (with `on_failback: return`) is in a lower tier than the one serving now.
+/// or drained, is in a higher tier than the one serving now (inside its failback hold-down), or
+/// (with `on_failback: return`) is in a lower tier than the one serving now.
 pub fn choose_pinned(
     snapshot: &RoutingSnapshot,
     plan: &RoutePlan,
@@ -161,11 +162,13 @@ pub fn choose_pinned(
     if !target.health.is_up() {
         return None;
     }
-    if return_on_failback
-        && snapshot
-            .current_tier(plan)
-            .is_some_and(|active| active < tier)
-    {
+    let active = snapshot.current_tier(plan);
+    // A region above the serving tier is inside its failback hold-down (or flapping): a pin
+    // to it waits like all other traffic, and the session is placed afresh.
+    if active.is_some_and(|active| tier < active) {
+        return None;
+    }
+    if return_on_failback && active.is_some_and(|active| active < tier) {
         return None;
     }
     let members = target.health.members();

@@ -54,6 +54,8 @@ pub struct RegionTarget {
     pub tls: Option<UpstreamTls>,
     /// HTTP version towards the endpoints.
     pub protocol: UpstreamProtocol,
+    /// Streams per HTTP/2 connection to an endpoint.
+    pub h2_streams: usize,
 }
 
 impl RoutingSnapshot {
@@ -67,6 +69,7 @@ impl RoutingSnapshot {
                 health: hub.region(&r.name),
                 tls: r.tls.clone(),
                 protocol: r.protocol,
+                h2_streams: r.h2_streams,
             })
             .collect();
         let index_of = |name: &RegionName| regions.iter().position(|r| &r.name == name);
@@ -91,7 +94,15 @@ impl RoutingSnapshot {
                     .collect();
                 RoutePlan {
                     metrics: RouteMetrics::new(&route.name, &region_names),
-                    failover: book.route(&route.name, route.retry.budget_permille),
+                    failover: book.route(
+                        &route.name,
+                        route
+                            .tiers
+                            .iter()
+                            .map(|t| t.regions.iter().map(|(n, _)| n.to_string()).collect())
+                            .collect(),
+                        route.retry.budget_permille,
+                    ),
                     tiers,
                     tier_health,
                     route: route.clone(),

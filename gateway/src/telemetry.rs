@@ -81,6 +81,10 @@ fn describe() {
         "1 if the last reload attempt succeeded."
     );
     describe_counter!(
+        "gateway_responses_truncated_total",
+        "Responses that failed after their header reached the client and were ended abnormally, by route, region, endpoint and cause (upstream, client, gateway)."
+    );
+    describe_counter!(
         "gateway_sticky_total",
         "Sticky-session outcomes by route: honoured, repinned, issued, invalid_<reason>."
     );

@@ -320,6 +320,8 @@ pub struct RegionHealth {
     up: AtomicBool,
     /// Milliseconds since the hub's epoch when the region last came up (valid while up).
     up_since_ms: AtomicU64,
+    /// Whether the region has ever gone from up to down (a drain does not count).
+    has_failed: AtomicBool,
     /// Rotates endpoint choice.
     pub cursor: AtomicUsize,
     recompute_lock: Mutex<()>,
@@ -360,6 +362,12 @@ impl RegionHealth {
             .load(Ordering::Acquire)
             .max(self.drained_until_ms.load(Ordering::Acquire));
         Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+    }
+
+    /// Whether the region has ever gone down after being up (an operator drain does not
+    /// count). A region that never failed cannot be flapping.
+    pub fn has_failed(&self) -> bool {
+        self.has_failed.load(Ordering::Acquire)
     }
 
     fn now_ms(&self) -> u64 {
@@ -429,6 +437,8 @@ impl RegionHealth {
         }
         if up {
             self.up_since_ms.store(hub.now_ms(), Ordering::Release);
+        } else {
+            self.has_failed.store(true, Ordering::Release);
         }
         self.up.store(up, Ordering::Release);
         let now = Instant::now();
@@ -512,6 +522,7 @@ impl HealthHub {
                     members: ArcSwap::from_pointee(RegionMembers::default()),
                     up: AtomicBool::new(true),
                     up_since_ms: AtomicU64::new(0),
+                    has_failed: AtomicBool::new(false),
                     cursor: AtomicUsize::new(0),
                     recompute_lock: Mutex::new(()),
                     drained_until_ms: AtomicU64::new(0),

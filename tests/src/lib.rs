@@ -88,7 +88,10 @@ impl Gateway {
             .arg(&config_path)
             .arg("--upgrade-sock")
             .arg(dir.path().join("upgrade.sock"))
-            .env("GATEWAY_LOG", "info")
+            .env(
+                "GATEWAY_LOG",
+                std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -333,6 +336,7 @@ where
 }
 
 pub mod dns;
+pub mod raw;
 
 /// The outcome of one request sent by [`drive`].
 #[derive(Debug, Clone)]

@@ -512,3 +512,62 @@ async fn upstream_connections_are_reused() {
         "{opened} upstream connections for 200 sequential requests: keep-alive is not working"
     );
 }
+
+#[tokio::test]
+async fn concurrent_calls_share_http2_upstream_connections() {
+    use gateway_tests::raw::{grpc_message, h2_client, h2_exchange, H2Step, H2Upstream};
+    let up = H2Upstream::start(100, |_| {
+        vec![
+            H2Step::Headers(200, vec![("content-type", "application/grpc")]),
+            H2Step::Pause(Duration::from_millis(300)),
+            H2Step::Data(grpc_message(b"ok")),
+            H2Step::Trailers(vec![("grpc-status", "0")]),
+        ]
+    })
+    .await;
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-1, address: "{}" }}]
+    protocol: http2
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        up.addr()
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let client = h2_client(tcp).await;
+    let call = |mut c: h2::client::SendRequest<Bytes>| async move {
+        let req = Request::post("http://app.test/pkg.Svc/Call")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("req");
+        h2_exchange(&mut c, req, Some(grpc_message(b"hi")), |_| {}).await
+    };
+    // One call first opens the connection (calls that all start before any connection exists
+    // each open their own: Pingora does not wait for a connection being established).
+    assert_eq!(call(client.clone()).await.status, 200);
+    let calls: Vec<_> = (0..60)
+        .map(|_| tokio::spawn(call(client.clone())))
+        .collect();
+    for call in calls {
+        let reply = call.await.expect("call");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, grpc_message(b"ok"));
+    }
+    assert_eq!(up.streams(), 61);
+    // They share the open connection (100 streams each) instead of opening one per call.
+    assert!(
+        up.connections() <= 4,
+        "{} upstream HTTP/2 connections for 60 concurrent calls",
+        up.connections()
+    );
+}

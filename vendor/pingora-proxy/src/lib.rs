@@ -424,6 +424,8 @@ where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
     {
+        // PATCH (failover gateway): a new attempt has written nothing yet.
+        session.set_upstream_request_header_sent(false);
         let peer = match self.inner.upstream_peer(session, ctx).await {
             Ok(p) => p,
             Err(e) => return (false, Some(e)),
@@ -618,6 +620,11 @@ pub struct Session {
     /// deliberately distinct from `Some(0)` so that "not measured" cannot be mistaken for
     /// "a request body was dropped".
     upstream_body_bytes_sent: Option<usize>,
+    // PATCH (failover gateway): whether the current attempt's request header was written to
+    // the upstream in full. Reset at the start of each attempt. A request whose header never
+    // reached the upstream cannot have been acted on, so any method may be retried; once it
+    // did, only idempotent ones may.
+    upstream_request_header_sent: bool,
     /// Whether proxy task filtering has seen a downstream 101 upgrade header.
     downstream_task_seen_upgraded: bool,
     /// Upstream write pending time. Set by proxy layer (HTTP/1.x only).
@@ -648,6 +655,7 @@ impl Session {
             upstream_modules_ctx: upstream_modules.build_ctx(),
             upstream_body_bytes_received: 0,
             upstream_body_bytes_sent: None,
+            upstream_request_header_sent: false,
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
@@ -969,6 +977,18 @@ impl Session {
     /// use by proxy layer.
     pub(crate) fn set_upstream_body_bytes_sent(&mut self, n: usize) {
         self.upstream_body_bytes_sent = Some(n);
+    }
+
+    // PATCH (failover gateway): see the field.
+    /// Whether the current upstream attempt's request header was written to the upstream in
+    /// full. `false` after a connect failure or a failed header write: nothing the upstream
+    /// could act on was sent.
+    pub fn upstream_request_header_sent(&self) -> bool {
+        self.upstream_request_header_sent
+    }
+
+    pub(crate) fn set_upstream_request_header_sent(&mut self, sent: bool) {
+        self.upstream_request_header_sent = sent;
     }
 
     /// Get the upstream write pending time recorded by the proxy layer. Returns [`Duration::ZERO`] for HTTP/2.

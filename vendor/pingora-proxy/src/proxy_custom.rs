@@ -119,6 +119,8 @@ where
         if let Err(e) = client_session.write_request_header(req, body_empty).await {
             return (false, Some(e.into_up()));
         }
+        // PATCH (failover gateway): the header was written to the upstream.
+        session.set_upstream_request_header_sent(true);
 
         // take the body writer out of the client for easy duplex
         let mut client_body = client_session

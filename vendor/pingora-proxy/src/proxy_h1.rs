@@ -120,7 +120,8 @@ where
         debug!("Sending header to upstream {:?}", req);
 
         match client_session.write_request_header(Box::new(req)).await {
-            Ok(_) => { /* Continue */ }
+            // PATCH (failover gateway): record that the header reached the upstream.
+            Ok(_) => session.set_upstream_request_header_sent(true),
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }

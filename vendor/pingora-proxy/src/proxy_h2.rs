@@ -257,6 +257,8 @@ where
         if let Err(e) = client_session.write_request_header(req, send_header_eos) {
             return (false, Some(e.into_up()));
         }
+        // PATCH (failover gateway): the header is handed to the upstream connection.
+        session.set_upstream_request_header_sent(true);
 
         if !send_end_stream && body_empty {
             // send END_STREAM on empty DATA frame

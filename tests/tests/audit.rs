@@ -1,0 +1,318 @@
+//! Broken promises found by the audit (issue #16), each reproduced against a real gateway
+//! process: replays of requests that reached the app, sticky pins that skip the failback
+//! hold-down, failover state that a reload reinterprets, and failover into a flapping tier.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_tests::client::{self, get, H1};
+use gateway_tests::raw::{RawUpstream, Step};
+use gateway_tests::{eventually, region, Gateway, Mode, RegionServer};
+use http::Request;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Route `app` over tiers `[fra, ber]`, one raw endpoint each, TCP probes.
+fn raw_pair(fra: std::net::SocketAddr, ber: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{fra}" }}], probe: {{ interval: 500ms, timeout: 500ms }} }}
+  ber: {{ endpoints: [{{ id: ber-1, address: "{ber}" }}], probe: {{ interval: 500ms, timeout: 500ms }} }}
+routes:
+  - name: app
+    regions: [fra, ber]
+    retry: {{ attempts: 3 }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn post_on_a_reused_connection_reset_after_the_app_read_it_is_not_replayed() {
+    // fra: the first request (a GET) is answered and its connection kept alive; the POST that
+    // follows on that pooled connection is read completely, then the connection is reset.
+    let fra = RawUpstream::start(|n| {
+        if n == 0 {
+            vec![Step::Write(Bytes::from_static(OK))]
+        } else {
+            vec![Step::Reset]
+        }
+    })
+    .await;
+    let ber = RawUpstream::start(|_| vec![Step::Write(Bytes::from_static(OK))]).await;
+    let (gw, _) = Gateway::start(&raw_pair(fra.addr(), ber.addr()), &[]).await;
+
+    let mut h1 = H1::connect(gw.addr).await;
+    assert_eq!(h1.send(get("app.test", "/warm")).await.status, 200);
+    let post = Request::post("/charge")
+        .header("host", "app.test")
+        .body(client::full("amount=10"))
+        .expect("req");
+    let resp = h1.send(post).await;
+    let log = fra.log();
+    assert_eq!(log.len(), 2, "fra saw the GET and the POST: {log:?}");
+    assert_eq!(
+        log[0].0, log[1].0,
+        "the POST went over the pooled connection"
+    );
+    assert_eq!(
+        ber.requests(),
+        0,
+        "the POST was replayed on ber: {:?}",
+        ber.log()
+    );
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+}
+
+#[tokio::test]
+async fn a_post_whose_header_never_reached_the_upstream_is_retried() {
+    // The pooled connection is closed by fra right after the first answer: the POST's header
+    // write finds it dead (or the read sees it closed before any request byte was read).
+    let fra = RawUpstream::start(|n| {
+        if n == 0 {
+            vec![Step::Write(Bytes::from_static(OK)), Step::Reset]
+        } else {
+            vec![Step::Write(Bytes::from_static(OK))]
+        }
+    })
+    .await;
+    let ber = RawUpstream::start(|_| vec![Step::Write(Bytes::from_static(OK))]).await;
+    let (gw, _) = Gateway::start(&raw_pair(fra.addr(), ber.addr()), &[]).await;
+    let mut h1 = H1::connect(gw.addr).await;
+    assert_eq!(h1.send(get("app.test", "/warm")).await.status, 200);
+    // Let the reset land on the pooled connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let post = Request::post("/charge")
+        .header("host", "app.test")
+        .body(client::full("amount=10"))
+        .expect("req");
+    let resp = h1.send(post).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let posts = fra
+        .log()
+        .iter()
+        .chain(ber.log().iter())
+        .filter(|(_, l)| l.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "the POST reached exactly one app");
+}
+
+#[tokio::test]
+async fn a_client_abandoning_a_post_mid_body_is_not_replayed_elsewhere() {
+    let fra = RawUpstream::start(|_| vec![Step::Write(Bytes::from_static(OK))]).await;
+    let ber = RawUpstream::start(|_| vec![Step::Write(Bytes::from_static(OK))]).await;
+    let passive = raw_pair(fra.addr(), ber.addr());
+    let (gw, _) = Gateway::start(&passive, &[]).await;
+    // Pool a connection to fra first, as in the audit's reproduction.
+    let mut h1 = H1::connect(gw.addr).await;
+    assert_eq!(h1.send(get("app.test", "/warm")).await.status, 200);
+    for i in 0..3 {
+        let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+        tcp.write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100000\r\n\r\nfirst bytes",
+        )
+        .await
+        .expect("write");
+        eventually("fra saw the upload start", || {
+            let n = fra.requests();
+            async move { n > i + 1 }
+        })
+        .await;
+        drop(tcp);
+        eventually("fra's connection given up", || {
+            let n = fra.closed_by_peer();
+            async move { n > i }
+        })
+        .await;
+    }
+    // Give a wrongly scheduled replay time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ber.requests(), 0, "replayed: {:?}", ber.log());
+    // And the aborts ejected nothing: fra still serves.
+    let resp = h1.send(get("app.test", "/after")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        fra.log().last().map(|(_, l)| l.as_str()),
+        Some("GET /after HTTP/1.1")
+    );
+}
+
+struct Fleet {
+    fra: RegionServer,
+    ber: RegionServer,
+    ams: RegionServer,
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        Self {
+            fra: region("fra", "fra-1").await,
+            ber: region("ber", "ber-1").await,
+            ams: region("ams", "ams-1").await,
+        }
+    }
+
+    fn config(&self, routes: &str) -> String {
+        let probe = "{ http: { path: /healthz }, interval: 100ms, timeout: 100ms, rise: 1, fall: 1, jitter: 0% }";
+        format!(
+            r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+sticky_keys: [{{ id: k1, secret_file: k1.key }}]
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], probe: {probe} }}
+  ber: {{ endpoints: [{{ id: ber-1, address: "{}" }}], probe: {probe} }}
+  ams: {{ endpoints: [{{ id: ams-1, address: "{}" }}], probe: {probe} }}
+routes:
+{routes}"#,
+            self.fra.addr(),
+            self.ber.addr(),
+            self.ams.addr(),
+        )
+    }
+}
+
+const KEY: &[u8] = b"k1-secret-0123456789abcdef0123456789";
+
+async fn status(gw: &Gateway) -> serde_json::Value {
+    let (code, body) = client::get_status(gw.admin, "/status")
+        .await
+        .expect("status");
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body).expect("status JSON")
+}
+
+async fn region_up(gw: &Gateway, name: &str, up: bool) -> bool {
+    status(gw).await["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .any(|r| r["name"] == name && r["up"] == up)
+}
+
+/// One request to `host`: (region that answered, new affinity cookie if one was set).
+async fn call(gw: &Gateway, host: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut req = Request::get("/s").header("host", host);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("gw_affinity={c}"));
+    }
+    let resp = H1::connect(gw.addr)
+        .await
+        .send(req.body(client::empty()).expect("req"))
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let set = resp
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix("gw_affinity=")
+                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
+        });
+    (resp.header("x-region").unwrap_or("").to_string(), set)
+}
+
+#[tokio::test]
+async fn a_sticky_pin_to_a_region_inside_its_hold_down_is_not_honoured() {
+    let fleet = Fleet::start().await;
+    let routes = r#"  - name: stay
+    match: { host: stay.test }
+    regions: [fra, ber]
+    failback: { hold_down: 1h }
+    sticky: { on_failback: stay, secure: false }
+  - name: ret
+    match: { host: ret.test }
+    regions: [fra, ber]
+    failback: { hold_down: 1h }
+    sticky: { on_failback: return, secure: false }
+"#;
+    let (gw, _) = Gateway::start(&fleet.config(routes), &[("k1.key", KEY)]).await;
+    let mut pins = Vec::new();
+    for host in ["stay.test", "ret.test"] {
+        let (region, cookie) = call(&gw, host, None).await;
+        assert_eq!(region, "fra");
+        pins.push((host, cookie.expect("a cookie is issued")));
+    }
+    fleet.fra.set_mode(Mode::Refuse);
+    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    for host in ["stay.test", "ret.test"] {
+        assert_eq!(call(&gw, host, None).await.0, "ber");
+    }
+    fleet.fra.set_mode(Mode::Ok);
+    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    // fra is up but inside its one-hour hold-down: no traffic, cookie or not.
+    for (host, cookie) in &pins {
+        assert_eq!(
+            call(&gw, host, None).await.0,
+            "ber",
+            "{host} without cookie"
+        );
+        let (region, reissued) = call(&gw, host, Some(cookie)).await;
+        assert_eq!(
+            region, "ber",
+            "{host}: an old fra cookie skipped the hold-down"
+        );
+        assert!(
+            reissued.is_some(),
+            "{host}: the re-pinned session gets a new cookie"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_reorders_tiers_keeps_the_serving_region() {
+    let fleet = Fleet::start().await;
+    let route = |tiers: &str| {
+        format!("  - name: app\n    regions: {tiers}\n    failback: {{ hold_down: 1h }}\n")
+    };
+    let (gw, _) =
+        Gateway::start(&fleet.config(&route("[fra, ber, ams]")), &[("k1.key", KEY)]).await;
+    assert_eq!(call(&gw, "app.test", None).await.0, "fra");
+    fleet.fra.set_mode(Mode::Refuse);
+    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    assert_eq!(call(&gw, "app.test", None).await.0, "ber");
+    fleet.fra.set_mode(Mode::Ok);
+    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    assert_eq!(call(&gw, "app.test", None).await.0, "ber", "hold-down");
+    // Same tiers, another order: ber still serves (it is the active tier, wherever it is).
+    gw.write_config(&fleet.config(&route("[fra, ams, ber]")));
+    eventually("reload applied", || async {
+        status(&gw).await["routes"][0]["tiers"][1][0]["region"] == "ams"
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(call(&gw, "app.test", None).await.0, "ber");
+    }
+    let s = status(&gw).await;
+    assert_eq!(s["routes"][0]["active_tier"], 2, "{s}");
+}
+
+#[tokio::test]
+async fn failover_prefers_a_stable_lower_tier_over_a_higher_tier_inside_its_hold_down() {
+    let fleet = Fleet::start().await;
+    let routes = "  - name: app\n    regions: [fra, ber, ams]\n    failback: { hold_down: 1h }\n";
+    let (gw, _) = Gateway::start(&fleet.config(routes), &[("k1.key", KEY)]).await;
+    assert_eq!(call(&gw, "app.test", None).await.0, "fra");
+    fleet.fra.set_mode(Mode::Refuse);
+    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    assert_eq!(call(&gw, "app.test", None).await.0, "ber");
+    // fra comes back (inside its hold-down: it may be flapping); then ber fails.
+    fleet.fra.set_mode(Mode::Ok);
+    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    fleet.ber.set_mode(Mode::Refuse);
+    eventually("ber down", || region_up(&gw, "ber", false)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            call(&gw, "app.test", None).await.0,
+            "ams",
+            "ams has been up all along; fra only just came back"
+        );
+    }
+}
