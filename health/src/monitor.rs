@@ -13,7 +13,7 @@ use gateway_config::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::dns::Discovery;
+use crate::dns::{Discovery, DnsError, Resolve};
 use crate::hub::{CheckHealth, EndpointHealth, HealthHub, RegionHealth, RegionMembers, TargetKey};
 use crate::probe::{HttpProber, Probe, TcpProbe};
 use crate::state::HealthPolicy;
@@ -28,7 +28,12 @@ pub struct HealthMonitor {
 struct MonitorInner {
     state: Mutex<MonitorState>,
     first_round: FirstRound,
+    resolver: Box<ResolverFactory>,
 }
+
+/// Builds a resolver for a config's DNS settings.
+pub type ResolverFactory =
+    dyn Fn(&gateway_config::DnsSettings) -> Result<Arc<dyn Resolve>, DnsError> + Send + Sync;
 
 #[derive(Default)]
 struct MonitorState {
@@ -38,7 +43,7 @@ struct MonitorState {
     watchers: HashMap<(RegionName, EndpointId, String, u16), CancellationToken>,
     /// Per region: what its members are built from.
     regions: HashMap<RegionName, RegionPlan>,
-    discovery: Option<Discovery>,
+    discovery: Option<Arc<dyn Resolve>>,
     dns_settings: Option<gateway_config::DnsSettings>,
 }
 
@@ -75,8 +80,17 @@ impl Drop for FirstTicket {
 }
 
 impl HealthMonitor {
-    /// A monitor publishing into `hub`.
+    /// A monitor publishing into `hub`, resolving host names with [`Discovery`].
     pub fn new(hub: HealthHub) -> Self {
+        Self::with_resolver(
+            hub,
+            Box::new(|settings| Ok(Arc::new(Discovery::new(settings)?) as Arc<dyn Resolve>)),
+        )
+    }
+
+    /// A monitor publishing into `hub` whose DNS lookups go through resolvers built by
+    /// `resolver` (called again whenever the config's DNS settings change).
+    pub fn with_resolver(hub: HealthHub, resolver: Box<ResolverFactory>) -> Self {
         Self {
             hub,
             inner: Arc::new(MonitorInner {
@@ -86,6 +100,7 @@ impl HealthMonitor {
                     started: AtomicBool::new(false),
                     done: Notify::new(),
                 },
+                resolver,
             }),
         }
     }
@@ -135,7 +150,7 @@ impl HealthMonitor {
                 .any(|e| matches!(e.address, EndpointAddress::Host { .. }))
         });
         if has_hosts && (st.discovery.is_none() || st.dns_settings.as_ref() != Some(&config.dns)) {
-            match Discovery::new(&config.dns) {
+            match (self.inner.resolver)(&config.dns) {
                 Ok(d) => st.discovery = Some(d),
                 Err(e) => {
                     tracing::error!(error = %e, "DNS discovery unavailable; host-name endpoints get no addresses")
@@ -449,7 +464,7 @@ async fn run_probes(
 
 async fn watch_dns(
     monitor: HealthMonitor,
-    discovery: Discovery,
+    discovery: Arc<dyn Resolve>,
     (region, id, host, port): (RegionName, EndpointId, String, u16),
     cancel: CancellationToken,
     mut first: Option<FirstTicket>,
