@@ -1,10 +1,13 @@
 //! DNS discovery: `host:port` endpoints are resolved with hickory, re-resolved when the answer's
 //! TTL runs out (clamped), and each address becomes a target with its own health. A failed
-//! resolution keeps the last good addresses and is reported.
+//! resolution keeps the last good addresses and is reported. The scheduler
+//! ([`crate::monitor`]) decides which answers still count; this module only looks names up,
+//! behind the [`Resolve`] trait so that the scheduler's races can be tested on a paused clock.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use gateway_config::DnsSettings;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -24,6 +27,21 @@ pub enum DnsError {
         /// Why.
         reason: String,
     },
+}
+
+/// Looks up the addresses of host names.
+#[async_trait]
+pub trait Resolve: Send + Sync + 'static {
+    /// Resolves `host` and attaches `port`. Fails with [`DnsError::Lookup`] on an error, an
+    /// empty answer or no answer in time.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Resolved, DnsError>;
+
+    /// How long to wait before retrying after a failed lookup.
+    fn retry_in(&self) -> Duration;
+
+    /// How long one lookup may take; the first lookup of a name holds readiness back at most
+    /// this long.
+    fn timeout(&self) -> Duration;
 }
 
 /// A resolver honouring the config's servers and TTL clamps.
@@ -79,7 +97,7 @@ impl Discovery {
     }
 
     /// Resolves `host` and attaches `port`.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Resolved, DnsError> {
+    pub async fn lookup(&self, host: &str, port: u16) -> Result<Resolved, DnsError> {
         let fqdn = if host.ends_with('.') {
             host.to_string()
         } else {
@@ -111,9 +129,19 @@ impl Discovery {
             refresh_in: ttl.clamp(self.settings.min_ttl, self.settings.max_ttl),
         })
     }
+}
 
-    /// How long to wait before retrying after a failed lookup.
-    pub fn retry_in(&self) -> Duration {
+#[async_trait]
+impl Resolve for Discovery {
+    async fn resolve(&self, host: &str, port: u16) -> Result<Resolved, DnsError> {
+        self.lookup(host, port).await
+    }
+
+    fn retry_in(&self) -> Duration {
         self.settings.min_ttl
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.timeout
     }
 }

@@ -1,5 +1,22 @@
 //! The health scheduler: turns a config into probe tasks, DNS watchers and region members, and
 //! applies a new config by diff (unchanged targets keep their tasks and their state).
+//!
+//! Policies:
+//!
+//! - **First round.** The gateway is ready once every target of the first config had its first
+//!   probe. For a `host:port` endpoint that includes its first DNS lookup and then the first
+//!   probe of every address that lookup found. A first lookup that fails, or gets no answer
+//!   within `dns.timeout`, stops holding readiness back: the gateway becomes ready without those
+//!   addresses (the region's other endpoints decide its health) and the watcher keeps asking
+//!   every `dns.min_ttl`; addresses found later are probed at once, as after any DNS change.
+//! - **Stale answers.** Only the current config's watcher of an endpoint's `host:port` may set
+//!   that endpoint's addresses. A reload that changes or removes the host name (or port), or the
+//!   DNS settings, cancels the old watcher under the scheduler's lock, and a lookup of a
+//!   cancelled watcher is discarded even if it already finished; so a slow answer for a name the
+//!   config no longer has can never land.
+//! - **Host name changed.** The endpoint's old addresses are dropped at once: until the new name
+//!   resolves the endpoint has no address. Keeping them would send traffic where the config no
+//!   longer points, possibly into another region's app.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,7 +30,7 @@ use gateway_config::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::dns::Discovery;
+use crate::dns::{Discovery, DnsError, Resolve};
 use crate::hub::{CheckHealth, EndpointHealth, HealthHub, RegionHealth, RegionMembers, TargetKey};
 use crate::probe::{HttpProber, Probe, TcpProbe};
 use crate::state::HealthPolicy;
@@ -28,7 +45,12 @@ pub struct HealthMonitor {
 struct MonitorInner {
     state: Mutex<MonitorState>,
     first_round: FirstRound,
+    resolver: Box<ResolverFactory>,
 }
+
+/// Builds a resolver for a config's DNS settings.
+pub type ResolverFactory =
+    dyn Fn(&gateway_config::DnsSettings) -> Result<Arc<dyn Resolve>, DnsError> + Send + Sync;
 
 #[derive(Default)]
 struct MonitorState {
@@ -38,7 +60,7 @@ struct MonitorState {
     watchers: HashMap<(RegionName, EndpointId, String, u16), CancellationToken>,
     /// Per region: what its members are built from.
     regions: HashMap<RegionName, RegionPlan>,
-    discovery: Option<Discovery>,
+    discovery: Option<Arc<dyn Resolve>>,
     dns_settings: Option<gateway_config::DnsSettings>,
 }
 
@@ -66,6 +88,14 @@ struct FirstRound {
 /// A first probe that must finish before the gateway reports ready.
 struct FirstTicket(Arc<MonitorInner>);
 
+impl FirstTicket {
+    /// Another ticket of the same round. The round cannot finish in between: this one is held.
+    fn share(&self) -> FirstTicket {
+        self.0.first_round.pending.fetch_add(1, Ordering::AcqRel);
+        FirstTicket(self.0.clone())
+    }
+}
+
 impl Drop for FirstTicket {
     fn drop(&mut self) {
         if self.0.first_round.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -75,8 +105,17 @@ impl Drop for FirstTicket {
 }
 
 impl HealthMonitor {
-    /// A monitor publishing into `hub`.
+    /// A monitor publishing into `hub`, resolving host names with [`Discovery`].
     pub fn new(hub: HealthHub) -> Self {
+        Self::with_resolver(
+            hub,
+            Box::new(|settings| Ok(Arc::new(Discovery::new(settings)?) as Arc<dyn Resolve>)),
+        )
+    }
+
+    /// A monitor publishing into `hub` whose DNS lookups go through resolvers built by
+    /// `resolver` (called again whenever the config's DNS settings change).
+    pub fn with_resolver(hub: HealthHub, resolver: Box<ResolverFactory>) -> Self {
         Self {
             hub,
             inner: Arc::new(MonitorInner {
@@ -86,6 +125,7 @@ impl HealthMonitor {
                     started: AtomicBool::new(false),
                     done: Notify::new(),
                 },
+                resolver,
             }),
         }
     }
@@ -135,7 +175,7 @@ impl HealthMonitor {
                 .any(|e| matches!(e.address, EndpointAddress::Host { .. }))
         });
         if has_hosts && (st.discovery.is_none() || st.dns_settings.as_ref() != Some(&config.dns)) {
-            match Discovery::new(&config.dns) {
+            match (self.inner.resolver)(&config.dns) {
                 Ok(d) => st.discovery = Some(d),
                 Err(e) => {
                     tracing::error!(error = %e, "DNS discovery unavailable; host-name endpoints get no addresses")
@@ -172,9 +212,18 @@ impl HealthMonitor {
                         plan.literal.push(ep);
                     }
                     EndpointAddress::Host { host, port } => {
-                        // Keep what was discovered before; the watcher refreshes it.
-                        if let Some(found) =
-                            old.as_ref().and_then(|o| o.discovered.get(&endpoint.id))
+                        // Keep what was discovered before for the same host:port; the watcher
+                        // refreshes it. A changed name starts with no address (module doc).
+                        let same_name = old.as_ref().is_some_and(|o| {
+                            o.config
+                                .endpoints
+                                .iter()
+                                .any(|e| e.id == endpoint.id && e.address == endpoint.address)
+                        });
+                        if let Some(found) = old
+                            .as_ref()
+                            .filter(|_| same_name)
+                            .and_then(|o| o.discovered.get(&endpoint.id))
                         {
                             let cells = found
                                 .iter()
@@ -240,7 +289,7 @@ impl HealthMonitor {
                 .iter()
                 .chain(plan.discovered.values().flatten())
             {
-                let key = self.ensure_probe(&mut st, ep, &plan.config);
+                let key = self.ensure_probe(&mut st, ep, &plan.config, setup_ticket.as_ref());
                 wanted_probes.insert(key);
             }
         }
@@ -248,10 +297,10 @@ impl HealthMonitor {
         for name in config.regions.iter().map(|r| r.name.clone()) {
             publish(&self.hub, &st, &name);
         }
-        // Stop what is no longer wanted.
+        // Stop what is no longer wanted. Discovered addresses are in the plans, so a probe outside
+        // them belongs to a removed endpoint, a changed host name or old probe settings.
         st.probes.retain(|k, token| {
-            let keep = wanted_probes.contains(k)
-                || matches!(k, TaskKey::Endpoint(..)) && is_discovered(k, &wanted_watchers);
+            let keep = wanted_probes.contains(k);
             if !keep {
                 token.cancel();
             }
@@ -294,11 +343,14 @@ impl HealthMonitor {
         drop(setup_ticket);
     }
 
+    /// Starts the probe task of `ep` unless it runs already. A new task's first probe counts
+    /// towards the first round while the round is open or `held` (a ticket of the caller) is.
     fn ensure_probe(
         &self,
         st: &mut MonitorState,
         ep: &Arc<EndpointHealth>,
         region: &Region,
+        held: Option<&FirstTicket>,
     ) -> TaskKey {
         let settings = format!("{:?}{:?}", region.probe, region.tls);
         let key = TaskKey::Endpoint(ep.key.clone(), settings);
@@ -319,7 +371,7 @@ impl HealthMonitor {
                 region.probe.timeout,
                 region.probe.jitter_permille,
                 token.clone(),
-                self.ticket(),
+                held.map(FirstTicket::share).or_else(|| self.ticket()),
                 move |r| ep2.report_probe(r),
             ));
             st.probes.insert(key.clone(), token);
@@ -327,11 +379,26 @@ impl HealthMonitor {
         key
     }
 
-    /// Replaces the addresses discovered for one endpoint.
-    fn set_discovered(&self, region: &RegionName, id: &EndpointId, addrs: &[SocketAddr]) {
+    /// Replaces the addresses discovered for one endpoint with the answer of the watcher that
+    /// `watcher` belongs to, unless that watcher was cancelled (its answer is stale: the host
+    /// name changed or went away). New probes count towards the first round while `first` is
+    /// held. Returns whether the addresses changed.
+    fn set_discovered(
+        &self,
+        region: &RegionName,
+        id: &EndpointId,
+        addrs: &[SocketAddr],
+        watcher: &CancellationToken,
+        first: Option<&FirstTicket>,
+    ) -> bool {
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Watchers are cancelled under this lock, so this check cannot go stale before the
+        // addresses are published below.
+        if watcher.is_cancelled() {
+            return false;
+        }
         let Some(plan) = st.regions.get(region).cloned() else {
-            return;
+            return false;
         };
         let cell = self.hub.region(region);
         let policy = policy(&plan.config.probe, Some(&plan.config.passive));
@@ -353,8 +420,11 @@ impl HealthMonitor {
             .get(id)
             .map(|v| v.iter().map(|e| e.key.clone()).collect())
             .unwrap_or_default();
+        if plan.discovered.contains_key(id) && old.iter().eq(cells.iter().map(|e| &e.key)) {
+            return false;
+        }
         for ep in &cells {
-            self.ensure_probe(&mut st, ep, &plan.config);
+            self.ensure_probe(&mut st, ep, &plan.config, first);
         }
         let new_keys: HashSet<TargetKey> = cells.iter().map(|e| e.key.clone()).collect();
         st.probes.retain(|k, token| match k {
@@ -370,13 +440,7 @@ impl HealthMonitor {
         publish(&self.hub, &st, region);
         drop(st);
         self.hub.prune();
-    }
-}
-
-fn is_discovered(key: &TaskKey, watchers: &HashSet<(RegionName, EndpointId, String, u16)>) -> bool {
-    match key {
-        TaskKey::Endpoint(t, _) => watchers.iter().any(|(_, id, _, _)| id == &t.id),
-        TaskKey::Check(..) => false,
+        true
     }
 }
 
@@ -447,22 +511,37 @@ async fn run_probes(
     }
 }
 
+/// Keeps one endpoint's addresses in step with DNS until cancelled. Holds `first` (its share of
+/// the first round) until its first lookup has published its addresses (whose probes then hold
+/// tickets of their own), failed, or taken longer than the resolver's timeout.
 async fn watch_dns(
     monitor: HealthMonitor,
-    discovery: Discovery,
+    discovery: Arc<dyn Resolve>,
     (region, id, host, port): (RegionName, EndpointId, String, u16),
     cancel: CancellationToken,
     mut first: Option<FirstTicket>,
 ) {
+    let first_deadline = tokio::time::Instant::now() + discovery.timeout();
     let mut last: Option<Vec<SocketAddr>> = None;
     loop {
-        let wait = match discovery.resolve(&host, port).await {
-            Ok(resolved) => {
-                if last.as_ref() != Some(&resolved.addrs) {
-                    tracing::info!(%region, endpoint = %id, %host, addrs = ?resolved.addrs, "DNS addresses changed");
-                    monitor.set_discovered(&region, &id, &resolved.addrs);
-                    last = Some(resolved.addrs);
+        let lookup = discovery.resolve(&host, port);
+        tokio::pin!(lookup);
+        let result = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = &mut lookup => break r,
+                _ = tokio::time::sleep_until(first_deadline), if first.is_some() => {
+                    tracing::warn!(%region, endpoint = %id, %host, "first DNS lookup unanswered after the DNS timeout; ready without its addresses");
+                    first = None;
                 }
+            }
+        };
+        let wait = match result {
+            Ok(resolved) => {
+                if monitor.set_discovered(&region, &id, &resolved.addrs, &cancel, first.as_ref()) {
+                    tracing::info!(%region, endpoint = %id, %host, addrs = ?resolved.addrs, "DNS addresses changed");
+                }
+                last = Some(resolved.addrs);
                 resolved.refresh_in
             }
             Err(e) => {
@@ -470,8 +549,6 @@ async fn watch_dns(
                 discovery.retry_in()
             }
         };
-        // The first round waits for the first probe of the discovered addresses, which
-        // `set_discovered` started with tickets of their own while the round is open.
         first.take();
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -479,3 +556,6 @@ async fn watch_dns(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

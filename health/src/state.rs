@@ -12,6 +12,9 @@
 //!   which doubles on each repeat up to `max_ejection`. Probe successes during the ejection do not
 //!   count; after it, `rise` probe successes re-admit the endpoint. The doubling resets once an
 //!   endpoint has stayed up for `max_ejection`.
+//! - **Recovery**: when probes bring an endpoint from `Down` back `Up`, the live-failure streak
+//!   starts again from zero: failures counted before or while it was down (requests already on
+//!   their way to it) never count towards the next ejection.
 
 use std::time::Duration;
 
@@ -210,6 +213,9 @@ impl EndpointState {
             Health::Up => {
                 self.up_since = Some(now);
                 self.first_failure = None;
+                if from == Health::Down {
+                    self.passive_streak = 0;
+                }
             }
             _ => self.up_since = None,
         }

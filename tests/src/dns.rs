@@ -1,9 +1,11 @@
 //! A tiny authoritative DNS server on loopback UDP for discovery tests: answers A queries from a
-//! table the test changes at run time, and can be switched off to simulate an outage.
+//! table the test changes at run time, can be switched off to simulate an outage, and can delay
+//! the answers for one name (a slow authoritative server) without delaying the others.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
@@ -18,6 +20,11 @@ pub struct TestDns {
 #[derive(Default)]
 struct Records {
     a: HashMap<String, Vec<Ipv4Addr>>,
+    delays: HashMap<String, Duration>,
+    /// Queries received (while not silent), by name.
+    queried: HashMap<String, u64>,
+    /// Answers sent, by name.
+    answered: HashMap<String, u64>,
     ttl: u32,
     silent: bool,
 }
@@ -52,6 +59,38 @@ impl TestDns {
     pub fn set_silent(&self, silent: bool) {
         self.records.lock().expect("lock").silent = silent;
     }
+
+    /// Answers queries for `name` only `delay` after they arrive (with the records as they were
+    /// when the query arrived); other names are answered at once. `Duration::ZERO` undoes it.
+    pub fn set_delay(&self, name: &str, delay: Duration) {
+        self.records
+            .lock()
+            .expect("lock")
+            .delays
+            .insert(name.to_ascii_lowercase(), delay);
+    }
+
+    /// How many queries for `name` arrived so far (while not silent).
+    pub fn queried(&self, name: &str) -> u64 {
+        self.records
+            .lock()
+            .expect("lock")
+            .queried
+            .get(&name.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many answers for `name` were sent so far (delayed ones count once sent).
+    pub fn answered(&self, name: &str) -> u64 {
+        self.records
+            .lock()
+            .expect("lock")
+            .answered
+            .get(&name.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for TestDns {
@@ -61,26 +100,43 @@ impl Drop for TestDns {
 }
 
 async fn serve(socket: UdpSocket, records: Arc<Mutex<Records>>) {
+    let socket = Arc::new(socket);
     let mut buf = [0u8; 512];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        let answer = {
-            let r = records.lock().expect("lock");
+        let (name, answer, delay) = {
+            let mut r = records.lock().expect("lock");
             if r.silent {
                 continue;
             }
-            answer(&buf[..n], &r)
+            let Some((name, answer)) = answer(&buf[..n], &r) else {
+                continue;
+            };
+            let delay = r.delays.get(&name).copied().unwrap_or_default();
+            *r.queried.entry(name.clone()).or_default() += 1;
+            (name, answer, delay)
         };
-        if let Some(answer) = answer {
-            let _ = socket.send_to(&answer, peer).await;
-        }
+        let (socket, records) = (socket.clone(), records.clone());
+        // Each answer in its own task, so that a delayed name never holds up the others.
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if socket.send_to(&answer, peer).await.is_ok() {
+                *records
+                    .lock()
+                    .expect("lock")
+                    .answered
+                    .entry(name)
+                    .or_default() += 1;
+            }
+        });
     }
 }
 
-/// Builds the response to one query, or `None` for packets that are not queries.
-fn answer(query: &[u8], records: &Records) -> Option<Vec<u8>> {
+/// Builds the response to one query (with the name asked for), or `None` for packets that are
+/// not queries.
+fn answer(query: &[u8], records: &Records) -> Option<(String, Vec<u8>)> {
     if query.len() < 12 {
         return None;
     }
@@ -119,5 +175,5 @@ fn answer(query: &[u8], records: &Records) -> Option<Vec<u8>> {
         out.extend_from_slice(&4u16.to_be_bytes());
         out.extend_from_slice(&ip.octets());
     }
-    Some(out)
+    Some((name, out))
 }

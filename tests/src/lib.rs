@@ -70,6 +70,14 @@ impl Gateway {
     /// `{admin}` and `{dir}` (the temp dir, for certificate paths). `files` are written into the
     /// temp dir first.
     pub async fn start(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
+        let (mut gw, tls) = Self::launch(config, files);
+        gw.wait_ready().await;
+        (gw, tls)
+    }
+
+    /// Like [`Gateway::start`], but returns as soon as the process is spawned, without waiting
+    /// for `/readyz` (for tests of readiness itself).
+    pub fn launch(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents).expect("write file");
@@ -96,17 +104,17 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .expect("spawn gateway");
-        let mut gw = Self {
+        let gw = Self {
             child: Some(child),
             dir,
             addr,
             admin,
         };
-        gw.wait_ready().await;
         (gw, tls)
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits for `/readyz` to answer 200 (panics with the gateway's log after [`DEADLINE`]).
+    pub async fn wait_ready(&mut self) {
         let start = Instant::now();
         loop {
             if let Some(child) = self.child.as_mut() {

@@ -414,3 +414,231 @@ routes:
         "outage reported in the log"
     );
 }
+
+/// The addresses `/status` lists for `region`'s endpoints.
+async fn addresses(gw: &Gateway, region: &str) -> Vec<String> {
+    let s = status(gw).await;
+    s["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .filter(|r| r["name"] == region)
+        .flat_map(|r| r["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["address"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Issue #16, bug 4: reload to `old.test` and at once back to `new.test` while the `old.test`
+/// lookup is slow. The late `old.test` answer belongs to a host name the endpoint no longer has:
+/// it must be discarded, so the endpoint stays on `new.test`'s address and the fra-only route is
+/// never answered by ber's app (which owns `old.test`'s address).
+#[tokio::test]
+async fn dns_answer_for_a_replaced_host_name_is_discarded() {
+    let dns = TestDns::start().await;
+    let fra = RegionServer::bind(
+        "127.0.0.2:0".parse().expect("addr"),
+        gateway_tests::Identity {
+            region: "fra".into(),
+            endpoint: "fra-a".into(),
+        },
+    )
+    .await
+    .expect("bind 127.0.0.2");
+    let port = fra.addr().port();
+    let _ber = RegionServer::bind(
+        format!("127.0.0.3:{port}").parse().expect("addr"),
+        gateway_tests::Identity {
+            region: "ber".into(),
+            endpoint: "ber-b".into(),
+        },
+    )
+    .await
+    .expect("bind 127.0.0.3 on the same port");
+    dns.set("new.test", &["127.0.0.2".parse().expect("ip")]);
+    dns.set("old.test", &["127.0.0.3".parse().expect("ip")]);
+    dns.set_delay("old.test", Duration::from_secs(3));
+    let config = |host: &str| {
+        format!(
+            r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+dns: {{ servers: ["{dns}"], min_ttl: 200ms, max_ttl: 1s, timeout: 10s }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-dns, address: "{host}:{port}" }}]
+    probe: {FAST_PROBES}
+  ber:
+    endpoints: [{{ id: ber-b, address: "127.0.0.3:{port}" }}]
+    probe: {FAST_PROBES}
+routes:
+  - {{ name: fra-only, match: {{ path_prefix: /eu/ }}, regions: [fra], allowed_regions: [fra] }}
+  - {{ name: app, regions: [ber] }}
+"#,
+            dns = dns.addr
+        )
+    };
+    let new_addr = format!("127.0.0.2:{port}");
+    let (gw, _) = Gateway::start(&config("new.test"), &[]).await;
+    assert_eq!(addresses(&gw, "fra").await, [new_addr.as_str()]);
+    let region_of_eu = || async {
+        let resp = H1::connect(gw.addr).await.send(get("a", "/eu/x")).await;
+        (resp.status, resp.header("x-region").map(str::to_string))
+    };
+    assert_eq!(region_of_eu().await, (200, Some("fra".into())));
+
+    gw.write_config(&config("old.test"));
+    let (code, body) = gw.admin_call("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the old.test lookup reached the DNS server", || async {
+        dns.queried("old.test") >= 1
+    })
+    .await;
+    assert_eq!(dns.answered("old.test"), 0, "the old.test answer is slow");
+    gw.write_config(&config("new.test"));
+    let (code, body) = gw.admin_call("POST", "/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        dns.answered("old.test"),
+        0,
+        "the second reload came before the old.test answer (the race under test)"
+    );
+    // Residency holds all along: the fra-only route is answered by fra or not at all.
+    eventually("the slow old.test answer was sent", || async {
+        let (_, region) = region_of_eu().await;
+        assert_ne!(
+            region.as_deref(),
+            Some("ber"),
+            "fra-only route answered by ber"
+        );
+        dns.answered("old.test") >= 1
+    })
+    .await;
+    // Afterwards the endpoint is (again) on new.test's address and stays there: several TTLs
+    // (1 s) must pass without the stale answer ever showing.
+    eventually("fra on new.test's address", || async {
+        addresses(&gw, "fra").await == [new_addr.as_str()]
+    })
+    .await;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            addresses(&gw, "fra").await,
+            [new_addr.as_str()],
+            "fra's endpoint holds an address of a host name no longer in its config:\n{}",
+            gw.stderr()
+        );
+        let (code, region) = region_of_eu().await;
+        assert_eq!(region.as_deref(), Some("fra"), "status {code}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue #16, bug 6: `/readyz` waits for the first probe of every address that the first DNS
+/// lookup found. The probe of this one takes its full timeout (a blackholed app), so a gateway
+/// that says ready before it finishes has an `unknown` endpoint in `/status`.
+#[tokio::test]
+async fn readiness_waits_for_the_first_probe_of_dns_discovered_addresses() {
+    let dns = TestDns::start().await;
+    let slow = RegionServer::bind(
+        "127.0.0.2:0".parse().expect("addr"),
+        gateway_tests::Identity {
+            region: "fra".into(),
+            endpoint: "slow".into(),
+        },
+    )
+    .await
+    .expect("bind 127.0.0.2");
+    slow.set_mode(Mode::Blackhole);
+    let port = slow.addr().port();
+    dns.set("slow.test", &["127.0.0.2".parse().expect("ip")]);
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+dns: {{ servers: ["{dns}"], timeout: 2s }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-dns, address: "slow.test:{port}" }}]
+    probe: {{ http: {{ path: /healthz }}, interval: 3s, timeout: 3s, rise: 1, fall: 1, jitter: 0% }}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        dns = dns.addr
+    );
+    let (mut gw, _) = Gateway::launch(&config, &[]);
+    let start = Instant::now();
+    loop {
+        assert!(gw.is_running(), "gateway exited:\n{}", gw.stderr());
+        // Readiness first, then status: a probe result seen after "ready" was there before it.
+        if let Ok((200, _)) = client::get_status(gw.admin, "/readyz").await {
+            let s = status(&gw).await;
+            let eps = s["regions"][0]["endpoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(eps.len(), 1, "ready before DNS discovery: {s}");
+            assert_ne!(
+                eps[0]["health"], "unknown",
+                "ready while a DNS-discovered address was never probed: {s}"
+            );
+            assert!(eps[0]["last_probe"].is_object(), "{s}");
+            break;
+        }
+        assert!(
+            start.elapsed() < gateway_tests::DEADLINE,
+            "never ready:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        slow.connections() >= 1,
+        "the probe reached the blackholed app"
+    );
+}
+
+/// The other side of readiness with DNS: a first lookup that gets no answer does not hold
+/// readiness back past `dns.timeout`, and the watcher keeps asking until an answer comes.
+#[tokio::test]
+async fn readiness_does_not_wait_for_a_dns_server_that_never_answers() {
+    let dns = TestDns::start().await;
+    let app = RegionServer::bind(
+        "127.0.0.2:0".parse().expect("addr"),
+        gateway_tests::Identity {
+            region: "fra".into(),
+            endpoint: "late".into(),
+        },
+    )
+    .await
+    .expect("bind 127.0.0.2");
+    let port = app.addr().port();
+    let fixed = region("fra", "fixed").await;
+    dns.set("late.test", &["127.0.0.2".parse().expect("ip")]);
+    dns.set_delay("late.test", Duration::from_secs(3600));
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+dns: {{ servers: ["{dns}"], min_ttl: 200ms, timeout: 500ms }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-fixed, address: "{fixed}" }}, {{ id: fra-dns, address: "late.test:{port}" }}]
+    probe: {FAST_PROBES}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        dns = dns.addr,
+        fixed = fixed.addr(),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    assert_eq!(dns.answered("late.test"), 0, "ready without an answer");
+    assert_eq!(addresses(&gw, "fra").await, [fixed.addr().to_string()]);
+    dns.set_delay("late.test", Duration::ZERO);
+    eventually("the watcher asks again and gets the address", || async {
+        addresses(&gw, "fra").await.len() == 2
+    })
+    .await;
+}

@@ -173,3 +173,33 @@ async fn first_failure_tracks_the_start_of_a_failure_run() {
     step(&mut s, true);
     assert_eq!(s.first_failure(), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn probe_recovery_resets_the_passive_streak() {
+    let mut s = EndpointState::new();
+    step(&mut s, true);
+    // Probes take the endpoint down; live failures keep arriving meanwhile (requests that were
+    // already on their way, or a client retrying).
+    for _ in 0..3 {
+        step(&mut s, false);
+    }
+    assert_eq!(s.health(), Health::Down);
+    let now = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(s.on_traffic(false, now, &POLICY), None, "already down");
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    step(&mut s, true);
+    assert_eq!(
+        step(&mut s, true).map(|t| (t.to, t.cause)),
+        Some((Health::Up, Cause::ProbesPassed))
+    );
+    // Failures from before the recovery are history: ejection needs a fresh streak of 3.
+    let now = Instant::now();
+    assert_eq!(s.on_traffic(false, now, &POLICY), None);
+    assert_eq!(s.on_traffic(false, now, &POLICY), None);
+    assert_eq!(
+        s.on_traffic(false, now, &POLICY).map(|t| t.cause),
+        Some(Cause::Ejected(Duration::from_secs(5)))
+    );
+}
