@@ -110,9 +110,27 @@ fn parse_with(
     }
 }
 
-/// The JSON Schema of the config file format.
+/// The JSON Schema of the config file format. Every field with a default states it; fields
+/// whose absence means "none" (no TLS, no token, ...) have no `default`.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(raw::RawConfig)).unwrap_or_default()
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(raw::RawConfig)).unwrap_or_default();
+    drop_null_defaults(&mut schema);
+    schema
+}
+
+/// Removes `"default": null` everywhere: serde's default of an `Option`, which means "absent".
+fn drop_null_defaults(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("default").is_some_and(serde_json::Value::is_null) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_null_defaults);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_defaults),
+        _ => {}
+    }
 }
 
 /// The config hash: the YAML text and, for every referenced file, which field names it, its

@@ -70,6 +70,15 @@ impl Gateway {
     /// `{admin}` and `{dir}` (the temp dir, for certificate paths). `files` are written into the
     /// temp dir first.
     pub async fn start(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
+        Self::start_with_log(config, files, "info").await
+    }
+
+    /// [`Gateway::start`] with `GATEWAY_LOG` set to `log`.
+    pub async fn start_with_log(
+        config: &str,
+        files: &[(&str, &[u8])],
+        log: &str,
+    ) -> (Self, SocketAddr) {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents).expect("write file");
@@ -88,7 +97,7 @@ impl Gateway {
             .arg(&config_path)
             .arg("--upgrade-sock")
             .arg(dir.path().join("upgrade.sock"))
-            .env("GATEWAY_LOG", "info")
+            .env("GATEWAY_LOG", log)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -126,6 +135,26 @@ impl Gateway {
     /// What the gateway wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.stderr")).unwrap_or_default()
+    }
+
+    /// [`Gateway::stderr`] without ANSI colour sequences.
+    pub fn stderr_plain(&self) -> String {
+        let text = self.stderr();
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters, then one final letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// Whether the child is still running.

@@ -797,3 +797,90 @@ async fn reverting_a_listener_change_clears_the_restart_notice() {
     assert_eq!(detail, "restart no longer needed: listener `http`");
     assert_eq!(region_of(gw.addr, "/probe/x").await.as_deref(), Some("fra"));
 }
+
+// Issue 16, front door: SIGTERM with nothing in flight exits without waiting out the grace
+// period (here far longer than the harness waits).
+#[tokio::test]
+async fn sigterm_with_nothing_in_flight_exits_before_the_grace_period() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "")
+        .replace("listeners:", "server: { grace_period: 300s }\nlisteners:");
+    let (mut gw, _) = Gateway::start(&config, &[]).await;
+    // A kept-alive idle connection does not hold the exit either (it lingers at most 1 s).
+    let mut idle = H1::connect(gw.addr).await;
+    assert_eq!(idle.send(get("a", "/")).await.status, 200);
+    let sent = Instant::now();
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit().await,
+        Some(0),
+        "exited (with 0) well before the 300 s grace period"
+    );
+    eprintln!("SIGTERM → exit: {:?}", sent.elapsed());
+}
+
+// A slow request in flight keeps the process until it is answered, then it exits at once.
+#[tokio::test]
+async fn sigterm_exits_as_soon_as_the_last_in_flight_request_is_answered() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "")
+        .replace("listeners:", "server: { grace_period: 300s }\nlisteners:");
+    let (mut gw, _) = Gateway::start(&config, &[]).await;
+    let addr = gw.addr;
+    let slow =
+        tokio::spawn(async move { H1::connect(addr).await.send(get("a", "/slow/2000")).await });
+    eventually("the slow request reached the app", || async {
+        gw.admin_call("GET", "/metrics", None)
+            .await
+            .1
+            .contains("gateway_upstream_attempts_total{route=\"app\",region=\"fra\"} 1")
+    })
+    .await;
+    gw.signal("TERM");
+    let resp = slow.await.expect("slow request");
+    assert_eq!(resp.status, 200, "the in-flight request finished");
+    assert_eq!(gw.wait_exit().await, Some(0), "then the process exited");
+}
+
+// Issue 16, front door: `GATEWAY_LOG=debug` printed ~15 lines per request (Pingora's debug too).
+#[tokio::test]
+async fn gateway_log_debug_shows_one_line_per_request_and_no_foreign_debug() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "");
+    let (gw, _) = Gateway::start_with_log(&config, &[], "debug").await;
+    let mut c = H1::connect(gw.addr).await;
+    for _ in 0..5 {
+        assert_eq!(c.send(get("a", "/")).await.status, 200);
+    }
+    let request_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("DEBUG gateway::proxy: request "))
+            .count()
+    };
+    eventually("five request lines", || async {
+        request_lines(&gw.stderr_plain()) >= 5
+    })
+    .await;
+    let log = gw.stderr_plain();
+    assert_eq!(request_lines(&log), 5, "one line per request:\n{log}");
+    let foreign: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" DEBUG ") && !l.contains(" DEBUG gateway"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{} debug lines of other crates, e.g.:\n{}",
+        foreign.len(),
+        foreign[..foreign.len().min(5)].join("\n")
+    );
+    drop(gw);
+
+    // Naming a crate in the filter still shows its debug output.
+    let (gw, _) = Gateway::start_with_log(&config, &[], "info,pingora_proxy=debug").await;
+    let mut c = H1::connect(gw.addr).await;
+    assert_eq!(c.send(get("a", "/")).await.status, 200);
+    eventually("Pingora's debug output when named", || async {
+        gw.stderr_plain().contains(" DEBUG pingora_proxy")
+    })
+    .await;
+}
