@@ -26,12 +26,21 @@ pub struct ConfigDiff {
     pub endpoints_removed: Vec<String>,
     /// Listener addresses or TLS-ness changed: applies only after a restart or upgrade.
     pub listeners_need_restart: Vec<String>,
-    /// Admin settings changed: applies only after a restart or upgrade.
+    /// The admin address changed: applies only after a restart or upgrade.
     pub admin_needs_restart: bool,
-    /// Certificates of a listener changed (applied live).
+    /// The admin token changed, was added or removed (applied live).
+    pub admin_token_changed: bool,
+    /// Certificates or keys of a listener changed, also when rewritten at the same path
+    /// (applied live).
     pub certificates_changed: Vec<String>,
-    /// Sticky keys changed (applied live).
-    pub sticky_keys_changed: bool,
+    /// Sticky key ids only in the new config (applied live).
+    pub sticky_keys_added: Vec<String>,
+    /// Sticky key ids only in the old config.
+    pub sticky_keys_removed: Vec<String>,
+    /// Sticky key ids in both whose secret differs (a rotated secret file).
+    pub sticky_keys_changed: Vec<String>,
+    /// The signing key (the first) is another id than before.
+    pub sticky_signing_key_changed: bool,
 }
 
 impl ConfigDiff {
@@ -58,11 +67,19 @@ impl ConfigDiff {
         list("endpoints removed", &self.endpoints_removed);
         list("certificates changed", &self.certificates_changed);
         list("listeners needing a restart", &self.listeners_need_restart);
+        list("sticky keys added", &self.sticky_keys_added);
+        list("sticky keys removed", &self.sticky_keys_removed);
         if self.admin_needs_restart {
             parts.push("admin listener changed (needs a restart)".into());
         }
-        if self.sticky_keys_changed {
-            parts.push("sticky keys changed".into());
+        if self.admin_token_changed {
+            parts.push("admin token changed".into());
+        }
+        for id in &self.sticky_keys_changed {
+            parts.push(format!("sticky key {id} changed"));
+        }
+        if self.sticky_signing_key_changed {
+            parts.push("sticky signing key changed".into());
         }
         if parts.is_empty() {
             "no changes".into()
@@ -149,7 +166,24 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
         }
     }
     d.admin_needs_restart = old.admin.bind != new.admin.bind;
-    d.sticky_keys_changed = old.sticky_keys != new.sticky_keys;
+    d.admin_token_changed = old.admin.token != new.admin.token;
+    let old_keys = names(old.sticky_keys.iter().map(|k| k.id.as_str()).collect());
+    let new_keys = names(new.sticky_keys.iter().map(|k| k.id.as_str()).collect());
+    d.sticky_keys_added = new_keys.difference(&old_keys).cloned().collect();
+    d.sticky_keys_removed = old_keys.difference(&new_keys).cloned().collect();
+    d.sticky_keys_changed = new
+        .sticky_keys
+        .iter()
+        .filter(|k| {
+            old.sticky_keys
+                .iter()
+                .any(|o| o.id == k.id && o.secret != k.secret)
+        })
+        .map(|k| k.id.clone())
+        .collect();
+    d.sticky_signing_key_changed = !old.sticky_keys.is_empty()
+        && !new.sticky_keys.is_empty()
+        && old.sticky_keys[0].id != new.sticky_keys[0].id;
     d
 }
 

@@ -20,6 +20,7 @@ mod source_map;
 mod validate;
 pub mod values;
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -33,20 +34,49 @@ pub use validate::DEFAULT_ADMIN_BIND;
 use source_map::SourceMap;
 use validate::Validator;
 
+/// Sockets a running gateway bound at start. A reload cannot move them, so validating a reload
+/// must judge the new config against them (see [`load_for_reload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundSockets {
+    /// The address the admin API listens on.
+    pub admin: SocketAddr,
+}
+
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read(path)?;
+    parse(&text, path)
+}
+
+/// Reads and validates the config file at `path` for a running gateway whose sockets are
+/// `bound`: on top of [`load`]'s checks, a config that would leave the admin API that is
+/// actually listening on a non-loopback address without a token is invalid (the error names
+/// `admin.token_file`), even if its own `admin.bind` is loopback.
+pub fn load_for_reload(path: &Path, bound: BoundSockets) -> Result<GatewayConfig, ConfigError> {
+    let text = read(path)?;
+    parse_with(&text, path, Some(bound))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&text, path)
+    })
 }
 
 /// Validates config `text` as if read from `file` (relative paths in it start at `file`'s
 /// directory).
 pub fn parse(text: &str, file: &Path) -> Result<GatewayConfig, ConfigError> {
+    parse_with(text, file, None)
+}
+
+fn parse_with(
+    text: &str,
+    file: &Path,
+    bound: Option<BoundSockets>,
+) -> Result<GatewayConfig, ConfigError> {
     let map = SourceMap::build(text);
-    let mut validator = Validator::new(file, &map);
+    let mut validator = Validator::new(file, &map, bound);
 
     let mut unknown = Vec::new();
     let deserializer = serde_yaml::Deserializer::from_str(text);
@@ -69,8 +99,9 @@ pub fn parse(text: &str, file: &Path) -> Result<GatewayConfig, ConfigError> {
             return Err(ConfigError::Invalid(validator.issues));
         }
     };
-    let hash = hex_prefix(&Sha256::digest(text.as_bytes()), 8);
-    let config = validator.config(raw, file.to_path_buf(), hash);
+    let mut config = validator.config(raw, file.to_path_buf(), String::new());
+    config.files = std::mem::take(&mut validator.files);
+    config.hash = config_hash(text, &config.files);
     if validator.issues.is_empty() {
         Ok(config)
     } else {
@@ -79,9 +110,43 @@ pub fn parse(text: &str, file: &Path) -> Result<GatewayConfig, ConfigError> {
     }
 }
 
-/// The JSON Schema of the config file format.
+/// The JSON Schema of the config file format. Every field with a default states it; fields
+/// whose absence means "none" (no TLS, no token, ...) have no `default`.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(raw::RawConfig)).unwrap_or_default()
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(raw::RawConfig)).unwrap_or_default();
+    drop_null_defaults(&mut schema);
+    schema
+}
+
+/// Removes `"default": null` everywhere: serde's default of an `Option`, which means "absent".
+fn drop_null_defaults(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("default").is_some_and(serde_json::Value::is_null) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_null_defaults);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_null_defaults),
+        _ => {}
+    }
+}
+
+/// The config hash: the YAML text and, for every referenced file, which field names it, its
+/// path and its contents' digest.
+fn config_hash(text: &str, files: &[ReferencedFile]) -> String {
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    for f in files {
+        h.update(b"\0file\0");
+        h.update(f.field.as_bytes());
+        h.update(b"\0");
+        h.update(f.path.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        h.update(f.sha256.as_bytes());
+    }
+    hex_prefix(&h.finalize(), 8)
 }
 
 fn hex_prefix(bytes: &[u8], n: usize) -> String {

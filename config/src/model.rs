@@ -16,8 +16,14 @@ use std::time::Duration;
 pub struct GatewayConfig {
     /// The file this config came from.
     pub source: PathBuf,
-    /// Hex SHA-256 of the file's bytes (first 16 characters), shown in status and metrics.
+    /// Hex SHA-256 (first 16 characters) of the file's bytes and of the contents of every file
+    /// it references ([`GatewayConfig::files`]), shown in status and metrics. A reload whose
+    /// hash equals the running one changes nothing; rewriting a certificate, key, token or
+    /// secret at the same path changes the hash.
     pub hash: String,
+    /// Every file the config references (certificates, keys, the admin token, sticky secrets),
+    /// as read at load time. The reload watcher also watches their directories.
+    pub files: Vec<ReferencedFile>,
     /// Client-facing listeners, in file order.
     pub listeners: Vec<Listener>,
     /// Admin API settings.
@@ -32,6 +38,17 @@ pub struct GatewayConfig {
     pub sticky_keys: Vec<StickyKey>,
     /// DNS discovery settings.
     pub dns: DnsSettings,
+}
+
+/// A file named in the config, as read when the config was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferencedFile {
+    /// The field that names it, e.g. `admin.token_file` or `sticky_keys[0].secret_file`.
+    pub field: String,
+    /// The path it was read from (relative names start at the config file's directory).
+    pub path: PathBuf,
+    /// Hex SHA-256 of its contents.
+    pub sha256: String,
 }
 
 /// DNS discovery settings.

@@ -4,6 +4,11 @@
 //! Durations, percentages and addresses stay strings here so that a bad value becomes a
 //! validation error with a position instead of aborting deserialization. Unknown fields are
 //! collected (not rejected by serde) so that every one of them is reported.
+//!
+//! Schema defaults: serde's `default` on an `Option` would show as `"default": null` in the
+//! JSON Schema; a field with a real default states it with
+//! `#[schemars(!default, extend("default" = ...))]` (the same value validation applies), and
+//! [`crate::json_schema`] drops the remaining `null` defaults (absent means "none").
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -17,6 +22,7 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     /// Admin API listener (health, readiness, status). Loopback by default.
     #[serde(default)]
+    #[schemars(!default, extend("default" = { "bind": "127.0.0.1:9901" }))]
     pub admin: Option<RawAdmin>,
     /// Process-wide settings.
     #[serde(default)]
@@ -42,12 +48,15 @@ pub struct RawDns {
     pub servers: Vec<String>,
     /// Shortest time between re-resolutions, whatever the TTL (default `1s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "1s"))]
     pub min_ttl: Option<String>,
     /// Longest time between re-resolutions, whatever the TTL (default `5m`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "5m"))]
     pub max_ttl: Option<String>,
     /// Lookup timeout (default `2s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "2s"))]
     pub timeout: Option<String>,
 }
 
@@ -72,6 +81,7 @@ pub struct RawListenerTls {
     pub certs: Vec<RawCert>,
     /// Index into `certs` used for clients with no or unknown SNI (default 0).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 0))]
     pub default_cert: Option<usize>,
 }
 
@@ -89,7 +99,8 @@ pub struct RawCert {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RawAdmin {
-    /// `ip:port` of the admin API (default `127.0.0.1:9901`).
+    /// `ip:port` of the admin API (required in this section; without an `admin` section the API
+    /// listens on `127.0.0.1:9901`).
     pub bind: String,
     /// File holding the bearer token; required when `bind` is not a loopback address.
     #[serde(default)]
@@ -105,12 +116,15 @@ pub struct RawServer {
     pub threads: Option<usize>,
     /// Idle upstream connections kept per process for reuse (default 128).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 128))]
     pub upstream_keepalive_pool: Option<usize>,
     /// Name of the request id header (default `x-request-id`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "x-request-id"))]
     pub request_id_header: Option<String>,
     /// Time given to in-flight requests on shutdown (default `10s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "10s"))]
     pub grace_period: Option<String>,
 }
 
@@ -126,6 +140,7 @@ pub struct RawRegion {
     /// Upstream HTTP version: `http1` (default), `http2` (h2 over TLS, h2c without), or `auto`
     /// (ALPN, TLS only).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "http1"))]
     pub protocol: Option<String>,
     /// Concurrent streams the gateway opens on one HTTP/2 connection to an endpoint before it
     /// opens another (1 to 1000, default 100; never more than the endpoint's own
@@ -141,6 +156,7 @@ pub struct RawRegion {
     pub checks: Vec<RawCheck>,
     /// Healthy endpoints needed for the region to be up: a count (`1`) or a percentage (`"50%"`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 1))]
     pub min_healthy: Option<RawCountOrPercent>,
     /// Passive ejection from live-traffic failures.
     #[serde(default)]
@@ -175,6 +191,7 @@ pub struct RawUpstreamTls {
     pub sni: String,
     /// Verify the upstream certificate (default true).
     #[serde(default)]
+    #[schemars(!default, extend("default" = true))]
     pub verify: Option<bool>,
 }
 
@@ -187,18 +204,23 @@ pub struct RawProbe {
     pub http: Option<RawHttpProbe>,
     /// Time between probes (default `1s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "1s"))]
     pub interval: Option<String>,
     /// Probe timeout (default `500ms`), at most `interval`.
     #[serde(default)]
+    #[schemars(!default, extend("default" = "500ms"))]
     pub timeout: Option<String>,
     /// Consecutive successes to become healthy (default 2).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 2))]
     pub rise: Option<u32>,
     /// Consecutive failures to become unhealthy (default 2).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 2))]
     pub fall: Option<u32>,
     /// Random spread of the interval, e.g. `"10%"` (default 10%, at most 50%).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "10%"))]
     pub jitter: Option<String>,
 }
 
@@ -208,15 +230,18 @@ pub struct RawProbe {
 pub struct RawHttpProbe {
     /// Path to request (default `/healthz`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "/healthz"))]
     pub path: Option<String>,
     /// Method (default `GET`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "GET"))]
     pub method: Option<String>,
     /// Host header (default: the endpoint address).
     #[serde(default)]
     pub host: Option<String>,
     /// Statuses counted as success (default `[200]`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = [200]))]
     pub expect_status: Option<Vec<u16>>,
     /// Substring the body must contain (optional).
     #[serde(default)]
@@ -233,21 +258,27 @@ pub struct RawCheck {
     pub url: String,
     /// Time between checks (default `2s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "2s"))]
     pub interval: Option<String>,
     /// Check timeout (default `1s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "1s"))]
     pub timeout: Option<String>,
     /// Consecutive successes to pass (default 2).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 2))]
     pub rise: Option<u32>,
     /// Consecutive failures to fail (default 2).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 2))]
     pub fall: Option<u32>,
     /// Statuses counted as success (default `[200]`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = [200]))]
     pub expect_status: Option<Vec<u16>>,
     /// Whether the region is down while this check fails (default true).
     #[serde(default)]
+    #[schemars(!default, extend("default" = true))]
     pub required: Option<bool>,
 }
 
@@ -257,12 +288,15 @@ pub struct RawCheck {
 pub struct RawPassive {
     /// Consecutive live-traffic failures that eject an endpoint (default 3).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 3))]
     pub consecutive_failures: Option<u32>,
     /// First ejection time, doubled on each repeat (default `5s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "5s"))]
     pub ejection: Option<String>,
     /// Cap of the ejection time (default `60s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "60s"))]
     pub max_ejection: Option<String>,
 }
 
@@ -303,6 +337,7 @@ pub struct RawMatch {
     pub host: Option<String>,
     /// Path prefix starting with `/` (default `/`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "/"))]
     pub path_prefix: Option<String>,
 }
 
@@ -322,6 +357,7 @@ pub enum RawTier {
 pub struct RawFailback {
     /// How long a higher tier must stay up before traffic returns (default `30s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "30s"))]
     pub hold_down: Option<String>,
 }
 
@@ -331,13 +367,16 @@ pub struct RawFailback {
 pub struct RawRetry {
     /// Extra attempts after the first (default 2, at most 10).
     #[serde(default)]
+    #[schemars(!default, extend("default" = 2))]
     pub attempts: Option<u32>,
     /// Retry conditions: `connect`, `reset`, `timeout` and HTTP statuses (default
     /// `[connect, reset, 502, 503, 504]`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = ["connect", "reset", 502, 503, 504]))]
     pub on: Option<Vec<RawRetryOn>>,
     /// Share of requests that may be retried, e.g. `"20%"` (default 20%).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "20%"))]
     pub budget: Option<String>,
 }
 
@@ -357,13 +396,16 @@ pub enum RawRetryOn {
 pub struct RawTimeouts {
     /// TCP (and TLS) connect timeout to an endpoint (default `250ms`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "250ms"))]
     pub connect: Option<String>,
     /// Longest wait for the upstream between reads, including for the response header (default
     /// `30s`); exceeded gives 504.
     #[serde(default)]
+    #[schemars(!default, extend("default" = "30s"))]
     pub request: Option<String>,
     /// Idle time of a pooled upstream connection before it is closed (default `60s`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "60s"))]
     pub idle: Option<String>,
 }
 
@@ -373,30 +415,37 @@ pub struct RawTimeouts {
 pub struct RawSticky {
     /// Cookie name (default `gw_affinity`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "gw_affinity"))]
     pub cookie: Option<String>,
     /// Session lifetime (default `1h`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "1h"))]
     pub ttl: Option<String>,
     /// After failback: `stay` (default) keeps sessions where they are, `return` moves them back.
     #[serde(default)]
+    #[schemars(!default, extend("default" = "stay"))]
     pub on_failback: Option<String>,
     /// Header whose value pins clients without a cookie (rendezvous hashing).
     #[serde(default)]
     pub header: Option<String>,
     /// Cookie `Path` attribute (default `/`).
     #[serde(default)]
+    #[schemars(!default, extend("default" = "/"))]
     pub path: Option<String>,
     /// Cookie `Domain` attribute (optional).
     #[serde(default)]
     pub domain: Option<String>,
     /// Cookie `Secure` attribute (default true).
     #[serde(default)]
+    #[schemars(!default, extend("default" = true))]
     pub secure: Option<bool>,
     /// Cookie `HttpOnly` attribute (default true).
     #[serde(default)]
+    #[schemars(!default, extend("default" = true))]
     pub http_only: Option<bool>,
     /// Cookie `SameSite` attribute: `lax` (default), `strict` or `none`.
     #[serde(default)]
+    #[schemars(!default, extend("default" = "lax"))]
     pub same_site: Option<String>,
 }
 

@@ -150,3 +150,107 @@ fn admin_off_loopback_needs_a_token() {
     assert_eq!(found[0].path, "admin.bind");
     assert!(found[0].fix.contains("token_file"), "{:?}", found[0]);
 }
+
+/// A config with an admin token and a sticky key in `dir`, its admin API on `bind`.
+fn with_secrets(dir: &Path, bind: &str, token_file: bool) -> std::path::PathBuf {
+    let token = if token_file {
+        ", token_file: admin.token"
+    } else {
+        ""
+    };
+    let text = format!(
+        "admin: {{ bind: \"{bind}\"{token} }}\nsticky_keys: [{{ id: k1, secret_file: k1.key }}]\n{MINIMAL}"
+    );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn hash_and_diff_cover_the_contents_of_referenced_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("admin.token"), "token-one-0123456789").expect("write");
+    std::fs::write(dir.path().join("k1.key"), [b'a'; 40]).expect("write");
+    let path = with_secrets(dir.path(), "127.0.0.1:9901", true);
+    let first = load(&path).expect("valid");
+    assert_eq!(first.files.len(), 2, "{:?}", first.files);
+    assert_eq!(first.files[0].field, "admin.token_file");
+    assert_eq!(first.files[1].field, "sticky_keys[0].secret_file");
+    assert_eq!(load(&path).expect("valid").hash, first.hash, "stable");
+
+    // The token rewritten at the same path: the YAML is byte for byte the same.
+    std::fs::write(dir.path().join("admin.token"), "token-two-0123456789").expect("write");
+    let second = load(&path).expect("valid");
+    assert_ne!(second.hash, first.hash, "a rotated token changes the hash");
+    let d = diff(&first, &second);
+    assert!(d.admin_token_changed);
+    assert_eq!(d.summary(), "admin token changed");
+
+    // The sticky secret rewritten at the same path.
+    std::fs::write(dir.path().join("k1.key"), [b'b'; 40]).expect("write");
+    let third = load(&path).expect("valid");
+    assert_ne!(
+        third.hash, second.hash,
+        "a rotated sticky secret changes the hash"
+    );
+    let d = diff(&second, &third);
+    assert_eq!(d.sticky_keys_changed, ["k1"]);
+    assert_eq!(d.summary(), "sticky key k1 changed");
+}
+
+#[test]
+fn certificate_rewritten_at_the_same_path_changes_hash_and_diff() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tls");
+    let dir = tempfile::tempdir().expect("tmp");
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(examples.join(from), dir.path().join(to)).expect("copy");
+    };
+    copy("example.pem", "server.pem");
+    copy("example.key", "server.key");
+    let text = MINIMAL.replace(
+        "  - { name: http, bind: \"127.0.0.1:8080\" }\n",
+        "  - { name: http, bind: \"127.0.0.1:8080\" }\n  - { name: https, bind: \"127.0.0.1:8443\", tls: { certs: [{ cert: server.pem, key: server.key }] } }\n",
+    );
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, text).expect("write");
+    let first = load(&path).expect("valid");
+    copy("other.pem", "server.pem");
+    copy("other.key", "server.key");
+    let second = load(&path).expect("valid");
+    assert_ne!(second.hash, first.hash);
+    let d = diff(&first, &second);
+    assert_eq!(d.certificates_changed, ["https"]);
+    assert_eq!(d.summary(), "certificates changed: https");
+}
+
+#[test]
+fn a_reload_cannot_drop_the_token_while_the_running_admin_socket_is_public() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("admin.token"), "token-one-0123456789").expect("write");
+    std::fs::write(dir.path().join("k1.key"), [b'a'; 40]).expect("write");
+    let public = BoundSockets {
+        admin: "0.0.0.0:9901".parse().expect("addr"),
+    };
+    let local = BoundSockets {
+        admin: "127.0.0.1:9901".parse().expect("addr"),
+    };
+    // Valid on its own (loopback, no token), and for a gateway started on loopback...
+    let path = with_secrets(dir.path(), "127.0.0.1:9901", false);
+    load(&path).expect("valid on its own");
+    load_for_reload(&path, local).expect("valid while the admin socket is loopback");
+    // ...but not while the socket actually listening is public.
+    let err = load_for_reload(&path, public).expect_err("token dropped on a public socket");
+    let issues = err.issues();
+    assert_eq!(issues.len(), 1, "{err}");
+    assert_eq!(issues[0].path, "admin.token_file");
+    assert!(issues[0].message.contains("`0.0.0.0:9901`"), "{err}");
+    assert!(issues[0].fix.contains("keep `admin.token_file`"), "{err}");
+    // No admin section at all is the same: the default bind does not move the socket.
+    let text = std::fs::read_to_string(&path).expect("read");
+    let without_admin: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, without_admin).expect("write");
+    assert!(load_for_reload(&path, public).is_err());
+    // Keeping the token is fine.
+    let path = with_secrets(dir.path(), "127.0.0.1:9901", true);
+    load_for_reload(&path, public).expect("token kept");
+}

@@ -12,6 +12,8 @@ use crate::model::*;
 use crate::raw::*;
 use crate::source_map::SourceMap;
 use crate::values::{parse_duration, parse_percent_permille};
+use crate::BoundSockets;
+use sha2::{Digest, Sha256};
 
 /// Default admin address.
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9901";
@@ -21,10 +23,14 @@ pub(crate) struct Validator<'a> {
     base_dir: PathBuf,
     map: &'a SourceMap,
     pub(crate) issues: Vec<ConfigIssue>,
+    /// Every file read while validating, in reading order (part of the config hash).
+    pub(crate) files: Vec<ReferencedFile>,
+    /// Sockets of the running process, when validating a reload.
+    bound: Option<BoundSockets>,
 }
 
 impl<'a> Validator<'a> {
-    pub(crate) fn new(file: &'a Path, map: &'a SourceMap) -> Self {
+    pub(crate) fn new(file: &'a Path, map: &'a SourceMap, bound: Option<BoundSockets>) -> Self {
         let base_dir = file
             .parent()
             .map(Path::to_path_buf)
@@ -34,6 +40,8 @@ impl<'a> Validator<'a> {
             base_dir,
             map,
             issues: Vec::new(),
+            files: Vec::new(),
+            bound,
         }
     }
 
@@ -152,7 +160,14 @@ impl<'a> Validator<'a> {
     fn read_file(&mut self, path: &str, name: &str, what: &str) -> Option<(PathBuf, Vec<u8>)> {
         let full = self.base_dir.join(name);
         match std::fs::read(&full) {
-            Ok(bytes) => Some((full, bytes)),
+            Ok(bytes) => {
+                self.files.push(ReferencedFile {
+                    field: path.to_string(),
+                    path: full.clone(),
+                    sha256: crate::hex_prefix(&Sha256::digest(&bytes), 32),
+                });
+                Some((full, bytes))
+            }
             Err(e) => {
                 self.err(
                     path,
@@ -180,6 +195,7 @@ impl<'a> Validator<'a> {
         GatewayConfig {
             source,
             hash,
+            files: Vec::new(),
             listeners,
             admin,
             server,
@@ -342,12 +358,40 @@ impl<'a> Validator<'a> {
         let fallback: SocketAddr = DEFAULT_ADMIN_BIND
             .parse()
             .expect("valid default admin address");
-        let Some(raw) = raw else {
-            return AdminSettings {
+        let settings = match raw {
+            None => AdminSettings {
                 bind: fallback,
                 token: None,
-            };
+            },
+            Some(raw) => self.admin_section(raw, listeners, fallback),
         };
+        // The admin socket is bound once, at start: a reload that changes `admin.bind` does not
+        // move it. So the token rule applies to the address actually listening, or a reload
+        // could drop the token of a public admin API.
+        if let Some(bound) = self.bound {
+            if !bound.admin.ip().is_loopback()
+                && settings.token.is_none()
+                && raw.is_none_or(|r| r.token_file.is_none())
+            {
+                self.err(
+                    "admin.token_file",
+                    format!(
+                        "the running admin API listens on non-loopback `{}` (a new `admin.bind` applies only after a restart); a reload cannot remove its token",
+                        bound.admin
+                    ),
+                    "keep `admin.token_file` until the gateway has been restarted (or upgraded) on a loopback `admin.bind`",
+                );
+            }
+        }
+        settings
+    }
+
+    fn admin_section(
+        &mut self,
+        raw: &RawAdmin,
+        listeners: &[Listener],
+        fallback: SocketAddr,
+    ) -> AdminSettings {
         let bind = self
             .socket_addr("admin.bind", &raw.bind)
             .unwrap_or(fallback);

@@ -168,15 +168,45 @@ pub fn banner(addrs: DemoAddrs, config_path: &std::path::Path) -> String {
          admin        http://{admin}/status\n\
          config       {config}\n\n\
          try:\n  \
-           curl -s http://{listen}/hello                 # answered by region fra (see \"region\")\n  \
+           curl -s http://{listen}/hello                 # answered by fra: see \"region\" in the JSON\n  \
            curl -s --http2-prior-knowledge http://{listen}/hello\n  \
-           curl -s -X POST http://{control}/fra/refuse   # crash region fra: traffic moves to ber\n  \
-           curl -s http://{listen}/hello                 # now answered by ber, no error\n  \
-           curl -s -X POST http://{control}/fra/ok       # bring fra back (traffic returns after the hold-down)\n  \
-           curl -s -X POST 'http://{admin}/regions/fra/drain?for=30s'   # drill: drain fra for 30 s\n  \
+           curl -s -X POST http://{control}/fra/refuse    # crash fra (its ports close)\n  \
+           curl -s http://{listen}/hello                 # answered by ber, no error\n  \
+           curl -s -X POST http://{control}/fra/ok        # bring fra back: traffic returns after the hold-down (5-10 s)\n  \
+           curl -s -X POST 'http://{admin}/regions/fra/drain?for=30s'   # a drill\n  \
+           curl -s http://{admin}/status                # admin API (HTML at http://{admin}/)\n  \
            curl -s http://{admin}/metrics | grep gateway_region_up\n\n\
          modes: ok, refuse, blackhole, status=503, slow=500ms, reset, flap=300ms\n\
          stop with Ctrl-C\n",
         config = config_path.display(),
     )
+}
+
+#[cfg(test)]
+mod banner_tests {
+    use super::*;
+
+    /// The README's demo block is what `gateway demo` prints with its default addresses.
+    #[test]
+    fn readme_demo_block_is_the_banner() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split_once("It prints what to try:\n\n```sh\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map(|(block, _)| block)
+            .expect("README has the demo block");
+        let addrs = DemoAddrs {
+            listen: "127.0.0.1:8080".parse().expect("addr"),
+            admin: "127.0.0.1:9901".parse().expect("addr"),
+            control: "127.0.0.1:9902".parse().expect("addr"),
+        };
+        let banner = banner(addrs, std::path::Path::new("/tmp/demo.yaml"));
+        let tried: Vec<&str> = banner
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("curl "))
+            .collect();
+        let documented: Vec<&str> = block.lines().map(str::trim).collect();
+        assert_eq!(documented, tried);
+    }
 }

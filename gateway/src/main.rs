@@ -80,12 +80,38 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let spec = std::env::var("GATEWAY_LOG").ok();
+    let directives = log_directives(spec.as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("GATEWAY_LOG: {e}; using the default `info`");
+        tracing_subscriber::EnvFilter::new(log_directives(None))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The gateway's own log targets: a bare level in `GATEWAY_LOG` applies to these.
+const OWN_LOG_TARGETS: &[&str] = &["gateway", "gateway_config", "gateway_health", "loadtest"];
+
+/// Turns `GATEWAY_LOG` (default `info`) into tracing directives: a bare level (`debug`) sets
+/// the gateway's own targets; `target=level` directives pass through unchanged, so
+/// `debug,pingora_core=debug` also shows Pingora's debug output; every other crate (Pingora,
+/// hyper, h2, rustls, ...) stays at `warn`.
+fn log_directives(spec: Option<&str>) -> String {
+    let mut out = vec!["warn".to_string()];
+    for d in spec.unwrap_or("info").split(',').map(str::trim) {
+        if d.is_empty() {
+            continue;
+        }
+        if d.parse::<tracing_subscriber::filter::LevelFilter>().is_ok() {
+            out.extend(OWN_LOG_TARGETS.iter().map(|t| format!("{t}={d}")));
+        } else {
+            out.push(d.to_string());
+        }
+    }
+    out.join(",")
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -171,5 +197,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             drop(regions);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn a_bare_level_applies_to_the_gateway_and_other_crates_stay_at_warn() {
+        assert_eq!(
+            log_directives(None),
+            "warn,gateway=info,gateway_config=info,gateway_health=info,loadtest=info"
+        );
+        assert_eq!(
+            log_directives(Some("debug")),
+            "warn,gateway=debug,gateway_config=debug,gateway_health=debug,loadtest=debug"
+        );
+        assert_eq!(
+            log_directives(Some("info, pingora_core=debug")),
+            "warn,gateway=info,gateway_config=info,gateway_health=info,loadtest=info,pingora_core=debug"
+        );
     }
 }

@@ -1,18 +1,25 @@
 //! Hot reload: parse → validate → diff → build one snapshot → one atomic swap.
 //!
-//! Triggers: a change in the config file's directory (Kubernetes swaps a `..data` symlink, so
-//! the directory is watched, not the file; bursts are debounced), SIGHUP, and `POST /reload`.
+//! Triggers: a change in the config file's directory or in the directory of any file the config
+//! references (certificates, keys, the admin token, sticky secrets; Kubernetes swaps a `..data`
+//! symlink, so directories are watched, not files; bursts are debounced), SIGHUP, and
+//! `POST /reload`. Whether anything changed is decided by the config hash, which covers the
+//! YAML and the contents of every referenced file, so a secret rotated at the same path applies.
 //! A failed reload keeps the running config, logs the error with file:line:column, and shows it
 //! in `/status` and metrics; the next good file is picked up. Health state of unchanged
 //! endpoints carries over (it is keyed by endpoint id and address, outside the snapshot).
+//!
+//! Sockets are bound once, at start: a reload is validated against the admin address actually
+//! listening ([`gateway_config::load_for_reload`]), so it can never drop the token of an admin
+//! API that is still public, and restart hints are computed against the started config.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use gateway_config::{ConfigDiff, GatewayConfig};
+use gateway_config::{BoundSockets, ConfigDiff, GatewayConfig};
 use gateway_health::HealthMonitor;
 
 use crate::snapshot::RoutingSnapshot;
@@ -42,6 +49,8 @@ pub struct Reloader {
     /// Config the process started with (listener and admin addresses are fixed by it).
     started: Arc<GatewayConfig>,
     status: Mutex<Option<ReloadStatus>>,
+    /// Woken after every applied reload, so the watcher follows the referenced files.
+    applied: tokio::sync::Notify,
     serial: Mutex<()>,
     version: std::sync::atomic::AtomicU64,
 }
@@ -69,6 +78,7 @@ impl Reloader {
             tls,
             started,
             status: Mutex::new(None),
+            applied: tokio::sync::Notify::new(),
             serial: Mutex::new(()),
             version: std::sync::atomic::AtomicU64::new(1),
         }
@@ -96,15 +106,15 @@ impl Reloader {
     pub fn reload(&self, trigger: &str) -> Result<ConfigDiff, ReloadError> {
         let _serial = self.serial.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.snapshot.load_full();
-        let new = match gateway_config::load(&self.path) {
+        let bound = BoundSockets {
+            admin: self.started.admin.bind,
+        };
+        let new = match gateway_config::load_for_reload(&self.path, bound) {
             Ok(c) => c,
             Err(e) => {
                 let text = e.to_string();
                 tracing::error!(trigger, file = %self.path.display(), "config reload failed; the running config stays in use:\n{text}");
-                metrics::counter!("gateway_config_reloads_total", "result" => "error").increment(1);
-                metrics::gauge!("gateway_config_last_reload_success").set(0.0);
-                self.record(trigger, "error", text.clone(), Vec::new());
-                return Err(ReloadError(text));
+                return Err(self.failed(trigger, text));
             }
         };
         if new.hash == current.config.hash {
@@ -115,11 +125,17 @@ impl Reloader {
                 trigger,
                 "unchanged",
                 "no changes".into(),
-                self.pending_restart(&current.config),
+                self.pending_restart(&current.config).describe(),
             );
             return Ok(ConfigDiff::default());
         }
-        let diff = gateway_config::diff(&current.config, &new);
+        let mut diff = gateway_config::diff(&current.config, &new);
+        // What needs a restart is what differs from the sockets bound at start, not from the
+        // previous config: reverting a listener change clears it.
+        let was_pending = self.pending_restart(&current.config);
+        let pending = self.pending_restart(&new);
+        diff.listeners_need_restart = pending.listeners.clone();
+        diff.admin_needs_restart = pending.admin;
         // Certificates first: a certificate that fails to load fails the whole reload.
         for listener in &new.listeners {
             if let (Some(tls), Some(resolver)) = (&listener.tls, self.tls.get(&listener.name)) {
@@ -130,11 +146,7 @@ impl Reloader {
                             trigger,
                             "config reload failed; the running config stays in use: {text}"
                         );
-                        metrics::counter!("gateway_config_reloads_total", "result" => "error")
-                            .increment(1);
-                        metrics::gauge!("gateway_config_last_reload_success").set(0.0);
-                        self.record(trigger, "error", text.clone(), Vec::new());
-                        return Err(ReloadError(text));
+                        return Err(self.failed(trigger, text));
                     }
                 }
             }
@@ -150,27 +162,57 @@ impl Reloader {
         metrics::gauge!("gateway_config_info", "hash" => new.hash.clone()).set(1.0);
         metrics::counter!("gateway_config_reloads_total", "result" => "ok").increment(1);
         metrics::gauge!("gateway_config_last_reload_success").set(1.0);
-        let restart = self.pending_restart(&new);
-        tracing::info!(trigger, hash = %new.hash, changes = %diff.summary(), "config reloaded");
+        let mut detail = diff.summary();
+        let cleared: Vec<String> = was_pending
+            .describe()
+            .into_iter()
+            .filter(|c| !pending.describe().contains(c))
+            .collect();
+        if !cleared.is_empty() {
+            let text = format!("restart no longer needed: {}", cleared.join(", "));
+            detail = if diff.is_empty() {
+                text
+            } else {
+                format!("{detail}; {text}")
+            };
+        }
+        let restart = pending.describe();
+        tracing::info!(trigger, hash = %new.hash, changes = %detail, "config reloaded");
         if !restart.is_empty() {
             tracing::warn!(changes = ?restart, "these changes apply only after a restart or binary upgrade (listeners are bound at start)");
         }
-        self.record(trigger, "ok", diff.summary(), restart);
+        self.record(trigger, "ok", detail, restart);
+        self.applied.notify_one();
         Ok(diff)
     }
 
+    /// Records a failed reload (status, metrics) and returns its error.
+    fn failed(&self, trigger: &str, text: String) -> ReloadError {
+        metrics::counter!("gateway_config_reloads_total", "result" => "error").increment(1);
+        metrics::gauge!("gateway_config_last_reload_success").set(0.0);
+        self.record(trigger, "error", text.clone(), Vec::new());
+        ReloadError(text)
+    }
+
     /// Differences between the started listeners/admin and `config` that need a restart.
-    fn pending_restart(&self, config: &GatewayConfig) -> Vec<String> {
+    fn pending_restart(&self, config: &GatewayConfig) -> PendingRestart {
         let d = gateway_config::diff(&self.started, config);
-        let mut out: Vec<String> = d
-            .listeners_need_restart
-            .iter()
-            .map(|l| format!("listener `{l}`"))
-            .collect();
-        if d.admin_needs_restart {
-            out.push("admin.bind".into());
+        PendingRestart {
+            listeners: d.listeners_need_restart,
+            admin: d.admin_needs_restart,
         }
-        out
+    }
+
+    /// Directories to watch: the config file's, and those of every file it references.
+    fn watched_dirs(&self) -> BTreeSet<PathBuf> {
+        let parent = |p: &Path| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let config = self.snapshot.load().config.clone();
+        std::iter::once(parent(&self.path))
+            .chain(config.files.iter().map(|f| parent(&f.path)))
+            .collect()
     }
 
     fn record(
@@ -189,51 +231,179 @@ impl Reloader {
         });
     }
 
-    /// Watches the config directory and SIGHUP until `shutdown` fires.
+    /// Watches the config directory, the directories of referenced files and SIGHUP until
+    /// `shutdown` fires. The set of watched directories follows the running config.
     pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let dir = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 let _ = tx.send(());
             }
         });
-        let _watcher = match watcher {
-            Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP or POST /reload");
-                    None
-                }
-            },
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a file watcher; reload with SIGHUP or POST /reload");
                 None
             }
         };
+        let mut watched = BTreeSet::new();
+        if let Some(w) = watcher.as_mut() {
+            sync_watches(w, &mut watched, self.watched_dirs());
+        }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = rx.recv() => {
-                    // Debounce: wait until the directory has been quiet for 100 ms.
+                    // Debounce: wait until the directories have been quiet for 100 ms.
                     while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {}
                     let _ = self.reload("file");
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     let _ = self.reload("sighup");
                 }
+                // Applied by any trigger, `POST /reload` included.
+                _ = self.applied.notified() => {}
+            }
+            // A reload may have changed which files the config references.
+            if let Some(w) = watcher.as_mut() {
+                sync_watches(w, &mut watched, self.watched_dirs());
             }
         }
+    }
+}
+
+/// What differs from the sockets bound at start.
+struct PendingRestart {
+    listeners: Vec<String>,
+    admin: bool,
+}
+
+impl PendingRestart {
+    /// For `/status` `restart_needed`: ``listener `http` ``, `admin.bind`.
+    fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| format!("listener `{l}`"))
+            .collect();
+        if self.admin {
+            out.push("admin.bind".into());
+        }
+        out
+    }
+}
+
+/// Makes `watcher` watch exactly `want` (each directory non-recursively).
+fn sync_watches(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    want: BTreeSet<PathBuf>,
+) {
+    use notify::Watcher;
+    for gone in watched.difference(&want) {
+        let _ = watcher.unwatch(gone);
+    }
+    watched.retain(|d| want.contains(d));
+    for dir in want {
+        if watched.contains(&dir) {
+            continue;
+        }
+        match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(dir);
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot watch this directory; reload with SIGHUP or POST /reload after changing files in it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::FailoverBook;
+    use gateway_health::HealthHub;
+
+    const REST: &str = "listeners: [{ name: http, bind: \"127.0.0.1:18080\" }]\nregions:\n  fra: { endpoints: [{ id: f1, address: \"127.0.0.1:1\" }] }\nroutes:\n  - { name: a, regions: [fra] }\n";
+
+    fn write(dir: &Path, admin: &str) -> PathBuf {
+        let path = dir.join("gateway.yaml");
+        std::fs::write(&path, format!("{admin}\n{REST}")).expect("write config");
+        path
+    }
+
+    /// A reloader as `build_server` makes it, for a config loaded from `path`, without sockets.
+    fn reloader(path: &Path) -> (Reloader, Arc<ArcSwap<RoutingSnapshot>>) {
+        let config = Arc::new(gateway_config::load(path).expect("valid start config"));
+        let hub = HealthHub::new();
+        let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
+            config,
+            hub.clone(),
+            Arc::new(FailoverBook::default()),
+        )));
+        let monitor = HealthMonitor::new(hub);
+        let reloader = Reloader::new(
+            path.to_path_buf(),
+            snapshot.clone(),
+            monitor,
+            HashMap::new(),
+        );
+        (reloader, snapshot)
+    }
+
+    /// Issue 16, bug 2: started with a public admin socket, a reload to a loopback `admin.bind`
+    /// without a token would leave the still-public socket unauthenticated. (No socket is bound
+    /// here: the started config alone decides, as in the running gateway.)
+    #[tokio::test]
+    async fn a_reload_never_drops_the_token_of_a_public_admin_socket() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("admin.token"), "first-token-0123456789").expect("write");
+        let path = write(
+            dir.path(),
+            "admin: { bind: \"0.0.0.0:19901\", token_file: admin.token }",
+        );
+        let (reloader, snapshot) = reloader(&path);
+
+        write(dir.path(), "admin: { bind: \"127.0.0.1:19901\" }");
+        let err = reloader
+            .reload("admin")
+            .expect_err("token dropped on a public socket");
+        let text = err.to_string();
+        assert!(text.contains("admin.token_file"), "{text}");
+        assert!(text.contains("`0.0.0.0:19901`"), "{text}");
+        assert!(text.contains("fix: keep `admin.token_file`"), "{text}");
+        assert_eq!(
+            snapshot.load().config.admin.token.as_deref(),
+            Some("first-token-0123456789"),
+            "the running config (and its token) stays"
+        );
+        let last = reloader.last().expect("recorded");
+        assert_eq!(last.result, "error");
+        assert_eq!(last.detail, text);
+        assert_eq!(reloader.version(), 1);
+
+        // Keeping a token (here a rotated one, same path, same YAML) applies, and the token the
+        // admin API enforces is the new snapshot's.
+        write(
+            dir.path(),
+            "admin: { bind: \"127.0.0.1:19901\", token_file: admin.token }",
+        );
+        std::fs::write(dir.path().join("admin.token"), "second-token-0123456789").expect("write");
+        reloader.reload("admin").expect("token kept");
+        assert_eq!(
+            snapshot.load().config.admin.token.as_deref(),
+            Some("second-token-0123456789")
+        );
+        let last = reloader.last().expect("recorded");
+        assert_eq!(last.result, "ok");
+        assert!(
+            last.detail.contains("admin token changed"),
+            "{}",
+            last.detail
+        );
+        assert_eq!(last.restart_needed, ["admin.bind"]);
     }
 }

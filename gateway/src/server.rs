@@ -8,14 +8,15 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gateway_config::GatewayConfig;
 use gateway_health::{HealthHub, HealthMonitor};
-use pingora::apps::HttpServerOptions;
+use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -115,17 +116,20 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let monitor = HealthMonitor::new(hub);
     let mut resolvers = HashMap::new();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        GatewayProxy::new(snapshot.clone()),
-        "gateway proxy",
+    let mut app =
+        pingora::proxy::http_proxy(&server.configuration, GatewayProxy::new(snapshot.clone()));
+    // h2c on plaintext listeners; Pingora turns it off on TLS streams where ALPN decides.
+    let mut http_options = HttpServerOptions::default();
+    http_options.h2c = true;
+    app.server_options = Some(http_options);
+    let connections = Arc::new(LiveConnections::default());
+    let mut proxy = pingora::services::listening::Service::new(
+        "gateway proxy".to_string(),
+        CountedConnections {
+            inner: Arc::new(app),
+            live: connections.clone(),
+        },
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        // h2c on plaintext listeners; Pingora turns it off on TLS streams where ALPN decides.
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
-    }
     for listener in &config.listeners {
         let addr = listener.bind.to_string();
         match &listener.tls {
@@ -163,6 +167,15 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         grace_period: config.server.grace_period,
     };
     server.add_service(proxy);
+    // SIGTERM (and SIGQUIT after a hand-over): exit once every client connection is done
+    // (kept-alive idle ones linger at most 1 s for a request already on its way), not after the
+    // whole grace period; the grace period stays the upper bound.
+    server.set_grace_period_end(async move {
+        // A connection accepted just before the broadcast reaches `process_new` within
+        // microseconds (plaintext) but after the accept loop stopped: let it be counted.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        connections.all_closed().await;
+    });
     server.add_service(background_service(
         "health",
         HealthService {
@@ -174,6 +187,70 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         AdminService::new(config.admin.bind, state),
     ));
     Ok(server)
+}
+
+/// Client connections being served by the proxy, so that shutdown can end as soon as the last
+/// one is done.
+#[derive(Default)]
+struct LiveConnections {
+    count: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+impl LiveConnections {
+    /// Counts one connection until the guard drops.
+    fn enter(self: &Arc<Self>) -> ConnectionGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Completes when no connection is open (at once if none is).
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Register before reading the count, so a close in between is not missed.
+            closed.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+struct ConnectionGuard(Arc<LiveConnections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+/// Pingora's HTTP app with every client connection counted in [`LiveConnections`]: the count
+/// covers a connection from its first byte after the TLS handshake until it closes, all its
+/// requests (HTTP/2 streams until the connection ends), upgrades and the shutdown linger.
+struct CountedConnections<A> {
+    inner: Arc<A>,
+    live: Arc<LiveConnections>,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _connection = self.live.enter();
+        self.inner.process_new(session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
 }
 
 /// Runs probes and DNS discovery, and re-evaluates every route's failover state so that

@@ -70,7 +70,17 @@ impl Gateway {
     /// `{admin}` and `{dir}` (the temp dir, for certificate paths). `files` are written into the
     /// temp dir first.
     pub async fn start(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
-        let (mut gw, tls) = Self::launch(config, files);
+        Self::start_with_log(config, files, "info").await
+    }
+
+    /// [`Gateway::start`] with `GATEWAY_LOG` set to `log` (`GATEWAY_TEST_LOG` overrides it, to
+    /// debug a failing test).
+    pub async fn start_with_log(
+        config: &str,
+        files: &[(&str, &[u8])],
+        log: &str,
+    ) -> (Self, SocketAddr) {
+        let (mut gw, tls) = Self::launch_with_log(config, files, log);
         gw.wait_ready().await;
         (gw, tls)
     }
@@ -78,6 +88,10 @@ impl Gateway {
     /// Like [`Gateway::start`], but returns as soon as the process is spawned, without waiting
     /// for `/readyz` (for tests of readiness itself).
     pub fn launch(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
+        Self::launch_with_log(config, files, "info")
+    }
+
+    fn launch_with_log(config: &str, files: &[(&str, &[u8])], log: &str) -> (Self, SocketAddr) {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, contents) in files {
             std::fs::write(dir.path().join(name), contents).expect("write file");
@@ -98,7 +112,7 @@ impl Gateway {
             .arg(dir.path().join("upgrade.sock"))
             .env(
                 "GATEWAY_LOG",
-                std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| log.into()),
             )
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -137,6 +151,26 @@ impl Gateway {
     /// What the gateway wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.stderr")).unwrap_or_default()
+    }
+
+    /// [`Gateway::stderr`] without ANSI colour sequences.
+    pub fn stderr_plain(&self) -> String {
+        let text = self.stderr();
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters, then one final letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// Whether the child is still running.

@@ -119,3 +119,77 @@ fn help_lists_every_subcommand() {
         "{stdout}"
     );
 }
+
+/// Every property of the schema, as (path, property schema).
+fn schema_properties(
+    value: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<(String, serde_json::Value)>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(props) = map.get("properties").and_then(|p| p.as_object()) {
+                for (name, prop) in props {
+                    out.push((format!("{path}.{name}"), prop.clone()));
+                }
+            }
+            for (key, child) in map {
+                schema_properties(child, &format!("{path}/{key}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                schema_properties(child, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+// Issue 16, front door: the schema showed `"default": null` for ~45 fields with real defaults.
+#[test]
+fn schema_states_every_documented_default_and_no_null_defaults() {
+    let (code, stdout, _) = gateway_cli(&["schema"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&stdout).expect("schema is JSON");
+    let mut props = Vec::new();
+    schema_properties(&schema, "", &mut props);
+    assert!(props.len() > 60, "{} properties", props.len());
+    let mut wrong = Vec::new();
+    for (path, prop) in &props {
+        let text = format!(
+            "{} {}",
+            prop["title"].as_str().unwrap_or(""),
+            prop["description"].as_str().unwrap_or("")
+        );
+        // "(default 2)", "(default `1s`)", "`lax` (default)"; not "(default: number of CPUs)".
+        let documented = text.contains("(default)")
+            || text
+                .match_indices("(default ")
+                .any(|(i, _)| !text[i..].starts_with("(default: "));
+        match prop.get("default") {
+            Some(serde_json::Value::Null) => wrong.push(format!("{path}: default null")),
+            None if documented => wrong.push(format!("{path}: documents a default: {text}")),
+            _ => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Spot checks against validation's defaults.
+    let default_of = |suffix: &str| {
+        props
+            .iter()
+            .find(|(p, _)| p.ends_with(suffix))
+            .map(|(_, prop)| prop["default"].clone())
+            .unwrap_or_else(|| panic!("no property {suffix}"))
+    };
+    assert_eq!(default_of("RawServer.grace_period"), "10s");
+    assert_eq!(default_of("RawProbe.interval"), "1s");
+    assert_eq!(default_of("RawTimeouts.connect"), "250ms");
+    assert_eq!(default_of("RawRetry.attempts"), 2);
+    assert_eq!(default_of("RawSticky.cookie"), "gw_affinity");
+    assert_eq!(default_of("RawSticky.secure"), true);
+    assert_eq!(
+        default_of("RawRetry.on"),
+        serde_json::json!(["connect", "reset", 502, 503, 504])
+    );
+}

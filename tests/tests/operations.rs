@@ -545,3 +545,342 @@ async fn tls_certificates_reload_with_the_config() {
         "{s}"
     );
 }
+
+// Issue 16, bug 3: rotated secret files are picked up without touching the YAML.
+
+const OLD_TOKEN: &str = "old-token-0123456789abcdef";
+const NEW_TOKEN: &str = "new-token-abcdef0123456789";
+
+/// Status code of `GET /status` with `token`.
+async fn status_code(gw: &Gateway, token: &str) -> u16 {
+    gw.admin_call("GET", "/status", Some(token)).await.0
+}
+
+#[tokio::test]
+async fn rotated_admin_token_file_applies_on_file_change_without_touching_the_yaml() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), ", token_file: admin.token");
+    let (gw, _) = Gateway::start(&config, &[("admin.token", OLD_TOKEN.as_bytes())]).await;
+    let yaml = std::fs::read(gw.config_path()).expect("read config");
+    assert_eq!(status_code(&gw, OLD_TOKEN).await, 200);
+    assert_eq!(status_code(&gw, NEW_TOKEN).await, 401);
+    // Rewritten in place, at the same path: only the file watch can notice.
+    std::fs::write(gw.dir.path().join("admin.token"), NEW_TOKEN).expect("rotate token");
+    eventually("the new token is accepted", || async {
+        status_code(&gw, NEW_TOKEN).await == 200
+    })
+    .await;
+    assert_eq!(status_code(&gw, OLD_TOKEN).await, 401, "the revoked token");
+    assert_eq!(
+        gw.admin_call("POST", "/regions/fra/drain?for=1s", Some(OLD_TOKEN))
+            .await
+            .0,
+        401
+    );
+    let s = gw.status(Some(NEW_TOKEN)).await;
+    assert_eq!(s["last_reload"]["trigger"], "file", "{s}");
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    assert_eq!(s["last_reload"]["detail"], "admin token changed", "{s}");
+    assert_eq!(std::fs::read(gw.config_path()).expect("read"), yaml);
+}
+
+#[tokio::test]
+async fn admin_token_in_a_kubernetes_secret_dir_rotates_on_a_data_swap() {
+    use std::os::unix::fs::symlink;
+    // A Secret volume outside the config directory: `admin.token -> ..data/admin.token`,
+    // `..data -> ..v1`; the kubelet swaps `..data` atomically.
+    let secrets = tempfile::tempdir().expect("tmp");
+    let dir = secrets.path();
+    std::fs::create_dir(dir.join("..v1")).expect("mkdir");
+    std::fs::write(dir.join("..v1/admin.token"), OLD_TOKEN).expect("write");
+    symlink("..v1", dir.join("..data")).expect("symlink");
+    symlink("..data/admin.token", dir.join("admin.token")).expect("symlink");
+    let two = Two::start().await;
+    let config = with_admin(
+        &two.config("fra", "", ""),
+        &format!(", token_file: \"{}/admin.token\"", dir.display()),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    assert_eq!(status_code(&gw, OLD_TOKEN).await, 200);
+    std::fs::create_dir(dir.join("..v2")).expect("mkdir");
+    std::fs::write(dir.join("..v2/admin.token"), NEW_TOKEN).expect("write");
+    symlink("..v2", dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+    std::fs::remove_dir_all(dir.join("..v1")).expect("remove old");
+    eventually("the swapped token is accepted", || async {
+        status_code(&gw, NEW_TOKEN).await == 200
+    })
+    .await;
+    assert_eq!(status_code(&gw, OLD_TOKEN).await, 401);
+    let s = gw.status(Some(NEW_TOKEN)).await;
+    assert_eq!(s["last_reload"]["detail"], "admin token changed", "{s}");
+}
+
+#[tokio::test]
+async fn rotated_admin_token_applies_on_sighup_and_on_post_reload() {
+    // The token lives in `live/` (watched, as the directory of a referenced file); a hard link
+    // to the same inode sits in `unwatched/`. Writing through the link changes the contents
+    // without an event in any watched directory (as when a watch misses a change), so only the
+    // explicit triggers can pick it up. Both are set up before the gateway starts, so the
+    // link's own creation is not an event it sees either.
+    let secrets = tempfile::tempdir().expect("tmp");
+    let (live, hidden) = (
+        secrets.path().join("live"),
+        secrets.path().join("unwatched"),
+    );
+    std::fs::create_dir(&live).expect("mkdir");
+    std::fs::create_dir(&hidden).expect("mkdir");
+    std::fs::write(live.join("admin.token"), OLD_TOKEN).expect("write");
+    std::fs::hard_link(live.join("admin.token"), hidden.join("admin.token")).expect("hard link");
+    let two = Two::start().await;
+    let config = with_admin(
+        &two.config("fra", "", ""),
+        &format!(", token_file: \"{}/admin.token\"", live.display()),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    assert_eq!(status_code(&gw, OLD_TOKEN).await, 200);
+    std::fs::write(hidden.join("admin.token"), NEW_TOKEN).expect("rotate");
+    gw.signal("HUP");
+    eventually("SIGHUP applies the rotated token", || async {
+        status_code(&gw, NEW_TOKEN).await == 200
+    })
+    .await;
+    assert_eq!(status_code(&gw, OLD_TOKEN).await, 401);
+    let s = gw.status(Some(NEW_TOKEN)).await;
+    assert_eq!(s["last_reload"]["trigger"], "sighup", "{s}");
+    assert_eq!(s["last_reload"]["detail"], "admin token changed", "{s}");
+
+    let third = "third-token-0123456789abcdef";
+    std::fs::write(hidden.join("admin.token"), third).expect("rotate again");
+    let (code, body) = gw.admin_call("POST", "/reload", Some(NEW_TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["result"], "ok", "{body}");
+    assert_eq!(body["changes"], "admin token changed", "{body}");
+    assert_eq!(status_code(&gw, NEW_TOKEN).await, 401, "revoked at once");
+    assert_eq!(status_code(&gw, third).await, 200);
+}
+
+#[tokio::test]
+async fn rotated_sticky_key_file_replaces_cookies_signed_with_the_old_secret() {
+    let two = Two::start().await;
+    let config = with_admin(
+        &two.config(
+            "fra",
+            "  - { name: s, match: { path_prefix: /s/ }, regions: [fra, ber], sticky: { secure: false } }\n",
+            "sticky_keys: [{ id: k1, secret_file: k1.key }]",
+        ),
+        "",
+    );
+    let (gw, _) = Gateway::start(
+        &config,
+        &[("k1.key", b"first-secret-0123456789abcdef0123456789")],
+    )
+    .await;
+    let yaml = std::fs::read(gw.config_path()).expect("read config");
+    let cookie_call = |cookie: Option<String>| {
+        let addr = gw.addr;
+        async move {
+            let mut req = http::Request::get("/s/x").header("host", "app.test");
+            if let Some(c) = cookie {
+                req = req.header("cookie", format!("gw_affinity={c}"));
+            }
+            let resp = H1::connect(addr)
+                .await
+                .send(req.body(gateway_tests::client::empty()).expect("req"))
+                .await;
+            assert_eq!(resp.status, 200);
+            resp.headers
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| v.strip_prefix("gw_affinity="))
+                .map(|v| v.split(';').next().unwrap_or("").to_string())
+        }
+    };
+    let old = cookie_call(None).await.expect("a cookie is issued");
+    assert!(old.starts_with("1.k1."), "{old}");
+    assert_eq!(cookie_call(Some(old.clone())).await, None, "honoured");
+    std::fs::write(
+        gw.dir.path().join("k1.key"),
+        "second-secret-abcdef0123456789abcdef01",
+    )
+    .expect("rotate secret");
+    eventually("the rotated secret is live", || async {
+        gw.status(None).await["config"]["version"] == 2
+    })
+    .await;
+    let s = gw.status(None).await;
+    assert_eq!(s["last_reload"]["detail"], "sticky key k1 changed", "{s}");
+    let fresh = cookie_call(Some(old.clone()))
+        .await
+        .expect("a cookie signed with the old secret is replaced");
+    assert_ne!(fresh, old);
+    assert_eq!(
+        cookie_call(Some(fresh)).await,
+        None,
+        "the new cookie is honoured"
+    );
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    assert!(metrics.contains("outcome=\"invalid_bad_mac\""), "{metrics}");
+    assert_eq!(std::fs::read(gw.config_path()).expect("read"), yaml);
+}
+
+#[tokio::test]
+async fn certificate_rewritten_at_the_same_path_is_served_after_reload() {
+    let two = Two::start().await;
+    let old = gateway_tests::TestPki::new(&[&["reload.test"]]);
+    let new = gateway_tests::TestPki::new(&[&["reload.test"]]);
+    let config = with_admin(&two.config("fra", "", ""), "").replace(
+        "listeners:\n  - { name: http, bind: \"{listen}\" }\n",
+        "listeners:\n  - { name: http, bind: \"{listen}\" }\n  - { name: https, bind: \"{tls}\", tls: { certs: [{ cert: server.pem, key: server.key }] } }\n",
+    );
+    let files: [(&str, &[u8]); 2] = [
+        ("server.pem", old.leaves[0].cert_pem.as_bytes()),
+        ("server.key", old.leaves[0].key_pem.as_bytes()),
+    ];
+    let (gw, tls_addr) = Gateway::start(&config, &files).await;
+    let yaml = std::fs::read(gw.config_path()).expect("read config");
+    let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
+    assert_eq!(info.peer_cert, old.leaves[0].der);
+    // Rewritten in place, key first: in between, the pair does not match (a failed reload
+    // keeps the old pair); the debounce usually folds both writes into one reload.
+    std::fs::write(gw.dir.path().join("server.key"), &new.leaves[0].key_pem).expect("key");
+    std::fs::write(gw.dir.path().join("server.pem"), &new.leaves[0].cert_pem).expect("cert");
+    eventually("the new certificate is served", || async {
+        let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
+        info.peer_cert == new.leaves[0].der
+    })
+    .await;
+    let s = gw.status(None).await;
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    assert_eq!(
+        s["last_reload"]["detail"], "certificates changed: https",
+        "{s}"
+    );
+    assert_eq!(std::fs::read(gw.config_path()).expect("read"), yaml);
+}
+
+// Issue 16, front door: after reverting a listener change nothing names the listener as
+// needing a restart.
+#[tokio::test]
+async fn reverting_a_listener_change_clears_the_restart_notice() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "");
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let elsewhere = gateway_tests::free_port().to_string();
+    gw.write_config(&config.replace("{listen}", &elsewhere));
+    eventually("the listener change is reported", || async {
+        gw.status(None).await["config"]["version"] == 2
+    })
+    .await;
+    let s = gw.status(None).await;
+    assert_eq!(
+        s["last_reload"]["restart_needed"],
+        serde_json::json!(["listener `http`"]),
+        "{s}"
+    );
+    gw.write_config(&config);
+    eventually("the revert is applied", || async {
+        gw.status(None).await["config"]["version"] == 3
+    })
+    .await;
+    let s = gw.status(None).await;
+    assert_eq!(s["last_reload"]["result"], "ok", "{s}");
+    assert_eq!(
+        s["last_reload"]["restart_needed"],
+        serde_json::json!([]),
+        "{s}"
+    );
+    let detail = s["last_reload"]["detail"].as_str().expect("detail");
+    assert!(!detail.contains("needing a restart"), "{detail}");
+    assert_eq!(detail, "restart no longer needed: listener `http`");
+    assert_eq!(region_of(gw.addr, "/probe/x").await.as_deref(), Some("fra"));
+}
+
+// Issue 16, front door: SIGTERM with nothing in flight exits without waiting out the grace
+// period (here far longer than the harness waits).
+#[tokio::test]
+async fn sigterm_with_nothing_in_flight_exits_before_the_grace_period() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "")
+        .replace("listeners:", "server: { grace_period: 300s }\nlisteners:");
+    let (mut gw, _) = Gateway::start(&config, &[]).await;
+    // A kept-alive idle connection does not hold the exit either (it lingers at most 1 s).
+    let mut idle = H1::connect(gw.addr).await;
+    assert_eq!(idle.send(get("a", "/")).await.status, 200);
+    let sent = Instant::now();
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit().await,
+        Some(0),
+        "exited (with 0) well before the 300 s grace period"
+    );
+    eprintln!("SIGTERM → exit: {:?}", sent.elapsed());
+}
+
+// A slow request in flight keeps the process until it is answered, then it exits at once.
+#[tokio::test]
+async fn sigterm_exits_as_soon_as_the_last_in_flight_request_is_answered() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "")
+        .replace("listeners:", "server: { grace_period: 300s }\nlisteners:");
+    let (mut gw, _) = Gateway::start(&config, &[]).await;
+    let addr = gw.addr;
+    let slow =
+        tokio::spawn(async move { H1::connect(addr).await.send(get("a", "/slow/2000")).await });
+    eventually("the slow request reached the app", || async {
+        gw.admin_call("GET", "/metrics", None)
+            .await
+            .1
+            .contains("gateway_upstream_attempts_total{route=\"app\",region=\"fra\"} 1")
+    })
+    .await;
+    gw.signal("TERM");
+    let resp = slow.await.expect("slow request");
+    assert_eq!(resp.status, 200, "the in-flight request finished");
+    assert_eq!(gw.wait_exit().await, Some(0), "then the process exited");
+}
+
+// Issue 16, front door: `GATEWAY_LOG=debug` printed ~15 lines per request (Pingora's debug too).
+#[tokio::test]
+async fn gateway_log_debug_shows_one_line_per_request_and_no_foreign_debug() {
+    let two = Two::start().await;
+    let config = with_admin(&two.config("fra", "", ""), "");
+    let (gw, _) = Gateway::start_with_log(&config, &[], "debug").await;
+    let mut c = H1::connect(gw.addr).await;
+    for _ in 0..5 {
+        assert_eq!(c.send(get("a", "/")).await.status, 200);
+    }
+    let request_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("DEBUG gateway::proxy: request "))
+            .count()
+    };
+    eventually("five request lines", || async {
+        request_lines(&gw.stderr_plain()) >= 5
+    })
+    .await;
+    let log = gw.stderr_plain();
+    assert_eq!(request_lines(&log), 5, "one line per request:\n{log}");
+    let foreign: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" DEBUG ") && !l.contains(" DEBUG gateway"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "{} debug lines of other crates, e.g.:\n{}",
+        foreign.len(),
+        foreign[..foreign.len().min(5)].join("\n")
+    );
+    drop(gw);
+
+    // Naming a crate in the filter still shows its debug output.
+    let (gw, _) = Gateway::start_with_log(&config, &[], "info,pingora_proxy=debug").await;
+    let mut c = H1::connect(gw.addr).await;
+    assert_eq!(c.send(get("a", "/")).await.status, 200);
+    eventually("Pingora's debug output when named", || async {
+        gw.stderr_plain().contains(" DEBUG pingora_proxy")
+    })
+    .await;
+}

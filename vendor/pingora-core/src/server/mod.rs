@@ -224,7 +224,14 @@ pub struct Server {
     pub configuration: Arc<ServerConf>,
     /// The parser command line options
     pub options: Option<Opt>,
+
+    // PATCH (failover gateway): see `Server::set_grace_period_end`.
+    grace_period_end: Option<GracePeriodEnd>,
 }
+
+/// A future that ends the graceful-shutdown grace period early (see
+/// [`Server::set_grace_period_end`]).
+type GracePeriodEnd = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 // TODO: delete the pid when exit
 
@@ -479,7 +486,20 @@ impl Server {
             options: opt,
             dependencies: Arc::new(Mutex::new(DependencyGraph::new())),
             bootstrap,
+            grace_period_end: None,
         }
+    }
+
+    /// PATCH (failover gateway): on a graceful shutdown (SIGTERM, or SIGQUIT after the listeners
+    /// were handed over), the grace period ends as soon as `end` completes instead of always
+    /// lasting [`ServerConf::grace_period_seconds`], e.g. once the last in-flight request is
+    /// done. `end` is polled only after the shutdown broadcast; the grace period still bounds
+    /// the wait.
+    pub fn set_grace_period_end(
+        &mut self,
+        end: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.grace_period_end = Some(Box::pin(end));
     }
 
     /// Create a new [`Server`].
@@ -527,6 +547,7 @@ impl Server {
             options: opt,
             dependencies: Arc::new(Mutex::new(DependencyGraph::new())),
             bootstrap,
+            grace_period_end: None,
         })
     }
 
@@ -808,8 +829,22 @@ impl Server {
                 .grace_period_seconds
                 .unwrap_or(EXIT_TIMEOUT);
             info!("Graceful shutdown: grace period {}s starts", exit_timeout);
-            thread::sleep(Duration::from_secs(exit_timeout));
-            info!("Graceful shutdown: grace period ends");
+            // PATCH (failover gateway): end the grace period early once `grace_period_end`
+            // completes (see `Server::set_grace_period_end`); without one, sleep it out.
+            match self.grace_period_end.take() {
+                Some(end) => server_runtime.get_handle().block_on(async {
+                    tokio::select! {
+                        _ = sleep(Duration::from_secs(exit_timeout)) => {
+                            info!("Graceful shutdown: grace period ends");
+                        }
+                        _ = end => info!("Graceful shutdown: all work done, grace period ends early"),
+                    }
+                }),
+                None => {
+                    thread::sleep(Duration::from_secs(exit_timeout));
+                    info!("Graceful shutdown: grace period ends");
+                }
+            }
         }
 
         // Give tokio runtimes time to exit
