@@ -571,3 +571,49 @@ routes:
         up.connections()
     );
 }
+
+#[tokio::test]
+async fn the_first_body_bytes_reach_the_client_while_the_upstream_pauses() {
+    use gateway_tests::raw::{read_until_closed, split_response, RawUpstream, Signal, Step};
+    // The upstream sends its header and 5 of 10 bytes, then waits until the client has seen
+    // them: a gateway that holds them back in its write buffer deadlocks this exchange.
+    let go = Signal::new();
+    let go_up = go.clone();
+    let up = RawUpstream::start(move |_| {
+        vec![
+            Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst",
+            )),
+            Step::WaitFor(go_up.clone()),
+            Step::Write(Bytes::from_static(b"again")),
+        ]
+    })
+    .await;
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}] }}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        up.addr()
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (raw, _) = read_until_closed(
+        &mut tcp,
+        b"GET /stream HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        b"first",
+        || go.fire(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (head, body) = split_response(&raw);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"firstagain");
+}

@@ -1364,9 +1364,12 @@ impl BodyWriter {
                 match res {
                     Ok(()) => {
                         self.body_mode = BM::ContentLength(total, written + to_write);
-                        if self.finished() {
-                            stream.flush().await.or_err(WriteError, "flushing body")?;
-                        }
+                        // PATCH (failover gateway): flush every write, as the chunked and
+                        // close-delimited modes do. Flushing only at the end held the response
+                        // header and the first body bytes in the write buffer until more body
+                        // came: a response whose upstream paused after its first bytes reached
+                        // the client only when the upstream went on (or the read timed out).
+                        stream.flush().await.or_err(WriteError, "flushing body")?;
                         Ok(Some(to_write))
                     }
                     Err(e) => Error::e_because(WriteError, "while writing body", e),
