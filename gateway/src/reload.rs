@@ -215,6 +215,15 @@ impl Reloader {
             .collect()
     }
 
+    /// File names whose change triggers a reload: the config's and every referenced file's.
+    fn watched_names(&self) -> BTreeSet<std::ffi::OsString> {
+        let config = self.snapshot.load().config.clone();
+        std::iter::once(self.path.as_path())
+            .chain(config.files.iter().map(|f| f.path.as_path()))
+            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+            .collect()
+    }
+
     fn record(
         &self,
         trigger: &str,
@@ -235,8 +244,17 @@ impl Reloader {
     /// `shutdown` fires. The set of watched directories follows the running config.
     pub async fn watch(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // Only changes to the files that matter trigger a reload: a log file or an editor's
+        // swap file in the same directory must not cause a parse every 100 ms.
+        let names = Arc::new(Mutex::new(self.watched_names()));
+        let relevant = names.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let names = relevant.lock().unwrap_or_else(|e| e.into_inner());
+            if event.paths.iter().any(|p| is_relevant(p, &names)) {
                 let _ = tx.send(());
             }
         });
@@ -270,8 +288,17 @@ impl Reloader {
             if let Some(w) = watcher.as_mut() {
                 sync_watches(w, &mut watched, self.watched_dirs());
             }
+            *names.lock().unwrap_or_else(|e| e.into_inner()) = self.watched_names();
         }
     }
+}
+
+/// Whether a change to `path` may change the config: one of the watched file names, or a
+/// Kubernetes ConfigMap/Secret entry (`..data` and the timestamped `..2026_…` directories that
+/// an atomic update swaps in).
+fn is_relevant(path: &Path, names: &BTreeSet<std::ffi::OsString>) -> bool {
+    path.file_name()
+        .is_some_and(|name| names.contains(name) || name.to_string_lossy().starts_with(".."))
 }
 
 /// What differs from the sockets bound at start.
@@ -328,6 +355,27 @@ mod tests {
     use gateway_health::HealthHub;
 
     const REST: &str = "listeners: [{ name: http, bind: \"127.0.0.1:18080\" }]\nregions:\n  fra: { endpoints: [{ id: f1, address: \"127.0.0.1:1\" }] }\nroutes:\n  - { name: a, regions: [fra] }\n";
+
+    #[test]
+    fn only_watched_names_and_kubernetes_entries_are_relevant() {
+        let names: BTreeSet<std::ffi::OsString> =
+            ["gateway.yaml".into(), "admin.token".into()].into();
+        for p in [
+            "/etc/gw/gateway.yaml",
+            "/etc/gw/admin.token",
+            "/etc/gw/..data",
+            "/etc/gw/..2026_12_01_10_00_00.123",
+        ] {
+            assert!(is_relevant(Path::new(p), &names), "{p}");
+        }
+        for p in [
+            "/etc/gw/gateway.stderr",
+            "/etc/gw/.gateway.yaml.swp",
+            "/etc/gw/notes.txt",
+        ] {
+            assert!(!is_relevant(Path::new(p), &names), "{p}");
+        }
+    }
 
     fn write(dir: &Path, admin: &str) -> PathBuf {
         let path = dir.join("gateway.yaml");

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::client::{get, H1};
+use gateway_tests::client::{self, get, H1};
 use gateway_tests::{drive, eventually, region, Gateway, Mode, RegionServer};
 
 struct Two {
@@ -881,6 +881,42 @@ async fn gateway_log_debug_shows_one_line_per_request_and_no_foreign_debug() {
     assert_eq!(c.send(get("a", "/")).await.status, 200);
     eventually("Pingora's debug output when named", || async {
         gw.stderr_plain().contains(" DEBUG pingora_proxy")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unrelated_files_in_the_config_directory_trigger_no_reload() {
+    let fra = gateway_tests::region("fra", "fra-1").await;
+    let config = format!(
+        "listeners:\n  - {{ name: http, bind: \"{{listen}}\" }}\nadmin: {{ bind: \"{{admin}}\" }}\nregions:\n  fra: {{ endpoints: [{{ id: fra-1, address: \"{}\" }}] }}\nroutes:\n  - {{ name: app, regions: [fra] }}\n",
+        fra.addr()
+    );
+    // The gateway's own log is in the config directory too (the harness puts it there).
+    let (gw, _) = Gateway::start_with_log(&config, &[], "debug").await;
+    for i in 0..5 {
+        std::fs::write(gw.dir.path().join("notes.txt"), format!("edit {i}")).expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = client::get_status(gw.addr, "/").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, body) = client::get_status(gw.admin, "/status")
+        .await
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert!(
+        status["last_reload"].is_null(),
+        "a reload ran: {}",
+        status["last_reload"]
+    );
+    // The config file itself still triggers one.
+    gw.write_config(&config.replace("name: app", "name: app2"));
+    gateway_tests::eventually("the config change applied", || async {
+        let (_, body) = client::get_status(gw.admin, "/status")
+            .await
+            .expect("status");
+        let s: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        s["last_reload"]["result"] == "ok"
     })
     .await;
 }
