@@ -437,8 +437,11 @@ pub struct RetryPolicy {
 pub struct RouteTimeouts {
     /// Connect timeout.
     pub connect: Duration,
-    /// Upstream read timeout (also bounds waiting for the response header).
-    pub request: Duration,
+    /// Total deadline from the request's arrival to the end of its response, retries
+    /// included; `None` when `off`. Upgraded connections are not bound by it.
+    pub request: Option<Duration>,
+    /// Longest wait between two upstream reads, including for the response header.
+    pub read: Duration,
     /// Idle timeout of pooled upstream connections.
     pub idle: Duration,
 }

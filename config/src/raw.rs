@@ -398,11 +398,18 @@ pub struct RawTimeouts {
     #[serde(default)]
     #[schemars(!default, extend("default" = "250ms"))]
     pub connect: Option<String>,
-    /// Longest wait for the upstream between reads, including for the response header (default
-    /// `30s`); exceeded gives 504.
+    /// Total deadline of a request, from its arrival to the end of its response, retries
+    /// included (default `30s`), or `off` (for long streams). Exceeded before the response
+    /// started: 504; after: the response is cut off visibly (see the README). Upgraded
+    /// connections (WebSocket) are not bound by it.
     #[serde(default)]
     #[schemars(!default, extend("default" = "30s"))]
     pub request: Option<String>,
+    /// Longest wait for the upstream between two reads, including for the response header
+    /// (default: `request`, or `30s` when `request` is `off`).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = "30s"))]
+    pub read: Option<String>,
     /// Idle time of a pooled upstream connection before it is closed (default `60s`).
     #[serde(default)]
     #[schemars(!default, extend("default" = "60s"))]

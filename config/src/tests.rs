@@ -254,3 +254,34 @@ fn a_reload_cannot_drop_the_token_while_the_running_admin_socket_is_public() {
     let path = with_secrets(dir.path(), "127.0.0.1:9901", true);
     load_for_reload(&path, public).expect("token kept");
 }
+
+#[test]
+fn request_is_a_total_deadline_that_can_be_off_and_read_follows_it() {
+    use std::time::Duration;
+    let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].timeouts.request, Some(Duration::from_secs(30)));
+    assert_eq!(c.routes[0].timeouts.read, Duration::from_secs(30));
+    let with = |t: &str| {
+        MINIMAL.replace(
+            "    regions: [fra, ber]\n",
+            &format!("    regions: [fra, ber]\n    timeouts: {t}\n"),
+        )
+    };
+    let c = parse(&with("{ request: 5s }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].timeouts.request, Some(Duration::from_secs(5)));
+    assert_eq!(
+        c.routes[0].timeouts.read,
+        Duration::from_secs(5),
+        "read defaults to request"
+    );
+    let c = parse(&with("{ request: off, read: 10s }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].timeouts.request, None);
+    assert_eq!(c.routes[0].timeouts.read, Duration::from_secs(10));
+    let c = parse(&with("{ request: off }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].timeouts.read, Duration::from_secs(30));
+    let errs = issues(&with("{ request: 0s }"));
+    assert!(
+        errs.iter().any(|e| e.path == "routes[0].timeouts.request"),
+        "{errs:?}"
+    );
+}

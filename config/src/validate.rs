@@ -1093,16 +1093,25 @@ impl<'a> Validator<'a> {
     }
 
     fn timeouts(&mut self, p: &str, raw: Option<&RawTimeouts>) -> RouteTimeouts {
+        let request = match raw.and_then(|r| r.request.as_ref()) {
+            Some(text) if text.trim() == "off" => None,
+            value => Some(self.positive_duration(
+                &format!("{p}.request"),
+                value,
+                Duration::from_secs(30),
+            )),
+        };
         RouteTimeouts {
             connect: self.positive_duration(
                 &format!("{p}.connect"),
                 raw.and_then(|r| r.connect.as_ref()),
                 Duration::from_millis(250),
             ),
-            request: self.positive_duration(
-                &format!("{p}.request"),
-                raw.and_then(|r| r.request.as_ref()),
-                Duration::from_secs(30),
+            request,
+            read: self.positive_duration(
+                &format!("{p}.read"),
+                raw.and_then(|r| r.read.as_ref()),
+                request.unwrap_or(Duration::from_secs(30)),
             ),
             idle: self.positive_duration(
                 &format!("{p}.idle"),

@@ -54,6 +54,8 @@ pub struct RequestCtx {
     sticky: Option<StickyCtx>,
     /// Whether the response to the client has started; the error path decides from it.
     response: ResponsePhase,
+    /// The route's total deadline (`timeouts.request`), unless off or the request upgrades.
+    deadline: Option<Instant>,
     started: Instant,
 }
 
@@ -169,6 +171,7 @@ impl ProxyHttp for GatewayProxy {
             last_failure: None,
             sticky: None,
             response: ResponsePhase::NotStarted,
+            deadline: None,
             started: Instant::now(),
         }
     }
@@ -197,6 +200,11 @@ impl ProxyHttp for GatewayProxy {
             );
             respond_json(session, ctx, 404, body).await?;
             return Ok(true);
+        }
+        if let Some(limit) = ctx.plan().and_then(|p| p.route.timeouts.request) {
+            if !session.is_upgrade_req() {
+                ctx.deadline = Some(ctx.started + limit);
+            }
         }
         if let Some(plan) = ctx.plan() {
             plan.failover.budget.on_request();
@@ -290,6 +298,19 @@ impl ProxyHttp for GatewayProxy {
             }
         };
         let timeouts = plan.route.timeouts;
+        // Each read waits at most what is left of the total deadline (retries included).
+        let read_timeout = match ctx.deadline {
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let mut e = Error::explain(ErrorType::ReadTimedout, "request deadline passed");
+                    e.as_up();
+                    return Err(e);
+                }
+                timeouts.read.min(left)
+            }
+            None => timeouts.read,
+        };
         let region = &snapshot.regions[choice.region];
         let (token, generation) = choice.endpoint.abort_token();
         let sni = region
@@ -309,8 +330,8 @@ impl ProxyHttp for GatewayProxy {
         if region.tls.is_some() {
             opts.total_connection_timeout = Some(timeouts.connect.saturating_mul(2));
         }
-        opts.read_timeout = Some(timeouts.request);
-        opts.write_timeout = Some(timeouts.request);
+        opts.read_timeout = Some(read_timeout);
+        opts.write_timeout = Some(read_timeout);
         opts.idle_timeout = Some(timeouts.idle);
         // Pingora's default is one stream per HTTP/2 connection; share connections instead
         // (Pingora also respects the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS).
@@ -360,6 +381,23 @@ impl ProxyHttp for GatewayProxy {
             return Err(e);
         }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        // The total deadline is checked as the body arrives; an upstream that goes silent is
+        // cut by the read timeout, which never exceeds what was left of the deadline.
+        if ctx.deadline.is_some_and(|end| Instant::now() >= end) {
+            let mut e = Error::explain(ErrorType::ReadTimedout, "request deadline passed mid-body");
+            e.as_up();
+            return Err(e);
+        }
+        Ok(None)
     }
 
     async fn upstream_request_filter(

@@ -316,3 +316,49 @@ async fn failover_prefers_a_stable_lower_tier_over_a_higher_tier_inside_its_hold
         );
     }
 }
+
+#[tokio::test]
+async fn request_timeout_is_a_total_deadline_even_for_a_trickling_response() {
+    // The upstream sends its header, then one byte every 100 ms for 60 s: no single read waits
+    // long, but the whole response takes far longer than `timeouts.request`.
+    let mut steps = vec![Step::Write(Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 600\r\n\r\n",
+    ))];
+    for _ in 0..600 {
+        steps.push(Step::Write(Bytes::from_static(b"x")));
+        steps.push(Step::Pause(Duration::from_millis(100)));
+    }
+    let fra = RawUpstream::start(move |_| steps.clone()).await;
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], probe: {{ interval: 1s, timeout: 1s }} }}
+routes:
+  - name: app
+    regions: [fra]
+    timeouts: {{ request: 1s }}
+"#,
+        fra.addr()
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let (raw, end) = gateway_tests::raw::read_until_closed(
+        &mut tcp,
+        b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        b"\r\n\r\n",
+        || {},
+        gateway_tests::DEADLINE,
+    )
+    .await;
+    let (head, body) = gateway_tests::raw::split_response(&raw);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_ne!(end, gateway_tests::raw::End::StillOpen);
+    assert!(
+        body.len() < 600,
+        "the deadline cut the response short (got {} bytes)",
+        body.len()
+    );
+}
