@@ -362,3 +362,56 @@ routes:
         body.len()
     );
 }
+
+#[tokio::test]
+async fn a_retry_uses_a_higher_tier_inside_its_hold_down_only_as_a_last_resort() {
+    // Policy: the hold-down keeps *new* traffic off a region that just came back; a request
+    // that already failed everywhere else may still try it rather than fail the user.
+    let fra = region("fra", "fra-1").await;
+    let ber = RawUpstream::start(|_| {
+        vec![Step::Write(Bytes::from_static(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
+        ))]
+    })
+    .await;
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], probe: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }} }}
+  ber: {{ endpoints: [{{ id: ber-1, address: "{}" }}], probe: {{ interval: 100ms, timeout: 100ms }} }}
+routes:
+  - name: app
+    regions: [fra, ber]
+    failback: {{ hold_down: 1h }}
+"#,
+        fra.addr(),
+        ber.addr()
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    assert_eq!(call(&gw, "app.test", None).await.0, "fra");
+    fra.set_mode(Mode::Refuse);
+    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    fra.set_mode(Mode::Ok);
+    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    let s = status(&gw).await;
+    assert_eq!(
+        s["routes"][0]["active_tier"], 1,
+        "ber serves during fra's hold-down: {s}"
+    );
+    let before = ber.requests();
+    let (region, _) = call(&gw, "app.test", None).await;
+    assert_eq!(
+        ber.requests(),
+        before + 1,
+        "the active tier was tried first"
+    );
+    assert_eq!(region, "fra", "the failed request was retried on fra");
+    assert_eq!(
+        status(&gw).await["routes"][0]["active_tier"],
+        1,
+        "no failback"
+    );
+}
