@@ -8,6 +8,7 @@ pub mod demo;
 pub mod failover;
 pub mod proxy;
 pub mod reload;
+mod retry;
 pub mod routing;
 pub mod selection;
 pub mod server;

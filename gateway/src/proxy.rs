@@ -17,6 +17,7 @@ use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
 use crate::selection::{
     choose, choose_in_region, choose_pinned, choose_rendezvous, has_untried, Choice, NoChoice,
@@ -141,9 +142,34 @@ struct StickyCtx {
     header_key: Option<String>,
 }
 
-/// Whether the request can be sent again: an idempotent method whose body is still buffered.
-fn replayable(session: &Session) -> bool {
-    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
+/// The facts about the current attempt that the retry decision needs.
+fn attempt_facts(session: &Session, ctx: &RequestCtx, marked_down: bool) -> retry::Attempt {
+    retry::Attempt {
+        idempotent: session.req_header().method.is_idempotent(),
+        body_replayable: !session.as_ref().retry_buffer_truncated(),
+        header_sent: session.upstream_request_header_sent(),
+        response_started: ctx.response == ResponsePhase::Started
+            || session.response_written().is_some(),
+        endpoint_marked_down: marked_down,
+    }
+}
+
+/// What an error that ended an attempt means for the retry decision (classified by type).
+fn failure_of(e: &Error) -> retry::Failure {
+    if *e.esource() == ErrorSource::Downstream {
+        return retry::Failure::Client;
+    }
+    match e.etype() {
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::H2Error => {
+            retry::Failure::Reset
+        }
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => retry::Failure::Timeout,
+        ErrorType::HTTPStatus(code) => retry::Failure::Status(*code),
+        ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError => {
+            retry::Failure::Connect
+        }
+        _ => retry::Failure::Other,
+    }
 }
 
 /// Hop-by-hop request headers (RFC 9110 §7.6.1, plus Proxy-Authorization), never forwarded.
@@ -369,10 +395,14 @@ impl ProxyHttp for GatewayProxy {
         if let Some(c) = ctx.current() {
             c.endpoint.report_failure();
         }
-        let retry_on = ctx
-            .plan()
-            .is_some_and(|p| p.route.retry.on_status.contains(&status));
-        if retry_on && replayable(session) && ctx.may_retry() {
+        let retry = ctx.plan().map(|p| {
+            retry::decide(
+                retry::Failure::Status(status),
+                attempt_facts(session, ctx, false),
+                &p.route.retry,
+            )
+        });
+        if retry == Some(retry::Retry::Yes { budgeted: true }) && ctx.may_retry() {
             ctx.status_retry = true;
             ctx.last_failure = Some(ErrorType::HTTPStatus(status));
             let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
@@ -514,7 +544,7 @@ impl ProxyHttp for GatewayProxy {
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
@@ -524,8 +554,14 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.last_failure = Some(e.etype().clone());
         // Nothing reached the app, so any method may be retried on another endpoint.
-        let on_connect = ctx.plan().is_some_and(|p| p.route.retry.on_connect);
-        e.set_retry(on_connect && ctx.may_retry());
+        let retry = ctx.plan().map(|p| {
+            retry::decide(
+                retry::Failure::Connect,
+                attempt_facts(session, ctx, false),
+                &p.route.retry,
+            )
+        });
+        e.set_retry(matches!(retry, Some(retry::Retry::Yes { .. })) && ctx.may_retry());
         e
     }
 
@@ -546,7 +582,8 @@ impl ProxyHttp for GatewayProxy {
         let Some(current) = ctx.current().cloned() else {
             return e;
         };
-        if *e.esource() == ErrorSource::Downstream {
+        let failure = failure_of(&e);
+        if failure == retry::Failure::Client {
             // The client went away or sent something broken: the upstream did nothing wrong,
             // and a request the client abandoned is never replayed elsewhere.
             e.set_retry(false);
@@ -557,38 +594,17 @@ impl ProxyHttp for GatewayProxy {
         if !marked_down {
             current.endpoint.report_failure();
         }
-        let policy = ctx.plan().map(|p| p.route.retry.clone());
-        let nothing_sent_downstream =
-            ctx.response == ResponsePhase::NotStarted && session.response_written().is_none();
-        let retry = nothing_sent_downstream
-            && policy.is_some_and(|policy| {
-                let reset = matches!(
-                    e.etype(),
-                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::H2Error
-                );
-                let timeout = matches!(
-                    e.etype(),
-                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                );
-                if marked_down {
-                    // The endpoint was marked down while this request waited on it: fail over
-                    // at once, but never replay a request that is not idempotent.
-                    replayable(session)
-                } else if !session.upstream_request_header_sent() {
-                    // The request header never reached the upstream in full (typically a pooled
-                    // connection the upstream had closed, seen at the first write): nothing it
-                    // could act on was sent, so any method may go elsewhere. Once the header was
-                    // written, a reset does not prove the app did nothing.
-                    !session.as_ref().retry_buffer_truncated()
-                } else if reset {
-                    policy.on_reset && replayable(session)
-                } else if timeout {
-                    policy.on_timeout && replayable(session)
-                } else {
-                    false
-                }
-            })
-            && ctx.may_retry_with(!marked_down);
+        let decision = ctx.plan().map(|p| {
+            retry::decide(
+                failure,
+                attempt_facts(session, ctx, marked_down),
+                &p.route.retry,
+            )
+        });
+        let retry = match decision {
+            Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
+            _ => false,
+        };
         e.set_retry(retry);
         e
     }
