@@ -204,7 +204,7 @@ impl RouteFailover {
                 detection(tiers.get(active)),
             ),
             Some(t) => {
-                let up = tiers[t].iter().filter_map(|r| r.up_for(hub)).max();
+                let up = tiers[t].iter().filter_map(|r| r.up_duration()).max();
                 (
                     "failback",
                     format!("higher tier stayed up for the hold-down of {hold_down:?}"),
@@ -246,25 +246,71 @@ fn desired_tier(
     active: usize,
     tiers: &[Vec<Arc<RegionHealth>>],
     hold_down: Duration,
-    hub: &HealthHub,
+    _hub: &HealthHub,
 ) -> Option<usize> {
-    let tier_up = |t: &Vec<Arc<RegionHealth>>| t.iter().any(|r| r.is_up());
-    let held = |t: &Vec<Arc<RegionHealth>>| {
-        t.iter()
-            .any(|r| r.up_for(hub).is_some_and(|d| d >= hold_down))
+    let active = match active {
+        UNSET => Active::Unset,
+        NONE => Active::None,
+        t => Active::Tier(t),
     };
-    // Stable: up for the hold-down, or up and never failed since the gateway started.
-    let stable =
-        |t: &Vec<Arc<RegionHealth>>| held(t) || t.iter().any(|r| r.is_up() && !r.has_failed());
-    let first_up = tiers.iter().position(tier_up)?;
-    if active == UNSET {
-        return Some(first_up);
+    decide(active, tiers, hold_down)
+}
+
+/// The active tier as the decision sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Active {
+    /// No request or health change has chosen a tier yet (the first choice is not a switch).
+    Unset,
+    /// No tier was up.
+    None,
+    /// This tier serves.
+    Tier(usize),
+}
+
+/// What the failover decision reads of a region (each read only when the policy needs it:
+/// the request path calls this, and most requests only ask whether the active tier is up).
+pub(crate) trait RegionState {
+    /// Healthy and not drained.
+    fn up(&self) -> bool;
+    /// How long it has been up (`None` while down).
+    fn up_for(&self) -> Option<Duration>;
+    /// It went down at least once since the gateway started (a drain does not count).
+    fn has_failed(&self) -> bool;
+}
+
+impl RegionState for Arc<RegionHealth> {
+    fn up(&self) -> bool {
+        self.is_up()
     }
-    if active >= tiers.len() || !tier_up(&tiers[active]) {
+    fn up_for(&self) -> Option<Duration> {
+        self.up_duration()
+    }
+    fn has_failed(&self) -> bool {
+        RegionHealth::has_failed(self)
+    }
+}
+
+/// The tier that should serve a route (the policy in the module doc), or `None` when no tier
+/// has an up region: a pure function of the active tier, the regions' states and the hold-down.
+pub(crate) fn decide<R: RegionState>(
+    active: Active,
+    tiers: &[Vec<R>],
+    hold_down: Duration,
+) -> Option<usize> {
+    let tier_up = |t: &Vec<R>| t.iter().any(|r| r.up());
+    let held = |t: &Vec<R>| t.iter().any(|r| r.up_for().is_some_and(|d| d >= hold_down));
+    // Stable: up for the hold-down, or up and never failed since the gateway started.
+    let stable = |t: &Vec<R>| held(t) || t.iter().any(|r| r.up() && !r.has_failed());
+    let first_up = tiers.iter().position(tier_up)?;
+    let active = match active {
+        Active::Unset => return Some(first_up),
+        Active::Tier(t) if t < tiers.len() && tier_up(&tiers[t]) => t,
         // Fail over to the first stable tier, not to a higher one that only just came back
         // and may be flapping; with no stable tier, to the first one that is up.
-        return Some(tiers.iter().position(stable).unwrap_or(first_up));
-    }
+        Active::None | Active::Tier(_) => {
+            return Some(tiers.iter().position(stable).unwrap_or(first_up))
+        }
+    };
     // Active tier is up: move up only to a tier that has been up for the hold-down.
     Some(tiers[..active].iter().position(held).unwrap_or(active))
 }
@@ -348,6 +394,124 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOLD: Duration = Duration::from_secs(30);
+
+    #[derive(Debug, Clone, Copy)]
+    struct RegionView {
+        up: bool,
+        up_for: Option<Duration>,
+        has_failed: bool,
+    }
+
+    impl RegionState for RegionView {
+        fn up(&self) -> bool {
+            self.up
+        }
+        fn up_for(&self) -> Option<Duration> {
+            self.up_for
+        }
+        fn has_failed(&self) -> bool {
+            self.has_failed
+        }
+    }
+
+    /// A region: up for `secs` seconds (`None`: down), and whether it ever failed.
+    fn r(up_for_secs: Option<u64>, has_failed: bool) -> RegionView {
+        RegionView {
+            up: up_for_secs.is_some(),
+            up_for: up_for_secs.map(Duration::from_secs),
+            has_failed,
+        }
+    }
+
+    const DOWN: Option<u64> = None;
+
+    #[test]
+    fn the_failover_decision_table() {
+        let fresh = r(Some(1), false); // up since start, never failed
+        let held = r(Some(60), true); // came back, stayed up past the hold-down
+        let back = r(Some(5), true); // came back 5 s ago: inside the hold-down (may flap)
+        let down = r(DOWN, true);
+        type Row = (&'static str, Active, Vec<Vec<RegionView>>, Option<usize>);
+        let rows: &[Row] = &[
+            (
+                "first choice: the first up tier",
+                Active::Unset,
+                vec![vec![back], vec![held]],
+                Some(0),
+            ),
+            (
+                "first choice with the first tier down",
+                Active::Unset,
+                vec![vec![down], vec![fresh]],
+                Some(1),
+            ),
+            (
+                "active tier up: stay",
+                Active::Tier(1),
+                vec![vec![back], vec![fresh]],
+                Some(1),
+            ),
+            (
+                "failover: active tier down",
+                Active::Tier(0),
+                vec![vec![down], vec![fresh]],
+                Some(1),
+            ),
+            (
+                "failback after the hold-down",
+                Active::Tier(1),
+                vec![vec![held], vec![fresh]],
+                Some(0),
+            ),
+            (
+                "no failback inside the hold-down (flapping resets it)",
+                Active::Tier(1),
+                vec![vec![back], vec![fresh]],
+                Some(1),
+            ),
+            (
+                "failover skips a higher tier inside its hold-down",
+                Active::Tier(1),
+                vec![vec![back], vec![down], vec![fresh]],
+                Some(2),
+            ),
+            (
+                "with no stable tier, the first up one",
+                Active::Tier(2),
+                vec![vec![back], vec![down], vec![down]],
+                Some(0),
+            ),
+            (
+                "weighted tier: up while any region is up",
+                Active::Tier(0),
+                vec![vec![down, fresh], vec![fresh]],
+                Some(0),
+            ),
+            (
+                "every region down: none",
+                Active::Tier(0),
+                vec![vec![down], vec![down]],
+                None,
+            ),
+            (
+                "recovery from all-down: the first stable",
+                Active::None,
+                vec![vec![back], vec![fresh]],
+                Some(1),
+            ),
+            (
+                "a drained region counts as down",
+                Active::Tier(0),
+                vec![vec![r(DOWN, false)], vec![fresh]],
+                Some(1),
+            ),
+        ];
+        for (name, active, tiers, want) in rows {
+            assert_eq!(decide(*active, tiers, HOLD), *want, "{name}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn budget_allows_a_share_plus_a_floor() {
