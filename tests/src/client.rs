@@ -30,6 +30,19 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// The value of the cookie `name` this response sets, if it sets one.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.strip_prefix(prefix.as_str())
+                    .map(|rest| rest.split(';').next().unwrap_or("").to_string())
+            })
+    }
+
     /// The body parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)

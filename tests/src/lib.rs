@@ -148,6 +148,15 @@ impl Gateway {
         }
     }
 
+    /// Whether `/status` shows region `name` with `up` as given.
+    pub async fn region_is(&self, name: &str, up: bool) -> bool {
+        self.status(None).await["regions"]
+            .as_array()
+            .expect("regions")
+            .iter()
+            .any(|r| r["name"] == name && r["up"] == up)
+    }
+
     /// What the gateway wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.stderr")).unwrap_or_default()

@@ -181,19 +181,11 @@ routes:
 const KEY: &[u8] = b"k1-secret-0123456789abcdef0123456789";
 
 async fn status(gw: &Gateway) -> serde_json::Value {
-    let (code, body) = client::get_status(gw.admin, "/status")
-        .await
-        .expect("status");
-    assert_eq!(code, 200);
-    serde_json::from_slice(&body).expect("status JSON")
+    gw.status(None).await
 }
 
 async fn region_up(gw: &Gateway, name: &str, up: bool) -> bool {
-    status(gw).await["regions"]
-        .as_array()
-        .expect("regions")
-        .iter()
-        .any(|r| r["name"] == name && r["up"] == up)
+    gw.region_is(name, up).await
 }
 
 /// One request to `host`: (region that answered, new affinity cookie if one was set).
@@ -207,15 +199,7 @@ async fn call(gw: &Gateway, host: &str, cookie: Option<&str>) -> (String, Option
         .send(req.body(client::empty()).expect("req"))
         .await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
-    let set = resp
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix("gw_affinity=")
-                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
-        });
+    let set = resp.set_cookie("gw_affinity");
     (resp.header("x-region").unwrap_or("").to_string(), set)
 }
 

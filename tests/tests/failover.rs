@@ -60,20 +60,11 @@ const FAST_PROBES: &str =
     "{ http: { path: /healthz }, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }";
 
 async fn status(gw: &Gateway) -> serde_json::Value {
-    let (code, body) = client::get_status(gw.admin, "/status")
-        .await
-        .expect("status");
-    assert_eq!(code, 200);
-    serde_json::from_slice(&body).expect("status JSON")
+    gw.status(None).await
 }
 
 async fn region_up(gw: &Gateway, name: &str) -> bool {
-    let s = status(gw).await;
-    s["regions"]
-        .as_array()
-        .expect("regions")
-        .iter()
-        .any(|r| r["name"] == name && r["up"] == true)
+    gw.region_is(name, true).await
 }
 
 fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {

@@ -91,15 +91,7 @@ async fn call(
         .await
         .send(req.body(gateway_tests::client::empty()).expect("req"))
         .await;
-    let set = resp
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.strip_prefix("gw_affinity=")
-                .map(|rest| rest.split(';').next().unwrap_or("").to_string())
-        });
+    let set = resp.set_cookie("gw_affinity");
     (
         resp.status,
         resp.header("x-endpoint").unwrap_or("").to_string(),
