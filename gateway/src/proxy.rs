@@ -45,8 +45,8 @@ pub struct RequestCtx {
     request_id: Option<HeaderValue>,
     /// Endpoints tried so far, in order; the last one is the current attempt.
     tried: Vec<Choice>,
-    /// Every allowed region was down: the answer is the residency 503.
-    all_down: bool,
+    /// Why the gateway itself answers, when selection decided it (the residency 503).
+    refusal: Option<ErrorPage>,
     /// The current attempt's response status is to be retried (set in the response filter).
     status_retry: bool,
     /// Type of the last upstream failure, reported when no endpoint is left to try.
@@ -192,7 +192,7 @@ impl ProxyHttp for GatewayProxy {
             route: None,
             request_id: None,
             tried: Vec::new(),
-            all_down: false,
+            refusal: None,
             status_retry: false,
             last_failure: None,
             sticky: None,
@@ -313,7 +313,7 @@ impl ProxyHttp for GatewayProxy {
             Ok(choice) => choice,
             Err(NoChoice::AllRegionsDown) => {
                 let message = format!("route {}: no allowed region is up", plan.route.name);
-                ctx.all_down = true;
+                ctx.refusal = Some(ErrorPage::AllRegionsDown);
                 return Err(Error::explain(ErrorType::HTTPStatus(503), message));
             }
             Err(NoChoice::Exhausted) => {
@@ -645,13 +645,11 @@ impl ProxyHttp for GatewayProxy {
                 can_reuse_downstream: false,
             };
         }
-        let (code, message) = if ctx.all_down {
-            (503, "no allowed region is up")
-        } else {
-            classify(e)
-        };
+        let page = ctx.refusal.unwrap_or_else(|| ErrorPage::of(e));
+        let code = page.status();
         if code > 0 {
-            let body = if ctx.all_down {
+            let message = page.message();
+            let body = if page == ErrorPage::AllRegionsDown {
                 let allowed: Vec<String> = ctx
                     .plan()
                     .map(|p| {
@@ -779,28 +777,75 @@ impl GatewayProxy {
     }
 }
 
-/// Status and short message for an error that ends a request.
-fn classify(e: &Error) -> (u16, &'static str) {
-    match e.etype() {
-        ErrorType::HTTPStatus(code) if *code >= 500 => (502, "upstream failed"),
-        ErrorType::HTTPStatus(code) => (*code, "error"),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-            if *e.esource() == ErrorSource::Downstream {
-                (0, "client timeout")
-            } else {
-                (504, "upstream timeout")
-            }
-        }
-        _ => match e.esource() {
-            ErrorSource::Upstream => (502, "upstream failed"),
-            ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                    (0, "client gone")
+/// The gateway's own answer to a request that failed before its response started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorPage {
+    /// Every allowed region of the route is down: 503 with `Retry-After` (residency).
+    AllRegionsDown,
+    /// The upstream failed (connect, reset, 5xx that could not be retried): 502.
+    UpstreamFailed,
+    /// The upstream timed out (or the request's deadline passed): 504.
+    UpstreamTimeout,
+    /// A 4xx decided by Pingora (e.g. a request it cannot proxy): that status.
+    Status(u16),
+    /// The client sent something broken: 400.
+    BadRequest,
+    /// The gateway failed: 500.
+    Internal,
+    /// The client is gone or timed out: nothing to answer.
+    ClientGone,
+}
+
+impl ErrorPage {
+    /// The page for an error that ends a request (classified by type and source).
+    fn of(e: &Error) -> Self {
+        match e.etype() {
+            ErrorType::HTTPStatus(code) if *code >= 500 => Self::UpstreamFailed,
+            ErrorType::HTTPStatus(code) => Self::Status(*code),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                if *e.esource() == ErrorSource::Downstream {
+                    Self::ClientGone
+                } else {
+                    Self::UpstreamTimeout
                 }
-                _ => (400, "bad request"),
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Self::UpstreamFailed,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        Self::ClientGone
+                    }
+                    _ => Self::BadRequest,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Self::Internal,
             },
-            ErrorSource::Internal | ErrorSource::Unset => (500, "internal error"),
-        },
+        }
+    }
+
+    /// The status to answer with; 0 when there is no one to answer.
+    fn status(self) -> u16 {
+        match self {
+            Self::AllRegionsDown => 503,
+            Self::UpstreamFailed => 502,
+            Self::UpstreamTimeout => 504,
+            Self::Status(code) => code,
+            Self::BadRequest => 400,
+            Self::Internal => 500,
+            Self::ClientGone => 0,
+        }
+    }
+
+    /// The `error` field of the JSON body.
+    fn message(self) -> &'static str {
+        match self {
+            Self::AllRegionsDown => "no allowed region is up",
+            Self::UpstreamFailed => "upstream failed",
+            Self::UpstreamTimeout => "upstream timeout",
+            Self::Status(_) => "error",
+            Self::BadRequest => "bad request",
+            Self::Internal => "internal error",
+            Self::ClientGone => "client gone",
+        }
     }
 }
 
@@ -849,4 +894,39 @@ fn new_request_id() -> String {
 /// A JSON string literal.
 fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages_by_type_and_source() {
+        let up = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_up();
+            e
+        };
+        let down = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_down();
+            e
+        };
+        let rows = [
+            (up(ErrorType::ConnectRefused), 502),
+            (up(ErrorType::ConnectionClosed), 502),
+            (up(ErrorType::HTTPStatus(503)), 502),
+            (up(ErrorType::ReadTimedout), 504),
+            (up(ErrorType::ConnectTimedout), 504),
+            (down(ErrorType::ReadTimedout), 0),
+            (down(ErrorType::ConnectionClosed), 0),
+            (down(ErrorType::InvalidHTTPHeader), 400),
+            (Error::new(ErrorType::HTTPStatus(405)), 405),
+            (Error::new(ErrorType::InternalError), 500),
+        ];
+        for (e, want) in rows {
+            assert_eq!(ErrorPage::of(&e).status(), want, "{e}");
+        }
+        assert_eq!(ErrorPage::AllRegionsDown.status(), 503);
+    }
 }
