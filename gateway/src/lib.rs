@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod demo;
+mod errors;
 pub mod failover;
 pub mod proxy;
 pub mod reload;

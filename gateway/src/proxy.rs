@@ -17,6 +17,7 @@ use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
 use crate::selection::{
@@ -70,35 +71,6 @@ enum ResponsePhase {
     NotStarted,
     /// The response header (or a `101` upgrade) has been handed to the client.
     Started,
-}
-
-/// Who broke a response that had already started, for metrics and passive health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TruncationCause {
-    /// The upstream reset, closed short, sent a bad frame or timed out: counts against it.
-    Upstream,
-    /// The client went away or could not be written to: never counts against the upstream.
-    Client,
-    /// The gateway itself gave up (internal error, shutdown).
-    Gateway,
-}
-
-impl TruncationCause {
-    fn of(e: &Error) -> Self {
-        match e.esource() {
-            ErrorSource::Upstream => Self::Upstream,
-            ErrorSource::Downstream => Self::Client,
-            ErrorSource::Internal | ErrorSource::Unset => Self::Gateway,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Upstream => "upstream",
-            Self::Client => "client",
-            Self::Gateway => "gateway",
-        }
-    }
 }
 
 impl RequestCtx {
@@ -224,7 +196,7 @@ impl ProxyHttp for GatewayProxy {
                 json_string(host),
                 json_string(req.uri.path())
             );
-            respond_json(session, ctx, 404, body).await?;
+            respond_json(session, request_id(ctx), 404, body).await?;
             return Ok(true);
         }
         if let Some(limit) = ctx.plan().and_then(|p| p.route.timeouts.request) {
@@ -672,7 +644,7 @@ impl ProxyHttp for GatewayProxy {
                     ctx.tried.len()
                 )
             };
-            if let Err(write_err) = respond_json(session, ctx, code, body).await {
+            if let Err(write_err) = respond_json(session, request_id(ctx), code, body).await {
                 tracing::debug!(error = %write_err, "could not send error response");
             }
         }
@@ -777,78 +749,6 @@ impl GatewayProxy {
     }
 }
 
-/// The gateway's own answer to a request that failed before its response started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ErrorPage {
-    /// Every allowed region of the route is down: 503 with `Retry-After` (residency).
-    AllRegionsDown,
-    /// The upstream failed (connect, reset, 5xx that could not be retried): 502.
-    UpstreamFailed,
-    /// The upstream timed out (or the request's deadline passed): 504.
-    UpstreamTimeout,
-    /// A 4xx decided by Pingora (e.g. a request it cannot proxy): that status.
-    Status(u16),
-    /// The client sent something broken: 400.
-    BadRequest,
-    /// The gateway failed: 500.
-    Internal,
-    /// The client is gone or timed out: nothing to answer.
-    ClientGone,
-}
-
-impl ErrorPage {
-    /// The page for an error that ends a request (classified by type and source).
-    fn of(e: &Error) -> Self {
-        match e.etype() {
-            ErrorType::HTTPStatus(code) if *code >= 500 => Self::UpstreamFailed,
-            ErrorType::HTTPStatus(code) => Self::Status(*code),
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                if *e.esource() == ErrorSource::Downstream {
-                    Self::ClientGone
-                } else {
-                    Self::UpstreamTimeout
-                }
-            }
-            _ => match e.esource() {
-                ErrorSource::Upstream => Self::UpstreamFailed,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        Self::ClientGone
-                    }
-                    _ => Self::BadRequest,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => Self::Internal,
-            },
-        }
-    }
-
-    /// The status to answer with; 0 when there is no one to answer.
-    fn status(self) -> u16 {
-        match self {
-            Self::AllRegionsDown => 503,
-            Self::UpstreamFailed => 502,
-            Self::UpstreamTimeout => 504,
-            Self::Status(code) => code,
-            Self::BadRequest => 400,
-            Self::Internal => 500,
-            Self::ClientGone => 0,
-        }
-    }
-
-    /// The `error` field of the JSON body.
-    fn message(self) -> &'static str {
-        match self {
-            Self::AllRegionsDown => "no allowed region is up",
-            Self::UpstreamFailed => "upstream failed",
-            Self::UpstreamTimeout => "upstream timeout",
-            Self::Status(_) => "error",
-            Self::BadRequest => "bad request",
-            Self::Internal => "internal error",
-            Self::ClientGone => "client gone",
-        }
-    }
-}
-
 /// Header names listed in `Connection` (which are hop-by-hop too).
 fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
     headers
@@ -860,73 +760,14 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-async fn respond_json(
-    session: &mut Session,
-    ctx: &RequestCtx,
-    code: u16,
-    body: String,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(code, Some(4))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    if code == 503 {
-        resp.insert_header(header::RETRY_AFTER, "1")?;
-    }
-    if let Some(id) = &ctx.request_id {
-        resp.insert_header(
-            ctx.snapshot.config.server.request_id_header.clone(),
-            id.clone(),
-        )?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    Ok(())
+/// The request id header (name and value) to echo on the gateway's own answers.
+fn request_id(ctx: &RequestCtx) -> Option<(&str, &HeaderValue)> {
+    ctx.request_id
+        .as_ref()
+        .map(|v| (ctx.snapshot.config.server.request_id_header.as_str(), v))
 }
 
 /// A random 128-bit request id as 32 hex digits (thread-local PRNG: no syscall per request).
 fn new_request_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    serde_json::Value::String(s.to_string()).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_pages_by_type_and_source() {
-        let up = |t: ErrorType| {
-            let mut e = Error::new(t);
-            e.as_up();
-            e
-        };
-        let down = |t: ErrorType| {
-            let mut e = Error::new(t);
-            e.as_down();
-            e
-        };
-        let rows = [
-            (up(ErrorType::ConnectRefused), 502),
-            (up(ErrorType::ConnectionClosed), 502),
-            (up(ErrorType::HTTPStatus(503)), 502),
-            (up(ErrorType::ReadTimedout), 504),
-            (up(ErrorType::ConnectTimedout), 504),
-            (down(ErrorType::ReadTimedout), 0),
-            (down(ErrorType::ConnectionClosed), 0),
-            (down(ErrorType::InvalidHTTPHeader), 400),
-            (Error::new(ErrorType::HTTPStatus(405)), 405),
-            (Error::new(ErrorType::InternalError), 500),
-        ];
-        for (e, want) in rows {
-            assert_eq!(ErrorPage::of(&e).status(), want, "{e}");
-        }
-        assert_eq!(ErrorPage::AllRegionsDown.status(), 503);
-    }
 }

@@ -1,0 +1,175 @@
+//! The gateway's own answers and how a failed request ends: the JSON error page for failures
+//! before the response started ([`ErrorPage`], chosen from a typed cause), and who broke a
+//! response that had already started ([`TruncationCause`]), which decides its metric label and
+//! whether it counts against the upstream.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+/// The gateway's own answer to a request that failed before its response started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorPage {
+    /// Every allowed region of the route is down: 503 with `Retry-After` (residency).
+    AllRegionsDown,
+    /// The upstream failed (connect, reset, 5xx that could not be retried): 502.
+    UpstreamFailed,
+    /// The upstream timed out (or the request's deadline passed): 504.
+    UpstreamTimeout,
+    /// A 4xx decided by Pingora (e.g. a request it cannot proxy): that status.
+    Status(u16),
+    /// The client sent something broken: 400.
+    BadRequest,
+    /// The gateway failed: 500.
+    Internal,
+    /// The client is gone or timed out: nothing to answer.
+    ClientGone,
+}
+
+impl ErrorPage {
+    /// The page for an error that ends a request (classified by type and source).
+    pub(crate) fn of(e: &Error) -> Self {
+        match e.etype() {
+            ErrorType::HTTPStatus(code) if *code >= 500 => Self::UpstreamFailed,
+            ErrorType::HTTPStatus(code) => Self::Status(*code),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                if *e.esource() == ErrorSource::Downstream {
+                    Self::ClientGone
+                } else {
+                    Self::UpstreamTimeout
+                }
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Self::UpstreamFailed,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        Self::ClientGone
+                    }
+                    _ => Self::BadRequest,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Self::Internal,
+            },
+        }
+    }
+
+    /// The status to answer with; 0 when there is no one to answer.
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            Self::AllRegionsDown => 503,
+            Self::UpstreamFailed => 502,
+            Self::UpstreamTimeout => 504,
+            Self::Status(code) => code,
+            Self::BadRequest => 400,
+            Self::Internal => 500,
+            Self::ClientGone => 0,
+        }
+    }
+
+    /// The `error` field of the JSON body.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::AllRegionsDown => "no allowed region is up",
+            Self::UpstreamFailed => "upstream failed",
+            Self::UpstreamTimeout => "upstream timeout",
+            Self::Status(_) => "error",
+            Self::BadRequest => "bad request",
+            Self::Internal => "internal error",
+            Self::ClientGone => "client gone",
+        }
+    }
+}
+
+/// Who broke a response that had already started, for metrics and passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TruncationCause {
+    /// The upstream reset, closed short, sent a bad frame or timed out: counts against it.
+    Upstream,
+    /// The client went away or could not be written to: never counts against the upstream.
+    Client,
+    /// The gateway itself gave up (internal error, shutdown).
+    Gateway,
+}
+
+impl TruncationCause {
+    pub(crate) fn of(e: &Error) -> Self {
+        match e.esource() {
+            ErrorSource::Upstream => Self::Upstream,
+            ErrorSource::Downstream => Self::Client,
+            ErrorSource::Internal | ErrorSource::Unset => Self::Gateway,
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Client => "client",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+/// Writes the gateway's own JSON answer (`Retry-After: 1` on 503), echoing the request id.
+pub(crate) async fn respond_json(
+    session: &mut Session,
+    request_id: Option<(&str, &HeaderValue)>,
+    code: u16,
+    body: String,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    if code == 503 {
+        resp.insert_header(header::RETRY_AFTER, "1")?;
+    }
+    if let Some((name, id)) = request_id {
+        resp.insert_header(name.to_string(), id.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+/// A JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages_by_type_and_source() {
+        let up = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_up();
+            e
+        };
+        let down = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_down();
+            e
+        };
+        let rows = [
+            (up(ErrorType::ConnectRefused), 502),
+            (up(ErrorType::ConnectionClosed), 502),
+            (up(ErrorType::HTTPStatus(503)), 502),
+            (up(ErrorType::ReadTimedout), 504),
+            (up(ErrorType::ConnectTimedout), 504),
+            (down(ErrorType::ReadTimedout), 0),
+            (down(ErrorType::ConnectionClosed), 0),
+            (down(ErrorType::InvalidHTTPHeader), 400),
+            (Error::new(ErrorType::HTTPStatus(405)), 405),
+            (Error::new(ErrorType::InternalError), 500),
+        ];
+        for (e, want) in rows {
+            assert_eq!(ErrorPage::of(&e).status(), want, "{e}");
+        }
+        assert_eq!(ErrorPage::AllRegionsDown.status(), 503);
+    }
+}
