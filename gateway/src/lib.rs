@@ -7,6 +7,7 @@ pub mod admin;
 pub mod demo;
 mod errors;
 pub mod failover;
+mod headers;
 pub mod proxy;
 pub mod reload;
 mod retry;

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_config::UpstreamProtocol;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::ALPN;
@@ -18,6 +18,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
+use crate::headers;
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
 use crate::selection::{
@@ -143,16 +144,6 @@ fn failure_of(e: &Error) -> retry::Failure {
         _ => retry::Failure::Other,
     }
 }
-
-/// Hop-by-hop request headers (RFC 9110 §7.6.1, plus Proxy-Authorization), never forwarded.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "upgrade",
-];
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
@@ -408,69 +399,16 @@ impl ProxyHttp for GatewayProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let upgrade = session.is_upgrade_req();
-        let listed: Vec<HeaderName> = connection_tokens(&upstream.headers);
-        let te_trailers = upstream
-            .headers
-            .get(header::TE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            });
-        let upgrade_value = upstream.headers.get(header::UPGRADE).cloned();
-        // One pass over the names first: most requests carry no hop-by-hop header, and removing
-        // a header from Pingora's request header is not free.
-        if upstream
-            .headers
-            .keys()
-            .any(|k| HOP_BY_HOP.contains(&k.as_str()))
-        {
-            for name in HOP_BY_HOP.iter().copied() {
-                upstream.remove_header(name);
-            }
-        }
-        for name in &listed {
-            upstream.remove_header(name);
-        }
-        if te_trailers {
-            upstream.insert_header(header::TE, "trailers")?;
-        }
-        if upgrade {
-            if let Some(v) = upgrade_value {
-                upstream.insert_header(header::UPGRADE, v)?;
-                upstream.insert_header(header::CONNECTION, "upgrade")?;
-            }
-        }
-
-        let downstream = session.req_header();
-        let authority = downstream.headers.get(header::HOST).cloned().or_else(|| {
-            downstream
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        if let Some(host) = authority {
-            if !upstream.headers.contains_key(header::HOST) {
-                upstream.insert_header(header::HOST, host.clone())?;
-            }
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        if let Some(ip) = session
+        let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            let value = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
-            };
-            upstream.insert_header("x-forwarded-for", value)?;
-        }
+            .map(|a| a.ip());
+        headers::forward_request(
+            session.req_header(),
+            upstream,
+            session.is_upgrade_req(),
+            client_ip,
+        )?;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         if let Some(id) = &ctx.request_id {
@@ -489,23 +427,7 @@ impl ProxyHttp for GatewayProxy {
         // The header is written to the client right after this filter: from here on no error
         // page and no retry.
         ctx.response = ResponsePhase::Started;
-        if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            let listed = connection_tokens(&response.headers);
-            const RESPONSE_HOP_BY_HOP: [&str; 4] =
-                ["connection", "keep-alive", "proxy-connection", "upgrade"];
-            if response
-                .headers
-                .keys()
-                .any(|k| RESPONSE_HOP_BY_HOP.contains(&k.as_str()))
-            {
-                for name in RESPONSE_HOP_BY_HOP {
-                    response.remove_header(name);
-                }
-            }
-            for name in &listed {
-                response.remove_header(name);
-            }
-        }
+        headers::strip_response_hop_by_hop(response);
         if let Some(id) = &ctx.request_id {
             let name = ctx.snapshot.config.server.request_id_header.clone();
             response.insert_header(name, id.clone())?;
@@ -747,17 +669,6 @@ impl GatewayProxy {
         response.append_header(header::SET_COOKIE, set_cookie(settings, &token.encode(key)))?;
         Ok(())
     }
-}
-
-/// Header names listed in `Connection` (which are hop-by-hop too).
-fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect()
 }
 
 /// The request id header (name and value) to echo on the gateway's own answers.

@@ -1,0 +1,181 @@
+//! Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 §7.6.1) are not
+//! forwarded in either direction (the `Upgrade` of an upgrade request and `TE: trailers` are
+//! kept), and the forwarding headers (`Host` if absent, `X-Forwarded-Host`, `X-Forwarded-For`)
+//! are set; the proxy adds `X-Forwarded-Proto` and the request id. Nothing else of a request
+//! or response is changed.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+
+/// Hop-by-hop request headers (RFC 9110 §7.6.1, plus Proxy-Authorization), never forwarded.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "upgrade",
+];
+
+/// Hop-by-hop response headers, never forwarded (except on a `101` upgrade).
+const RESPONSE_HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
+
+/// Prepares the upstream request from the client's: drops hop-by-hop headers and those listed
+/// in `Connection`, keeps `TE: trailers` and an upgrade's `Upgrade`, sets the forwarding headers.
+pub(crate) fn forward_request(
+    downstream: &RequestHeader,
+    upstream: &mut RequestHeader,
+    upgrade: bool,
+    client_ip: Option<IpAddr>,
+) -> Result<()> {
+    let listed: Vec<HeaderName> = connection_tokens(&upstream.headers);
+    let te_trailers = upstream
+        .headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    let upgrade_value = upstream.headers.get(header::UPGRADE).cloned();
+    // One pass over the names first: most requests carry no hop-by-hop header, and removing
+    // a header from Pingora's request header is not free.
+    if upstream
+        .headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(&k.as_str()))
+    {
+        for name in HOP_BY_HOP.iter().copied() {
+            upstream.remove_header(name);
+        }
+    }
+    for name in &listed {
+        upstream.remove_header(name);
+    }
+    if te_trailers {
+        upstream.insert_header(header::TE, "trailers")?;
+    }
+    if upgrade {
+        if let Some(v) = upgrade_value {
+            upstream.insert_header(header::UPGRADE, v)?;
+            upstream.insert_header(header::CONNECTION, "upgrade")?;
+        }
+    }
+
+    let authority = downstream.headers.get(header::HOST).cloned().or_else(|| {
+        downstream
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    if let Some(host) = authority {
+        if !upstream.headers.contains_key(header::HOST) {
+            upstream.insert_header(header::HOST, host.clone())?;
+        }
+        upstream.insert_header("x-forwarded-host", host)?;
+    }
+    if let Some(ip) = client_ip.map(|ip| ip.to_string()) {
+        let value = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip,
+        };
+        upstream.insert_header("x-forwarded-for", value)?;
+    }
+    Ok(())
+}
+
+/// Drops hop-by-hop headers (and those listed in `Connection`) from a response, except on a
+/// `101 Switching Protocols`, whose `Upgrade`/`Connection` the client needs.
+pub(crate) fn strip_response_hop_by_hop(response: &mut ResponseHeader) {
+    if response.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        let listed = connection_tokens(&response.headers);
+        if response
+            .headers
+            .keys()
+            .any(|k| RESPONSE_HOP_BY_HOP.contains(&k.as_str()))
+        {
+            for name in RESPONSE_HOP_BY_HOP {
+                response.remove_header(name);
+            }
+        }
+        for name in &listed {
+            response.remove_header(name);
+        }
+    }
+}
+
+/// Header names listed in `Connection` (which are hop-by-hop too).
+fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set() {
+        let mut req = RequestHeader::build("GET", b"/x", None).expect("request");
+        for (k, v) in [
+            ("host", "app.example"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers, deflate"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-app", "kept"),
+        ] {
+            req.append_header(k, v).expect("header");
+        }
+        let mut upstream = req.clone();
+        forward_request(&req, &mut upstream, false, Some([127, 0, 0, 1].into())).expect("ok");
+        let h = &upstream.headers;
+        for gone in ["connection", "x-hop", "keep-alive"] {
+            assert!(h.get(gone).is_none(), "{gone} forwarded");
+        }
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-app"], "kept");
+        assert_eq!(h["host"], "app.example");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_header_and_101_keeps_its_connection_header() {
+        let mut req = RequestHeader::build("GET", b"/ws", None).expect("request");
+        req.append_header("upgrade", "websocket").expect("header");
+        req.append_header("connection", "Upgrade").expect("header");
+        let mut upstream = req.clone();
+        forward_request(&req, &mut upstream, true, None).expect("ok");
+        assert_eq!(upstream.headers["upgrade"], "websocket");
+        assert_eq!(upstream.headers["connection"], "upgrade");
+
+        let mut resp = ResponseHeader::build(101, None).expect("response");
+        resp.append_header("upgrade", "websocket").expect("header");
+        resp.append_header("connection", "Upgrade").expect("header");
+        strip_response_hop_by_hop(&mut resp);
+        assert!(resp.headers.get("connection").is_some());
+        let mut ok = ResponseHeader::build(200, None).expect("response");
+        ok.append_header("connection", "close, x-secret")
+            .expect("header");
+        ok.append_header("x-secret", "1").expect("header");
+        ok.append_header("content-type", "text/plain")
+            .expect("header");
+        strip_response_hop_by_hop(&mut ok);
+        assert!(ok.headers.get("connection").is_none() && ok.headers.get("x-secret").is_none());
+        assert_eq!(ok.headers["content-type"], "text/plain");
+    }
+}
