@@ -403,3 +403,28 @@ async fn client_gone_mid_response_closes_the_upstream_connection_and_ejects_noth
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn h1_malformed_upstream_chunk_is_a_truncation() {
+    let mut full = CHUNKED_HEAD.to_vec();
+    full.extend_from_slice(b"5\r\nhello\r\n");
+    let go = Signal::new();
+    let up = cut_upstream(
+        full.leak(),
+        &go,
+        Step::Write(Bytes::from_static(b"zz-not-a-chunk-size\r\nevil\r\n")),
+    )
+    .await;
+    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let (raw, end) =
+        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello\r\n", || go.fire(), DEADLINE).await;
+    let (head, body) = split_response(&raw);
+    assert!(head.starts_with("http/1.1 200"), "head: {head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "5\r\nhello\r\n",
+        "nothing after the last good chunk"
+    );
+    assert_ne!(end, End::StillOpen, "the connection must be closed");
+}
