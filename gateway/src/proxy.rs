@@ -210,8 +210,7 @@ impl ProxyHttp for GatewayProxy {
                     ) {
                         Ok(t) => st.pin = Some(t),
                         Err(reason) => {
-                            metrics::counter!("gateway_sticky_total", "route" => plan.route.name.to_string(), "outcome" => reason.label())
-                                .increment(1);
+                            plan.metrics.sticky(reason.label());
                         }
                     }
                 }
@@ -651,7 +650,7 @@ impl GatewayProxy {
             Some(_) => "repinned",
             None => "issued",
         };
-        metrics::counter!("gateway_sticky_total", "route" => plan.route.name.to_string(), "outcome" => outcome).increment(1);
+        plan.metrics.sticky(outcome);
         if outcome == "honoured" {
             return Ok(());
         }

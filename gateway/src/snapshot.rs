@@ -93,7 +93,7 @@ impl RoutingSnapshot {
                     .map(|t| t.iter().map(|(i, _)| regions[*i].health.clone()).collect())
                     .collect();
                 RoutePlan {
-                    metrics: RouteMetrics::new(&route.name, &region_names),
+                    metrics: RouteMetrics::new(&route.name, &region_names, route.sticky.is_some()),
                     failover: book.route(
                         &route.name,
                         route

@@ -93,8 +93,23 @@ fn describe() {
 /// Status classes, in label order.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
+/// Sticky-session outcomes, in label order (`invalid_*` as in [`crate::sticky::Invalid::label`]).
+const STICKY_OUTCOMES: [&str; 9] = [
+    "honoured",
+    "repinned",
+    "issued",
+    "invalid_malformed",
+    "invalid_version",
+    "invalid_unknown_key",
+    "invalid_bad_mac",
+    "invalid_expired",
+    "invalid_wrong_route",
+];
+
 /// Handles for one route.
 pub struct RouteMetrics {
+    /// `gateway_sticky_total` by outcome (empty for routes without `sticky`).
+    sticky: Vec<Counter>,
     /// `[region index + 1][class]`; region 0 means "no upstream".
     requests: Vec<[Counter; 6]>,
     duration: Histogram,
@@ -103,13 +118,23 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Registers the handles of `route` over `regions` (names in snapshot order).
-    pub fn new(route: &str, regions: &[String]) -> Self {
+    /// Registers the handles of `route` over `regions` (names in snapshot order); `sticky`
+    /// when the route has sticky sessions.
+    pub fn new(route: &str, regions: &[String], sticky: bool) -> Self {
         let route = route.to_string();
         let names: Vec<String> = std::iter::once("none".to_string())
             .chain(regions.iter().cloned())
             .collect();
+        let sticky = if sticky {
+            STICKY_OUTCOMES
+                .iter()
+                .map(|outcome| metrics::counter!("gateway_sticky_total", "route" => route.clone(), "outcome" => *outcome))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
+            sticky,
             requests: names
                 .iter()
                 .map(|region| {
@@ -143,6 +168,15 @@ impl RouteMetrics {
         self.duration.record(seconds);
     }
 
+    /// Counts a sticky-session outcome (one of the `gateway_sticky_total` labels).
+    pub fn sticky(&self, outcome: &str) {
+        if let Some(i) = STICKY_OUTCOMES.iter().position(|o| *o == outcome) {
+            if let Some(c) = self.sticky.get(i) {
+                c.increment(1);
+            }
+        }
+    }
+
     /// Counts an upstream attempt to `region`; `retry` when it is not the first.
     pub fn attempt(&self, region: usize, retry: bool) {
         if let Some(c) = self.attempts.get(region) {
@@ -150,6 +184,33 @@ impl RouteMetrics {
         }
         if retry {
             self.retries.increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::STICKY_OUTCOMES;
+    use crate::sticky::Invalid;
+
+    #[test]
+    fn every_sticky_outcome_has_a_registered_label() {
+        for reason in [
+            Invalid::Malformed,
+            Invalid::Version,
+            Invalid::UnknownKey,
+            Invalid::BadMac,
+            Invalid::Expired,
+            Invalid::WrongRoute,
+        ] {
+            assert!(
+                STICKY_OUTCOMES.contains(&reason.label()),
+                "{}",
+                reason.label()
+            );
+        }
+        for outcome in ["honoured", "repinned", "issued"] {
+            assert!(STICKY_OUTCOMES.contains(&outcome));
         }
     }
 }
