@@ -1,21 +1,22 @@
 //! The failover gateway: a Pingora proxy that routes requests to regional clusters.
 //!
-//! The binary (`main.rs`) parses arguments and calls [`server::build_server`]; everything else
-//! lives in this library so tests and the demo use the same code.
+//! The binary (`main.rs`) parses arguments and calls [`server::build_server`] or runs the
+//! demo. Modules are private to the crate unless something outside uses them (`sticky` for its
+//! fuzz target), so the dead-code lint sees everything.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod demo;
 mod errors;
-pub mod failover;
+pub(crate) mod failover;
 mod headers;
-pub mod proxy;
-pub mod reload;
+pub(crate) mod proxy;
+pub(crate) mod reload;
 mod retry;
-pub mod routing;
-pub mod selection;
+pub(crate) mod routing;
+pub(crate) mod selection;
 pub mod server;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod sticky;
-pub mod telemetry;
-pub mod tls;
-pub mod upstream;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
+pub(crate) mod upstream;
