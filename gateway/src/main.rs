@@ -10,7 +10,7 @@ use gateway::demo::{self, DemoAddrs};
 use gateway::server::{build_server, ServerOptions};
 use pingora::server::RunArgs;
 
-/// Exit code for an invalid config (EX_DATAERR).
+/// Exit code for an invalid config: 64 (`EX_USAGE` in sysexits.h), as documented in the README.
 const EXIT_INVALID_CONFIG: u8 = 64;
 
 #[derive(Parser)]
