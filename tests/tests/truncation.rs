@@ -34,8 +34,8 @@ regions:
     )
 }
 
-const CHUNKED_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n";
+/// A chunked 200 whose first chunk is `hello`.
+const CHUNKED_HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n5\r\nhello\r\n";
 
 /// An upstream whose first answer is `first` then `fault` once `go` fires; later requests get
 /// a complete `second`.
@@ -76,19 +76,22 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 const GET_DOWNLOAD: &[u8] = b"GET /download HTTP/1.1\r\nHost: app.test\r\n\r\n";
 
-#[tokio::test]
-async fn h1_chunked_reset_mid_body_ends_without_final_chunk_and_closes() {
-    let mut full = CHUNKED_HEAD.to_vec();
-    full.extend_from_slice(b"5\r\nhello\r\n");
-    let first: &'static [u8] = full.leak();
+/// A gateway in front of an upstream that sends [`CHUNKED_HELLO`], then (once the client has
+/// seen the chunk) `fault`; returns what an HTTP/1.1 client got: head, body bytes, how it ended.
+async fn hello_then(fault: Step) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
     let go = Signal::new();
-    let up = cut_upstream(first, &go, Step::Reset).await;
+    let up = cut_upstream(CHUNKED_HELLO, &go, fault).await;
     let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
-
     let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let (raw, end) =
         read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello\r\n", || go.fire(), DEADLINE).await;
     let (head, body) = split_response(&raw);
+    (gw, up, head, body, end)
+}
+
+#[tokio::test]
+async fn h1_chunked_reset_mid_body_ends_without_final_chunk_and_closes() {
+    let (gw, _up, head, body, end) = hello_then(Step::Reset).await;
     assert!(head.starts_with("http/1.1 200"), "head: {head}");
     assert!(head.contains("transfer-encoding: chunked"), "head: {head}");
     assert_eq!(
@@ -207,10 +210,8 @@ async fn h2_stream_is_reset(client: &mut h2::client::SendRequest<Bytes>, go: &Si
 
 #[tokio::test]
 async fn h2c_client_gets_rst_stream_when_the_upstream_resets_mid_body() {
-    let mut full = CHUNKED_HEAD.to_vec();
-    full.extend_from_slice(b"5\r\nhello\r\n");
     let go = Signal::new();
-    let up = cut_upstream(full.leak(), &go, Step::Reset).await;
+    let up = cut_upstream(CHUNKED_HELLO, &go, Step::Reset).await;
     let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
     let tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let mut client = h2_client(tcp).await;
@@ -219,10 +220,8 @@ async fn h2c_client_gets_rst_stream_when_the_upstream_resets_mid_body() {
 
 #[tokio::test]
 async fn tls_h2_client_gets_rst_stream_when_the_upstream_resets_mid_body() {
-    let mut full = CHUNKED_HEAD.to_vec();
-    full.extend_from_slice(b"5\r\nhello\r\n");
     let go = Signal::new();
-    let up = cut_upstream(full.leak(), &go, Step::Reset).await;
+    let up = cut_upstream(CHUNKED_HELLO, &go, Step::Reset).await;
     let pki = TestPki::new(&[&["app.test"]]);
     let tls =
         "  - { name: https, bind: \"{tls}\", tls: { certs: [{ cert: a.pem, key: a.key }] } }\n";
@@ -406,20 +405,10 @@ async fn client_gone_mid_response_closes_the_upstream_connection_and_ejects_noth
 
 #[tokio::test]
 async fn h1_malformed_upstream_chunk_is_a_truncation() {
-    let mut full = CHUNKED_HEAD.to_vec();
-    full.extend_from_slice(b"5\r\nhello\r\n");
-    let go = Signal::new();
-    let up = cut_upstream(
-        full.leak(),
-        &go,
-        Step::Write(Bytes::from_static(b"zz-not-a-chunk-size\r\nevil\r\n")),
-    )
+    let (_gw, _up, head, body, end) = hello_then(Step::Write(Bytes::from_static(
+        b"zz-not-a-chunk-size\r\nevil\r\n",
+    )))
     .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
-    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello\r\n", || go.fire(), DEADLINE).await;
-    let (head, body) = split_response(&raw);
     assert!(head.starts_with("http/1.1 200"), "head: {head}");
     assert_eq!(
         String::from_utf8_lossy(&body),
