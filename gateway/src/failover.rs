@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use gateway_health::{HealthHub, RegionHealth};
+use gateway_health::RegionHealth;
 
 /// No tier is up: the route answers 503.
 const NONE: usize = usize::MAX;
@@ -167,17 +167,16 @@ impl RouteFailover {
         route: &Arc<str>,
         tiers: &[Vec<Arc<RegionHealth>>],
         hold_down: Duration,
-        hub: &HealthHub,
     ) -> Option<usize> {
         let active = self.active.load(Ordering::Acquire);
-        let wanted = desired_tier(active, tiers, hold_down, hub);
+        let wanted = desired_tier(active, tiers, hold_down);
         if wanted == Some(active) {
             return wanted;
         }
         let _guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
         // Another request may have switched while we waited.
         let active = self.active.load(Ordering::Acquire);
-        let wanted = desired_tier(active, tiers, hold_down, hub);
+        let wanted = desired_tier(active, tiers, hold_down);
         let new = wanted.unwrap_or(NONE);
         if new == active {
             return wanted;
@@ -246,7 +245,6 @@ fn desired_tier(
     active: usize,
     tiers: &[Vec<Arc<RegionHealth>>],
     hold_down: Duration,
-    _hub: &HealthHub,
 ) -> Option<usize> {
     let active = match active {
         UNSET => Active::Unset,

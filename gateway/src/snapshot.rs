@@ -126,7 +126,6 @@ impl RoutingSnapshot {
             &plan.route.name,
             &plan.tier_health,
             plan.route.failback_hold_down,
-            &self.hub,
         )
     }
 }
