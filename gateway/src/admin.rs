@@ -14,7 +14,6 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::server::GatewayState;
+use crate::app::App;
 
 /// The admin API server.
 pub struct AdminService {
@@ -36,20 +35,15 @@ pub struct AdminService {
 }
 
 struct AdminState {
-    gateway: GatewayState,
-    /// Listeners accepted connections once; never reset.
-    listening: AtomicBool,
+    gateway: App,
 }
 
 impl AdminService {
     /// An admin API on `bind` over the gateway's state.
-    pub fn new(bind: SocketAddr, gateway: GatewayState) -> Self {
+    pub fn new(bind: SocketAddr, gateway: App) -> Self {
         Self {
             bind,
-            state: Arc::new(AdminState {
-                gateway,
-                listening: AtomicBool::new(false),
-            }),
+            state: Arc::new(AdminState { gateway }),
         }
     }
 }
@@ -88,7 +82,6 @@ impl BackgroundService for AdminService {
             };
             tokio::select! {
                 _ = shutdown.changed(), if stop_at.is_none() => {
-                    self.state.gateway.shutting_down.store(true, Ordering::Release);
                     stop_at = Some(tokio::time::Instant::now() + self.state.gateway.grace_period);
                 }
                 _ = stop => return,
@@ -124,7 +117,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
         ("GET", "/readyz") => {
-            if state.gateway.shutting_down.load(Ordering::Acquire) {
+            if state.gateway.readiness.shutting_down() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             } else if is_ready(state).await {
                 text(StatusCode::OK, "ready\n")
@@ -133,13 +126,14 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             }
         }
         ("GET", "/status") => {
-            let ready = state.listening.load(Ordering::Relaxed)
+            let ready = state.gateway.readiness.listening()
                 && state.gateway.monitor.first_round_done()
-                && !state.gateway.shutting_down.load(Ordering::Acquire);
+                && !state.gateway.readiness.shutting_down();
             let body = status_json(&state.gateway, ready);
             json_response(StatusCode::OK, &body)
         }
         ("GET", "/metrics") => {
+            crate::telemetry::export_health(&state.gateway.snapshot.load());
             let mut resp = text(StatusCode::OK, &state.gateway.metrics.render());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -168,7 +162,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
                 &serde_json::json!({"result": "error", "error": e.to_string()}),
             ),
         },
-        ("POST", p) if p.starts_with("/regions/") => region_action(state, p, req.uri().query()),
+        ("POST", p) if p.starts_with("/regions/") => {
+            region_action(state, p, req.uri().query()).await
+        }
         (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
@@ -198,7 +194,11 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
 }
 
 /// `POST /regions/{name}/drain?for=DURATION` and `POST /regions/{name}/undrain`.
-fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+async fn region_action(
+    state: &AdminState,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
     let mut parts = path.trim_start_matches("/regions/").splitn(2, '/');
     let (Some(name), Some(action)) = (parts.next(), parts.next()) else {
         return text(
@@ -206,7 +206,7 @@ fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Respons
             "use POST /regions/{name}/drain?for=30m or /regions/{name}/undrain\n",
         );
     };
-    let snapshot = state.gateway.snapshot.load();
+    let snapshot = state.gateway.snapshot.load_full();
     let Some(region) = snapshot.regions.iter().find(|r| r.name.as_str() == name) else {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -228,9 +228,7 @@ fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Respons
                 }
             };
             region.health.drain(duration);
-            for plan in &snapshot.routes {
-                snapshot.current_tier(plan);
-            }
+            state.gateway.failover.settle().await;
             json_response(
                 StatusCode::OK,
                 &serde_json::json!({"region": name, "drained_for_ms": duration.as_millis() as u64}),
@@ -238,6 +236,7 @@ fn region_action(state: &AdminState, path: &str, query: Option<&str>) -> Respons
         }
         "undrain" => {
             region.health.undrain();
+            state.gateway.failover.settle().await;
             json_response(
                 StatusCode::OK,
                 &serde_json::json!({"region": name, "drained": false}),
@@ -340,7 +339,7 @@ async fn is_ready(state: &AdminState) -> bool {
     if !state.gateway.monitor.first_round_done() {
         return false;
     }
-    if state.listening.load(Ordering::Relaxed) {
+    if state.gateway.readiness.listening() {
         return true;
     }
     let snapshot = state.gateway.snapshot.load_full();
@@ -352,7 +351,7 @@ async fn is_ready(state: &AdminState) -> bool {
             _ => return false,
         }
     }
-    state.listening.store(true, Ordering::Relaxed);
+    state.gateway.readiness.set_listening();
     true
 }
 
@@ -369,7 +368,7 @@ fn connectable(bind: SocketAddr) -> SocketAddr {
     }
 }
 
-fn status_json(gateway: &GatewayState, ready: bool) -> serde_json::Value {
+fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
     use serde_json::json;
     let s = gateway.snapshot.load_full();
     let last_reload = gateway.reloader.last();
@@ -423,7 +422,7 @@ fn status_json(gateway: &GatewayState, ready: bool) -> serde_json::Value {
             })
         }).collect::<Vec<_>>(),
         "routes": s.routes.iter().map(|p| {
-            let active = s.current_tier(p);
+            let active = p.serving_tier();
             json!({
                 "name": &*p.route.name,
                 "host": p.route.host.to_string(),
@@ -437,7 +436,7 @@ fn status_json(gateway: &GatewayState, ready: bool) -> serde_json::Value {
         "failover_events": s.book.recent().iter().rev().map(|e| json!({
             "at_unix_ms": unix_ms(e.at),
             "route": &*e.route,
-            "kind": e.kind,
+            "kind": e.kind.as_str(),
             "from": e.from,
             "to": e.to,
             "cause": e.cause,

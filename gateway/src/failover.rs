@@ -2,7 +2,7 @@
 //! route's retry budget. State lives in a [`FailoverBook`] keyed by route name, outside the
 //! routing snapshot, so it survives reloads.
 //!
-//! Policy:
+//! Policy ([`decide`], a pure function with a table test):
 //! - Traffic goes to the active tier. Initially that is the first tier with an up region.
 //! - When no region of the active tier is up, the route moves at once to the first *stable*
 //!   tier (a failover): one with a region that has stayed up for the hold-down or has never
@@ -15,6 +15,13 @@
 //!   `failback.hold_down` (a failback). A flapping region keeps resetting its up-time, so it
 //!   never gets traffic back while it flaps.
 //! - With no up region in any tier, the route has no active tier: requests get 503.
+//!
+//! One writer: the [`controller`] task applies decisions when health changes (it subscribes to
+//! the hub's events), when an operator drains, after a reload, and when a hold-down or drain
+//! runs out. It stores each route's active tier, logs, counts and records each switch once.
+//! Requests and `/status` only read ([`RouteFailover::serving`]).
+
+pub(crate) mod controller;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,11 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use gateway_health::RegionHealth;
-
-/// No tier is up: the route answers 503.
-const NONE: usize = usize::MAX;
-/// No request or health change has chosen a tier yet.
-const UNSET: usize = usize::MAX - 1;
 
 /// Events kept for status pages.
 const RECENT_EVENTS: usize = 64;
@@ -49,8 +51,8 @@ pub struct FailoverEvent {
     pub from: Vec<String>,
     /// Regions of the tier traffic moved to (empty when every region is down).
     pub to: Vec<String>,
-    /// `failover`, `failback`, `all-down` or `recovered`.
-    pub kind: &'static str,
+    /// What kind of switch.
+    pub kind: SwitchKind,
     /// Why, for people.
     pub cause: String,
     /// Failover: time from the first failure observed in the left tier to the switch.
@@ -58,11 +60,35 @@ pub struct FailoverEvent {
     pub elapsed: Option<Duration>,
 }
 
+/// The kinds of switch, as logs, metrics and `/status` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchKind {
+    /// The active tier went down; a lower (or another stable) tier serves.
+    Failover,
+    /// A higher tier stayed up for the hold-down and serves again.
+    Failback,
+    /// No region of any tier is up.
+    AllDown,
+    /// A region is up again after every region was down.
+    Recovered,
+}
+
+impl SwitchKind {
+    /// `failover`, `failback`, `all-down` or `recovered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failover => "failover",
+            Self::Failback => "failback",
+            Self::AllDown => "all-down",
+            Self::Recovered => "recovered",
+        }
+    }
+}
+
 /// Failover state of one route.
 pub struct RouteFailover {
-    active: AtomicUsize,
-    /// Serialises switches so each is logged once.
-    switch: Mutex<()>,
+    /// Written only by the controller (and set once when the state is created).
+    active: AtomicActive,
     /// Retry budget of the route.
     pub budget: RetryBudget,
     /// Rotates weighted choices within a tier.
@@ -96,19 +122,18 @@ impl FailoverBook {
             }
         }
         let active = match routes.get(route) {
-            None => UNSET,
-            Some(old) => match old.active.load(Ordering::Acquire) {
-                NONE => NONE,
-                i => old
+            None => Active::Unset,
+            Some(old) => match old.active.load() {
+                Active::Tier(i) => old
                     .tiers
                     .get(i)
                     .and_then(|regions| tiers.iter().position(|t| t == regions))
-                    .unwrap_or(UNSET),
+                    .map_or(Active::Unset, Active::Tier),
+                other => other,
             },
         };
         let state = Arc::new(RouteFailover {
-            active: AtomicUsize::new(active),
-            switch: Mutex::new(()),
+            active: AtomicActive::new(active),
             budget: RetryBudget::new(budget_permille),
             tickets: AtomicUsize::new(0),
             tiers,
@@ -129,22 +154,16 @@ impl FailoverBook {
 
     fn record(&self, event: FailoverEvent) {
         let elapsed_ms = event.elapsed.map(|d| d.as_millis() as u64);
+        let kind = event.kind.as_str();
         match event.kind {
-            "all-down" => {
+            SwitchKind::AllDown => {
                 tracing::warn!(route = %event.route, from = ?event.from, cause = %event.cause, elapsed_ms, "route has no region up: answering 503")
             }
-            kind => {
+            _ => {
                 tracing::warn!(route = %event.route, from = ?event.from, to = ?event.to, kind, cause = %event.cause, elapsed_ms, "route switched regions")
             }
         }
-        metrics::counter!(
-            "gateway_failovers_total",
-            "route" => event.route.to_string(),
-            "from" => event.from.join("+"),
-            "to" => event.to.join("+"),
-            "kind" => event.kind
-        )
-        .increment(1);
+        crate::telemetry::failover_switch(&event.route, &event.from, &event.to, kind);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == RECENT_EVENTS {
             recent.pop_front();
@@ -159,105 +178,29 @@ impl RouteFailover {
         self.tickets.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The tier serving the route now, switching (and logging once) when health requires it.
-    /// `tiers[i]` are the regions of tier `i`. `None` when no region of any tier is up.
-    pub fn current_tier(
-        &self,
-        book: &FailoverBook,
-        route: &Arc<str>,
-        tiers: &[Vec<Arc<RegionHealth>>],
-        hold_down: Duration,
-    ) -> Option<usize> {
-        let active = self.active.load(Ordering::Acquire);
-        let wanted = desired_tier(active, tiers, hold_down);
-        if wanted == Some(active) {
-            return wanted;
-        }
-        let _guard = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-        // Another request may have switched while we waited.
-        let active = self.active.load(Ordering::Acquire);
-        let wanted = desired_tier(active, tiers, hold_down);
-        let new = wanted.unwrap_or(NONE);
-        if new == active {
-            return wanted;
-        }
-        self.active.store(new, Ordering::Release);
-        let names = |t: usize| -> Vec<String> {
-            tiers
-                .get(t)
-                .map(|rs| rs.iter().map(|r| r.name.to_string()).collect())
-                .unwrap_or_default()
-        };
-        let (kind, cause, elapsed) = match wanted {
-            // The first choice after start is not a switch.
-            Some(_) if active == UNSET => return wanted,
-            None => (
-                "all-down",
-                "no region of any tier is up".to_string(),
-                detection(tiers.get(active)),
-            ),
-            Some(_) if active == NONE => ("recovered", "a region is up again".to_string(), None),
-            Some(t) if t > active => (
-                "failover",
-                "every region of the active tier is down".to_string(),
-                detection(tiers.get(active)),
-            ),
-            Some(t) => {
-                let up = tiers[t].iter().filter_map(|r| r.up_duration()).max();
-                (
-                    "failback",
-                    format!("higher tier stayed up for the hold-down of {hold_down:?}"),
-                    up,
-                )
-            }
-        };
-        book.record(FailoverEvent {
-            at: SystemTime::now(),
-            route: route.clone(),
-            from: names(active),
-            to: names(new),
-            kind,
-            cause,
-            elapsed,
-        });
-        wanted
+    /// The active tier as the controller last stored it.
+    pub(crate) fn active(&self) -> Active {
+        self.active.load()
     }
-}
 
-/// Time from the first failure seen in `tier`'s endpoints until now.
-fn detection(tier: Option<&Vec<Arc<RegionHealth>>>) -> Option<Duration> {
-    let now = tokio::time::Instant::now();
-    tier?
-        .iter()
-        .flat_map(|r| {
-            r.members()
-                .endpoints
-                .iter()
-                .filter_map(|e| e.first_failure())
-                .collect::<Vec<_>>()
-        })
-        .min()
-        .map(|first| now.duration_since(first))
-}
-
-/// The tier that should serve, given the active one.
-fn desired_tier(
-    active: usize,
-    tiers: &[Vec<Arc<RegionHealth>>],
-    hold_down: Duration,
-) -> Option<usize> {
-    let active = match active {
-        UNSET => Active::Unset,
-        NONE => Active::None,
-        t => Active::Tier(t),
-    };
-    decide(active, tiers, hold_down)
+    /// The tier serving the route now (`tiers[i]`: the regions of tier `i`), or `None` when no
+    /// region of any tier is up. Reads only: when health changed and the controller has not
+    /// caught up yet (microseconds), the answer is the decision it is about to apply.
+    pub fn serving(&self, tiers: &[Vec<Arc<RegionHealth>>], hold_down: Duration) -> Option<usize> {
+        let active = self.active.load();
+        if let Active::Tier(t) = active {
+            if tiers.get(t).is_some_and(|t| t.iter().any(|r| r.is_up())) {
+                return Some(t);
+            }
+        }
+        decide(active, tiers, hold_down).map_or(active.tier(), |s| s.to.tier())
+    }
 }
 
 /// The active tier as the decision sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Active {
-    /// No request or health change has chosen a tier yet (the first choice is not a switch).
+pub enum Active {
+    /// No decision was applied yet (the first choice is not a switch).
     Unset,
     /// No tier was up.
     None,
@@ -265,8 +208,49 @@ pub(crate) enum Active {
     Tier(usize),
 }
 
-/// What the failover decision reads of a region (each read only when the policy needs it:
-/// the request path calls this, and most requests only ask whether the active tier is up).
+impl Active {
+    /// The serving tier, if any.
+    pub fn tier(self) -> Option<usize> {
+        match self {
+            Self::Tier(t) => Some(t),
+            Self::Unset | Self::None => None,
+        }
+    }
+}
+
+/// An [`Active`] in one atomic word.
+struct AtomicActive(AtomicUsize);
+
+impl AtomicActive {
+    const UNSET: usize = usize::MAX;
+    const NONE: usize = usize::MAX - 1;
+
+    fn new(active: Active) -> Self {
+        Self(AtomicUsize::new(Self::encode(active)))
+    }
+
+    fn encode(active: Active) -> usize {
+        match active {
+            Active::Unset => Self::UNSET,
+            Active::None => Self::NONE,
+            Active::Tier(t) => t,
+        }
+    }
+
+    fn load(&self) -> Active {
+        match self.0.load(Ordering::Acquire) {
+            Self::UNSET => Active::Unset,
+            Self::NONE => Active::None,
+            t => Active::Tier(t),
+        }
+    }
+
+    fn store(&self, active: Active) {
+        self.0.store(Self::encode(active), Ordering::Release);
+    }
+}
+
+/// What the failover decision reads of a region (each read only when the policy needs it).
 pub(crate) trait RegionState {
     /// Healthy and not drained.
     fn up(&self) -> bool;
@@ -274,6 +258,8 @@ pub(crate) trait RegionState {
     fn up_for(&self) -> Option<Duration>;
     /// It went down at least once since the gateway started (a drain does not count).
     fn has_failed(&self) -> bool;
+    /// Time left of an operator drain.
+    fn drained_for(&self) -> Option<Duration>;
 }
 
 impl RegionState for Arc<RegionHealth> {
@@ -286,11 +272,46 @@ impl RegionState for Arc<RegionHealth> {
     fn has_failed(&self) -> bool {
         RegionHealth::has_failed(self)
     }
+    fn drained_for(&self) -> Option<Duration> {
+        self.drain_remaining()
+    }
 }
 
-/// The tier that should serve a route (the policy in the module doc), or `None` when no tier
-/// has an up region: a pure function of the active tier, the regions' states and the hold-down.
+/// A change of a route's active tier, as [`decide`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Switch {
+    /// The new active tier.
+    pub to: Active,
+    /// `None` for the first choice after start, which is not a switch.
+    pub kind: Option<SwitchKind>,
+}
+
+/// The switch a route needs now (the policy in the module doc), or `None` to stay: a pure
+/// function of the active tier, the regions' states and the hold-down.
 pub(crate) fn decide<R: RegionState>(
+    active: Active,
+    tiers: &[Vec<R>],
+    hold_down: Duration,
+) -> Option<Switch> {
+    let to = match wanted_tier(active, tiers, hold_down) {
+        Some(t) => Active::Tier(t),
+        None => Active::None,
+    };
+    if to == active {
+        return None;
+    }
+    let kind = match (active, to) {
+        (Active::Unset, Active::Tier(_)) => None,
+        (_, Active::None) => Some(SwitchKind::AllDown),
+        (Active::None, _) => Some(SwitchKind::Recovered),
+        (Active::Tier(from), Active::Tier(to)) if to > from => Some(SwitchKind::Failover),
+        _ => Some(SwitchKind::Failback),
+    };
+    Some(Switch { to, kind })
+}
+
+/// The tier that should serve, or `None` when no tier has an up region.
+fn wanted_tier<R: RegionState>(
     active: Active,
     tiers: &[Vec<R>],
     hold_down: Duration,
@@ -311,6 +332,36 @@ pub(crate) fn decide<R: RegionState>(
     };
     // Active tier is up: move up only to a tier that has been up for the hold-down.
     Some(tiers[..active].iter().position(held).unwrap_or(active))
+}
+
+/// How long until the decision for a route may change without any health event: a higher
+/// tier's region completing its hold-down, or a drain running out. `None`: only an event can
+/// change it.
+pub(crate) fn next_change<R: RegionState>(
+    active: Active,
+    tiers: &[Vec<R>],
+    hold_down: Duration,
+) -> Option<Duration> {
+    let above = match active {
+        Active::Tier(t) => t,
+        Active::Unset | Active::None => 0,
+    };
+    tiers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, tier)| tier.iter().map(move |r| (i, r)))
+        .filter_map(|(i, r)| {
+            let hold = (i < above)
+                .then(|| r.up_for())
+                .flatten()
+                .filter(|up| *up < hold_down)
+                .map(|up| hold_down - up);
+            match (hold, r.drained_for()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        })
+        .min()
 }
 
 /// Caps retries at a share of requests (with a small floor), over a sliding two-second window,
@@ -400,6 +451,7 @@ mod tests {
         up: bool,
         up_for: Option<Duration>,
         has_failed: bool,
+        drained_for: Option<Duration>,
     }
 
     impl RegionState for RegionView {
@@ -412,6 +464,9 @@ mod tests {
         fn has_failed(&self) -> bool {
             self.has_failed
         }
+        fn drained_for(&self) -> Option<Duration> {
+            self.drained_for
+        }
     }
 
     /// A region: up for `secs` seconds (`None`: down), and whether it ever failed.
@@ -420,94 +475,182 @@ mod tests {
             up: up_for_secs.is_some(),
             up_for: up_for_secs.map(Duration::from_secs),
             has_failed,
+            drained_for: None,
+        }
+    }
+
+    /// A healthy region drained for `secs` more seconds (it counts as down).
+    fn drained(secs: u64) -> RegionView {
+        RegionView {
+            drained_for: Some(Duration::from_secs(secs)),
+            ..r(None, false)
         }
     }
 
     const DOWN: Option<u64> = None;
+    const STAY: Option<(Active, Option<SwitchKind>)> = None;
+
+    fn to(t: usize, kind: SwitchKind) -> Option<(Active, Option<SwitchKind>)> {
+        Some((Active::Tier(t), Some(kind)))
+    }
 
     #[test]
     fn the_failover_decision_table() {
+        use SwitchKind::*;
         let fresh = r(Some(1), false); // up since start, never failed
         let held = r(Some(60), true); // came back, stayed up past the hold-down
         let back = r(Some(5), true); // came back 5 s ago: inside the hold-down (may flap)
         let down = r(DOWN, true);
-        type Row = (&'static str, Active, Vec<Vec<RegionView>>, Option<usize>);
+        type Row = (
+            &'static str,
+            Active,
+            Vec<Vec<RegionView>>,
+            Option<(Active, Option<SwitchKind>)>,
+        );
         let rows: &[Row] = &[
             (
-                "first choice: the first up tier",
+                "first choice: the first up tier, not a switch",
                 Active::Unset,
                 vec![vec![back], vec![held]],
-                Some(0),
+                Some((Active::Tier(0), None)),
             ),
             (
                 "first choice with the first tier down",
                 Active::Unset,
                 vec![vec![down], vec![fresh]],
-                Some(1),
+                Some((Active::Tier(1), None)),
+            ),
+            (
+                "first choice with every tier down",
+                Active::Unset,
+                vec![vec![down], vec![down]],
+                Some((Active::None, Some(AllDown))),
             ),
             (
                 "active tier up: stay",
                 Active::Tier(1),
                 vec![vec![back], vec![fresh]],
-                Some(1),
+                STAY,
             ),
             (
                 "failover: active tier down",
                 Active::Tier(0),
                 vec![vec![down], vec![fresh]],
-                Some(1),
+                to(1, Failover),
             ),
             (
                 "failback after the hold-down",
                 Active::Tier(1),
                 vec![vec![held], vec![fresh]],
-                Some(0),
+                to(0, Failback),
             ),
             (
                 "no failback inside the hold-down (flapping resets it)",
                 Active::Tier(1),
                 vec![vec![back], vec![fresh]],
-                Some(1),
+                STAY,
             ),
             (
                 "failover skips a higher tier inside its hold-down",
                 Active::Tier(1),
                 vec![vec![back], vec![down], vec![fresh]],
-                Some(2),
+                to(2, Failover),
             ),
             (
                 "with no stable tier, the first up one",
                 Active::Tier(2),
                 vec![vec![back], vec![down], vec![down]],
-                Some(0),
+                to(0, Failback),
             ),
             (
                 "weighted tier: up while any region is up",
                 Active::Tier(0),
                 vec![vec![down, fresh], vec![fresh]],
-                Some(0),
+                STAY,
             ),
             (
                 "every region down: none",
                 Active::Tier(0),
                 vec![vec![down], vec![down]],
-                None,
+                Some((Active::None, Some(AllDown))),
+            ),
+            (
+                "all down stays all down",
+                Active::None,
+                vec![vec![down], vec![drained(10)]],
+                STAY,
             ),
             (
                 "recovery from all-down: the first stable",
                 Active::None,
                 vec![vec![back], vec![fresh]],
-                Some(1),
+                Some((Active::Tier(1), Some(Recovered))),
             ),
             (
                 "a drained region counts as down",
                 Active::Tier(0),
-                vec![vec![r(DOWN, false)], vec![fresh]],
-                Some(1),
+                vec![vec![drained(10)], vec![fresh]],
+                to(1, Failover),
+            ),
+            (
+                "a drain in the lower tier does not move traffic back up early",
+                Active::Tier(1),
+                vec![vec![back], vec![fresh, drained(10)]],
+                STAY,
             ),
         ];
         for (name, active, tiers, want) in rows {
-            assert_eq!(decide(*active, tiers, HOLD), *want, "{name}");
+            let got = decide(*active, tiers, HOLD).map(|s| (s.to, s.kind));
+            assert_eq!(got, *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn when_the_decision_can_change_without_an_event() {
+        let s = Duration::from_secs;
+        let fresh = r(Some(1), false);
+        let back = r(Some(5), true);
+        type Row = (&'static str, Active, Vec<Vec<RegionView>>, Option<Duration>);
+        let rows: &[Row] = &[
+            (
+                "serving the first tier: nothing is timed",
+                Active::Tier(0),
+                vec![vec![fresh], vec![back]],
+                None,
+            ),
+            (
+                "a higher tier inside its hold-down: when the hold-down completes",
+                Active::Tier(1),
+                vec![vec![back], vec![fresh]],
+                Some(s(25)),
+            ),
+            (
+                "the higher tier still down: only an event",
+                Active::Tier(1),
+                vec![vec![r(DOWN, true)], vec![fresh]],
+                None,
+            ),
+            (
+                "a drain anywhere: when it runs out",
+                Active::Tier(0),
+                vec![vec![fresh], vec![drained(7)]],
+                Some(s(7)),
+            ),
+            (
+                "the earliest of both",
+                Active::Tier(1),
+                vec![vec![back, drained(3)], vec![fresh]],
+                Some(s(3)),
+            ),
+            (
+                "all down with a drain: when it runs out",
+                Active::None,
+                vec![vec![drained(9)], vec![r(DOWN, true)]],
+                Some(s(9)),
+            ),
+        ];
+        for (name, active, tiers, want) in rows {
+            assert_eq!(next_change(*active, tiers, HOLD), *want, "{name}");
         }
     }
 

@@ -5,6 +5,7 @@
 //! fuzz target), so the dead-code lint sees everything.
 
 pub(crate) mod admin;
+pub(crate) mod app;
 pub mod demo;
 mod errors;
 pub(crate) mod failover;

@@ -613,15 +613,7 @@ impl GatewayProxy {
                 )
             })
             .unwrap_or_else(|| ("none".into(), "none".into()));
-        // Rare by nature, so the labels are formatted here rather than registered per snapshot.
-        metrics::counter!(
-            "gateway_responses_truncated_total",
-            "route" => ctx.route_name().to_string(),
-            "region" => region.clone(),
-            "endpoint" => endpoint.clone(),
-            "cause" => cause.label()
-        )
-        .increment(1);
+        crate::telemetry::truncated(ctx.route_name(), &region, &endpoint, cause.label());
         tracing::warn!(
             route = ctx.route_name(),
             region,

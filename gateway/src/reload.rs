@@ -22,7 +22,9 @@ use arc_swap::ArcSwap;
 use gateway_config::{BoundSockets, ConfigDiff, GatewayConfig};
 use gateway_health::HealthMonitor;
 
+use crate::failover::controller::FailoverHandle;
 use crate::snapshot::RoutingSnapshot;
+use crate::telemetry::{self, ReloadResult};
 use crate::tls::SniResolver;
 
 /// The result of the last reload attempt, for `/status`.
@@ -46,6 +48,7 @@ pub struct Reloader {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     monitor: HealthMonitor,
     tls: HashMap<String, Arc<SniResolver>>,
+    failover: FailoverHandle,
     /// Config the process started with (listener and admin addresses are fixed by it).
     started: Arc<GatewayConfig>,
     status: Mutex<Option<ReloadStatus>>,
@@ -67,26 +70,22 @@ impl Reloader {
         snapshot: Arc<ArcSwap<RoutingSnapshot>>,
         monitor: HealthMonitor,
         tls: HashMap<String, Arc<SniResolver>>,
+        failover: FailoverHandle,
     ) -> Self {
         let started = snapshot.load().config.clone();
-        metrics::gauge!("gateway_config_info", "hash" => started.hash.clone()).set(1.0);
-        metrics::gauge!("gateway_config_last_reload_success").set(1.0);
+        telemetry::config_started(&started.hash);
         Self {
             path,
             snapshot,
             monitor,
             tls,
+            failover,
             started,
             status: Mutex::new(None),
             applied: tokio::sync::Notify::new(),
             serial: Mutex::new(()),
             version: std::sync::atomic::AtomicU64::new(1),
         }
-    }
-
-    /// The config file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Config version: 1 at start, +1 on each applied reload.
@@ -118,8 +117,7 @@ impl Reloader {
             }
         };
         if new.hash == current.config.hash {
-            metrics::counter!("gateway_config_reloads_total", "result" => "unchanged").increment(1);
-            metrics::gauge!("gateway_config_last_reload_success").set(1.0);
+            telemetry::reload(ReloadResult::Unchanged);
             tracing::debug!(trigger, "config unchanged");
             self.record(
                 trigger,
@@ -156,12 +154,12 @@ impl Reloader {
         let snapshot =
             RoutingSnapshot::build(new.clone(), current.hub.clone(), current.book.clone());
         self.snapshot.store(Arc::new(snapshot));
+        // New routes and tier layouts get their first decision now, not at the next event.
+        self.failover.poke();
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!("gateway_config_info", "hash" => current.config.hash.clone()).set(0.0);
-        metrics::gauge!("gateway_config_info", "hash" => new.hash.clone()).set(1.0);
-        metrics::counter!("gateway_config_reloads_total", "result" => "ok").increment(1);
-        metrics::gauge!("gateway_config_last_reload_success").set(1.0);
+        telemetry::config_active(Some(&current.config.hash), &new.hash);
+        telemetry::reload(ReloadResult::Ok);
         let mut detail = diff.summary();
         let cleared: Vec<String> = was_pending
             .describe()
@@ -188,8 +186,7 @@ impl Reloader {
 
     /// Records a failed reload (status, metrics) and returns its error.
     fn failed(&self, trigger: &str, text: String) -> ReloadError {
-        metrics::counter!("gateway_config_reloads_total", "result" => "error").increment(1);
-        metrics::gauge!("gateway_config_last_reload_success").set(0.0);
+        telemetry::reload(ReloadResult::Error);
         self.record(trigger, "error", text.clone(), Vec::new());
         ReloadError(text)
     }
@@ -398,6 +395,7 @@ mod tests {
             snapshot.clone(),
             monitor,
             HashMap::new(),
+            FailoverHandle::new().0,
         );
         (reloader, snapshot)
     }

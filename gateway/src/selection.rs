@@ -38,7 +38,7 @@ pub fn choose(
     plan: &RoutePlan,
     tried: &[Choice],
 ) -> Result<Choice, NoChoice> {
-    let active = snapshot.current_tier(plan);
+    let active = plan.serving_tier();
     if tried.is_empty() {
         let tier = active.ok_or(NoChoice::AllRegionsDown)?;
         return tier_order(plan, tier, snapshot)
@@ -162,7 +162,7 @@ pub fn choose_pinned(
     if !target.health.is_up() {
         return None;
     }
-    let active = snapshot.current_tier(plan);
+    let active = plan.serving_tier();
     // A region above the serving tier is inside its failback hold-down (or flapping): a pin
     // to it waits like all other traffic, and the session is placed afresh.
     if active.is_some_and(|active| tier < active) {
@@ -196,7 +196,7 @@ pub fn choose_rendezvous(
     plan: &RoutePlan,
     key: &str,
 ) -> Option<Choice> {
-    let tier = snapshot.current_tier(plan)?;
+    let tier = plan.serving_tier()?;
     let mut best: Option<(u64, Choice)> = None;
     for (region, _) in plan.tiers.get(tier)? {
         let target = &snapshot.regions[*region];

@@ -1,5 +1,5 @@
-//! Assembles a Pingora server from a validated config: proxy listeners, health monitoring and
-//! the admin API.
+//! Assembles a Pingora server from a validated config: the proxy listeners, the control
+//! service (health monitoring, failover, reload; see [`crate::app`]) and the admin API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +13,14 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::background::background_service;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::admin::AdminService;
+use crate::app::{App, ControlService};
+use crate::failover::controller::FailoverHandle;
 use crate::failover::FailoverBook;
 use crate::proxy::GatewayProxy;
 use crate::reload::Reloader;
@@ -60,23 +60,6 @@ pub struct ServerOptions {
     /// Unix socket used to hand listening sockets over during an upgrade (default
     /// `/tmp/gateway-upgrade-<admin port>.sock`).
     pub upgrade_sock: Option<std::path::PathBuf>,
-}
-
-/// The shared state of a running gateway.
-#[derive(Clone)]
-pub struct GatewayState {
-    /// The routing snapshot, swapped whole on reload.
-    pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-    /// Probes and DNS discovery.
-    pub monitor: HealthMonitor,
-    /// Config reloads.
-    pub reloader: Arc<Reloader>,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-    /// Set when shutdown starts: readiness turns false.
-    pub shutting_down: Arc<AtomicBool>,
-    /// Time in-flight requests get on shutdown.
-    pub grace_period: Duration,
 }
 
 /// Builds the Pingora server for `config`. Call `run` on the result to serve.
@@ -152,18 +135,21 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
             }
         }
     }
+    let (failover, wakeups) = FailoverHandle::new();
     let reloader = Arc::new(Reloader::new(
         config.source.clone(),
         snapshot.clone(),
         monitor.clone(),
         resolvers,
+        failover.clone(),
     ));
-    let state = GatewayState {
+    let app = App {
         snapshot: snapshot.clone(),
         monitor,
         reloader,
+        failover,
         metrics,
-        shutting_down: Arc::new(AtomicBool::new(false)),
+        readiness: Arc::default(),
         grace_period: config.server.grace_period,
     };
     server.add_service(proxy);
@@ -177,14 +163,12 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         connections.all_closed().await;
     });
     server.add_service(background_service(
-        "health",
-        HealthService {
-            state: state.clone(),
-        },
+        "control",
+        ControlService::new(app.clone(), wakeups),
     ));
     server.add_service(background_service(
         "admin",
-        AdminService::new(config.admin.bind, state),
+        AdminService::new(config.admin.bind, app),
     ));
     Ok(server)
 }
@@ -250,65 +234,5 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
-    }
-}
-
-/// Runs probes and DNS discovery, and re-evaluates every route's failover state so that
-/// switches (and their log lines) happen even when no request arrives.
-struct HealthService {
-    state: GatewayState,
-}
-
-#[async_trait]
-impl BackgroundService for HealthService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let snapshot = self.state.snapshot.load_full();
-        self.state.monitor.apply(&snapshot.config);
-        tokio::spawn(self.state.reloader.clone().watch(shutdown.clone()));
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut first_round_logged = false;
-        let mut ticks = 0u64;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    // Readiness turns false at once, so that BGP withdraws and load balancers
-                    // stop sending while in-flight requests finish.
-                    self.state.shutting_down.store(true, Ordering::Release);
-                    tracing::info!("shutting down: readiness is now false");
-                    return;
-                }
-                _ = tick.tick() => {
-                    ticks += 1;
-                    let snapshot = self.state.snapshot.load();
-                    for plan in &snapshot.routes {
-                        snapshot.current_tier(plan);
-                    }
-                    if ticks % 5 == 0 {
-                        export_health(&snapshot);
-                    }
-                    if !first_round_logged && self.state.monitor.first_round_done() {
-                        first_round_logged = true;
-                        tracing::info!("first probe round done: ready");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Health gauges for `/metrics`.
-fn export_health(snapshot: &RoutingSnapshot) {
-    for region in &snapshot.regions {
-        let name = region.name.to_string();
-        metrics::gauge!("gateway_region_up", "region" => name.clone())
-            .set(f64::from(u8::from(region.health.is_up())));
-        metrics::gauge!("gateway_region_drained", "region" => name.clone()).set(f64::from(
-            u8::from(region.health.drain_remaining().is_some()),
-        ));
-        for e in &region.health.members().endpoints {
-            metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
-                .set(f64::from(u8::from(e.is_routable())));
-        }
     }
 }

@@ -118,14 +118,13 @@ impl RoutingSnapshot {
             book,
         }
     }
+}
 
-    /// The tier serving `plan` now (switching if health requires), or `None` when all are down.
-    pub fn current_tier(&self, plan: &RoutePlan) -> Option<usize> {
-        plan.failover.current_tier(
-            &self.book,
-            &plan.route.name,
-            &plan.tier_health,
-            plan.route.failback_hold_down,
-        )
+impl RoutePlan {
+    /// The tier serving the route now, or `None` when no region of any tier is up (reads only;
+    /// the failover controller switches).
+    pub fn serving_tier(&self) -> Option<usize> {
+        self.failover
+            .serving(&self.tier_health, self.route.failback_hold_down)
     }
 }

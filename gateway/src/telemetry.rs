@@ -188,6 +188,86 @@ impl RouteMetrics {
     }
 }
 
+/// Counts a failover switch of `route` (`kind`: see [`crate::failover::SwitchKind`]). Called by
+/// the failover controller, once per switch, off the request path.
+pub fn failover_switch(route: &str, from: &[String], to: &[String], kind: &'static str) {
+    metrics::counter!(
+        "gateway_failovers_total",
+        "route" => route.to_string(),
+        "from" => from.join("+"),
+        "to" => to.join("+"),
+        "kind" => kind
+    )
+    .increment(1);
+}
+
+/// Counts a response truncated after it started. Rare by nature, so the labels are formatted
+/// here rather than registered per snapshot.
+pub fn truncated(route: &str, region: &str, endpoint: &str, cause: &'static str) {
+    metrics::counter!(
+        "gateway_responses_truncated_total",
+        "route" => route.to_string(),
+        "region" => region.to_string(),
+        "endpoint" => endpoint.to_string(),
+        "cause" => cause
+    )
+    .increment(1);
+}
+
+/// Outcome of a reload attempt, for `gateway_config_reloads_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum ReloadResult {
+    /// Applied.
+    Ok,
+    /// Nothing changed.
+    Unchanged,
+    /// Refused; the running config stays.
+    Error,
+}
+
+/// Counts a reload attempt and sets `gateway_config_last_reload_success`.
+pub fn reload(result: ReloadResult) {
+    let label = match result {
+        ReloadResult::Ok => "ok",
+        ReloadResult::Unchanged => "unchanged",
+        ReloadResult::Error => "error",
+    };
+    metrics::counter!("gateway_config_reloads_total", "result" => label).increment(1);
+    let success = !matches!(result, ReloadResult::Error);
+    metrics::gauge!("gateway_config_last_reload_success").set(f64::from(u8::from(success)));
+}
+
+/// The config the process started with: active, and the last "reload" a success.
+pub fn config_started(hash: &str) {
+    config_active(None, hash);
+    metrics::gauge!("gateway_config_last_reload_success").set(1.0);
+}
+
+/// Marks `hash` as the active config in `gateway_config_info` (and `old`, if any, as not).
+pub fn config_active(old: Option<&str>, hash: &str) {
+    if let Some(old) = old {
+        metrics::gauge!("gateway_config_info", "hash" => old.to_string()).set(0.0);
+    }
+    metrics::gauge!("gateway_config_info", "hash" => hash.to_string()).set(1.0);
+}
+
+/// Sets the health gauges from `snapshot`: called when `/metrics` is rendered, so they are
+/// exact at scrape time without a polling loop.
+pub fn export_health(snapshot: &crate::snapshot::RoutingSnapshot) {
+    for region in &snapshot.regions {
+        let name = region.name.to_string();
+        metrics::gauge!("gateway_region_up", "region" => name.clone())
+            .set(f64::from(u8::from(region.health.is_up())));
+        metrics::gauge!("gateway_region_drained", "region" => name.clone()).set(f64::from(
+            u8::from(region.health.drain_remaining().is_some()),
+        ));
+        for e in &region.health.members().endpoints {
+            metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
+                .set(f64::from(u8::from(e.is_routable())));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::STICKY_OUTCOMES;
