@@ -1,85 +1,176 @@
-//! What changed between two validated configs: drives reload logs, metrics and whether a
-//! restart is needed.
+//! What changed between two validated configs, as typed [`Change`]s: drives reload logs,
+//! metrics, which certificates are reloaded and whether a restart is needed. Settings are
+//! compared with `PartialEq` on the validated types.
 
 use std::collections::BTreeSet;
 
-use crate::model::{Endpoint, GatewayConfig};
+use crate::model::{Endpoint, GatewayConfig, ListenerTls};
 
-/// Changes from one config to the next, by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigDiff {
-    /// Routes only in the new config.
-    pub routes_added: Vec<String>,
-    /// Routes only in the old config.
-    pub routes_removed: Vec<String>,
-    /// Routes in both whose settings differ.
-    pub routes_changed: Vec<String>,
-    /// Regions only in the new config.
-    pub regions_added: Vec<String>,
-    /// Regions only in the old config.
-    pub regions_removed: Vec<String>,
-    /// Regions in both whose settings (other than endpoints) differ.
-    pub regions_changed: Vec<String>,
-    /// Endpoints (`region/id=address`) only in the new config.
-    pub endpoints_added: Vec<String>,
-    /// Endpoints only in the old config.
-    pub endpoints_removed: Vec<String>,
-    /// Listener addresses or TLS-ness changed: applies only after a restart or upgrade.
-    pub listeners_need_restart: Vec<String>,
-    /// The admin address changed: applies only after a restart or upgrade.
-    pub admin_needs_restart: bool,
-    /// The admin token changed, was added or removed (applied live).
-    pub admin_token_changed: bool,
+/// One change from one config to the next, by name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// A route only in the new config.
+    RouteAdded(String),
+    /// A route only in the old config.
+    RouteRemoved(String),
+    /// A route in both whose settings differ.
+    RouteChanged(String),
+    /// A region only in the new config.
+    RegionAdded(String),
+    /// A region only in the old config.
+    RegionRemoved(String),
+    /// A region in both whose settings (other than endpoints) differ.
+    RegionChanged(String),
+    /// An endpoint (`region/id=address`) only in the new config.
+    EndpointAdded(String),
+    /// An endpoint only in the old config.
+    EndpointRemoved(String),
     /// Certificates or keys of a listener changed, also when rewritten at the same path
     /// (applied live).
-    pub certificates_changed: Vec<String>,
-    /// Sticky key ids only in the new config (applied live).
-    pub sticky_keys_added: Vec<String>,
-    /// Sticky key ids only in the old config.
-    pub sticky_keys_removed: Vec<String>,
-    /// Sticky key ids in both whose secret differs (a rotated secret file).
-    pub sticky_keys_changed: Vec<String>,
+    CertificatesChanged(String),
+    /// A listener's address or TLS-ness changed, or it was added or removed: applies only after
+    /// a restart or upgrade.
+    ListenerNeedsRestart(String),
+    /// A sticky key id only in the new config (applied live).
+    StickyKeyAdded(String),
+    /// A sticky key id only in the old config.
+    StickyKeyRemoved(String),
+    /// The admin address changed: applies only after a restart or upgrade.
+    AdminNeedsRestart,
+    /// The admin token changed, was added or removed (applied live).
+    AdminTokenChanged,
+    /// A sticky key id in both whose secret differs (a rotated secret file).
+    StickyKeyChanged(String),
     /// The signing key (the first) is another id than before.
-    pub sticky_signing_key_changed: bool,
+    StickySigningKeyChanged,
+}
+
+/// Changes from one config to the next, in the order of [`Change`]'s variants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// The changes, sorted.
+    pub changes: Vec<Change>,
 }
 
 impl ConfigDiff {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.changes.is_empty()
+    }
+
+    /// Listeners whose certificates changed.
+    pub fn certificates_changed(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().filter_map(|c| match c {
+            Change::CertificatesChanged(l) => Some(l.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Listeners that need a restart.
+    pub fn listeners_needing_restart(&self) -> Vec<String> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::ListenerNeedsRestart(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the admin address changed.
+    pub fn admin_needs_restart(&self) -> bool {
+        self.changes.contains(&Change::AdminNeedsRestart)
+    }
+
+    /// Replaces the restart-needing changes: a reload states them against the sockets bound
+    /// at start, not against the previous config.
+    pub fn set_restart_needed(&mut self, listeners: Vec<String>, admin: bool) {
+        self.changes.retain(|c| {
+            !matches!(
+                c,
+                Change::ListenerNeedsRestart(_) | Change::AdminNeedsRestart
+            )
+        });
+        self.changes
+            .extend(listeners.into_iter().map(Change::ListenerNeedsRestart));
+        if admin {
+            self.changes.push(Change::AdminNeedsRestart);
+        }
+        self.changes.sort();
     }
 
     /// One line for logs.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        let mut list = |what: &str, v: &[String]| {
-            if !v.is_empty() {
-                parts.push(format!("{what}: {}", v.join(", ")));
+        let mut list = |what: &str, pick: fn(&Change) -> Option<&String>| {
+            let names: Vec<&str> = self
+                .changes
+                .iter()
+                .filter_map(pick)
+                .map(String::as_str)
+                .collect();
+            if !names.is_empty() {
+                parts.push(format!("{what}: {}", names.join(", ")));
             }
         };
-        list("routes added", &self.routes_added);
-        list("routes removed", &self.routes_removed);
-        list("routes changed", &self.routes_changed);
-        list("regions added", &self.regions_added);
-        list("regions removed", &self.regions_removed);
-        list("regions changed", &self.regions_changed);
-        list("endpoints added", &self.endpoints_added);
-        list("endpoints removed", &self.endpoints_removed);
-        list("certificates changed", &self.certificates_changed);
-        list("listeners needing a restart", &self.listeners_need_restart);
-        list("sticky keys added", &self.sticky_keys_added);
-        list("sticky keys removed", &self.sticky_keys_removed);
-        if self.admin_needs_restart {
-            parts.push("admin listener changed (needs a restart)".into());
-        }
-        if self.admin_token_changed {
-            parts.push("admin token changed".into());
-        }
-        for id in &self.sticky_keys_changed {
-            parts.push(format!("sticky key {id} changed"));
-        }
-        if self.sticky_signing_key_changed {
-            parts.push("sticky signing key changed".into());
+        list("routes added", |c| match c {
+            Change::RouteAdded(n) => Some(n),
+            _ => None,
+        });
+        list("routes removed", |c| match c {
+            Change::RouteRemoved(n) => Some(n),
+            _ => None,
+        });
+        list("routes changed", |c| match c {
+            Change::RouteChanged(n) => Some(n),
+            _ => None,
+        });
+        list("regions added", |c| match c {
+            Change::RegionAdded(n) => Some(n),
+            _ => None,
+        });
+        list("regions removed", |c| match c {
+            Change::RegionRemoved(n) => Some(n),
+            _ => None,
+        });
+        list("regions changed", |c| match c {
+            Change::RegionChanged(n) => Some(n),
+            _ => None,
+        });
+        list("endpoints added", |c| match c {
+            Change::EndpointAdded(n) => Some(n),
+            _ => None,
+        });
+        list("endpoints removed", |c| match c {
+            Change::EndpointRemoved(n) => Some(n),
+            _ => None,
+        });
+        list("certificates changed", |c| match c {
+            Change::CertificatesChanged(n) => Some(n),
+            _ => None,
+        });
+        list("listeners needing a restart", |c| match c {
+            Change::ListenerNeedsRestart(n) => Some(n),
+            _ => None,
+        });
+        list("sticky keys added", |c| match c {
+            Change::StickyKeyAdded(n) => Some(n),
+            _ => None,
+        });
+        list("sticky keys removed", |c| match c {
+            Change::StickyKeyRemoved(n) => Some(n),
+            _ => None,
+        });
+        for c in &self.changes {
+            match c {
+                Change::AdminNeedsRestart => {
+                    parts.push("admin listener changed (needs a restart)".into())
+                }
+                Change::AdminTokenChanged => parts.push("admin token changed".into()),
+                Change::StickyKeyChanged(id) => parts.push(format!("sticky key {id} changed")),
+                Change::StickySigningKeyChanged => parts.push("sticky signing key changed".into()),
+                _ => {}
+            }
         }
         if parts.is_empty() {
             "no changes".into()
@@ -91,29 +182,32 @@ impl ConfigDiff {
 
 /// Computes the changes from `old` to `new`.
 pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
-    let mut d = ConfigDiff::default();
+    let mut changes = Vec::new();
     let names = |v: Vec<&str>| {
         v.into_iter()
             .map(str::to_string)
             .collect::<BTreeSet<String>>()
     };
+    let mut added_removed = |old: BTreeSet<String>,
+                             new: BTreeSet<String>,
+                             added: fn(String) -> Change,
+                             removed: fn(String) -> Change| {
+        changes.extend(new.difference(&old).cloned().map(added));
+        changes.extend(old.difference(&new).cloned().map(removed));
+    };
 
-    let old_routes = names(old.routes.iter().map(|r| &*r.name).collect());
-    let new_routes = names(new.routes.iter().map(|r| &*r.name).collect());
-    d.routes_added = new_routes.difference(&old_routes).cloned().collect();
-    d.routes_removed = old_routes.difference(&new_routes).cloned().collect();
-    for r in &new.routes {
-        if let Some(o) = old.routes.iter().find(|o| o.name == r.name) {
-            if format!("{o:?}") != format!("{r:?}") {
-                d.routes_changed.push(r.name.to_string());
-            }
-        }
-    }
-
-    let old_regions = names(old.regions.iter().map(|r| r.name.as_str()).collect());
-    let new_regions = names(new.regions.iter().map(|r| r.name.as_str()).collect());
-    d.regions_added = new_regions.difference(&old_regions).cloned().collect();
-    d.regions_removed = old_regions.difference(&new_regions).cloned().collect();
+    added_removed(
+        names(old.routes.iter().map(|r| &*r.name).collect()),
+        names(new.routes.iter().map(|r| &*r.name).collect()),
+        Change::RouteAdded,
+        Change::RouteRemoved,
+    );
+    added_removed(
+        names(old.regions.iter().map(|r| r.name.as_str()).collect()),
+        names(new.regions.iter().map(|r| r.name.as_str()).collect()),
+        Change::RegionAdded,
+        Change::RegionRemoved,
+    );
     let endpoint_keys = |c: &GatewayConfig| -> BTreeSet<String> {
         c.regions
             .iter()
@@ -124,17 +218,32 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
             })
             .collect()
     };
-    let (oe, ne) = (endpoint_keys(old), endpoint_keys(new));
-    d.endpoints_added = ne.difference(&oe).cloned().collect();
-    d.endpoints_removed = oe.difference(&ne).cloned().collect();
+    added_removed(
+        endpoint_keys(old),
+        endpoint_keys(new),
+        Change::EndpointAdded,
+        Change::EndpointRemoved,
+    );
+    added_removed(
+        names(old.sticky_keys.iter().map(|k| k.id.as_str()).collect()),
+        names(new.sticky_keys.iter().map(|k| k.id.as_str()).collect()),
+        Change::StickyKeyAdded,
+        Change::StickyKeyRemoved,
+    );
+    for r in &new.routes {
+        if old.routes.iter().any(|o| o.name == r.name && o != r) {
+            changes.push(Change::RouteChanged(r.name.to_string()));
+        }
+    }
     for r in &new.regions {
         if let Some(o) = old.regions.iter().find(|o| o.name == r.name) {
-            let mut o = o.clone();
-            let mut n = r.clone();
-            o.endpoints.clear();
-            n.endpoints.clear();
-            if format!("{o:?}") != format!("{n:?}") {
-                d.regions_changed.push(r.name.to_string());
+            // Endpoints are reported one by one above.
+            let without_endpoints = |r: &crate::model::Region| crate::model::Region {
+                endpoints: Vec::new(),
+                ..r.clone()
+            };
+            if without_endpoints(o) != without_endpoints(r) {
+                changes.push(Change::RegionChanged(r.name.to_string()));
             }
         }
     }
@@ -142,49 +251,50 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     for l in &new.listeners {
         match old.listeners.iter().find(|o| o.name == l.name) {
             Some(o) if o.bind == l.bind && o.tls.is_some() == l.tls.is_some() => {
-                let pems = |t: &Option<crate::model::ListenerTls>| {
+                /// Certificate and key PEMs, and the default's index.
+                type Pems<'a> = (Vec<(&'a [u8], &'a [u8])>, usize);
+                fn certs(t: &Option<ListenerTls>) -> Option<Pems<'_>> {
                     t.as_ref().map(|t| {
-                        t.certs
-                            .iter()
-                            .map(|c| (c.cert_pem.clone(), c.key_pem.clone()))
-                            .collect::<Vec<_>>()
+                        let pems = t.certs.iter().map(|c| (&c.cert_pem[..], &c.key_pem[..]));
+                        (pems.collect(), t.default_cert)
                     })
-                };
-                if pems(&o.tls) != pems(&l.tls)
-                    || o.tls.as_ref().map(|t| t.default_cert)
-                        != l.tls.as_ref().map(|t| t.default_cert)
-                {
-                    d.certificates_changed.push(l.name.clone());
+                }
+                if certs(&o.tls) != certs(&l.tls) {
+                    changes.push(Change::CertificatesChanged(l.name.clone()));
                 }
             }
-            _ => d.listeners_need_restart.push(l.name.clone()),
+            _ => changes.push(Change::ListenerNeedsRestart(l.name.clone())),
         }
     }
     for o in &old.listeners {
         if !new.listeners.iter().any(|l| l.name == o.name) {
-            d.listeners_need_restart.push(o.name.clone());
+            changes.push(Change::ListenerNeedsRestart(o.name.clone()));
         }
     }
-    d.admin_needs_restart = old.admin.bind != new.admin.bind;
-    d.admin_token_changed = old.admin.token != new.admin.token;
-    let old_keys = names(old.sticky_keys.iter().map(|k| k.id.as_str()).collect());
-    let new_keys = names(new.sticky_keys.iter().map(|k| k.id.as_str()).collect());
-    d.sticky_keys_added = new_keys.difference(&old_keys).cloned().collect();
-    d.sticky_keys_removed = old_keys.difference(&new_keys).cloned().collect();
-    d.sticky_keys_changed = new
-        .sticky_keys
-        .iter()
-        .filter(|k| {
-            old.sticky_keys
-                .iter()
-                .any(|o| o.id == k.id && o.secret != k.secret)
-        })
-        .map(|k| k.id.clone())
-        .collect();
-    d.sticky_signing_key_changed = !old.sticky_keys.is_empty()
+    if old.admin.bind != new.admin.bind {
+        changes.push(Change::AdminNeedsRestart);
+    }
+    if old.admin.token != new.admin.token {
+        changes.push(Change::AdminTokenChanged);
+    }
+    changes.extend(
+        new.sticky_keys
+            .iter()
+            .filter(|k| {
+                old.sticky_keys
+                    .iter()
+                    .any(|o| o.id == k.id && o.secret != k.secret)
+            })
+            .map(|k| Change::StickyKeyChanged(k.id.clone())),
+    );
+    if !old.sticky_keys.is_empty()
         && !new.sticky_keys.is_empty()
-        && old.sticky_keys[0].id != new.sticky_keys[0].id;
-    d
+        && old.sticky_keys[0].id != new.sticky_keys[0].id
+    {
+        changes.push(Change::StickySigningKeyChanged);
+    }
+    changes.sort();
+    ConfigDiff { changes }
 }
 
 #[cfg(test)]
@@ -199,6 +309,27 @@ mod tests {
     }
 
     #[test]
+    fn a_region_setting_is_a_region_change_and_summaries_keep_their_order() {
+        let new = BASE.replace(
+            "  ber: { endpoints: [{ id: b1, address: \"127.0.0.1:2\" }] }",
+            "  ber: { endpoints: [{ id: b1, address: \"127.0.0.1:2\" }], protocol: http2 }\n  ams: { endpoints: [{ id: a1, address: \"127.0.0.1:4\" }] }",
+        );
+        let d = diff(&parse(BASE), &parse(&new));
+        assert_eq!(
+            d.changes,
+            [
+                Change::RegionAdded("ams".into()),
+                Change::RegionChanged("ber".into()),
+                Change::EndpointAdded("ams/a1=127.0.0.1:4".into()),
+            ]
+        );
+        assert_eq!(
+            d.summary(),
+            "regions added: ams; regions changed: ber; endpoints added: ams/a1=127.0.0.1:4"
+        );
+    }
+
+    #[test]
     fn same_config_has_no_changes() {
         assert!(diff(&parse(BASE), &parse(BASE)).is_empty());
     }
@@ -210,12 +341,16 @@ mod tests {
             .replace("regions: [fra, ber] }", "regions: [ber, fra] }\n  - { name: b, match: { path_prefix: /b/ }, regions: [ber] }")
             .replace("127.0.0.1:8080", "127.0.0.1:8081");
         let d = diff(&parse(BASE), &parse(&new));
-        assert_eq!(d.routes_added, ["b"]);
-        assert_eq!(d.routes_changed, ["a"]);
-        assert_eq!(d.endpoints_added, ["ber/b1=127.0.0.1:3"]);
-        assert_eq!(d.endpoints_removed, ["ber/b1=127.0.0.1:2"]);
-        assert!(d.regions_changed.is_empty());
-        assert_eq!(d.listeners_need_restart, ["http"]);
+        assert_eq!(
+            d.changes,
+            [
+                Change::RouteAdded("b".into()),
+                Change::RouteChanged("a".into()),
+                Change::EndpointAdded("ber/b1=127.0.0.1:3".into()),
+                Change::EndpointRemoved("ber/b1=127.0.0.1:2".into()),
+                Change::ListenerNeedsRestart("http".into()),
+            ]
+        );
         assert!(d.summary().contains("routes added: b"));
     }
 }

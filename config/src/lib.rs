@@ -25,7 +25,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use diff::{diff, ConfigDiff};
+pub use diff::{diff, Change, ConfigDiff};
 pub use error::{ConfigError, ConfigIssue};
 pub use model::*;
 pub use source_map::Position;

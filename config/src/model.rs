@@ -206,7 +206,7 @@ pub struct ServerSettings {
 }
 
 /// A region with its endpoints and health settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
     /// Region name.
     pub name: RegionName,
@@ -261,7 +261,7 @@ impl fmt::Display for EndpointAddress {
 }
 
 /// TLS towards upstream endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamTls {
     /// SNI and verified name.
     pub sni: String,
@@ -281,7 +281,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Active probe settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProbeSettings {
     /// HTTP probe, or TCP connect when `None`.
     pub http: Option<HttpProbe>,
@@ -298,7 +298,7 @@ pub struct ProbeSettings {
 }
 
 /// HTTP probe settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpProbe {
     /// Method.
     pub method: http::Method,
@@ -313,7 +313,7 @@ pub struct HttpProbe {
 }
 
 /// A region gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RegionCheck {
     /// Name within the region.
     pub name: String,
@@ -365,7 +365,7 @@ pub struct PassiveSettings {
 }
 
 /// A route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Unique name.
     pub name: Arc<str>,

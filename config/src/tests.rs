@@ -183,7 +183,7 @@ fn hash_and_diff_cover_the_contents_of_referenced_files() {
     let second = load(&path).expect("valid");
     assert_ne!(second.hash, first.hash, "a rotated token changes the hash");
     let d = diff(&first, &second);
-    assert!(d.admin_token_changed);
+    assert_eq!(d.changes, [crate::Change::AdminTokenChanged]);
     assert_eq!(d.summary(), "admin token changed");
 
     // The sticky secret rewritten at the same path.
@@ -194,7 +194,7 @@ fn hash_and_diff_cover_the_contents_of_referenced_files() {
         "a rotated sticky secret changes the hash"
     );
     let d = diff(&second, &third);
-    assert_eq!(d.sticky_keys_changed, ["k1"]);
+    assert_eq!(d.changes, [crate::Change::StickyKeyChanged("k1".into())]);
     assert_eq!(d.summary(), "sticky key k1 changed");
 }
 
@@ -219,7 +219,7 @@ fn certificate_rewritten_at_the_same_path_changes_hash_and_diff() {
     let second = load(&path).expect("valid");
     assert_ne!(second.hash, first.hash);
     let d = diff(&first, &second);
-    assert_eq!(d.certificates_changed, ["https"]);
+    assert_eq!(d.certificates_changed().collect::<Vec<_>>(), ["https"]);
     assert_eq!(d.summary(), "certificates changed: https");
 }
 

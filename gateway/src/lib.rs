@@ -10,6 +10,7 @@ pub mod demo;
 mod errors;
 pub(crate) mod failover;
 mod headers;
+pub(crate) mod peer;
 pub(crate) mod proxy;
 pub(crate) mod reload;
 mod retry;

@@ -9,11 +9,9 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use gateway_config::UpstreamProtocol;
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -26,7 +24,6 @@ use crate::selection::{
 };
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 use crate::sticky::{find_cookie, now_unix, set_cookie, StickyToken};
-use crate::upstream::AbortableConnect;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
@@ -299,43 +296,8 @@ impl ProxyHttp for GatewayProxy {
             }
             None => timeouts.read,
         };
-        let region = &snapshot.regions[choice.region];
-        let (token, generation) = choice.endpoint.abort_token();
-        let sni = region
-            .tls
-            .as_ref()
-            .map(|t| t.sni.clone())
-            .unwrap_or_default();
-        let mut peer = HttpPeer::new(choice.endpoint.key.addr, region.tls.is_some(), sni);
-        // Connections opened before the endpoint was last marked down are never reused.
-        peer.group_key = generation;
-        let opts = &mut peer.options;
-        opts.custom_l4 = Some(Arc::new(AbortableConnect {
-            token,
-            connect_timeout: timeouts.connect,
-        }));
-        opts.connection_timeout = Some(timeouts.connect);
-        if region.tls.is_some() {
-            opts.total_connection_timeout = Some(timeouts.connect.saturating_mul(2));
-        }
-        opts.read_timeout = Some(read_timeout);
-        opts.write_timeout = Some(read_timeout);
-        opts.idle_timeout = Some(timeouts.idle);
-        // Pingora's default is one stream per HTTP/2 connection; share connections instead
-        // (Pingora also respects the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS).
-        opts.max_h2_streams = region.h2_streams;
-        if let Some(tls) = &region.tls {
-            opts.verify_cert = tls.verify;
-            opts.verify_hostname = tls.verify;
-        }
-        // WebSocket upgrades need HTTP/1.1 to the upstream.
-        opts.alpn = match (region.protocol, region.tls.is_some()) {
-            _ if session.is_upgrade_req() => ALPN::H1,
-            (UpstreamProtocol::Http1, _) => ALPN::H1,
-            (UpstreamProtocol::Http2, _) => ALPN::H2,
-            (UpstreamProtocol::Auto, true) => ALPN::H2H1,
-            (UpstreamProtocol::Auto, false) => ALPN::H1,
-        };
+        let peer =
+            crate::peer::for_attempt(&choice, &timeouts, read_timeout, session.is_upgrade_req());
         plan.metrics.attempt(choice.region, !ctx.tried.is_empty());
         ctx.tried.push(choice);
         Ok(Box::new(peer))

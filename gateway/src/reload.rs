@@ -13,7 +13,7 @@
 //! listening ([`gateway_config::load_for_reload`]), so it can never drop the token of an admin
 //! API that is still public, and restart hints are computed against the started config.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,6 @@ use gateway_health::HealthMonitor;
 use crate::failover::controller::FailoverHandle;
 use crate::snapshot::RoutingSnapshot;
 use crate::telemetry::{self, ReloadResult};
-use crate::tls::SniResolver;
 
 /// The result of the last reload attempt, for `/status`.
 #[derive(Debug, Clone)]
@@ -47,7 +46,6 @@ pub struct Reloader {
     path: PathBuf,
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     monitor: HealthMonitor,
-    tls: HashMap<String, Arc<SniResolver>>,
     failover: FailoverHandle,
     /// Config the process started with (listener and admin addresses are fixed by it).
     started: Arc<GatewayConfig>,
@@ -69,7 +67,6 @@ impl Reloader {
         path: PathBuf,
         snapshot: Arc<ArcSwap<RoutingSnapshot>>,
         monitor: HealthMonitor,
-        tls: HashMap<String, Arc<SniResolver>>,
         failover: FailoverHandle,
     ) -> Self {
         let started = snapshot.load().config.clone();
@@ -78,7 +75,6 @@ impl Reloader {
             path,
             snapshot,
             monitor,
-            tls,
             failover,
             started,
             status: Mutex::new(None),
@@ -132,27 +128,35 @@ impl Reloader {
         // previous config: reverting a listener change clears it.
         let was_pending = self.pending_restart(&current.config);
         let pending = self.pending_restart(&new);
-        diff.listeners_need_restart = pending.listeners.clone();
-        diff.admin_needs_restart = pending.admin;
-        // Certificates first: a certificate that fails to load fails the whole reload.
-        for listener in &new.listeners {
-            if let (Some(tls), Some(resolver)) = (&listener.tls, self.tls.get(&listener.name)) {
-                if diff.certificates_changed.contains(&listener.name) {
-                    if let Err(e) = resolver.update(tls) {
-                        let text = format!("listener `{}`: {e}", listener.name);
-                        tracing::error!(
-                            trigger,
-                            "config reload failed; the running config stays in use: {text}"
-                        );
-                        return Err(self.failed(trigger, text));
-                    }
-                }
+        diff.set_restart_needed(pending.listeners.clone(), pending.admin);
+        // Build everything new before anything is published: a certificate that fails to
+        // load fails the whole reload, and no listener has changed.
+        let certificates = match current
+            .certificates
+            .reload(&new, diff.certificates_changed())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let text = e.to_string();
+                tracing::error!(
+                    trigger,
+                    "config reload failed; the running config stays in use: {text}"
+                );
+                return Err(self.failed(trigger, text));
             }
-        }
+        };
         let new = Arc::new(new);
+        let snapshot = RoutingSnapshot::build(
+            new.clone(),
+            current.hub.clone(),
+            current.book.clone(),
+            certificates,
+        );
+        // Region members carry the settings of the config they were built from, so publishing
+        // them before the snapshot never pairs an endpoint with another config's TLS or
+        // protocol; publishing them first means a new region has its endpoints when the first
+        // request over the new snapshot arrives.
         self.monitor.apply(&new);
-        let snapshot =
-            RoutingSnapshot::build(new.clone(), current.hub.clone(), current.book.clone());
         self.snapshot.store(Arc::new(snapshot));
         // New routes and tier layouts get their first decision now, not at the next event.
         self.failover.poke();
@@ -195,8 +199,8 @@ impl Reloader {
     fn pending_restart(&self, config: &GatewayConfig) -> PendingRestart {
         let d = gateway_config::diff(&self.started, config);
         PendingRestart {
-            listeners: d.listeners_need_restart,
-            admin: d.admin_needs_restart,
+            listeners: d.listeners_needing_restart(),
+            admin: d.admin_needs_restart(),
         }
     }
 
@@ -388,13 +392,13 @@ mod tests {
             config,
             hub.clone(),
             Arc::new(FailoverBook::default()),
+            crate::tls::Certificates::default(),
         )));
         let monitor = HealthMonitor::new(hub);
         let reloader = Reloader::new(
             path.to_path_buf(),
             snapshot.clone(),
             monitor,
-            HashMap::new(),
             FailoverHandle::new().0,
         );
         (reloader, snapshot)

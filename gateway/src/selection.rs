@@ -10,6 +10,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use gateway_config::Region;
+use gateway_health::hub::RegionMembers;
 use gateway_health::EndpointHealth;
 
 use crate::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
@@ -21,6 +23,25 @@ pub struct Choice {
     pub region: RegionIndex,
     /// The endpoint address and its health.
     pub endpoint: Arc<EndpointHealth>,
+    /// The region config the endpoint is a member by (its TLS, protocol and HTTP/2
+    /// settings), read with the endpoint from the same members.
+    pub settings: Arc<Region>,
+}
+
+impl Choice {
+    /// `endpoint` of `members` in `region`; `None` for members without a config (they have no
+    /// endpoints either).
+    fn of(
+        region: RegionIndex,
+        endpoint: &Arc<EndpointHealth>,
+        members: &RegionMembers,
+    ) -> Option<Self> {
+        Some(Self {
+            region,
+            endpoint: endpoint.clone(),
+            settings: members.config.clone()?,
+        })
+    }
 }
 
 /// Why no endpoint was chosen.
@@ -132,10 +153,7 @@ fn pick_endpoint(
     (0..n)
         .map(|k| &members.endpoints[(start + k) % n])
         .find(|e| e.is_routable() && !tried.iter().any(|c| Arc::ptr_eq(&c.endpoint, e)))
-        .map(|e| Choice {
-            region,
-            endpoint: e.clone(),
-        })
+        .and_then(|e| Choice::of(region, e, &members))
 }
 
 /// The endpoint a sticky session is pinned to, or a re-pin inside the same region.
@@ -177,13 +195,7 @@ pub fn choose_pinned(
         .iter()
         .find(|e| e.key.id.as_str() == endpoint_id && e.is_routable())
     {
-        return Some((
-            Choice {
-                region,
-                endpoint: e.clone(),
-            },
-            true,
-        ));
+        return Choice::of(region, e, &members).map(|c| (c, true));
     }
     // Pinned endpoint unhealthy or gone: same region first.
     pick_endpoint(snapshot, region, &[]).map(|c| (c, false))
@@ -203,22 +215,13 @@ pub fn choose_rendezvous(
         if !target.health.is_up() {
             continue;
         }
-        for e in target
-            .health
-            .members()
-            .endpoints
-            .iter()
-            .filter(|e| e.is_routable())
-        {
+        let members = target.health.members();
+        for e in members.endpoints.iter().filter(|e| e.is_routable()) {
             let score = crate::sticky::rendezvous_score(key, e.key.id.as_str());
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                best = Some((
-                    score,
-                    Choice {
-                        region: *region,
-                        endpoint: e.clone(),
-                    },
-                ));
+                if let Some(choice) = Choice::of(*region, e, &members) {
+                    best = Some((score, choice));
+                }
             }
         }
     }

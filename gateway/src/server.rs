@@ -15,7 +15,6 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::background_service;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::admin::AdminService;
@@ -25,7 +24,7 @@ use crate::failover::FailoverBook;
 use crate::proxy::GatewayProxy;
 use crate::reload::Reloader;
 use crate::snapshot::RoutingSnapshot;
-use crate::tls::{SniResolver, TlsError};
+use crate::tls::{Certificates, SniResolver, TlsError};
 
 /// Why the server could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +90,17 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let config = Arc::new(config);
     let hub = HealthHub::new();
     let book = Arc::new(FailoverBook::default());
+    let certificates = Certificates::load(&config).map_err(|e| StartError::Tls {
+        listener: e.listener,
+        source: e.source,
+    })?;
     let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
         config.clone(),
         hub.clone(),
         book,
+        certificates,
     )));
     let monitor = HealthMonitor::new(hub);
-    let mut resolvers = HashMap::new();
 
     let mut app =
         pingora::proxy::http_proxy(&server.configuration, GatewayProxy::new(snapshot.clone()));
@@ -117,13 +120,8 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         let addr = listener.bind.to_string();
         match &listener.tls {
             None => proxy.add_tcp(&addr),
-            Some(tls) => {
-                let resolver =
-                    Arc::new(SniResolver::new(tls).map_err(|source| StartError::Tls {
-                        listener: listener.name.clone(),
-                        source,
-                    })?);
-                resolvers.insert(listener.name.clone(), resolver.clone());
+            Some(_) => {
+                let resolver = Arc::new(SniResolver::new(&listener.name, snapshot.clone()));
                 let mut settings =
                     TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
                         listener: listener.name.clone(),
@@ -140,7 +138,6 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         config.source.clone(),
         snapshot.clone(),
         monitor.clone(),
-        resolvers,
         failover.clone(),
     ));
     let app = App {

@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
-use gateway_config::{GatewayConfig, RegionName, Route, UpstreamProtocol, UpstreamTls};
+use arc_swap::ArcSwap;
+
+use gateway_config::{GatewayConfig, RegionName, Route};
 use gateway_health::{HealthHub, RegionHealth};
 
 use crate::failover::{FailoverBook, RouteFailover};
 use crate::routing::RouteTable;
 use crate::telemetry::RouteMetrics;
+use crate::tls::{CertSource, Certificates};
 
 /// Position of a region in [`RoutingSnapshot::regions`].
 pub type RegionIndex = usize;
@@ -28,6 +31,8 @@ pub struct RoutingSnapshot {
     pub hub: HealthHub,
     /// Failover state of every route.
     pub book: Arc<FailoverBook>,
+    /// Certificates of the TLS listeners.
+    pub certificates: Certificates,
 }
 
 /// A route with its tiers resolved.
@@ -50,26 +55,23 @@ pub struct RegionTarget {
     pub name: RegionName,
     /// Health and current endpoints (including DNS-discovered addresses).
     pub health: Arc<RegionHealth>,
-    /// TLS towards the endpoints.
-    pub tls: Option<UpstreamTls>,
-    /// HTTP version towards the endpoints.
-    pub protocol: UpstreamProtocol,
-    /// Streams per HTTP/2 connection to an endpoint.
-    pub h2_streams: usize,
 }
 
 impl RoutingSnapshot {
-    /// Builds a snapshot over `hub` and `book`.
-    pub fn build(config: Arc<GatewayConfig>, hub: HealthHub, book: Arc<FailoverBook>) -> Self {
+    /// Builds a snapshot over `hub` and `book`, serving `certificates` (already loaded: building
+    /// cannot fail).
+    pub fn build(
+        config: Arc<GatewayConfig>,
+        hub: HealthHub,
+        book: Arc<FailoverBook>,
+        certificates: Certificates,
+    ) -> Self {
         let regions: Vec<RegionTarget> = config
             .regions
             .iter()
             .map(|r| RegionTarget {
                 name: r.name.clone(),
                 health: hub.region(&r.name),
-                tls: r.tls.clone(),
-                protocol: r.protocol,
-                h2_streams: r.h2_streams,
             })
             .collect();
         let index_of = |name: &RegionName| regions.iter().position(|r| &r.name == name);
@@ -116,6 +118,7 @@ impl RoutingSnapshot {
             config,
             hub,
             book,
+            certificates,
         }
     }
 }
@@ -126,5 +129,11 @@ impl RoutePlan {
     pub fn serving_tier(&self) -> Option<usize> {
         self.failover
             .serving(&self.tier_health, self.route.failback_hold_down)
+    }
+}
+
+impl CertSource for ArcSwap<RoutingSnapshot> {
+    fn with_certificates(&self, f: &mut dyn FnMut(&Certificates)) {
+        f(&self.load().certificates);
     }
 }

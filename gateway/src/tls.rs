@@ -1,10 +1,9 @@
 //! TLS termination: certificates chosen by SNI, with a default for clients without SNI.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-
-use gateway_config::{CertPair, ListenerTls};
+use gateway_config::{CertPair, GatewayConfig, ListenerTls};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -30,18 +29,96 @@ pub enum TlsError {
     },
 }
 
-/// Picks a certificate by SNI: the first certificate valid for the requested name (exact or
-/// wildcard, as a client would verify it), else the default.
-///
-/// The certificate set can be replaced at run time ([`Self::update`]): reloads swap it without
-/// touching the listener.
-#[derive(Debug)]
-pub struct SniResolver {
-    current: ArcSwap<CertSet>,
+/// Every TLS listener's certificates, by listener name. They are part of the routing
+/// snapshot, so a reload publishes new certificates in the same store as everything else, and
+/// only once every one of them loaded.
+#[derive(Debug, Default, Clone)]
+pub struct Certificates(HashMap<String, Arc<CertSet>>);
+
+/// A certificate that could not be loaded, with its listener.
+#[derive(Debug, thiserror::Error)]
+#[error("listener `{listener}`: {source}")]
+pub struct ListenerTlsError {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate problem.
+    #[source]
+    pub source: TlsError,
 }
 
+impl Certificates {
+    /// Loads the certificates of every TLS listener of `config`.
+    pub fn load(config: &GatewayConfig) -> Result<Self, ListenerTlsError> {
+        let mut sets = HashMap::new();
+        for listener in &config.listeners {
+            if let Some(tls) = &listener.tls {
+                sets.insert(listener.name.clone(), load_set(&listener.name, tls)?);
+            }
+        }
+        Ok(Self(sets))
+    }
+
+    /// The certificates after a reload to `config`: the listeners in `changed` are loaded
+    /// anew, every other keeps what `self` has (a listener whose address changed needs a
+    /// restart and keeps serving what it started with). Nothing is published here.
+    pub fn reload<'a>(
+        &self,
+        config: &GatewayConfig,
+        changed: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, ListenerTlsError> {
+        let mut sets = self.0.clone();
+        for name in changed {
+            let tls = config
+                .listeners
+                .iter()
+                .find(|l| l.name == name)
+                .and_then(|l| l.tls.as_ref());
+            if let Some(tls) = tls {
+                sets.insert(name.to_string(), load_set(name, tls)?);
+            }
+        }
+        Ok(Self(sets))
+    }
+
+    fn get(&self, listener: &str) -> Option<&Arc<CertSet>> {
+        self.0.get(listener)
+    }
+}
+
+fn load_set(listener: &str, tls: &ListenerTls) -> Result<Arc<CertSet>, ListenerTlsError> {
+    CertSet::load(tls)
+        .map(Arc::new)
+        .map_err(|source| ListenerTlsError {
+            listener: listener.to_string(),
+            source,
+        })
+}
+
+/// Where a listener's resolver finds the current [`Certificates`] (the routing snapshot).
+pub trait CertSource: Send + Sync {
+    /// Calls `f` with the current certificates.
+    fn with_certificates(&self, f: &mut dyn FnMut(&Certificates));
+}
+
+/// Picks a certificate by SNI for one listener: the first certificate valid for the requested
+/// name (exact or wildcard, as a client would verify it), else the default. It reads the
+/// current certificates at every handshake, so reloads need not touch the listener.
+pub struct SniResolver {
+    listener: String,
+    source: Arc<dyn CertSource>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("listener", &self.listener)
+            .finish()
+    }
+}
+
+/// One listener's certificates.
 #[derive(Debug)]
-struct CertSet {
+pub struct CertSet {
     certs: Vec<Arc<CertifiedKey>>,
     default_cert: usize,
 }
@@ -71,28 +148,29 @@ impl CertSet {
 }
 
 impl SniResolver {
-    /// Loads the listener's certificates.
-    pub fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
-        Ok(Self {
-            current: ArcSwap::from_pointee(CertSet::load(tls)?),
-        })
-    }
-
-    /// Replaces the certificates; on error the old ones stay in use.
-    pub fn update(&self, tls: &ListenerTls) -> Result<(), TlsError> {
-        self.current.store(Arc::new(CertSet::load(tls)?));
-        Ok(())
+    /// The resolver of `listener`, reading certificates from `source`.
+    pub fn new(listener: &str, source: Arc<dyn CertSource>) -> Self {
+        Self {
+            listener: listener.to_string(),
+            source,
+        }
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let set = self.current.load();
-        hello
-            .server_name()
-            .and_then(|name| set.for_name(name))
-            .or_else(|| set.certs.get(set.default_cert))
-            .cloned()
+        let mut chosen = None;
+        self.source.with_certificates(&mut |certs| {
+            let Some(set) = certs.get(&self.listener) else {
+                return;
+            };
+            chosen = hello
+                .server_name()
+                .and_then(|name| set.for_name(name))
+                .or_else(|| set.certs.get(set.default_cert))
+                .cloned();
+        });
+        chosen
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use gateway_config::{EndpointId, MinHealthy, RegionName};
+use gateway_config::{EndpointId, MinHealthy, Region, RegionName};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -304,6 +304,10 @@ impl CheckHealth {
 /// The endpoints and checks that make up a region right now (replaced on reload and DNS change).
 #[derive(Debug, Default)]
 pub struct RegionMembers {
+    /// The region config these members were built from: an endpoint's TLS, protocol and
+    /// HTTP/2 settings are read from here, in the same load as the endpoint, so a request can
+    /// never pair an endpoint with another config's settings. `None` only with no endpoints.
+    pub config: Option<Arc<Region>>,
     /// Endpoint addresses.
     pub endpoints: Vec<Arc<EndpointHealth>>,
     /// Region checks.

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_config::{
-    EndpointAddress, EndpointId, GatewayConfig, ProbeSettings, Region, RegionName,
+    EndpointAddress, EndpointId, GatewayConfig, ProbeSettings, Region, RegionCheck, RegionName,
+    UpstreamTls,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -64,15 +65,17 @@ struct MonitorState {
     dns_settings: Option<gateway_config::DnsSettings>,
 }
 
+/// A probe task: what it probes and every setting it runs with (a changed setting is another
+/// task).
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum TaskKey {
-    Endpoint(TargetKey, String),
-    Check(RegionName, String, String),
+    Endpoint(TargetKey, ProbeSettings, Option<UpstreamTls>),
+    Check(RegionName, RegionCheck),
 }
 
 #[derive(Clone)]
 struct RegionPlan {
-    config: Region,
+    config: Arc<Region>,
     literal: Vec<Arc<EndpointHealth>>,
     discovered: HashMap<EndpointId, Vec<Arc<EndpointHealth>>>,
     checks: Vec<Arc<CheckHealth>>,
@@ -196,7 +199,7 @@ impl HealthMonitor {
             let policy = policy(&region.probe, Some(&region.passive));
             let old = st.regions.get(&region.name).cloned();
             let mut plan = RegionPlan {
-                config: region.clone(),
+                config: Arc::new(region.clone()),
                 literal: Vec::new(),
                 discovered: HashMap::new(),
                 checks: Vec::new(),
@@ -248,8 +251,7 @@ impl HealthMonitor {
                     ejection: Duration::ZERO,
                     max_ejection: Duration::ZERO,
                 };
-                let settings = format!("{check:?}");
-                let key = TaskKey::Check(region.name.clone(), check.name.clone(), settings);
+                let key = TaskKey::Check(region.name.clone(), check.clone());
                 let existing = old.as_ref().and_then(|o| {
                     o.checks
                         .iter()
@@ -352,8 +354,7 @@ impl HealthMonitor {
         region: &Region,
         held: Option<&FirstTicket>,
     ) -> TaskKey {
-        let settings = format!("{:?}{:?}", region.probe, region.tls);
-        let key = TaskKey::Endpoint(ep.key.clone(), settings);
+        let key = TaskKey::Endpoint(ep.key.clone(), region.probe.clone(), region.tls.clone());
         if !st.probes.contains_key(&key) {
             let token = CancellationToken::new();
             let probe: Box<dyn Probe> = match &region.probe.http {
@@ -428,7 +429,7 @@ impl HealthMonitor {
         }
         let new_keys: HashSet<TargetKey> = cells.iter().map(|e| e.key.clone()).collect();
         st.probes.retain(|k, token| match k {
-            TaskKey::Endpoint(t, _) if old.contains(t) && !new_keys.contains(t) => {
+            TaskKey::Endpoint(t, ..) if old.contains(t) && !new_keys.contains(t) => {
                 token.cancel();
                 false
             }
@@ -459,6 +460,7 @@ fn publish(hub: &HealthHub, st: &MonitorState, region: &RegionName) {
     hub.set_members(
         &cell,
         RegionMembers {
+            config: Some(plan.config.clone()),
             endpoints,
             checks: plan.checks.clone(),
             min_healthy: Some(plan.config.min_healthy),

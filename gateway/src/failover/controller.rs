@@ -202,6 +202,7 @@ mod tests {
                 Arc::new(config),
                 hub.clone(),
                 Arc::new(FailoverBook::default()),
+                crate::tls::Certificates::default(),
             )));
             let (handle, wakeups) = FailoverHandle::new();
             let (stop, stopped) = watch::channel(false);
