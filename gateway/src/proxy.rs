@@ -19,11 +19,9 @@ use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
-use crate::selection::{
-    choose, choose_in_region, choose_pinned, choose_rendezvous, has_untried, Choice, NoChoice,
-};
+use crate::selection::{choose, has_untried, Choice, NoChoice};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
-use crate::sticky::{find_cookie, now_unix, set_cookie, StickyToken};
+use crate::sticky::affinity::Affinity;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
@@ -51,7 +49,7 @@ pub struct RequestCtx {
     /// Type of the last upstream failure, reported when no endpoint is left to try.
     last_failure: Option<ErrorType>,
     /// Sticky-session state, on routes with `sticky`.
-    sticky: Option<StickyCtx>,
+    sticky: Option<Affinity>,
     /// Whether the response to the client has started; the error path decides from it.
     response: ResponsePhase,
     /// The route's total deadline (`timeouts.request`), unless off or the request upgrades.
@@ -101,15 +99,6 @@ impl RequestCtx {
     fn current(&self) -> Option<&Choice> {
         self.tried.last()
     }
-}
-
-/// What the request brought for sticky sessions.
-#[derive(Default)]
-struct StickyCtx {
-    /// A valid cookie's decision.
-    pin: Option<StickyToken>,
-    /// Header-affinity key, when there is no valid cookie.
-    header_key: Option<String>,
 }
 
 /// The facts about the current attempt that the retry decision needs.
@@ -195,31 +184,12 @@ impl ProxyHttp for GatewayProxy {
         if let Some(plan) = ctx.plan() {
             plan.failover.budget.on_request();
             if let Some(settings) = &plan.route.sticky {
-                let headers = &session.req_header().headers;
-                let mut st = StickyCtx::default();
-                let cookies = headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes());
-                if let Some(raw) = find_cookie(cookies, &settings.cookie) {
-                    match StickyToken::decode(
-                        raw,
-                        &ctx.snapshot.config.sticky_keys,
-                        &plan.route.name,
-                        now_unix(),
-                    ) {
-                        Ok(t) => st.pin = Some(t),
-                        Err(reason) => {
-                            plan.metrics.sticky(reason.label());
-                        }
-                    }
-                }
-                if st.pin.is_none() {
-                    if let Some(h) = &settings.header {
-                        st.header_key = headers
-                            .get(h.as_str())
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                    }
-                }
-                ctx.sticky = Some(st);
+                ctx.sticky = Some(Affinity::of_request(
+                    &session.req_header().headers,
+                    settings,
+                    &ctx.snapshot,
+                    plan,
+                ));
             }
         }
         Ok(false)
@@ -235,35 +205,11 @@ impl ProxyHttp for GatewayProxy {
         let plan = ctx
             .plan()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let sticky_choice = if ctx.tried.is_empty() {
-            let return_on_failback = plan
-                .route
-                .sticky
-                .as_ref()
-                .is_some_and(|s| s.on_failback == gateway_config::OnFailback::Return);
-            match &ctx.sticky {
-                Some(StickyCtx { pin: Some(pin), .. }) => choose_pinned(
-                    &snapshot,
-                    plan,
-                    &pin.region,
-                    &pin.endpoint,
-                    return_on_failback,
-                )
-                .map(|(c, _)| c),
-                Some(StickyCtx {
-                    header_key: Some(key),
-                    ..
-                }) => choose_rendezvous(&snapshot, plan, key),
-                _ => None,
+        let sticky_choice = match (&ctx.sticky, &plan.route.sticky) {
+            (Some(affinity), Some(settings)) => {
+                affinity.choose(&snapshot, plan, settings, &ctx.tried)
             }
-        } else if plan.route.sticky.is_some() && ctx.tried.len() == 1 {
-            // A sticky session's first retry stays in the region holding its state; further
-            // retries follow the failover order.
-            ctx.tried
-                .first()
-                .and_then(|first| choose_in_region(&snapshot, first.region, &ctx.tried))
-        } else {
-            None
+            _ => None,
         };
         let choice = match sticky_choice
             .map(Ok)
@@ -590,36 +536,17 @@ impl GatewayProxy {
     /// Issues or replaces the sticky cookie when the endpoint that served is not the one the
     /// request's cookie named (or there was no valid cookie), and counts the outcome.
     fn sticky_response(&self, response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-        let (Some(plan), Some(st), Some(served)) = (ctx.plan(), ctx.sticky.as_ref(), ctx.current())
+        let (Some(plan), Some(affinity), Some(served)) =
+            (ctx.plan(), ctx.sticky.as_ref(), ctx.current())
         else {
             return Ok(());
         };
         let Some(settings) = &plan.route.sticky else {
             return Ok(());
         };
-        let region = ctx.snapshot.regions[served.region].name.as_str();
-        let endpoint = served.endpoint.key.id.as_str();
-        let outcome = match &st.pin {
-            Some(pin) if pin.region == region && pin.endpoint == endpoint => "honoured",
-            Some(_) => "repinned",
-            None => "issued",
-        };
-        plan.metrics.sticky(outcome);
-        if outcome == "honoured" {
-            return Ok(());
+        if let Some(cookie) = affinity.response_cookie(&ctx.snapshot, plan, settings, served) {
+            response.append_header(header::SET_COOKIE, cookie)?;
         }
-        let Some(key) = ctx.snapshot.config.sticky_keys.first() else {
-            return Ok(());
-        };
-        let now = now_unix();
-        let token = StickyToken {
-            route: plan.route.name.to_string(),
-            region: region.to_string(),
-            endpoint: endpoint.to_string(),
-            issued: now,
-            expires: now + settings.ttl.as_secs().max(1),
-        };
-        response.append_header(header::SET_COOKIE, set_cookie(settings, &token.encode(key)))?;
         Ok(())
     }
 }

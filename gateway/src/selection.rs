@@ -31,7 +31,7 @@ pub struct Choice {
 impl Choice {
     /// `endpoint` of `members` in `region`; `None` for members without a config (they have no
     /// endpoints either).
-    fn of(
+    pub(crate) fn of(
         region: RegionIndex,
         endpoint: &Arc<EndpointHealth>,
         members: &RegionMembers,
@@ -138,7 +138,8 @@ fn tier_order(plan: &RoutePlan, tier: usize, snapshot: &RoutingSnapshot) -> Vec<
     order
 }
 
-fn pick_endpoint(
+/// An untried routable endpoint of `region`, round robin.
+pub(crate) fn pick_endpoint(
     snapshot: &RoutingSnapshot,
     region: RegionIndex,
     tried: &[Choice],
@@ -154,89 +155,4 @@ fn pick_endpoint(
         .map(|k| &members.endpoints[(start + k) % n])
         .find(|e| e.is_routable() && !tried.iter().any(|c| Arc::ptr_eq(&c.endpoint, e)))
         .and_then(|e| Choice::of(region, e, &members))
-}
-
-/// The endpoint a sticky session is pinned to, or a re-pin inside the same region.
-///
-/// `None` when the session must be placed afresh: the region is not one of the route's, is down
-/// or drained, is in a higher tier than the one serving now (inside its failback hold-down), or
-/// (with `on_failback: return`) is in a lower tier than the one serving now.
-pub fn choose_pinned(
-    snapshot: &RoutingSnapshot,
-    plan: &RoutePlan,
-    region_name: &str,
-    endpoint_id: &str,
-    return_on_failback: bool,
-) -> Option<(Choice, bool)> {
-    let region = snapshot
-        .regions
-        .iter()
-        .position(|r| r.name.as_str() == region_name)?;
-    let tier = plan
-        .tiers
-        .iter()
-        .position(|t| t.iter().any(|(r, _)| *r == region))?;
-    let target = &snapshot.regions[region];
-    if !target.health.is_up() {
-        return None;
-    }
-    let active = plan.serving_tier();
-    // A region above the serving tier is inside its failback hold-down (or flapping): a pin
-    // to it waits like all other traffic, and the session is placed afresh.
-    if active.is_some_and(|active| tier < active) {
-        return None;
-    }
-    if return_on_failback && active.is_some_and(|active| active < tier) {
-        return None;
-    }
-    let members = target.health.members();
-    if let Some(e) = members
-        .endpoints
-        .iter()
-        .find(|e| e.key.id.as_str() == endpoint_id && e.is_routable())
-    {
-        return Choice::of(region, e, &members).map(|c| (c, true));
-    }
-    // Pinned endpoint unhealthy or gone: same region first.
-    pick_endpoint(snapshot, region, &[]).map(|c| (c, false))
-}
-
-/// Rendezvous hashing of `key` over the healthy endpoints of the serving tier's up regions: the
-/// same answer in every PoP, and losing an endpoint moves only the keys it had.
-pub fn choose_rendezvous(
-    snapshot: &RoutingSnapshot,
-    plan: &RoutePlan,
-    key: &str,
-) -> Option<Choice> {
-    let tier = plan.serving_tier()?;
-    let mut best: Option<(u64, Choice)> = None;
-    for (region, _) in plan.tiers.get(tier)? {
-        let target = &snapshot.regions[*region];
-        if !target.health.is_up() {
-            continue;
-        }
-        let members = target.health.members();
-        for e in members.endpoints.iter().filter(|e| e.is_routable()) {
-            let score = crate::sticky::rendezvous_score(key, e.key.id.as_str());
-            if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                if let Some(choice) = Choice::of(*region, e, &members) {
-                    best = Some((score, choice));
-                }
-            }
-        }
-    }
-    best.map(|(_, c)| c)
-}
-
-/// An untried healthy endpoint in `region` (if the region is up): sticky sessions retry inside
-/// the region that holds their state before failing over.
-pub fn choose_in_region(
-    snapshot: &RoutingSnapshot,
-    region: RegionIndex,
-    tried: &[Choice],
-) -> Option<Choice> {
-    if !snapshot.regions.get(region)?.health.is_up() {
-        return None;
-    }
-    pick_endpoint(snapshot, region, tried)
 }

@@ -8,6 +8,8 @@
 //! of `route|region|endpoint|issued|expires` (Unix seconds) and `mac` is base64url of the first
 //! 16 bytes of HMAC-SHA256(key, `1.<key id>.<payload>`). Verification is constant-time.
 
+pub(crate) mod affinity;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
