@@ -12,6 +12,7 @@
 //! }
 //! ```
 
+pub mod defaults;
 pub mod diff;
 mod error;
 pub mod model;

@@ -12,6 +12,8 @@
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
+
+use crate::defaults;
 use serde::Deserialize;
 
 /// The whole config file.
@@ -48,15 +50,15 @@ pub struct RawDns {
     pub servers: Vec<String>,
     /// Shortest time between re-resolutions, whatever the TTL (default `1s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "1s"))]
+    #[schemars(!default, extend("default" = defaults::DNS_MIN_TTL))]
     pub min_ttl: Option<String>,
     /// Longest time between re-resolutions, whatever the TTL (default `5m`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "5m"))]
+    #[schemars(!default, extend("default" = defaults::DNS_MAX_TTL))]
     pub max_ttl: Option<String>,
     /// Lookup timeout (default `2s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "2s"))]
+    #[schemars(!default, extend("default" = defaults::DNS_TIMEOUT))]
     pub timeout: Option<String>,
 }
 
@@ -116,15 +118,15 @@ pub struct RawServer {
     pub threads: Option<usize>,
     /// Idle upstream connections kept per process for reuse (default 128).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 128))]
+    #[schemars(!default, extend("default" = defaults::UPSTREAM_KEEPALIVE_POOL))]
     pub upstream_keepalive_pool: Option<usize>,
     /// Name of the request id header (default `x-request-id`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "x-request-id"))]
+    #[schemars(!default, extend("default" = defaults::REQUEST_ID_HEADER))]
     pub request_id_header: Option<String>,
     /// Time given to in-flight requests on shutdown (default `10s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "10s"))]
+    #[schemars(!default, extend("default" = defaults::GRACE_PERIOD))]
     pub grace_period: Option<String>,
 }
 
@@ -191,7 +193,7 @@ pub struct RawUpstreamTls {
     pub sni: String,
     /// Verify the upstream certificate (default true).
     #[serde(default)]
-    #[schemars(!default, extend("default" = true))]
+    #[schemars(!default, extend("default" = defaults::UPSTREAM_TLS_VERIFY))]
     pub verify: Option<bool>,
 }
 
@@ -204,19 +206,19 @@ pub struct RawProbe {
     pub http: Option<RawHttpProbe>,
     /// Time between probes (default `1s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "1s"))]
+    #[schemars(!default, extend("default" = defaults::PROBE_INTERVAL))]
     pub interval: Option<String>,
     /// Probe timeout (default `500ms`), at most `interval`.
     #[serde(default)]
-    #[schemars(!default, extend("default" = "500ms"))]
+    #[schemars(!default, extend("default" = defaults::PROBE_TIMEOUT))]
     pub timeout: Option<String>,
     /// Consecutive successes to become healthy (default 2).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 2))]
+    #[schemars(!default, extend("default" = defaults::RISE_FALL))]
     pub rise: Option<u32>,
     /// Consecutive failures to become unhealthy (default 2).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 2))]
+    #[schemars(!default, extend("default" = defaults::RISE_FALL))]
     pub fall: Option<u32>,
     /// Random spread of the interval, e.g. `"10%"` (default 10%, at most 50%).
     #[serde(default)]
@@ -230,11 +232,11 @@ pub struct RawProbe {
 pub struct RawHttpProbe {
     /// Path to request (default `/healthz`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "/healthz"))]
+    #[schemars(!default, extend("default" = defaults::PROBE_PATH))]
     pub path: Option<String>,
     /// Method (default `GET`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "GET"))]
+    #[schemars(!default, extend("default" = defaults::PROBE_METHOD))]
     pub method: Option<String>,
     /// Host header (default: the endpoint address).
     #[serde(default)]
@@ -258,19 +260,19 @@ pub struct RawCheck {
     pub url: String,
     /// Time between checks (default `2s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "2s"))]
+    #[schemars(!default, extend("default" = defaults::CHECK_INTERVAL))]
     pub interval: Option<String>,
     /// Check timeout (default `1s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "1s"))]
+    #[schemars(!default, extend("default" = defaults::CHECK_TIMEOUT))]
     pub timeout: Option<String>,
     /// Consecutive successes to pass (default 2).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 2))]
+    #[schemars(!default, extend("default" = defaults::RISE_FALL))]
     pub rise: Option<u32>,
     /// Consecutive failures to fail (default 2).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 2))]
+    #[schemars(!default, extend("default" = defaults::RISE_FALL))]
     pub fall: Option<u32>,
     /// Statuses counted as success (default `[200]`).
     #[serde(default)]
@@ -278,7 +280,7 @@ pub struct RawCheck {
     pub expect_status: Option<Vec<u16>>,
     /// Whether the region is down while this check fails (default true).
     #[serde(default)]
-    #[schemars(!default, extend("default" = true))]
+    #[schemars(!default, extend("default" = defaults::CHECK_REQUIRED))]
     pub required: Option<bool>,
 }
 
@@ -288,15 +290,15 @@ pub struct RawCheck {
 pub struct RawPassive {
     /// Consecutive live-traffic failures that eject an endpoint (default 3).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 3))]
+    #[schemars(!default, extend("default" = defaults::PASSIVE_CONSECUTIVE_FAILURES))]
     pub consecutive_failures: Option<u32>,
     /// First ejection time, doubled on each repeat (default `5s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "5s"))]
+    #[schemars(!default, extend("default" = defaults::EJECTION))]
     pub ejection: Option<String>,
     /// Cap of the ejection time (default `60s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "60s"))]
+    #[schemars(!default, extend("default" = defaults::MAX_EJECTION))]
     pub max_ejection: Option<String>,
 }
 
@@ -337,7 +339,7 @@ pub struct RawMatch {
     pub host: Option<String>,
     /// Path prefix starting with `/` (default `/`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "/"))]
+    #[schemars(!default, extend("default" = defaults::PATH))]
     pub path_prefix: Option<String>,
 }
 
@@ -357,7 +359,7 @@ pub enum RawTier {
 pub struct RawFailback {
     /// How long a higher tier must stay up before traffic returns (default `30s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "30s"))]
+    #[schemars(!default, extend("default" = defaults::HOLD_DOWN))]
     pub hold_down: Option<String>,
 }
 
@@ -367,7 +369,7 @@ pub struct RawFailback {
 pub struct RawRetry {
     /// Extra attempts after the first (default 2, at most 10).
     #[serde(default)]
-    #[schemars(!default, extend("default" = 2))]
+    #[schemars(!default, extend("default" = defaults::RETRY_ATTEMPTS))]
     pub attempts: Option<u32>,
     /// Retry conditions: `connect`, `reset`, `timeout` and HTTP statuses (default
     /// `[connect, reset, 502, 503, 504]`).
@@ -396,14 +398,14 @@ pub enum RawRetryOn {
 pub struct RawTimeouts {
     /// TCP (and TLS) connect timeout to an endpoint (default `250ms`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "250ms"))]
+    #[schemars(!default, extend("default" = defaults::CONNECT_TIMEOUT))]
     pub connect: Option<String>,
     /// Total deadline of a request, from its arrival to the end of its response, retries
     /// included (default `30s`), or `off` (for long streams). Exceeded before the response
     /// started: 504; after: the response is cut off visibly (see the README). Upgraded
     /// connections (WebSocket) are not bound by it.
     #[serde(default)]
-    #[schemars(!default, extend("default" = "30s"))]
+    #[schemars(!default, extend("default" = defaults::REQUEST_TIMEOUT))]
     pub request: Option<String>,
     /// Longest wait for the upstream between two reads, including for the response header
     /// (default: `request`, or `30s` when `request` is `off`).
@@ -412,7 +414,7 @@ pub struct RawTimeouts {
     pub read: Option<String>,
     /// Idle time of a pooled upstream connection before it is closed (default `60s`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "60s"))]
+    #[schemars(!default, extend("default" = defaults::IDLE_TIMEOUT))]
     pub idle: Option<String>,
 }
 
@@ -422,11 +424,11 @@ pub struct RawTimeouts {
 pub struct RawSticky {
     /// Cookie name (default `gw_affinity`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "gw_affinity"))]
+    #[schemars(!default, extend("default" = defaults::STICKY_COOKIE))]
     pub cookie: Option<String>,
     /// Session lifetime (default `1h`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "1h"))]
+    #[schemars(!default, extend("default" = defaults::STICKY_TTL))]
     pub ttl: Option<String>,
     /// After failback: `stay` (default) keeps sessions where they are, `return` moves them back.
     #[serde(default)]
@@ -437,18 +439,18 @@ pub struct RawSticky {
     pub header: Option<String>,
     /// Cookie `Path` attribute (default `/`).
     #[serde(default)]
-    #[schemars(!default, extend("default" = "/"))]
+    #[schemars(!default, extend("default" = defaults::PATH))]
     pub path: Option<String>,
     /// Cookie `Domain` attribute (optional).
     #[serde(default)]
     pub domain: Option<String>,
     /// Cookie `Secure` attribute (default true).
     #[serde(default)]
-    #[schemars(!default, extend("default" = true))]
+    #[schemars(!default, extend("default" = defaults::STICKY_SECURE))]
     pub secure: Option<bool>,
     /// Cookie `HttpOnly` attribute (default true).
     #[serde(default)]
-    #[schemars(!default, extend("default" = true))]
+    #[schemars(!default, extend("default" = defaults::STICKY_SECURE))]
     pub http_only: Option<bool>,
     /// Cookie `SameSite` attribute: `lax` (default), `strict` or `none`.
     #[serde(default)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::defaults::{self, duration};
 use crate::error::ConfigIssue;
 use crate::model::*;
 use crate::raw::*;
@@ -16,7 +17,7 @@ use crate::BoundSockets;
 use sha2::{Digest, Sha256};
 
 /// Default admin address.
-pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9901";
+pub const DEFAULT_ADMIN_BIND: &str = defaults::ADMIN_BIND;
 
 pub(crate) struct Validator<'a> {
     file: &'a Path,
@@ -219,12 +220,12 @@ impl<'a> Validator<'a> {
         let min_ttl = self.positive_duration(
             "dns.min_ttl",
             raw.and_then(|d| d.min_ttl.as_ref()),
-            Duration::from_secs(1),
+            duration(defaults::DNS_MIN_TTL),
         );
         let max_ttl = self.positive_duration(
             "dns.max_ttl",
             raw.and_then(|d| d.max_ttl.as_ref()),
-            Duration::from_secs(300).max(min_ttl),
+            duration(defaults::DNS_MAX_TTL).max(min_ttl),
         );
         if max_ttl < min_ttl {
             self.err(
@@ -240,7 +241,7 @@ impl<'a> Validator<'a> {
             timeout: self.positive_duration(
                 "dns.timeout",
                 raw.and_then(|d| d.timeout.as_ref()),
-                Duration::from_secs(2),
+                duration(defaults::DNS_TIMEOUT),
             ),
         }
     }
@@ -431,7 +432,7 @@ impl<'a> Validator<'a> {
         }
         let request_id_header = raw
             .and_then(|s| s.request_id_header.clone())
-            .unwrap_or_else(|| "x-request-id".into())
+            .unwrap_or_else(|| defaults::REQUEST_ID_HEADER.into())
             .to_ascii_lowercase();
         if http::HeaderName::from_bytes(request_id_header.as_bytes()).is_err() {
             self.err(
@@ -442,12 +443,14 @@ impl<'a> Validator<'a> {
         }
         ServerSettings {
             threads: threads.filter(|t| *t > 0),
-            upstream_keepalive_pool: raw.and_then(|s| s.upstream_keepalive_pool).unwrap_or(128),
+            upstream_keepalive_pool: raw
+                .and_then(|s| s.upstream_keepalive_pool)
+                .unwrap_or(defaults::UPSTREAM_KEEPALIVE_POOL),
             request_id_header,
             grace_period: self.duration(
                 "server.grace_period",
                 raw.and_then(|s| s.grace_period.as_ref()),
-                Duration::from_secs(10),
+                duration(defaults::GRACE_PERIOD),
             ),
         }
     }
@@ -518,7 +521,7 @@ impl<'a> Validator<'a> {
                 }
                 UpstreamTls {
                     sni: t.sni.clone(),
-                    verify: t.verify.unwrap_or(true),
+                    verify: t.verify.unwrap_or(defaults::UPSTREAM_TLS_VERIFY),
                 }
             });
             let protocol = match r.protocol.as_deref() {
@@ -535,7 +538,7 @@ impl<'a> Validator<'a> {
                 }
             };
             let h2_streams = match r.h2_streams {
-                None => 100,
+                None => defaults::H2_STREAMS,
                 Some(n @ 1..=1000) => n as usize,
                 Some(n) => {
                     self.err(
@@ -543,7 +546,7 @@ impl<'a> Validator<'a> {
                         format!("{n} streams per HTTP/2 connection is out of range"),
                         "use a number from 1 to 1000 (default 100)",
                     );
-                    100
+                    defaults::H2_STREAMS
                 }
             };
             let probe = self.probe(&format!("{p}.probe"), r.probe.as_ref());
@@ -637,12 +640,12 @@ impl<'a> Validator<'a> {
         let interval = self.positive_duration(
             &format!("{p}.interval"),
             raw.and_then(|r| r.interval.as_ref()),
-            Duration::from_secs(1),
+            duration(defaults::PROBE_INTERVAL),
         );
         let timeout = self.positive_duration(
             &format!("{p}.timeout"),
             raw.and_then(|r| r.timeout.as_ref()),
-            Duration::from_millis(500).min(interval),
+            duration(defaults::PROBE_TIMEOUT).min(interval),
         );
         if timeout > interval {
             self.err(
@@ -652,7 +655,10 @@ impl<'a> Validator<'a> {
             );
         }
         let http = raw.and_then(|r| r.http.as_ref()).map(|h| {
-            let path = h.path.clone().unwrap_or_else(|| "/healthz".into());
+            let path = h
+                .path
+                .clone()
+                .unwrap_or_else(|| defaults::PROBE_PATH.into());
             if !path.starts_with('/') {
                 self.err(
                     &format!("{p}.http.path"),
@@ -660,7 +666,12 @@ impl<'a> Validator<'a> {
                     "write an absolute path such as `/healthz`",
                 );
             }
-            let method = match h.method.as_deref().unwrap_or("GET").parse::<http::Method>() {
+            let method = match h
+                .method
+                .as_deref()
+                .unwrap_or(defaults::PROBE_METHOD)
+                .parse::<http::Method>()
+            {
                 Ok(m) => m,
                 Err(_) => {
                     self.err(
@@ -686,12 +697,20 @@ impl<'a> Validator<'a> {
             http,
             interval,
             timeout,
-            rise: self.nonzero(&format!("{p}.rise"), raw.and_then(|r| r.rise), 2),
-            fall: self.nonzero(&format!("{p}.fall"), raw.and_then(|r| r.fall), 2),
+            rise: self.nonzero(
+                &format!("{p}.rise"),
+                raw.and_then(|r| r.rise),
+                defaults::RISE_FALL,
+            ),
+            fall: self.nonzero(
+                &format!("{p}.fall"),
+                raw.and_then(|r| r.fall),
+                defaults::RISE_FALL,
+            ),
             jitter_permille: self.percent(
                 &format!("{p}.jitter"),
                 raw.and_then(|r| r.jitter.as_ref()),
-                100,
+                defaults::PROBE_JITTER_PERMILLE,
                 500,
             ),
         }
@@ -735,12 +754,12 @@ impl<'a> Validator<'a> {
         let interval = self.positive_duration(
             &format!("{p}.interval"),
             c.interval.as_ref(),
-            Duration::from_secs(2),
+            duration(defaults::CHECK_INTERVAL),
         );
         let timeout = self.positive_duration(
             &format!("{p}.timeout"),
             c.timeout.as_ref(),
-            Duration::from_secs(1).min(interval),
+            duration(defaults::CHECK_TIMEOUT).min(interval),
         );
         if timeout > interval {
             self.err(
@@ -754,10 +773,10 @@ impl<'a> Validator<'a> {
             url,
             interval,
             timeout,
-            rise: self.nonzero(&format!("{p}.rise"), c.rise, 2),
-            fall: self.nonzero(&format!("{p}.fall"), c.fall, 2),
+            rise: self.nonzero(&format!("{p}.rise"), c.rise, defaults::RISE_FALL),
+            fall: self.nonzero(&format!("{p}.fall"), c.fall, defaults::RISE_FALL),
             expect_status: self.statuses(&format!("{p}.expect_status"), c.expect_status.as_deref()),
-            required: c.required.unwrap_or(true),
+            required: c.required.unwrap_or(defaults::CHECK_REQUIRED),
         })
     }
 
@@ -765,12 +784,12 @@ impl<'a> Validator<'a> {
         let ejection = self.positive_duration(
             &format!("{p}.ejection"),
             raw.and_then(|r| r.ejection.as_ref()),
-            Duration::from_secs(5),
+            duration(defaults::EJECTION),
         );
         let max_ejection = self.positive_duration(
             &format!("{p}.max_ejection"),
             raw.and_then(|r| r.max_ejection.as_ref()),
-            Duration::from_secs(60).max(ejection),
+            duration(defaults::MAX_EJECTION).max(ejection),
         );
         if max_ejection < ejection {
             self.err(
@@ -783,7 +802,7 @@ impl<'a> Validator<'a> {
             consecutive_failures: self.nonzero(
                 &format!("{p}.consecutive_failures"),
                 raw.and_then(|r| r.consecutive_failures),
-                3,
+                defaults::PASSIVE_CONSECUTIVE_FAILURES,
             ),
             ejection,
             max_ejection,
@@ -866,7 +885,7 @@ impl<'a> Validator<'a> {
                 .match_
                 .as_ref()
                 .and_then(|m| m.path_prefix.clone())
-                .unwrap_or_else(|| "/".into());
+                .unwrap_or_else(|| defaults::PATH.into());
             if !path_prefix.starts_with('/') {
                 self.err(
                     &format!("{p}.match.path_prefix"),
@@ -980,7 +999,7 @@ impl<'a> Validator<'a> {
             let failback_hold_down = self.duration(
                 &format!("{p}.failback.hold_down"),
                 r.failback.as_ref().and_then(|f| f.hold_down.as_ref()),
-                Duration::from_secs(30),
+                duration(defaults::HOLD_DOWN),
             );
             let sticky = r.sticky.as_ref().map(|s| {
                 if !have_keys {
@@ -1041,7 +1060,9 @@ impl<'a> Validator<'a> {
     }
 
     fn retry(&mut self, p: &str, raw: Option<&RawRetry>) -> RetryPolicy {
-        let attempts = raw.and_then(|r| r.attempts).unwrap_or(2);
+        let attempts = raw
+            .and_then(|r| r.attempts)
+            .unwrap_or(defaults::RETRY_ATTEMPTS);
         if attempts > 10 {
             self.err(
                 &format!("{p}.attempts"),
@@ -1058,7 +1079,7 @@ impl<'a> Validator<'a> {
             budget_permille: self.percent(
                 &format!("{p}.budget"),
                 raw.and_then(|r| r.budget.as_ref()),
-                200,
+                defaults::RETRY_BUDGET_PERMILLE,
                 1000,
             ),
         };
@@ -1098,31 +1119,34 @@ impl<'a> Validator<'a> {
             value => Some(self.positive_duration(
                 &format!("{p}.request"),
                 value,
-                Duration::from_secs(30),
+                duration(defaults::REQUEST_TIMEOUT),
             )),
         };
         RouteTimeouts {
             connect: self.positive_duration(
                 &format!("{p}.connect"),
                 raw.and_then(|r| r.connect.as_ref()),
-                Duration::from_millis(250),
+                duration(defaults::CONNECT_TIMEOUT),
             ),
             request,
             read: self.positive_duration(
                 &format!("{p}.read"),
                 raw.and_then(|r| r.read.as_ref()),
-                request.unwrap_or(Duration::from_secs(30)),
+                request.unwrap_or(duration(defaults::REQUEST_TIMEOUT)),
             ),
             idle: self.positive_duration(
                 &format!("{p}.idle"),
                 raw.and_then(|r| r.idle.as_ref()),
-                Duration::from_secs(60),
+                duration(defaults::IDLE_TIMEOUT),
             ),
         }
     }
 
     fn sticky(&mut self, p: &str, raw: &RawSticky) -> StickySettings {
-        let cookie = raw.cookie.clone().unwrap_or_else(|| "gw_affinity".into());
+        let cookie = raw
+            .cookie
+            .clone()
+            .unwrap_or_else(|| defaults::STICKY_COOKIE.into());
         if cookie.is_empty()
             || !cookie
                 .bytes()
@@ -1179,14 +1203,14 @@ impl<'a> Validator<'a> {
             ttl: self.positive_duration(
                 &format!("{p}.ttl"),
                 raw.ttl.as_ref(),
-                Duration::from_secs(3600),
+                duration(defaults::STICKY_TTL),
             ),
             on_failback,
             header,
-            path: raw.path.clone().unwrap_or_else(|| "/".into()),
+            path: raw.path.clone().unwrap_or_else(|| defaults::PATH.into()),
             domain: raw.domain.clone(),
-            secure: raw.secure.unwrap_or(true),
-            http_only: raw.http_only.unwrap_or(true),
+            secure: raw.secure.unwrap_or(defaults::STICKY_SECURE),
+            http_only: raw.http_only.unwrap_or(defaults::STICKY_SECURE),
             same_site,
         }
     }

@@ -1,0 +1,104 @@
+//! Every default of the config, named once. Validation applies them and the JSON Schema states
+//! them (`raw.rs` refers to these constants), so the two cannot drift. Durations are written
+//! as in YAML; [`duration`] reads them (a unit test reads every one).
+
+use std::time::Duration;
+
+/// `admin.bind`.
+pub const ADMIN_BIND: &str = "127.0.0.1:9901";
+/// `dns.min_ttl`.
+pub const DNS_MIN_TTL: &str = "1s";
+/// `dns.max_ttl`.
+pub const DNS_MAX_TTL: &str = "5m";
+/// `dns.timeout`.
+pub const DNS_TIMEOUT: &str = "2s";
+/// `server.upstream_keepalive_pool`.
+pub const UPSTREAM_KEEPALIVE_POOL: usize = 128;
+/// `server.request_id_header`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// `server.grace_period`.
+pub const GRACE_PERIOD: &str = "10s";
+/// `regions.<name>.h2_streams`.
+pub const H2_STREAMS: usize = 100;
+/// `regions.<name>.tls.verify`.
+pub const UPSTREAM_TLS_VERIFY: bool = true;
+/// `regions.<name>.probe.interval`.
+pub const PROBE_INTERVAL: &str = "1s";
+/// `regions.<name>.probe.timeout` (at most the interval).
+pub const PROBE_TIMEOUT: &str = "500ms";
+/// `regions.<name>.probe.rise` and `.fall`, and the same for checks.
+pub const RISE_FALL: u32 = 2;
+/// `regions.<name>.probe.jitter`, in per mille.
+pub const PROBE_JITTER_PERMILLE: u32 = 100;
+/// `regions.<name>.probe.http.path`.
+pub const PROBE_PATH: &str = "/healthz";
+/// `regions.<name>.probe.http.method`.
+pub const PROBE_METHOD: &str = "GET";
+/// `regions.<name>.checks[].interval`.
+pub const CHECK_INTERVAL: &str = "2s";
+/// `regions.<name>.checks[].timeout` (at most the interval).
+pub const CHECK_TIMEOUT: &str = "1s";
+/// `regions.<name>.checks[].required`.
+pub const CHECK_REQUIRED: bool = true;
+/// `regions.<name>.passive.consecutive_failures`.
+pub const PASSIVE_CONSECUTIVE_FAILURES: u32 = 3;
+/// `regions.<name>.passive.ejection`.
+pub const EJECTION: &str = "5s";
+/// `regions.<name>.passive.max_ejection` (at least the ejection).
+pub const MAX_EJECTION: &str = "60s";
+/// `routes[].match.path_prefix` and `routes[].sticky.path`.
+pub const PATH: &str = "/";
+/// `routes[].failback.hold_down`.
+pub const HOLD_DOWN: &str = "30s";
+/// `routes[].retry.attempts`.
+pub const RETRY_ATTEMPTS: u32 = 2;
+/// `routes[].retry.budget`, in per mille.
+pub const RETRY_BUDGET_PERMILLE: u32 = 200;
+/// `routes[].timeouts.connect`.
+pub const CONNECT_TIMEOUT: &str = "250ms";
+/// `routes[].timeouts.request` (and `.read`, unless set).
+pub const REQUEST_TIMEOUT: &str = "30s";
+/// `routes[].timeouts.idle`.
+pub const IDLE_TIMEOUT: &str = "60s";
+/// `routes[].sticky.cookie`.
+pub const STICKY_COOKIE: &str = "gw_affinity";
+/// `routes[].sticky.ttl`.
+pub const STICKY_TTL: &str = "1h";
+/// `routes[].sticky.secure` and `.http_only`.
+pub const STICKY_SECURE: bool = true;
+
+/// A duration default as a [`Duration`].
+pub(crate) fn duration(text: &str) -> Duration {
+    crate::values::parse_duration(text).unwrap_or_else(|e| panic!("default `{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_duration_default_reads() {
+        for text in [
+            DNS_MIN_TTL,
+            DNS_MAX_TTL,
+            DNS_TIMEOUT,
+            GRACE_PERIOD,
+            PROBE_INTERVAL,
+            PROBE_TIMEOUT,
+            CHECK_INTERVAL,
+            CHECK_TIMEOUT,
+            EJECTION,
+            MAX_EJECTION,
+            HOLD_DOWN,
+            CONNECT_TIMEOUT,
+            REQUEST_TIMEOUT,
+            IDLE_TIMEOUT,
+            STICKY_TTL,
+        ] {
+            assert!(!duration(text).is_zero(), "{text}");
+        }
+        assert!(duration(PROBE_TIMEOUT) <= duration(PROBE_INTERVAL));
+        assert!(duration(CHECK_TIMEOUT) <= duration(CHECK_INTERVAL));
+        assert!(duration(EJECTION) <= duration(MAX_EJECTION));
+    }
+}
