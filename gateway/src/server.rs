@@ -101,6 +101,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         certificates,
     )));
     let monitor = HealthMonitor::new(hub);
+    monitor.set_probe_observer(Arc::new(crate::telemetry::probe_finished));
 
     let mut app =
         pingora::proxy::http_proxy(&server.configuration, GatewayProxy::new(snapshot.clone()));

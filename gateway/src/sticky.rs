@@ -61,6 +61,54 @@ pub enum Invalid {
     WrongRoute,
 }
 
+/// What happened to a sticky request, as `gateway_sticky_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The cookie's endpoint served.
+    Honoured,
+    /// Another endpoint served; the cookie is replaced.
+    Repinned,
+    /// No valid cookie; one is issued.
+    Issued,
+    /// The cookie was ignored.
+    Invalid(Invalid),
+}
+
+impl Outcome {
+    /// Every outcome, in label order.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Honoured,
+        Outcome::Repinned,
+        Outcome::Issued,
+        Outcome::Invalid(Invalid::Malformed),
+        Outcome::Invalid(Invalid::Version),
+        Outcome::Invalid(Invalid::UnknownKey),
+        Outcome::Invalid(Invalid::BadMac),
+        Outcome::Invalid(Invalid::Expired),
+        Outcome::Invalid(Invalid::WrongRoute),
+    ];
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Honoured => 0,
+            Outcome::Repinned => 1,
+            Outcome::Issued => 2,
+            Outcome::Invalid(i) => 3 + i as usize,
+        }
+    }
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Honoured => "honoured",
+            Outcome::Repinned => "repinned",
+            Outcome::Issued => "issued",
+            Outcome::Invalid(i) => i.label(),
+        }
+    }
+}
+
 impl Invalid {
     /// Metric label.
     pub fn label(self) -> &'static str {

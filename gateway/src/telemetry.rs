@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::sticky::Outcome;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once) and returns the handle that renders it.
@@ -93,19 +95,6 @@ fn describe() {
 /// Status classes, in label order.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
-/// Sticky-session outcomes, in label order (`invalid_*` as in [`crate::sticky::Invalid::label`]).
-const STICKY_OUTCOMES: [&str; 9] = [
-    "honoured",
-    "repinned",
-    "issued",
-    "invalid_malformed",
-    "invalid_version",
-    "invalid_unknown_key",
-    "invalid_bad_mac",
-    "invalid_expired",
-    "invalid_wrong_route",
-];
-
 /// Handles for one route.
 pub struct RouteMetrics {
     /// `gateway_sticky_total` by outcome (empty for routes without `sticky`).
@@ -126,9 +115,9 @@ impl RouteMetrics {
             .chain(regions.iter().cloned())
             .collect();
         let sticky = if sticky {
-            STICKY_OUTCOMES
+            Outcome::ALL
                 .iter()
-                .map(|outcome| metrics::counter!("gateway_sticky_total", "route" => route.clone(), "outcome" => *outcome))
+                .map(|outcome| metrics::counter!("gateway_sticky_total", "route" => route.clone(), "outcome" => outcome.label()))
                 .collect()
         } else {
             Vec::new()
@@ -168,12 +157,10 @@ impl RouteMetrics {
         self.duration.record(seconds);
     }
 
-    /// Counts a sticky-session outcome (one of the `gateway_sticky_total` labels).
-    pub fn sticky(&self, outcome: &str) {
-        if let Some(i) = STICKY_OUTCOMES.iter().position(|o| *o == outcome) {
-            if let Some(c) = self.sticky.get(i) {
-                c.increment(1);
-            }
+    /// Counts a sticky-session outcome.
+    pub fn sticky(&self, outcome: Outcome) {
+        if let Some(c) = self.sticky.get(outcome.index()) {
+            c.increment(1);
         }
     }
 
@@ -186,6 +173,13 @@ impl RouteMetrics {
             self.retries.increment(1);
         }
     }
+}
+
+/// Records the duration of one active probe of `region` (`gateway_probe_duration_seconds`);
+/// probes are not on the request path.
+pub fn probe_finished(region: &gateway_config::RegionName, duration: std::time::Duration) {
+    metrics::histogram!("gateway_probe_duration_seconds", "region" => region.to_string())
+        .record(duration.as_secs_f64());
 }
 
 /// Counts a failover switch of `route` (`kind`: see [`crate::failover::SwitchKind`]). Called by
@@ -270,27 +264,15 @@ pub fn export_health(snapshot: &crate::snapshot::RoutingSnapshot) {
 
 #[cfg(test)]
 mod tests {
-    use super::STICKY_OUTCOMES;
-    use crate::sticky::Invalid;
+    use crate::sticky::Outcome;
 
     #[test]
-    fn every_sticky_outcome_has_a_registered_label() {
-        for reason in [
-            Invalid::Malformed,
-            Invalid::Version,
-            Invalid::UnknownKey,
-            Invalid::BadMac,
-            Invalid::Expired,
-            Invalid::WrongRoute,
-        ] {
-            assert!(
-                STICKY_OUTCOMES.contains(&reason.label()),
-                "{}",
-                reason.label()
-            );
+    fn every_sticky_outcome_has_its_own_counter() {
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{}", outcome.label());
         }
-        for outcome in ["honoured", "repinned", "issued"] {
-            assert!(STICKY_OUTCOMES.contains(&outcome));
-        }
+        let labels: std::collections::BTreeSet<_> =
+            Outcome::ALL.iter().map(|o| o.label()).collect();
+        assert_eq!(labels.len(), Outcome::ALL.len());
     }
 }

@@ -47,7 +47,11 @@ struct MonitorInner {
     state: Mutex<MonitorState>,
     first_round: FirstRound,
     resolver: Box<ResolverFactory>,
+    observer: Mutex<Option<Arc<ProbeObserver>>>,
 }
+
+/// Told the region and duration of every finished probe (for metrics).
+pub type ProbeObserver = dyn Fn(&RegionName, Duration) + Send + Sync;
 
 /// Builds a resolver for a config's DNS settings.
 pub type ResolverFactory =
@@ -129,7 +133,40 @@ impl HealthMonitor {
                     done: Notify::new(),
                 },
                 resolver,
+                observer: Mutex::new(None),
             }),
+        }
+    }
+
+    /// Calls `observer` after every probe started from now on (set it before the first
+    /// [`Self::apply`]).
+    pub fn set_probe_observer(&self, observer: Arc<ProbeObserver>) {
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(observer);
+    }
+
+    /// The report function of a probe in `region`: `cell` takes the record, the observer (if
+    /// any) its duration.
+    fn reporter(
+        &self,
+        region: &RegionName,
+        report: impl Fn(crate::hub::ProbeRecord) + Send + 'static,
+    ) -> impl Fn(crate::hub::ProbeRecord) + Send + 'static {
+        let observer = self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let region = region.clone();
+        move |record| {
+            if let Some(observe) = &observer {
+                observe(&region, record.duration);
+            }
+            report(record);
         }
     }
 
@@ -275,7 +312,7 @@ impl HealthMonitor {
                         100,
                         token.clone(),
                         ticket,
-                        move |r| c2.report_probe(r),
+                        self.reporter(&region.name, move |r| c2.report_probe(r)),
                     ));
                     st.probes.insert(key.clone(), token);
                 }
@@ -373,7 +410,7 @@ impl HealthMonitor {
                 region.probe.jitter_permille,
                 token.clone(),
                 held.map(FirstTicket::share).or_else(|| self.ticket()),
-                move |r| ep2.report_probe(r),
+                self.reporter(&region.name, move |r| ep2.report_probe(r)),
             ));
             st.probes.insert(key.clone(), token);
         }

@@ -430,6 +430,8 @@ async fn metrics_are_prometheus_text_with_the_documented_names() {
         "gateway_endpoint_up",
         "gateway_config_info",
         "gateway_config_last_reload_success",
+        // Was described but never recorded before issue 9.
+        "gateway_probe_duration_seconds_bucket",
     ] {
         assert!(names.contains(want), "missing {want} in {names:?}");
     }

@@ -4,7 +4,7 @@
 use gateway_config::{OnFailback, StickySettings};
 use http::HeaderMap;
 
-use super::{find_cookie, now_unix, set_cookie, StickyToken};
+use super::{find_cookie, now_unix, set_cookie, Outcome, StickyToken};
 use crate::selection::{pick_endpoint, Choice};
 use crate::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
 
@@ -36,7 +36,7 @@ impl Affinity {
                 now_unix(),
             ) {
                 Ok(t) => pin = Some(t),
-                Err(reason) => plan.metrics.sticky(reason.label()),
+                Err(reason) => plan.metrics.sticky(Outcome::Invalid(reason)),
             }
         }
         let header_key = match (&pin, &settings.header) {
@@ -89,12 +89,12 @@ impl Affinity {
         let region = snapshot.regions[served.region].name.as_str();
         let endpoint = served.endpoint.key.id.as_str();
         let outcome = match &self.pin {
-            Some(pin) if pin.region == region && pin.endpoint == endpoint => "honoured",
-            Some(_) => "repinned",
-            None => "issued",
+            Some(pin) if pin.region == region && pin.endpoint == endpoint => Outcome::Honoured,
+            Some(_) => Outcome::Repinned,
+            None => Outcome::Issued,
         };
         plan.metrics.sticky(outcome);
-        if outcome == "honoured" {
+        if outcome == Outcome::Honoured {
             return None;
         }
         let key = snapshot.config.sticky_keys.first()?;
