@@ -29,7 +29,7 @@ impl Fleet {
     }
 
     fn config(&self, probe: &str, route_extra: &str, routes_extra: &str) -> String {
-        let eps = loadtest::region::endpoints_yaml;
+        let eps = gateway_tests::endpoints;
         format!(
             r#"
 listeners:
@@ -37,11 +37,11 @@ listeners:
 admin: {{ bind: "{{admin}}" }}
 regions:
   fra:
-    endpoints: [{fra}]
+    endpoints: {fra}
     probe: {probe}
     passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
   ber:
-    endpoints: [{ber}]
+    endpoints: {ber}
     probe: {probe}
     passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
 routes:
@@ -49,8 +49,8 @@ routes:
     regions: [fra, ber]
     retry: {{ attempts: 3 }}
 {route_extra}"#,
-            fra = eps(&self.fra, "fra"),
-            ber = eps(&self.ber, "ber"),
+            fra = eps(&self.fra),
+            ber = eps(&self.ber),
         )
     }
 }
