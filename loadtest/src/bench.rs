@@ -249,25 +249,18 @@ async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
 
 async fn start_gateway_target(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Target> {
     let gw = start_gateway(bin, 1, |ports| {
-        let origin = Region {
-            endpoints: vec![Endpoint {
-                id: "origin-1".into(),
-                address: upstream,
-            }],
-            probe: Some(Probe::http(
-                "/healthz",
-                Duration::from_secs(1),
-                Duration::from_millis(500),
-            )),
-        };
-        GatewayYaml {
-            server: Some(Server {
+        let probe = Probe::http(
+            "/healthz",
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        );
+        let origin = Region::new(vec![Endpoint::new("origin-1", upstream)]).probe(probe);
+        GatewayYaml::new(ports)
+            .server(Server {
                 upstream_keepalive_pool: Some(512),
-            }),
-            ..GatewayYaml::new(ports)
-        }
-        .region("origin", origin)
-        .route(Route::new("all", &["origin"]))
+            })
+            .region("origin", origin)
+            .route(Route::new("all", &["origin"]))
     })
     .await?;
     let pid = gw.pid().context("the gateway is not running")?;

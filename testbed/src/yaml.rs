@@ -208,6 +208,12 @@ impl GatewayYaml {
         self
     }
 
+    /// With `server` settings.
+    pub fn server(mut self, server: Server) -> Self {
+        self.server = Some(server);
+        self
+    }
+
     /// Adds (or replaces) region `name`.
     pub fn region(mut self, name: &str, region: Region) -> Self {
         self.regions.insert(name.to_string(), region);
@@ -229,12 +235,17 @@ impl GatewayYaml {
 }
 
 impl Region {
-    /// A region of `servers`, with their ids and addresses.
-    pub fn of(servers: &[RegionServer]) -> Self {
+    /// A region of `endpoints`, without a probe (the gateway's default: TCP).
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
         Self {
-            endpoints: servers.iter().map(Endpoint::of).collect(),
+            endpoints,
             probe: None,
         }
+    }
+
+    /// A region of `servers`, with their ids and addresses.
+    pub fn of(servers: &[RegionServer]) -> Self {
+        Self::new(servers.iter().map(Endpoint::of).collect())
     }
 
     /// With `probe`.
@@ -245,6 +256,14 @@ impl Region {
 }
 
 impl Endpoint {
+    /// Endpoint `id` at `address`.
+    pub fn new(id: &str, address: SocketAddr) -> Self {
+        Self {
+            id: id.into(),
+            address,
+        }
+    }
+
     /// `server`'s endpoint id and address.
     pub fn of(server: &RegionServer) -> Self {
         Self {
@@ -365,17 +384,19 @@ mod tests {
             Duration::from_millis(250),
         )
         .rise_fall(2, 3);
-        let mut yaml = GatewayYaml::new(ports()).fleet(&fleet, &probe).route(
-            Route::new("app", &["fra", "ber"])
-                .path_prefix("/")
-                .allowed_regions(&["fra", "ber"])
-                .retry_attempts(3)
-                .hold_down(Duration::from_secs(5))
-                .timeouts(Duration::from_millis(250), Duration::from_secs(10)),
-        );
-        yaml.server = Some(Server {
-            upstream_keepalive_pool: Some(512),
-        });
+        let yaml = GatewayYaml::new(ports())
+            .server(Server {
+                upstream_keepalive_pool: Some(512),
+            })
+            .fleet(&fleet, &probe)
+            .route(
+                Route::new("app", &["fra", "ber"])
+                    .path_prefix("/")
+                    .allowed_regions(&["fra", "ber"])
+                    .retry_attempts(3)
+                    .hold_down(Duration::from_secs(5))
+                    .timeouts(Duration::from_millis(250), Duration::from_secs(10)),
+            );
         let text = yaml
             .to_yaml("written by a test\nsecond line")
             .expect("yaml");
@@ -389,6 +410,7 @@ mod tests {
         assert_eq!(config.admin.bind, ports().admin);
         assert_eq!(config.regions.len(), 2);
         assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.server.upstream_keepalive_pool, 512);
         let fra = &fleet.region("fra").expect("fra")[1];
         assert!(
             text.contains("id: fra-2\n") && text.contains(&fra.addr().to_string()),
