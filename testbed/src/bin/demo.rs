@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,8 +48,17 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let bin = match args.gateway.clone() {
         Some(bin) => bin,
         None => launcher::gateway_bin()?,
@@ -65,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
     let control = tokio::spawn(serve_control(control, fleet.clone()));
 
     let created_dir = !args.dir.exists();
+    let config_path = args.dir.join(launcher::CONFIG_FILE);
+    refuse_foreign_config(&config_path)?;
     let dir = Workdir::kept(&args.dir)?;
     let config = demo::config(&addrs, &fleet).to_yaml(demo::CONFIG_HEADER)?;
     let options = GatewayOptions {
@@ -78,8 +90,13 @@ async fn main() -> anyhow::Result<()> {
         listen: addrs.listen,
         admin: addrs.admin,
     };
-    let mut gateway = GatewayProcess::spawn(&options, dir, ports, &config)?;
-    let config_path = gateway.config_path();
+    let mut gateway = match GatewayProcess::spawn(&options, dir, ports, &config) {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            remove_config(&config_path, created_dir.then_some(args.dir.as_path()));
+            return Err(e.into());
+        }
+    };
     let outcome = serve(&mut gateway, addrs, &config_path).await;
 
     // Whatever happened: no gateway, no control listener and no config file outlive the demo.
@@ -140,10 +157,31 @@ async fn serve(
     }
 }
 
+/// Fails if `path` exists and was not written by a demo (a demo that was killed leaves its file,
+/// which is fine to overwrite; anything else is the user's).
+fn refuse_foreign_config(path: &Path) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let ours = demo::CONFIG_HEADER
+        .lines()
+        .next()
+        .is_some_and(|first| text.starts_with(&format!("# {first}\n")));
+    anyhow::ensure!(
+        ours,
+        "{} exists and was not written by the demo: pass another --dir",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Removes the config file, and `dir` too if the demo created it and it is now empty.
 fn remove_config(config_path: &Path, dir: Option<&Path>) {
-    if let Err(e) = std::fs::remove_file(config_path) {
-        eprintln!("demo: cannot remove {}: {e}", config_path.display());
+    match std::fs::remove_file(config_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("demo: cannot remove {}: {e}", config_path.display());
+        }
+        _ => {}
     }
     if let Some(dir) = dir {
         // Fails, as it should, if anything else was put there.
