@@ -104,8 +104,8 @@ fn config(spec: &ScenarioSpec, fleet: &Fleet, ports: Ports) -> GatewayYaml {
     )
 }
 
-/// Starts `gateway run` with `config` (given the ports it is to listen on) in a temp dir and
-/// waits up to 30 s for `/readyz`.
+/// Starts `gateway run` with `config` (given the ports it is to listen on) in a temp dir, its
+/// stderr captured there, and waits up to 30 s for `/readyz`.
 pub async fn start_gateway(
     bin: &std::path::Path,
     threads: usize,
@@ -115,6 +115,8 @@ pub async fn start_gateway(
     let yaml = config(ports).to_yaml("")?;
     let options = GatewayOptions {
         threads,
+        // GATEWAY_LOG from the environment, as for any gateway started by hand.
+        log: None,
         ..GatewayOptions::new(bin.to_path_buf())
     };
     let mut gw = GatewayProcess::spawn(&options, Workdir::temp()?, ports, &yaml)?;
