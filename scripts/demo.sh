@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The demo command: installs build dependencies when absent, builds the gateway and runs
-# `gateway demo` (two simulated regions and a gateway on loopback). Extra arguments go to
-# `gateway demo` (see `gateway demo --help`).
+# The demo command: installs build dependencies when absent, builds the `gateway` binary and the
+# test bed's `demo` binary, and runs the demo: two simulated regions and the real gateway
+# (`gateway run`) in front of them, on loopback. Extra arguments go to the demo (see
+# `demo --help`: --listen, --admin, --control, --threads, --dir, --gateway).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
-cargo build -p gateway --bin gateway --locked
-exec target/debug/gateway demo "$@"
+cargo build -p gateway -p testbed --bins --locked
+exec "${CARGO_TARGET_DIR:-target}/debug/demo" "$@"

@@ -31,6 +31,9 @@ pub use error::{ConfigError, ConfigIssue};
 pub use model::*;
 pub use source_map::Position;
 pub use validate::DEFAULT_ADMIN_BIND;
+/// The workspace's one duration parser (`250ms`, `2s`, `1m30s`): config values, the admin API's
+/// `?for=`, and the command lines of `loadtest` and the test bed.
+pub use values::parse_duration;
 
 use source_map::SourceMap;
 use validate::Validator;

@@ -1,12 +1,12 @@
 //! The failover gateway: a Pingora proxy that routes requests to regional clusters.
 //!
-//! The binary (`main.rs`) parses arguments and calls [`server::build_server`] or runs the
-//! demo. Modules are private to the crate unless something outside uses them (`sticky` for its
-//! fuzz target), so the dead-code lint sees everything.
+//! The binary (`main.rs`) parses arguments and calls [`server::build_server`]. The demo, the
+//! simulated regions and the launchers live in the `testbed` crate, which this crate does not
+//! depend on. Modules are private to the crate unless something outside uses them (`sticky`
+//! for its fuzz target), so the dead-code lint sees everything.
 
 pub(crate) mod admin;
 pub(crate) mod app;
-pub mod demo;
 mod errors;
 pub(crate) mod failover;
 mod headers;

@@ -1,12 +1,9 @@
-//! `gateway`: run, check, schema, demo.
+//! `gateway`: run, check, schema.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::demo::{self, DemoAddrs};
 use gateway::server::{build_server, ServerOptions};
 use pingora::server::RunArgs;
 
@@ -17,7 +14,9 @@ const EXIT_INVALID_CONFIG: u8 = 64;
 #[command(
     name = "gateway",
     version,
-    about = "Global health-based failover traffic gateway (Pingora)"
+    about = "Global health-based failover traffic gateway (Pingora)",
+    after_help = "Demo: `scripts/demo.sh` runs the test bed's `demo` binary: two simulated regions \
+                  and this gateway (`gateway run`) in front of them, on loopback."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,21 +50,6 @@ enum Command {
     },
     /// Print the JSON Schema of the config file format.
     Schema,
-    /// Start two simulated regions (fra, ber) and a gateway in front of them.
-    Demo {
-        /// Gateway listener.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Admin API listener.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin: SocketAddr,
-        /// Fault-injection control listener (`POST /{region}/{mode}`).
-        #[arg(long, default_value = "127.0.0.1:9902")]
-        control: SocketAddr,
-        /// Proxy worker threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-    },
 }
 
 fn main() -> ExitCode {
@@ -93,7 +77,7 @@ fn init_logging() {
 }
 
 /// The gateway's own log targets: a bare level in `GATEWAY_LOG` applies to these.
-const OWN_LOG_TARGETS: &[&str] = &["gateway", "gateway_config", "gateway_health", "loadtest"];
+const OWN_LOG_TARGETS: &[&str] = &["gateway", "gateway_config", "gateway_health"];
 
 /// Turns `GATEWAY_LOG` (default `info`) into tracing directives: a bare level (`debug`) sets
 /// the gateway's own targets; `target=level` directives pass through unchanged, so
@@ -169,34 +153,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             server.run(RunArgs::default());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo {
-            listen,
-            admin,
-            control,
-            threads,
-        } => {
-            let addrs = DemoAddrs {
-                listen,
-                admin,
-                control,
-            };
-            let regions = demo::start_regions(addrs)?;
-            let dir = tempfile::tempdir()?;
-            let path = dir.path().join("demo.yaml");
-            std::fs::write(&path, &regions.config_text)?;
-            let config = gateway_config::load(&path).context("embedded demo config is invalid")?;
-            let server = build_server(
-                config,
-                &ServerOptions {
-                    threads: Some(threads),
-                    ..Default::default()
-                },
-            )?;
-            println!("{}", demo::banner(addrs, &path));
-            server.run(RunArgs::default());
-            drop(regions);
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }
 
@@ -208,15 +164,15 @@ mod tests {
     fn a_bare_level_applies_to_the_gateway_and_other_crates_stay_at_warn() {
         assert_eq!(
             log_directives(None),
-            "warn,gateway=info,gateway_config=info,gateway_health=info,loadtest=info"
+            "warn,gateway=info,gateway_config=info,gateway_health=info"
         );
         assert_eq!(
             log_directives(Some("debug")),
-            "warn,gateway=debug,gateway_config=debug,gateway_health=debug,loadtest=debug"
+            "warn,gateway=debug,gateway_config=debug,gateway_health=debug"
         );
         assert_eq!(
             log_directives(Some("info, pingora_core=debug")),
-            "warn,gateway=info,gateway_config=info,gateway_health=info,loadtest=info,pingora_core=debug"
+            "warn,gateway=info,gateway_config=info,gateway_health=info,pingora_core=debug"
         );
     }
 }

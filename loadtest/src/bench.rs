@@ -13,15 +13,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use testbed::launcher::{free_port, GatewayProcess};
+use testbed::yaml::{Endpoint, GatewayYaml, Probe, Region, Route, Server};
+
 use crate::engine::{self, LoadSpec};
 use crate::report;
-use crate::scenario::{free_port, spread, GatewayProcess, Spread};
+use crate::scenario::{spread, start_gateway, Spread};
 
 /// Arguments of `loadtest bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Length of each measurement.
-    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = gateway_config::parse_duration)]
     pub duration: Duration,
     /// Rounds over all targets.
     #[arg(long, default_value_t = 3)]
@@ -244,12 +247,23 @@ async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
     })
 }
 
-async fn start_gateway(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Target> {
-    let config = format!(
-        "listeners: [{{ name: http, bind: \"{{listen}}\" }}]\nadmin: {{ bind: \"{{admin}}\" }}\nserver: {{ upstream_keepalive_pool: 512 }}\nregions:\n  origin:\n    endpoints: [{{ id: origin-1, address: \"{upstream}\" }}]\n    probe: {{ http: {{ path: /healthz }}, interval: 1s, timeout: 500ms }}\nroutes:\n  - {{ name: all, regions: [origin] }}\n"
-    );
-    let gw = GatewayProcess::start(bin, &config, 1).await?;
-    let pid = gw.pid();
+async fn start_gateway_target(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Target> {
+    let gw = start_gateway(bin, 1, |ports| {
+        let probe = Probe::http(
+            "/healthz",
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        );
+        let origin = Region::new(vec![Endpoint::new("origin-1", upstream)]).probe(probe);
+        GatewayYaml::new(ports)
+            .server(Server {
+                upstream_keepalive_pool: Some(512),
+            })
+            .region("origin", origin)
+            .route(Route::new("all", &["origin"]))
+    })
+    .await?;
+    let pid = gw.pid().context("the gateway is not running")?;
     pin(pid, 1);
     let h1 = gw.addr;
     Ok(Target {
@@ -294,17 +308,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.gateway_only {
         ensure_installed(&[("nginx", "nginx-light"), ("haproxy", "haproxy")])?;
     }
-    let gateway = args.gateway.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("gateway")))
-            .unwrap_or_else(|| "gateway".into())
-    });
-    anyhow::ensure!(
-        gateway.exists(),
-        "gateway binary {} not found (cargo build --release -p gateway)",
-        gateway.display()
-    );
+    let gateway = match args.gateway.clone() {
+        Some(bin) => bin,
+        None => testbed::launcher::gateway_bin()?,
+    };
 
     // The generator (this process) and the upstream on CPU 0.
     pin(std::process::id(), 0);
@@ -337,7 +344,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         pid: None,
         _guard: Guard::None,
     }];
-    targets.push(start_gateway(&gateway, upstream_addr).await?);
+    targets.push(start_gateway_target(&gateway, upstream_addr).await?);
     if !args.gateway_only {
         targets.push(start_nginx(upstream_addr).await?);
         targets.push(start_haproxy(upstream_addr).await?);

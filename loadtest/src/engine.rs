@@ -392,7 +392,7 @@ impl RegionNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::{Identity, Mode, RegionServer};
+    use testbed::region::{Identity, Mode, RegionServer};
 
     /// Self-test against coordinated omission: an upstream that stalls for 1 s must show the
     /// stall in the reported p99, not just in one request.

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use gateway_config::parse_duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use loadtest::engine::{self, LoadSpec};
-use loadtest::region::{serve_control, Identity, Mode, RegionServer};
 use loadtest::report;
 use loadtest::scenario::{self, Fault, ScenarioSpec};
+use testbed::fleet::{serve_control, Fleet};
+use testbed::region::Mode;
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +66,8 @@ enum Command {
         /// Addresses to listen on, one endpoint each (`<name>-1`, `<name>-2`, ...).
         #[arg(long, default_value = "127.0.0.1:9001")]
         listen: Vec<SocketAddr>,
-        /// Control API: POST /mode/{ok|refuse|blackhole|status=503|slow=500ms|reset|flap=300ms}.
+        /// Control API: POST /{name}/{ok|refuse|blackhole|status=503|slow=500ms|reset|flap=300ms},
+        /// GET /{name} (mode and request counts).
         #[arg(long)]
         control: Option<SocketAddr>,
         /// Initial mode.
@@ -112,10 +115,6 @@ enum Command {
     },
     /// Benchmark the gateway against direct, nginx and HAProxy on the same upstream.
     Bench(loadtest::bench::BenchArgs),
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    loadtest::parse_duration(s)
 }
 
 fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<ProgressBar>) {
@@ -219,32 +218,27 @@ async fn main() -> anyhow::Result<()> {
             mode,
         } => {
             let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
-            let mut servers = Vec::new();
-            for (i, addr) in listen.iter().enumerate() {
-                let endpoint = format!("{name}-{}", i + 1);
-                let server = RegionServer::bind(
-                    *addr,
-                    Identity {
-                        region: name.clone(),
-                        endpoint: endpoint.clone(),
-                    },
-                )
+            let mut fleet = Fleet::default();
+            fleet
+                .bind(&name, &listen)
                 .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-                server.set_mode(mode.clone());
+                .with_context(|| format!("cannot listen on {listen:?}"))?;
+            fleet.set_mode(&name, mode)?;
+            for server in fleet.region(&name)? {
                 println!(
-                    "region {name} endpoint {endpoint} on http://{}",
+                    "region {name} endpoint {} on http://{}",
+                    server.identity().endpoint,
                     server.addr()
                 );
-                servers.push(server);
             }
-            let servers = Arc::new(servers);
             if let Some(control) = control {
                 let listener = tokio::net::TcpListener::bind(control)
                     .await
                     .with_context(|| format!("cannot listen on {control}"))?;
-                println!("control on http://{control}/mode (POST /mode/refuse, /mode/ok, ...)");
-                tokio::spawn(serve_control(listener, servers.clone()));
+                println!(
+                    "control on http://{control}/{name} (POST /{name}/refuse, /{name}/ok, ...)"
+                );
+                tokio::spawn(serve_control(listener, Arc::new(fleet)));
             }
             tokio::signal::ctrl_c().await?;
             Ok(())
@@ -263,8 +257,10 @@ async fn main() -> anyhow::Result<()> {
             out,
             json,
         } => {
-            let gateway = gateway.unwrap_or_else(default_gateway_bin);
-            anyhow::ensure!(gateway.exists(), "gateway binary {} not found (build it with `cargo build -p gateway`, or pass --gateway)", gateway.display());
+            let gateway = match gateway {
+                Some(bin) => bin,
+                None => testbed::launcher::gateway_bin()?,
+            };
             let spec = ScenarioSpec {
                 fault: scenario,
                 rate,
@@ -339,14 +335,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => loadtest::bench::run(args).await,
     }
-}
-
-fn default_gateway_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("gateway")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("gateway"))
 }
 
 /// A short description of this machine for reports.

@@ -1,17 +1,17 @@
 //! Failover scenarios: two simulated regions and a real gateway process, steady load, a fault
 //! injected at a known time, recovery later, and measurements of what users saw.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::net::TcpListener;
+use testbed::fleet::Fleet;
+use testbed::launcher::{GatewayOptions, GatewayProcess, Ports, Workdir};
+use testbed::region::Mode;
+use testbed::yaml::{GatewayYaml, Probe, Route};
 
 use crate::engine::{self, LoadSpec, Record};
-use crate::region::{Identity, Mode, RegionServer};
 use crate::report::{self, Marker, Summary};
 
 /// The faults a scenario can inject into the primary region.
@@ -91,132 +91,37 @@ pub struct RunResult {
     pub timeline: Vec<report::Bucket>,
 }
 
-/// A gateway child process, killed on drop.
-pub struct GatewayProcess {
-    child: Child,
-    /// Client listener.
-    pub addr: SocketAddr,
-    /// Admin API.
-    pub admin: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl GatewayProcess {
-    /// Starts `gateway run` on `config` (placeholders `{listen}`, `{admin}`) and waits for
-    /// `/readyz`.
-    pub async fn start(bin: &Path, config: &str, threads: usize) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let (addr, admin) = (free_port()?, free_port()?);
-        let path = dir.path().join("gateway.yaml");
-        std::fs::write(
-            &path,
-            config
-                .replace("{listen}", &addr.to_string())
-                .replace("{admin}", &admin.to_string()),
-        )?;
-        let log = std::fs::File::create(dir.path().join("gateway.log"))?;
-        let child = Command::new(bin)
-            .args(["run", "--threads", &threads.to_string(), "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
-        let mut gw = Self {
-            child,
-            addr,
-            admin,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = gw.child.try_wait()? {
-                anyhow::bail!("gateway exited with {status}");
-            }
-            if let Ok(Some((200, _))) = admin_get(admin, "/readyz").await.map(Some) {
-                return Ok(gw);
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                anyhow::bail!("gateway not ready after 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether region `name` is up according to `/status`.
-    pub async fn region_up(&self, name: &str) -> Option<bool> {
-        let (code, body) = admin_get(self.admin, "/status").await.ok()?;
-        if code != 200 {
-            return None;
-        }
-        let status: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        status["regions"]
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == name)
-            .and_then(|r| r["up"].as_bool())
-    }
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
-
-/// `GET path` on the admin API: (status, body).
-pub async fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, bytes::Bytes)> {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "admin")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(std::io::Error::other)?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(std::io::Error::other)?;
-    let status = resp.status().as_u16();
-    Ok((
-        status,
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes(),
-    ))
-}
-
-/// The config the scenario gives the gateway.
-fn config(spec: &ScenarioSpec, fra: &[RegionServer], ber: &[RegionServer]) -> String {
-    let eps = crate::region::endpoints_yaml;
-    let interval = spec.probe_interval.as_millis();
-    let probe = format!(
-        "{{ http: {{ path: /healthz }}, interval: {interval}ms, timeout: {}ms, rise: 2, fall: 2 }}",
-        interval * 3 / 4
-    );
-    format!(
-        "listeners: [{{ name: http, bind: \"{{listen}}\" }}]\nadmin: {{ bind: \"{{admin}}\" }}\nregions:\n  fra:\n    endpoints: [{}]\n    probe: {probe}\n  ber:\n    endpoints: [{}]\n    probe: {probe}\nroutes:\n  - name: app\n    regions: [fra, ber]\n    failback: {{ hold_down: {}ms }}\n    retry: {{ attempts: 3 }}\n",
-        eps(fra, "fra"),
-        eps(ber, "ber"),
-        spec.hold_down.as_millis()
+/// The config the scenario gives the gateway: both regions probed every `probe_interval`
+/// (timeout 3/4 of it, rise 2, fall 2), one route over fra then ber with 3 attempts.
+fn config(spec: &ScenarioSpec, fleet: &Fleet, ports: Ports) -> GatewayYaml {
+    let interval = spec.probe_interval;
+    let timeout = Duration::from_millis(interval.as_millis() as u64 * 3 / 4);
+    let probe = Probe::http("/healthz", interval, timeout).rise_fall(2, 2);
+    GatewayYaml::new(ports).fleet(fleet, &probe).route(
+        Route::new("app", &["fra", "ber"])
+            .hold_down(spec.hold_down)
+            .retry_attempts(3),
     )
+}
+
+/// Starts `gateway run` with `config` (given the ports it is to listen on) in a temp dir, its
+/// stderr captured there, and waits up to 30 s for `/readyz`.
+pub async fn start_gateway(
+    bin: &std::path::Path,
+    threads: usize,
+    config: impl FnOnce(Ports) -> GatewayYaml,
+) -> anyhow::Result<GatewayProcess> {
+    let ports = Ports::free()?;
+    let yaml = config(ports).to_yaml("")?;
+    let options = GatewayOptions {
+        threads,
+        // GATEWAY_LOG from the environment, as for any gateway started by hand.
+        log: None,
+        ..GatewayOptions::new(bin.to_path_buf())
+    };
+    let mut gw = GatewayProcess::spawn(&options, Workdir::temp()?, ports, &yaml)?;
+    gw.wait_ready(Duration::from_secs(30)).await?;
+    Ok(gw)
 }
 
 /// Runs one scenario end to end.
@@ -224,26 +129,12 @@ pub async fn run_once(
     spec: &ScenarioSpec,
     progress: Option<engine::Progress>,
 ) -> anyhow::Result<RunResult> {
-    let mut fra = Vec::new();
-    let mut ber = Vec::new();
-    for i in 1..=2 {
-        fra.push(RegionServer::start(
-            TcpListener::bind("127.0.0.1:0").await?,
-            Identity {
-                region: "fra".into(),
-                endpoint: format!("fra-{i}"),
-            },
-        )?);
-        ber.push(RegionServer::start(
-            TcpListener::bind("127.0.0.1:0").await?,
-            Identity {
-                region: "ber".into(),
-                endpoint: format!("ber-{i}"),
-            },
-        )?);
-    }
+    let fleet = Fleet::start(&[("fra", 2), ("ber", 2)]).await?;
     let gw = Arc::new(
-        GatewayProcess::start(&spec.gateway, &config(spec, &fra, &ber), spec.threads).await?,
+        start_gateway(&spec.gateway, spec.threads, |ports| {
+            config(spec, &fleet, ports)
+        })
+        .await?,
     );
     let total = spec.fault_at + spec.fault_for + spec.after;
     let load = LoadSpec {
@@ -266,7 +157,7 @@ pub async fn run_once(
         let mut down_at = None;
         let mut up_again_at = None;
         while start.elapsed() < total {
-            if let Some(up) = gw2.region_up("fra").await {
+            if let Ok(Some(up)) = gw2.region_up("fra").await {
                 if !up && down_at.is_none() {
                     down_at = Some(start.elapsed());
                 }
@@ -280,20 +171,14 @@ pub async fn run_once(
     });
     tokio::time::sleep_until((start + spec.fault_at).into()).await;
     let fault_at = start.elapsed();
-    for s in &fra {
-        s.set_mode(spec.fault.mode());
-    }
+    fleet.set_mode("fra", spec.fault.mode())?;
     tokio::time::sleep_until((start + spec.fault_at + spec.fault_for).into()).await;
     let recover_at = start.elapsed();
-    for s in &fra {
-        s.set_mode(Mode::Ok);
-    }
+    fleet.set_mode("fra", Mode::Ok)?;
     let records = load_task.await?;
     let (down_at, up_again_at) = watcher.await?;
     drop(gw);
-    for s in fra.into_iter().chain(ber) {
-        s.shutdown().await;
-    }
+    fleet.shutdown().await;
     Ok(analyse(
         &records,
         total,

@@ -269,24 +269,7 @@ pub fn get(host: &str, path: &str) -> Request<ReqBody> {
 
 /// `GET path` on a fresh HTTP/1.1 connection to `addr`: (status, body).
 pub async fn get_status(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), std::io::Error> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, ReqBody>(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(get("localhost", path))
-        .await
-        .map_err(std::io::Error::other)?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
-    Ok((status, body))
+    testbed::launcher::http_request(addr, "GET", path, "localhost", None).await
 }
 
 /// Connects with `config`; an IP address as `sni` sends no SNI at all.

@@ -1,8 +1,10 @@
 //! Integration harness: real gateway processes, real upstreams and real clients on loopback.
 //!
-//! - [`Gateway`] writes a config into a temp dir, starts the `gateway` binary as a child, waits
-//!   for `/readyz`, and kills the child when dropped (also when the test panics).
-//! - [`region`] starts simulated regional endpoints (`loadtest::region`) on ephemeral ports.
+//! - [`Gateway`] starts the `gateway` binary through the test bed's launcher
+//!   (`testbed::launcher`): a config template rendered into a temp dir, `/readyz` awaited, the
+//!   child killed when dropped (also when the test panics). Its methods panic instead of
+//!   returning errors, with the gateway's log in the message.
+//! - [`region`] starts simulated regional endpoints (`testbed::region`) on ephemeral ports.
 //! - [`client`] holds HTTP/1.1, h2c, TLS (h2 and HTTP/1.1) and WebSocket clients.
 //! - [`TestPki`] is a throwaway CA with leaf certificates, generated at test time.
 
@@ -10,34 +12,25 @@ pub mod client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-pub use loadtest::region::{Identity, Mode, RegionServer};
+use testbed::launcher::{GatewayOptions, GatewayProcess, Ports, Workdir};
+pub use testbed::region::{Identity, Mode, RegionServer};
 
 /// Generous deadline for anything a loaded 2-core CI box must do (start-up, readiness).
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Path of the `gateway` binary: `GATEWAY_BIN`, or next to this test executable's `deps` dir.
 pub fn gateway_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("GATEWAY_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("gateway");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (`cargo build -p gateway`, which scripts/test.sh does) or set GATEWAY_BIN",
-        bin.display()
-    );
-    bin
+    testbed::launcher::gateway_bin().unwrap_or_else(|e| {
+        panic!("{e}: build it first (`cargo build --workspace --bins`, which scripts/test.sh does)")
+    })
 }
 
 /// A free loopback port (bound and released; the gateway binds it right after).
 pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr")
+    testbed::launcher::free_port().expect("bind ephemeral port")
 }
 
 /// Starts a simulated endpoint on an ephemeral port.
@@ -53,15 +46,27 @@ pub async fn region(region: &str, endpoint: &str) -> RegionServer {
     .expect("start simulated region")
 }
 
-/// A gateway child process on ephemeral ports.
-pub struct Gateway {
-    child: Option<Child>,
-    /// The temp dir with the config, certificates and the child's stderr.
-    pub dir: tempfile::TempDir,
-    /// The first listener's address.
-    pub addr: SocketAddr,
-    /// The admin API's address.
-    pub admin: SocketAddr,
+/// `servers` as a one-line YAML list of gateway endpoints (ids from their identities).
+pub fn endpoints(servers: &[RegionServer]) -> String {
+    testbed::yaml::endpoint_list(servers)
+}
+
+/// A gateway child process on ephemeral ports. Derefs to the launcher's
+/// [`GatewayProcess`] (fields `addr`, `admin`, `dir`; `stderr`, `config_path`, ...).
+pub struct Gateway(GatewayProcess);
+
+impl std::ops::Deref for Gateway {
+    type Target = GatewayProcess;
+
+    fn deref(&self) -> &GatewayProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut GatewayProcess {
+        &mut self.0
+    }
 }
 
 impl Gateway {
@@ -92,219 +97,95 @@ impl Gateway {
     }
 
     fn launch_with_log(config: &str, files: &[(&str, &[u8])], log: &str) -> (Self, SocketAddr) {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Workdir::temp().expect("temp dir");
         for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents).expect("write file");
+            dir.write(name, contents).expect("write file");
         }
-        let (addr, tls, admin) = (free_port(), free_port(), free_port());
-        let text = config
-            .replace("{listen}", &addr.to_string())
-            .replace("{tls}", &tls.to_string())
-            .replace("{admin}", &admin.to_string())
-            .replace("{dir}", &dir.path().display().to_string());
-        let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, text).expect("write config");
-        let stderr = std::fs::File::create(dir.path().join("gateway.stderr")).expect("stderr file");
-        let child = Command::new(gateway_bin())
-            .args(["run", "--threads", "2", "--config"])
-            .arg(&config_path)
-            .arg("--upgrade-sock")
-            .arg(dir.path().join("upgrade.sock"))
-            .env(
-                "GATEWAY_LOG",
-                std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| log.into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn gateway");
-        let gw = Self {
-            child: Some(child),
-            dir,
-            addr,
-            admin,
+        let ports = Ports::free().expect("free ports");
+        let tls = free_port();
+        let text = render(config, ports, dir.path()).replace("{tls}", &tls.to_string());
+        let options = GatewayOptions {
+            log: Some(std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| log.into())),
+            ..GatewayOptions::new(gateway_bin())
         };
-        (gw, tls)
+        let gw = GatewayProcess::spawn(&options, dir, ports, &text).expect("spawn gateway");
+        (Self(gw), tls)
     }
 
     /// Waits for `/readyz` to answer 200 (panics with the gateway's log after [`DEADLINE`]).
     pub async fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("gateway exited early with {status}:\n{}", self.stderr());
-                }
-            }
-            if let Ok((200, _)) = client::get_status(self.admin, "/readyz").await {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "gateway not ready in time:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = self.0.wait_ready(DEADLINE).await {
+            panic!("{e}");
         }
     }
 
     /// Whether `/status` shows region `name` with `up` as given.
     pub async fn region_is(&self, name: &str, up: bool) -> bool {
-        self.status(None).await["regions"]
-            .as_array()
-            .expect("regions")
-            .iter()
-            .any(|r| r["name"] == name && r["up"] == up)
-    }
-
-    /// What the gateway wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.stderr")).unwrap_or_default()
-    }
-
-    /// [`Gateway::stderr`] without ANSI colour sequences.
-    pub fn stderr_plain(&self) -> String {
-        let text = self.stderr();
-        let mut out = String::with_capacity(text.len());
-        let mut chars = text.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // CSI: ESC [ parameters, then one final letter.
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// Whether the child is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.0
+            .region_up(name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            == Some(up)
     }
 
     /// Starts a second gateway process with `--upgrade` on the same config and upgrade socket,
     /// and waits until it is waiting for the sockets. Send SIGQUIT to this one next.
     pub async fn start_upgrade(&self) -> Child {
-        let sock = self.dir.path().join("upgrade.sock");
-        let stderr =
-            std::fs::File::create(self.dir.path().join("gateway-new.stderr")).expect("stderr file");
-        let child = Command::new(gateway_bin())
-            .args(["run", "--threads", "2", "--upgrade", "--config"])
-            .arg(self.config_path())
-            .arg("--upgrade-sock")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn new gateway");
-        let start = Instant::now();
-        while !sock.exists() {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "the new gateway never listened on the upgrade socket"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        child
-    }
-
-    /// Whether the child is still running (without `&mut`).
-    pub fn is_running_ref(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| std::path::Path::new(&format!("/proc/{}", c.id())).exists())
-    }
-
-    /// The config file the gateway runs with.
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("gateway.yaml")
+        self.0
+            .start_upgrade(DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Replaces the config file atomically (write a temp file, rename over), with the same
     /// placeholders as [`Gateway::start`].
     pub fn write_config(&self, config: &str) {
-        let text = self.render(config);
-        let tmp = self.dir.path().join(".gateway.yaml.tmp");
-        std::fs::write(&tmp, text).expect("write config");
-        std::fs::rename(&tmp, self.config_path()).expect("rename config");
+        self.0
+            .replace_config(&self.render(config))
+            .expect("write config");
     }
 
     /// Fills the placeholders of a config template.
     pub fn render(&self, config: &str) -> String {
-        config
-            .replace("{listen}", &self.addr.to_string())
-            .replace("{admin}", &self.admin.to_string())
-            .replace("{dir}", &self.dir.path().display().to_string())
+        let ports = Ports {
+            listen: self.addr,
+            admin: self.admin,
+        };
+        render(config, ports, self.dir.path())
     }
 
     /// Sends a signal (`TERM`, `HUP`, ...) to the gateway.
     pub fn signal(&self, name: &str) {
-        if let Some(child) = &self.child {
-            let ok = Command::new("kill")
-                .args([&format!("-{name}"), &child.id().to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "kill -{name} failed");
+        if let Err(e) = self.0.signal(name) {
+            panic!("kill -{name} failed: {e}");
         }
     }
 
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait_exit(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return status.code();
-                }
-            }
-            if start.elapsed() > DEADLINE {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.0.wait_exit(DEADLINE).await.and_then(|s| s.code())
     }
 
     /// `method path` on the admin API with an optional bearer token: (status, body).
     pub async fn admin_call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "admin");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let resp = client::H1::connect(self.admin)
+        self.0
+            .admin_call(method, path, token)
             .await
-            .send(req.body(client::empty()).expect("request"))
-            .await;
-        (
-            resp.status,
-            String::from_utf8_lossy(&resp.body).into_owned(),
-        )
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `GET /status` as JSON.
     pub async fn status(&self, token: Option<&str>) -> serde_json::Value {
-        let (code, body) = self.admin_call("GET", "/status", token).await;
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).expect("status JSON")
+        self.0.status(token).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `config` with `{listen}`, `{admin}` and `{dir}` filled in.
+fn render(config: &str, ports: Ports, dir: &Path) -> String {
+    config
+        .replace("{listen}", &ports.listen.to_string())
+        .replace("{admin}", &ports.admin.to_string())
+        .replace("{dir}", &dir.display().to_string())
 }
 
 /// Runs `gateway <args>` to completion and returns (exit code, stdout, stderr).

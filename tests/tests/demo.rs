@@ -1,11 +1,15 @@
-//! `gateway demo`: starts, answers from a region, fails over when a region is crashed, stops on
-//! Ctrl-C (SIGINT).
+//! The demo (the test bed's `demo` binary, in front of the real `gateway run`): starts, answers
+//! from a region, fails over when a region is crashed through the control listener, and on
+//! Ctrl-C (SIGINT) stops its gateway child and removes its config file.
 
+use std::io::BufRead;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gateway_tests::client::{get_status, H1};
-use gateway_tests::{free_port, gateway_bin, DEADLINE};
+use gateway_tests::{free_port, DEADLINE};
 
 struct Child(std::process::Child);
 
@@ -16,13 +20,36 @@ impl Drop for Child {
     }
 }
 
+/// The children of process `pid`, across all its threads.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 #[tokio::test]
 async fn demo_serves_fails_over_and_stops_on_ctrl_c() {
+    let demo_bin = testbed::launcher::sibling_bin("demo")
+        .unwrap_or_else(|e| panic!("{e}: build it first (`cargo build --workspace --bins`)"));
+    let work = tempfile::tempdir().expect("tmp");
+    let dir = work.path().join("demo");
     let (listen, admin, control) = (free_port(), free_port(), free_port());
     let mut child = Child(
-        Command::new(gateway_bin())
+        Command::new(demo_bin)
             .args([
-                "demo",
                 "--listen",
                 &listen.to_string(),
                 "--admin",
@@ -30,20 +57,58 @@ async fn demo_serves_fails_over_and_stops_on_ctrl_c() {
                 "--control",
                 &control.to_string(),
             ])
+            .arg("--dir")
+            .arg(&dir)
+            .env("GATEWAY_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn demo"),
     );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The banner comes once the gateway is ready.
+    let mut out = String::new();
     let start = Instant::now();
-    while !matches!(get_status(admin, "/readyz").await, Ok((200, _))) {
-        assert!(start.elapsed() < DEADLINE, "demo not ready");
+    while !out.contains("stop with Ctrl-C") {
+        assert!(start.elapsed() < DEADLINE, "no banner in time:\n{out}");
         assert!(
             child.0.try_wait().expect("wait").is_none(),
-            "demo exited early"
+            "demo exited early:\n{out}"
         );
+        while let Ok(line) = lines.try_recv() {
+            out.push_str(&line);
+            out.push('\n');
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        out.contains(&format!("http://{listen}/")),
+        "banner lacks the URL:\n{out}"
+    );
+    let config = std::fs::canonicalize(dir.join("gateway.yaml")).expect("config file");
+    assert!(
+        out.contains(&config.display().to_string()),
+        "banner lacks the config path {}:\n{out}",
+        config.display()
+    );
+    let gateways = children(child.0.id());
+    assert_eq!(gateways.len(), 1, "one gateway child: {gateways:?}");
+    let gateway = gateways[0];
+    assert!(
+        out.contains(&format!("pid {gateway}")),
+        "banner lacks the gateway's pid {gateway}:\n{out}"
+    );
+    assert!(matches!(get_status(admin, "/readyz").await, Ok((200, _))));
 
     let mut c = H1::connect(listen).await;
     let resp = c
@@ -68,7 +133,7 @@ async fn demo_serves_fails_over_and_stops_on_ctrl_c() {
         assert_eq!(resp.json()["region"], "ber");
     }
 
-    // Ctrl-C stops the demo.
+    // Ctrl-C stops the demo, its gateway, and removes the config file.
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
@@ -84,17 +149,18 @@ async fn demo_serves_fails_over_and_stops_on_ctrl_c() {
         assert!(start.elapsed() < DEADLINE, "demo did not stop on SIGINT");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut out = String::new();
-    use std::io::Read;
-    child
-        .0
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read");
+    let start = Instant::now();
+    while process_exists(gateway) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the gateway (pid {gateway}) outlived the demo"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        out.contains(&format!("http://{listen}/")),
-        "banner lacks the URL:\n{out}"
+        !config.exists(),
+        "the demo left {} behind",
+        config.display()
     );
+    assert!(!dir.exists(), "the demo left {} behind", dir.display());
 }

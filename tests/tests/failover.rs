@@ -7,29 +7,25 @@ use gateway_tests::client::{self, get, H1};
 use gateway_tests::dns::TestDns;
 use gateway_tests::{drive, eventually, region, Gateway, Mode, Outcome, RegionServer};
 
-/// Two regions with two endpoints each, probed every `interval`.
-struct Fleet {
-    fra: Vec<RegionServer>,
-    ber: Vec<RegionServer>,
-}
+/// Two regions with two endpoints each (the test bed's fleet), probed every `interval`.
+struct Fleet(testbed::fleet::Fleet);
 
 impl Fleet {
     async fn start() -> Self {
-        Self {
-            fra: vec![region("fra", "fra-1").await, region("fra", "fra-2").await],
-            ber: vec![region("ber", "ber-1").await, region("ber", "ber-2").await],
-        }
+        let fleet = testbed::fleet::Fleet::start(&[("fra", 2), ("ber", 2)]).await;
+        Self(fleet.expect("start simulated regions"))
     }
 
     fn set(&self, name: &str, mode: Mode) {
-        let servers = if name == "fra" { &self.fra } else { &self.ber };
-        for s in servers {
-            s.set_mode(mode.clone());
-        }
+        self.0.set_mode(name, mode).expect("region");
+    }
+
+    fn servers(&self, name: &str) -> &[RegionServer] {
+        self.0.region(name).expect("region")
     }
 
     fn config(&self, probe: &str, route_extra: &str, routes_extra: &str) -> String {
-        let eps = loadtest::region::endpoints_yaml;
+        let eps = gateway_tests::endpoints;
         format!(
             r#"
 listeners:
@@ -37,11 +33,11 @@ listeners:
 admin: {{ bind: "{{admin}}" }}
 regions:
   fra:
-    endpoints: [{fra}]
+    endpoints: {fra}
     probe: {probe}
     passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
   ber:
-    endpoints: [{ber}]
+    endpoints: {ber}
     probe: {probe}
     passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
 routes:
@@ -49,8 +45,8 @@ routes:
     regions: [fra, ber]
     retry: {{ attempts: 3 }}
 {route_extra}"#,
-            fra = eps(&self.fra, "fra"),
-            ber = eps(&self.ber, "ber"),
+            fra = eps(self.servers("fra")),
+            ber = eps(self.servers("ber")),
         )
     }
 }
@@ -272,7 +268,7 @@ async fn residency_all_allowed_regions_down_gives_503_and_nothing_spills() {
     );
     fleet.set("fra", Mode::Refuse);
     eventually("fra down", || async { !region_up(&gw, "fra").await }).await;
-    let ber_before: u64 = fleet.ber.iter().map(|s| s.requests()).sum();
+    let ber_before: u64 = fleet.servers("ber").iter().map(|s| s.requests()).sum();
     for _ in 0..20 {
         let resp = H1::connect(gw.addr).await.send(get("a", "/eu/x")).await;
         assert_eq!(resp.status, 503);
@@ -280,7 +276,7 @@ async fn residency_all_allowed_regions_down_gives_503_and_nothing_spills() {
         assert_eq!(resp.json()["route"], "eu-only");
         assert_eq!(resp.json()["allowed_regions"][0], "fra");
     }
-    let ber_after: u64 = fleet.ber.iter().map(|s| s.requests()).sum();
+    let ber_after: u64 = fleet.servers("ber").iter().map(|s| s.requests()).sum();
     assert_eq!(
         ber_before, ber_after,
         "the disallowed region received requests"
@@ -304,8 +300,16 @@ async fn post_is_not_replayed_after_reaching_a_blackholed_app() {
         .expect("req");
     let resp = c.send(req).await;
     assert_eq!(resp.status, 502, "{:?}", resp.body);
-    let fra_posts: u64 = fleet.fra.iter().map(|s| s.unsafe_requests()).sum();
-    let ber_posts: u64 = fleet.ber.iter().map(|s| s.unsafe_requests()).sum();
+    let fra_posts: u64 = fleet
+        .servers("fra")
+        .iter()
+        .map(|s| s.unsafe_requests())
+        .sum();
+    let ber_posts: u64 = fleet
+        .servers("ber")
+        .iter()
+        .map(|s| s.unsafe_requests())
+        .sum();
     assert_eq!(
         (fra_posts, ber_posts),
         (1, 0),
@@ -329,7 +333,11 @@ async fn post_is_retried_on_connect_failure() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-region"), Some("ber"));
     assert_eq!(resp.json()["body_bytes"], 8);
-    let ber_posts: u64 = fleet.ber.iter().map(|s| s.unsafe_requests()).sum();
+    let ber_posts: u64 = fleet
+        .servers("ber")
+        .iter()
+        .map(|s| s.unsafe_requests())
+        .sum();
     assert_eq!(ber_posts, 1);
 }
 

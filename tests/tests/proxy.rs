@@ -108,7 +108,7 @@ async fn chunked_upload_and_large_streamed_download() {
     assert_eq!(resp.status, 200);
     let echo = resp.json();
     assert_eq!(echo["body_bytes"], 8 * 1024 * 1024);
-    assert_eq!(echo["body_checksum"], loadtest::region::body_checksum(&all));
+    assert_eq!(echo["body_checksum"], testbed::region::body_checksum(&all));
     assert_eq!(echo["headers"]["transfer-encoding"][0], "chunked");
 
     // 32 MiB download, streamed by the upstream in chunks.

@@ -36,7 +36,7 @@ impl Fleet {
     }
 
     fn config(&self, keys: &str, ttl: &str) -> String {
-        let eps = loadtest::region::endpoints_yaml;
+        let eps = gateway_tests::endpoints;
         format!(
             r#"
 listeners:
@@ -45,10 +45,10 @@ admin: {{ bind: "{{admin}}" }}
 sticky_keys: {keys}
 regions:
   fra:
-    endpoints: [{fra}]
+    endpoints: {fra}
     probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
   ber:
-    endpoints: [{ber}]
+    endpoints: {ber}
     probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
 routes:
   - name: ret
@@ -65,8 +65,8 @@ routes:
     failback: {{ hold_down: 300ms }}
     sticky: {{ ttl: {ttl}, on_failback: stay }}
 "#,
-            fra = eps(&self.fra, "fra"),
-            ber = eps(&self.ber, "ber"),
+            fra = eps(&self.fra),
+            ber = eps(&self.ber),
         )
     }
 }

@@ -1,5 +1,9 @@
 //! A simulated regional app: HTTP/1.1 and h2c, with fault injection switched at run time.
 //!
+//! One [`RegionServer`] is one endpoint; [`crate::fleet::Fleet`] groups them into regions and
+//! owns the one control API (`POST /{region}/{mode}`). In-process callers switch a server with
+//! [`RegionServer::set_mode`].
+//!
 //! Every response names the region and endpoint that answered (`x-region`, `x-endpoint` headers
 //! and the JSON body). Paths:
 //!
@@ -52,6 +56,7 @@ impl std::str::FromStr for Mode {
     type Err = String;
 
     /// Parses `ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset` or `flap=300ms`.
+    /// Delays are durations as in the config (`500ms`, `2s`); a bare number is milliseconds.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('=') {
             None => match s {
@@ -67,19 +72,43 @@ impl std::str::FromStr for Mode {
                 .filter(|c| (100..600).contains(c))
                 .map(Self::Status)
                 .ok_or_else(|| format!("bad status `{code}`")),
-            Some(("slow", ms)) => ms
-                .trim_end_matches("ms")
-                .parse::<u64>()
-                .map(|ms| Self::Slow(Duration::from_millis(ms)))
-                .map_err(|_| format!("bad delay `{ms}` (milliseconds, e.g. `slow=500ms`)")),
-            Some(("flap", ms)) => ms
-                .trim_end_matches("ms")
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms > 0)
-                .map(|ms| Self::Flap(Duration::from_millis(ms)))
-                .ok_or_else(|| format!("bad period `{ms}` (milliseconds, e.g. `flap=300ms`)")),
+            Some(("slow", delay)) => mode_delay(delay)
+                .map(Self::Slow)
+                .map_err(|e| format!("bad delay `{delay}` ({e}; e.g. `slow=500ms`)")),
+            Some(("flap", period)) => mode_delay(period)
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err("must be above zero".to_string())
+                    } else {
+                        Ok(d)
+                    }
+                })
+                .map(Self::Flap)
+                .map_err(|e| format!("bad period `{period}` ({e}; e.g. `flap=300ms`)")),
             Some((other, _)) => Err(format!("unknown mode `{other}`")),
+        }
+    }
+}
+
+/// A mode's delay: a config duration (`500ms`, `2s`), or a bare number of milliseconds.
+fn mode_delay(text: &str) -> Result<Duration, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return gateway_config::parse_duration(&format!("{text}ms"));
+    }
+    gateway_config::parse_duration(text)
+}
+
+impl std::fmt::Display for Mode {
+    /// The form [`Mode::from_str`](std::str::FromStr) parses, as used in the control API's paths.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ok => f.write_str("ok"),
+            Self::Refuse => f.write_str("refuse"),
+            Self::Blackhole => f.write_str("blackhole"),
+            Self::Status(code) => write!(f, "status={code}"),
+            Self::Slow(d) => write!(f, "slow={}ms", d.as_millis()),
+            Self::Reset => f.write_str("reset"),
+            Self::Flap(d) => write!(f, "flap={}ms", d.as_millis()),
         }
     }
 }
@@ -107,6 +136,7 @@ pub struct Identity {
 /// A running simulated endpoint. Dropping the handle does not stop it; call [`Self::shutdown`].
 pub struct RegionServer {
     addr: SocketAddr,
+    identity: Arc<Identity>,
     counters: Arc<Counters>,
     requested: std::sync::Mutex<(Mode, Option<tokio::task::JoinHandle<()>>)>,
     mode: watch::Sender<Mode>,
@@ -125,13 +155,14 @@ impl RegionServer {
         let task = tokio::spawn(accept_loop(
             listener,
             addr,
-            identity,
+            identity.clone(),
             counters.clone(),
             mode_rx,
             stop_rx,
         ));
         Ok(Self {
             addr,
+            identity,
             counters,
             requested: std::sync::Mutex::new((Mode::Ok, None)),
             mode,
@@ -148,6 +179,11 @@ impl RegionServer {
     /// The address the endpoint listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The region and endpoint id this endpoint answers as.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Switches behaviour; takes effect for new requests (and, for `Refuse`, closes the port).
@@ -502,74 +538,38 @@ fn websocket(mut req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     with_identity(id, resp)
 }
 
-/// A YAML flow list of `servers` as gateway endpoints with ids `<name>-1`, `<name>-2`, ...
-pub fn endpoints_yaml(servers: &[RegionServer], name: &str) -> String {
-    servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{{ id: {name}-{}, address: \"{}\" }}", i + 1, s.addr()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+    use std::time::Duration;
 
-/// Serves the control API of a set of endpoints on `listener`: `POST /mode/{mode}` switches all
-/// of them (`ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset`, `flap=300ms`);
-/// `GET /mode` tells the current one; `GET /stats` gives request counts.
-pub async fn serve_control(listener: TcpListener, servers: Arc<Vec<RegionServer>>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let servers = servers.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let servers = servers.clone();
-                async move { Ok::<_, Infallible>(control(&servers, &req)) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+    #[test]
+    fn modes_parse_and_print_the_same_text() {
+        for text in [
+            "ok",
+            "refuse",
+            "blackhole",
+            "status=503",
+            "slow=500ms",
+            "reset",
+            "flap=300ms",
+        ] {
+            let mode: Mode = text.parse().expect(text);
+            assert_eq!(mode.to_string(), text);
+        }
     }
-}
 
-fn control(servers: &[RegionServer], req: &Request<Incoming>) -> Response<AppBody> {
-    let reply = |status: StatusCode, body: String| {
-        let mut r = Response::new(full(body));
-        *r.status_mut() = status;
-        r
-    };
-    let path = req.uri().path();
-    match (req.method().as_str(), path) {
-        ("GET", "/mode") => {
-            let mode = servers
-                .first()
-                .map(|s| format!("{:?}", s.requested_mode()))
-                .unwrap_or_default();
-            reply(StatusCode::OK, format!("{mode}\n"))
-        }
-        ("GET", "/stats") => {
-            let stats: Vec<serde_json::Value> = servers
-                .iter()
-                .map(|s| serde_json::json!({"addr": s.addr().to_string(), "requests": s.requests(), "unsafe_requests": s.unsafe_requests()}))
-                .collect();
-            reply(
-                StatusCode::OK,
-                format!("{}\n", serde_json::Value::from(stats)),
-            )
-        }
-        ("POST", p) if p.starts_with("/mode/") => match p["/mode/".len()..].parse::<Mode>() {
-            Ok(mode) => {
-                for s in servers {
-                    s.set_mode(mode.clone());
-                }
-                reply(StatusCode::OK, format!("{mode:?}\n"))
-            }
-            Err(e) => reply(StatusCode::BAD_REQUEST, format!("{e}\n")),
-        },
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "use POST /mode/{mode}, GET /mode or GET /stats\n".into(),
-        ),
+    #[test]
+    fn delays_are_config_durations_and_a_bare_number_is_milliseconds() {
+        assert_eq!("slow=2s".parse(), Ok(Mode::Slow(Duration::from_secs(2))));
+        assert_eq!(
+            "slow=500".parse(),
+            Ok(Mode::Slow(Duration::from_millis(500)))
+        );
+        assert_eq!("flap=1m".parse(), Ok(Mode::Flap(Duration::from_secs(60))));
+        assert!("flap=0ms".parse::<Mode>().is_err());
+        assert!("slow=soon".parse::<Mode>().is_err());
+        assert!("status=99".parse::<Mode>().is_err());
+        assert!("melt".parse::<Mode>().is_err());
     }
 }
