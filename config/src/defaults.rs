@@ -18,6 +18,12 @@ pub const UPSTREAM_KEEPALIVE_POOL: usize = 128;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// `server.grace_period`.
 pub const GRACE_PERIOD: &str = "10s";
+/// `server.max_in_flight`.
+pub const MAX_IN_FLIGHT: u32 = 10_000;
+/// `regions.<name>.passive.max_ejected`.
+pub const MAX_EJECTED: &str = "50%";
+/// `routes[].on_all_down`.
+pub const ON_ALL_DOWN: &str = "fail_open";
 /// `regions.<name>.h2_streams`.
 pub const H2_STREAMS: usize = 100;
 /// `regions.<name>.tls.verify`.

@@ -203,6 +203,8 @@ pub struct ServerSettings {
     pub request_id_header: String,
     /// Time given to in-flight requests on shutdown.
     pub grace_period: Duration,
+    /// Requests in flight through the process at most.
+    pub max_in_flight: u32,
 }
 
 /// A region with its endpoints and health settings.
@@ -226,6 +228,8 @@ pub struct Region {
     pub min_healthy: MinHealthy,
     /// Passive ejection settings.
     pub passive: PassiveSettings,
+    /// Requests in flight to the region at most, if limited.
+    pub capacity: Option<u32>,
 }
 
 /// An endpoint of a region.
@@ -362,6 +366,9 @@ pub struct PassiveSettings {
     pub ejection: Duration,
     /// Ejection time cap.
     pub max_ejection: Duration,
+    /// Share of the region's endpoints passive ejection may have ejected at once, per mille
+    /// (at least one endpoint).
+    pub max_ejected_permille: u32,
 }
 
 /// A route.
@@ -385,6 +392,20 @@ pub struct Route {
     pub timeouts: RouteTimeouts,
     /// Sticky sessions, if enabled.
     pub sticky: Option<StickySettings>,
+    /// What the route does when every allowed region looks down.
+    pub on_all_down: OnAllDown,
+    /// Requests in flight on the route at most, if limited.
+    pub max_in_flight: Option<u32>,
+}
+
+/// What a route does when every allowed region looks down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAllDown {
+    /// Try the allowed regions' endpoints anyway, in tier order (drained regions excepted):
+    /// health checks may be wrong, the apps probably are fine.
+    FailOpen,
+    /// Answer 503 at once.
+    Reject,
 }
 
 /// What hosts a route matches.

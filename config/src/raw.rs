@@ -128,6 +128,11 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::GRACE_PERIOD))]
     pub grace_period: Option<String>,
+    /// Requests in flight through this process at most (admission control): above it a
+    /// request gets a fast `503` (overloaded) with `Retry-After` (default 10000).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_IN_FLIGHT))]
+    pub max_in_flight: Option<u32>,
 }
 
 /// A regional cluster.
@@ -136,6 +141,11 @@ pub struct RawServer {
 pub struct RawRegion {
     /// The region's endpoints.
     pub endpoints: Vec<RawEndpoint>,
+    /// Requests in flight to this region through this gateway at most (absent: no limit).
+    /// When the active tier is full the excess spills to the next tier of the route (never
+    /// outside `allowed_regions`); with every tier full it is shed with a `503` (overloaded).
+    #[serde(default)]
+    pub capacity: Option<u32>,
     /// TLS to the upstream; absent means plaintext.
     #[serde(default)]
     pub tls: Option<RawUpstreamTls>,
@@ -300,6 +310,12 @@ pub struct RawPassive {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_EJECTION))]
     pub max_ejection: Option<String>,
+    /// Share of the region's endpoints that timeouts may have ejected at once (default `50%`;
+    /// one endpoint may always be ejected, even in a region of two). Refusals, resets and 5xx
+    /// are the upstream's own answer and eject without this cap.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_EJECTED))]
+    pub max_ejected: Option<String>,
 }
 
 /// A route.
@@ -328,6 +344,14 @@ pub struct RawRoute {
     /// Sticky sessions.
     #[serde(default)]
     pub sticky: Option<RawSticky>,
+    /// When every allowed region looks down: `fail_open` (default) still tries their
+    /// endpoints in tier order (a 502 after trying), `reject` answers 503 at once.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::ON_ALL_DOWN))]
+    pub on_all_down: Option<String>,
+    /// Requests in flight on this route at most (absent: only `server.max_in_flight`).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// Request matching.

@@ -452,6 +452,18 @@ impl<'a> Validator<'a> {
                 raw.and_then(|s| s.grace_period.as_ref()),
                 duration(defaults::GRACE_PERIOD),
             ),
+            max_in_flight: match raw.and_then(|s| s.max_in_flight) {
+                None => defaults::MAX_IN_FLIGHT,
+                Some(0) => {
+                    self.err(
+                        "server.max_in_flight",
+                        "0 would refuse every request",
+                        "use a positive number, such as 10000",
+                    );
+                    defaults::MAX_IN_FLIGHT
+                }
+                Some(n) => n,
+            },
         }
     }
 
@@ -598,6 +610,7 @@ impl<'a> Validator<'a> {
                 checks,
                 min_healthy,
                 passive,
+                capacity: self.positive_limit(&format!("{p}.capacity"), r.capacity),
             });
         }
         out
@@ -806,7 +819,26 @@ impl<'a> Validator<'a> {
             ),
             ejection,
             max_ejection,
+            max_ejected_permille: self.percent(
+                &format!("{p}.max_ejected"),
+                raw.and_then(|r| r.max_ejected.as_ref()),
+                crate::values::parse_percent_permille(defaults::MAX_EJECTED).unwrap_or(500),
+                1000,
+            ),
         }
+    }
+
+    /// An optional limit that must be positive when given.
+    fn positive_limit(&mut self, path: &str, value: Option<u32>) -> Option<u32> {
+        if value == Some(0) {
+            self.err(
+                path,
+                "0 would refuse every request",
+                "use a positive number, or leave it out for no limit",
+            );
+            return None;
+        }
+        value
     }
 
     fn sticky_keys(&mut self, raw: &[RawStickyKey]) -> Vec<StickyKey> {
@@ -1021,6 +1053,19 @@ impl<'a> Validator<'a> {
                 retry,
                 timeouts,
                 sticky,
+                on_all_down: match r.on_all_down.as_deref() {
+                    None | Some("fail_open") => OnAllDown::FailOpen,
+                    Some("reject") => OnAllDown::Reject,
+                    Some(other) => {
+                        self.err(
+                            &format!("{p}.on_all_down"),
+                            format!("unknown value `{other}`"),
+                            "use `fail_open` or `reject`",
+                        );
+                        OnAllDown::FailOpen
+                    }
+                },
+                max_in_flight: self.positive_limit(&format!("{p}.max_in_flight"), r.max_in_flight),
             });
         }
         out

@@ -398,6 +398,8 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "drained_for_ms": r.health.drain_remaining().map(millis),
                 "up_for_ms": r.health.up_for(&s.hub).map(millis),
                 "healthy_endpoints": healthy,
+                "capacity": r.capacity,
+                "in_flight": r.health.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 "min_healthy": needed,
                 "endpoints": members.endpoints.iter().map(|e| {
                     let st = e.status();
@@ -430,6 +432,13 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "tiers": p.route.tiers.iter().map(|t| t.regions.iter().map(|(n, w)| json!({"region": n.as_str(), "weight": w.get()})).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 "allowed_regions": p.route.allowed_regions.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                 "active_tier": active,
+                "on_all_down": match p.route.on_all_down {
+                    gateway_config::OnAllDown::FailOpen => "fail_open",
+                    gateway_config::OnAllDown::Reject => "reject",
+                },
+                "failing_open": active.is_none() && p.route.on_all_down == gateway_config::OnAllDown::FailOpen,
+                "max_in_flight": p.route.max_in_flight,
+                "in_flight": p.failover.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 "active_regions": active.map(|t| p.tier_health[t].iter().filter(|r| r.is_up()).map(|r| r.name.to_string()).collect::<Vec<_>>()),
             })
         }).collect::<Vec<_>>(),

@@ -9,11 +9,15 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::admission::ShedReason;
+
 /// The gateway's own answer to a request that failed before its response started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorPage {
     /// Every allowed region of the route is down: 503 with `Retry-After` (residency).
     AllRegionsDown,
+    /// Shed by admission control: 503 with `Retry-After`, `"error": "overloaded"`.
+    Overloaded(ShedReason),
     /// The upstream failed (connect, reset, 5xx that could not be retried): 502.
     UpstreamFailed,
     /// The upstream timed out (or the request's deadline passed): 504.
@@ -57,7 +61,7 @@ impl ErrorPage {
     /// The status to answer with; 0 when there is no one to answer.
     pub(crate) fn status(self) -> u16 {
         match self {
-            Self::AllRegionsDown => 503,
+            Self::AllRegionsDown | Self::Overloaded(_) => 503,
             Self::UpstreamFailed => 502,
             Self::UpstreamTimeout => 504,
             Self::Status(code) => code,
@@ -71,6 +75,7 @@ impl ErrorPage {
     pub(crate) fn message(self) -> &'static str {
         match self {
             Self::AllRegionsDown => "no allowed region is up",
+            Self::Overloaded(_) => "overloaded",
             Self::UpstreamFailed => "upstream failed",
             Self::UpstreamTimeout => "upstream timeout",
             Self::Status(_) => "error",

@@ -93,6 +93,8 @@ pub struct RouteFailover {
     pub budget: RetryBudget,
     /// Rotates weighted choices within a tier.
     tickets: AtomicUsize,
+    /// Requests in flight on the route (admission control).
+    pub in_flight: Arc<AtomicUsize>,
     /// The tier layout `active` indexes into: region names per tier, sorted.
     tiers: Vec<Vec<String>>,
 }
@@ -136,6 +138,11 @@ impl FailoverBook {
             active: AtomicActive::new(active),
             budget: RetryBudget::new(budget_permille),
             tickets: AtomicUsize::new(0),
+            // A new tier layout is a new state; the requests in flight stay counted.
+            in_flight: routes
+                .get(route)
+                .map(|old| old.in_flight.clone())
+                .unwrap_or_default(),
             tiers,
         });
         routes.insert(route.clone(), state.clone());
@@ -157,7 +164,7 @@ impl FailoverBook {
         let kind = event.kind.as_str();
         match event.kind {
             SwitchKind::AllDown => {
-                tracing::warn!(route = %event.route, from = ?event.from, cause = %event.cause, elapsed_ms, "route has no region up: answering 503")
+                tracing::warn!(route = %event.route, from = ?event.from, cause = %event.cause, elapsed_ms, "route has no region up")
             }
             _ => {
                 tracing::warn!(route = %event.route, from = ?event.from, to = ?event.to, kind, cause = %event.cause, elapsed_ms, "route switched regions")

@@ -6,6 +6,7 @@
 //! for its fuzz target), so the dead-code lint sees everything.
 
 pub(crate) mod admin;
+pub(crate) mod admission;
 pub(crate) mod app;
 mod errors;
 pub(crate) mod failover;

@@ -3,10 +3,13 @@
 //! Each request loads the current [`RoutingSnapshot`] once, in `new_ctx`, and keeps it to the
 //! end, so a reload never changes the rules under a request in flight.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use gateway_config::OnAllDown;
+use gateway_health::Failure;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -19,19 +22,43 @@ use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
-use crate::selection::{choose, has_untried, Choice, NoChoice};
+use crate::admission::{ShedReason, Slot};
+use crate::selection::{
+    choose, choose_fail_open, has_untried, has_untried_fail_open, Choice, NoChoice,
+};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 use crate::sticky::affinity::Affinity;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// Requests in flight through the process (admission control).
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl GatewayProxy {
     /// A proxy that reads routing from `snapshot` (swapped on reload).
     pub fn new(snapshot: Arc<ArcSwap<RoutingSnapshot>>) -> Self {
-        Self { snapshot }
+        Self {
+            snapshot,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Admits the request into the process's and the route's in-flight limits, or says which
+    /// one is full.
+    fn admit(&self, ctx: &mut RequestCtx) -> Result<(), ShedReason> {
+        let limit = ctx.snapshot.config.server.max_in_flight as usize;
+        let process = Slot::try_enter(&self.in_flight, limit).ok_or(ShedReason::Process)?;
+        if let Some(plan) = ctx.plan() {
+            if let Some(limit) = plan.route.max_in_flight {
+                let route = Slot::try_enter(&plan.failover.in_flight, limit as usize)
+                    .ok_or(ShedReason::Route)?;
+                ctx.admitted.push(route);
+            }
+        }
+        ctx.admitted.push(process);
+        Ok(())
     }
 }
 
@@ -55,6 +82,12 @@ pub struct RequestCtx {
     /// The route's total deadline (`timeouts.request`), unless off or the request upgrades.
     deadline: Option<Instant>,
     started: Instant,
+    /// Held while the request is in flight (process and route limits).
+    admitted: Vec<Slot>,
+    /// Held while the current attempt is in flight to its region (capacity).
+    region_slot: Option<Slot>,
+    /// Every allowed region looked down and the route fails open: attempts ignore health.
+    fail_open: bool,
 }
 
 /// Where the response to the client stands. Before its header goes out, a failure may still be
@@ -78,11 +111,9 @@ impl RequestCtx {
         self.plan().map(|p| &*p.route.name).unwrap_or("-")
     }
 
-    /// Whether another attempt is allowed by the route's attempt count and retry budget.
-    fn may_retry(&self) -> bool {
-        self.may_retry_with(true)
-    }
-
+    /// Whether another attempt is allowed by the route's attempt count and, when
+    /// `budgeted`, the retry budget.
+    ///
     /// `budgeted: false` is for requests stuck on an endpoint that health has just marked down:
     /// they are bounded by the requests in flight, and moving them to a healthy region is the
     /// failover itself, so they do not spend the budget that protects a sick fleet.
@@ -92,7 +123,11 @@ impl RequestCtx {
         };
         let retries_done = self.tried.len().saturating_sub(1) as u32;
         retries_done < plan.route.retry.attempts
-            && has_untried(&self.snapshot, plan, &self.tried)
+            && if self.fail_open {
+                has_untried_fail_open(&self.snapshot, plan, &self.tried)
+            } else {
+                has_untried(&self.snapshot, plan, &self.tried)
+            }
             && (!budgeted || plan.failover.budget.try_retry())
     }
 
@@ -102,7 +137,12 @@ impl RequestCtx {
 }
 
 /// The facts about the current attempt that the retry decision needs.
-fn attempt_facts(session: &Session, ctx: &RequestCtx, marked_down: bool) -> retry::Attempt {
+fn attempt_facts(
+    session: &Session,
+    ctx: &RequestCtx,
+    marked_down: bool,
+    failing: bool,
+) -> retry::Attempt {
     retry::Attempt {
         idempotent: session.req_header().method.is_idempotent(),
         body_replayable: !session.as_ref().retry_buffer_truncated(),
@@ -110,6 +150,7 @@ fn attempt_facts(session: &Session, ctx: &RequestCtx, marked_down: bool) -> retr
         response_started: ctx.response == ResponsePhase::Started
             || session.response_written().is_some(),
         endpoint_marked_down: marked_down,
+        endpoint_failing: failing,
     }
 }
 
@@ -148,6 +189,9 @@ impl ProxyHttp for GatewayProxy {
             response: ResponsePhase::NotStarted,
             deadline: None,
             started: Instant::now(),
+            admitted: Vec::new(),
+            region_slot: None,
+            fail_open: false,
         }
     }
 
@@ -174,6 +218,13 @@ impl ProxyHttp for GatewayProxy {
                 json_string(req.uri.path())
             );
             respond_json(session, request_id(ctx), 404, body).await?;
+            return Ok(true);
+        }
+        if let Err(reason) = self.admit(ctx) {
+            if let Some(plan) = ctx.plan() {
+                plan.metrics.shed(reason);
+            }
+            respond_json(session, request_id(ctx), 503, overloaded_body(ctx, reason)).await?;
             return Ok(true);
         }
         if let Some(limit) = ctx.plan().and_then(|p| p.route.timeouts.request) {
@@ -203,7 +254,8 @@ impl ProxyHttp for GatewayProxy {
         ctx.status_retry = false;
         let snapshot = ctx.snapshot.clone();
         let plan = ctx
-            .plan()
+            .route
+            .and_then(|r| snapshot.routes.get(r))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         let sticky_choice = match (&ctx.sticky, &plan.route.sticky) {
             (Some(affinity), Some(settings)) => {
@@ -211,14 +263,39 @@ impl ProxyHttp for GatewayProxy {
             }
             _ => None,
         };
-        let choice = match sticky_choice
-            .map(Ok)
-            .unwrap_or_else(|| choose(&snapshot, plan, &ctx.tried))
-        {
+        let chosen = match sticky_choice {
+            Some(choice) => Ok(choice),
+            None if ctx.fail_open => {
+                choose_fail_open(&snapshot, plan, &ctx.tried).ok_or(NoChoice::Exhausted)
+            }
+            None => match choose(&snapshot, plan, &ctx.tried) {
+                Err(NoChoice::AllRegionsDown) if plan.route.on_all_down == OnAllDown::FailOpen => {
+                    // Health may be wrong (the apps are probably fine): try the allowed
+                    // regions' endpoints in tier order rather than failing everyone at once.
+                    match choose_fail_open(&snapshot, plan, &ctx.tried) {
+                        Some(choice) => {
+                            ctx.fail_open = true;
+                            plan.metrics.failed_open();
+                            tracing::debug!(route = %plan.route.name, "every allowed region looks down: failing open");
+                            Ok(choice)
+                        }
+                        None => Err(NoChoice::AllRegionsDown),
+                    }
+                }
+                other => other,
+            },
+        };
+        let choice = match chosen {
             Ok(choice) => choice,
             Err(NoChoice::AllRegionsDown) => {
                 let message = format!("route {}: no allowed region is up", plan.route.name);
                 ctx.refusal = Some(ErrorPage::AllRegionsDown);
+                return Err(Error::explain(ErrorType::HTTPStatus(503), message));
+            }
+            Err(NoChoice::AtCapacity) => {
+                plan.metrics.shed(ShedReason::Capacity);
+                ctx.refusal = Some(ErrorPage::Overloaded(ShedReason::Capacity));
+                let message = format!("route {}: every allowed region is at capacity", plan.route.name);
                 return Err(Error::explain(ErrorType::HTTPStatus(503), message));
             }
             Err(NoChoice::Exhausted) => {
@@ -245,6 +322,8 @@ impl ProxyHttp for GatewayProxy {
         let peer =
             crate::peer::for_attempt(&choice, &timeouts, read_timeout, session.is_upgrade_req());
         plan.metrics.attempt(choice.region, !ctx.tried.is_empty());
+        // The previous attempt's slot is released as this one takes its own.
+        ctx.region_slot = Some(Slot::enter(&snapshot.regions[choice.region].health.in_flight));
         ctx.tried.push(choice);
         Ok(Box::new(peer))
     }
@@ -262,17 +341,21 @@ impl ProxyHttp for GatewayProxy {
             }
             return Ok(());
         }
-        if let Some(c) = ctx.current() {
-            c.endpoint.report_failure();
-        }
+        let failing = ctx
+            .current()
+            .is_some_and(|c| c.endpoint.report_failure(Failure::Definite).failing());
         let retry = ctx.plan().map(|p| {
             retry::decide(
                 retry::Failure::Status(status),
-                attempt_facts(session, ctx, false),
+                attempt_facts(session, ctx, false, failing),
                 &p.route.retry,
             )
         });
-        if retry == Some(retry::Retry::Yes { budgeted: true }) && ctx.may_retry() {
+        let allowed = match retry {
+            Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
+            _ => false,
+        };
+        if allowed {
             ctx.status_retry = true;
             ctx.last_failure = Some(ErrorType::HTTPStatus(status));
             let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
@@ -350,19 +433,26 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(c) = ctx.current() {
-            c.endpoint.report_failure();
-        }
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout => Failure::Timeout,
+            _ => Failure::Definite,
+        };
+        let failing = ctx
+            .current()
+            .is_some_and(|c| c.endpoint.report_failure(kind).failing());
         ctx.last_failure = Some(e.etype().clone());
         // Nothing reached the app, so any method may be retried on another endpoint.
         let retry = ctx.plan().map(|p| {
             retry::decide(
                 retry::Failure::Connect,
-                attempt_facts(session, ctx, false),
+                attempt_facts(session, ctx, false, failing),
                 &p.route.retry,
             )
         });
-        e.set_retry(matches!(retry, Some(retry::Retry::Yes { .. })) && ctx.may_retry());
+        e.set_retry(match retry {
+            Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
+            _ => false,
+        });
         e
     }
 
@@ -392,13 +482,15 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.last_failure = Some(e.etype().clone());
         let marked_down = !current.endpoint.is_routable();
-        if !marked_down {
-            current.endpoint.report_failure();
-        }
+        let kind = match failure {
+            retry::Failure::Timeout => Failure::Timeout,
+            _ => Failure::Definite,
+        };
+        let failing = !marked_down && current.endpoint.report_failure(kind).failing();
         let decision = ctx.plan().map(|p| {
             retry::decide(
                 failure,
-                attempt_facts(session, ctx, marked_down),
+                attempt_facts(session, ctx, marked_down, failing),
                 &p.route.retry,
             )
         });
@@ -450,7 +542,9 @@ impl ProxyHttp for GatewayProxy {
         let code = page.status();
         if code > 0 {
             let message = page.message();
-            let body = if page == ErrorPage::AllRegionsDown {
+            let body = if let ErrorPage::Overloaded(reason) = page {
+                overloaded_body(ctx, reason)
+            } else if page == ErrorPage::AllRegionsDown {
                 let allowed: Vec<String> = ctx
                     .plan()
                     .map(|p| {
@@ -549,6 +643,15 @@ impl GatewayProxy {
         }
         Ok(())
     }
+}
+
+/// The JSON body of an overloaded 503.
+fn overloaded_body(ctx: &RequestCtx, reason: ShedReason) -> String {
+    format!(
+        "{{\"error\":\"overloaded\",\"route\":{},\"reason\":\"{}\"}}\n",
+        json_string(ctx.route_name()),
+        reason.label()
+    )
 }
 
 /// The request id header (name and value) to echo on the gateway's own answers.

@@ -46,6 +46,9 @@ pub(crate) struct Attempt {
     pub response_started: bool,
     /// Health marked the endpoint down while the request waited on it.
     pub endpoint_marked_down: bool,
+    /// Passive health counts the endpoint as failing: this failure ejected it, or would have
+    /// but for the region's `max_ejected` cap. Moving away from it is failover, not a storm.
+    pub endpoint_failing: bool,
 }
 
 /// The answer.
@@ -62,6 +65,13 @@ pub(crate) enum Retry {
 
 /// Whether the failed attempt may be retried (attempt count and budget still to be checked).
 pub(crate) fn decide(failure: Failure, attempt: Attempt, policy: &RetryPolicy) -> Retry {
+    match decide_budgeted(failure, attempt, policy) {
+        Retry::Yes { .. } if attempt.endpoint_failing => Retry::Yes { budgeted: false },
+        other => other,
+    }
+}
+
+fn decide_budgeted(failure: Failure, attempt: Attempt, policy: &RetryPolicy) -> Retry {
     let replayable = attempt.idempotent && attempt.body_replayable;
     let budgeted = Retry::Yes { budgeted: true };
     if attempt.response_started || failure == Failure::Client {
@@ -117,6 +127,7 @@ mod tests {
         header_sent: true,
         response_started: false,
         endpoint_marked_down: false,
+        endpoint_failing: false,
     };
     const POST: Attempt = Attempt {
         idempotent: false,
@@ -209,6 +220,48 @@ mod tests {
                 Attempt {
                     endpoint_marked_down: true,
                     ..POST
+                },
+                false,
+                Retry::No,
+            ),
+            // An endpoint passive health counts as failing (ejected now, or held in by the
+            // ejection cap): leaving it is failover, outside the budget; the rules stay.
+            (
+                "GET refused by a failing endpoint",
+                Failure::Connect,
+                Attempt {
+                    endpoint_failing: true,
+                    ..GET
+                },
+                false,
+                FREE,
+            ),
+            (
+                "GET 503 from a failing endpoint",
+                Failure::Status(503),
+                Attempt {
+                    endpoint_failing: true,
+                    ..GET
+                },
+                false,
+                FREE,
+            ),
+            (
+                "POST 503 from a failing endpoint",
+                Failure::Status(503),
+                Attempt {
+                    endpoint_failing: true,
+                    ..POST
+                },
+                false,
+                Retry::No,
+            ),
+            (
+                "GET 500 from a failing endpoint (not a retried status)",
+                Failure::Status(500),
+                Attempt {
+                    endpoint_failing: true,
+                    ..GET
                 },
                 false,
                 Retry::No,

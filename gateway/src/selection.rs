@@ -49,6 +49,8 @@ impl Choice {
 pub enum NoChoice {
     /// No region of the route is up (the residency 503).
     AllRegionsDown,
+    /// Regions are up but every one is at its capacity (an overloaded 503).
+    AtCapacity,
     /// Every healthy candidate was tried already.
     Exhausted,
 }
@@ -66,7 +68,17 @@ pub fn choose(
             .into_iter()
             .find_map(|region| pick_endpoint(snapshot, region, tried))
             .or_else(|| any_endpoint(snapshot, plan, active.unwrap_or(0), tried))
-            .ok_or(NoChoice::AllRegionsDown);
+            .ok_or_else(|| {
+                let full = plan.tiers.iter().flatten().any(|(r, _)| {
+                    let target = &snapshot.regions[*r];
+                    target.health.is_up() && !target.has_room()
+                });
+                if full {
+                    NoChoice::AtCapacity
+                } else {
+                    NoChoice::AllRegionsDown
+                }
+            });
     }
     any_endpoint(snapshot, plan, active.unwrap_or(0), tried).ok_or(NoChoice::Exhausted)
 }
@@ -82,6 +94,45 @@ pub fn has_untried(snapshot: &RoutingSnapshot, plan: &RoutePlan, tried: &[Choice
                 .endpoints
                 .iter()
                 .any(|e| e.is_routable() && !tried.iter().any(|c| Arc::ptr_eq(&c.endpoint, e)))
+    })
+}
+
+/// Fail-open (every allowed region looks down, `on_all_down: fail_open`): the next untried
+/// endpoint in tier order, whatever health says, never in a drained region (a drain is an
+/// operator's decision, not a guess) nor one at capacity.
+pub fn choose_fail_open(
+    snapshot: &RoutingSnapshot,
+    plan: &RoutePlan,
+    tried: &[Choice],
+) -> Option<Choice> {
+    fail_open_candidates(snapshot, plan, tried).next()
+}
+
+/// Whether fail-open has an endpoint left to try.
+pub fn has_untried_fail_open(
+    snapshot: &RoutingSnapshot,
+    plan: &RoutePlan,
+    tried: &[Choice],
+) -> bool {
+    fail_open_candidates(snapshot, plan, tried).next().is_some()
+}
+
+fn fail_open_candidates<'a>(
+    snapshot: &'a RoutingSnapshot,
+    plan: &'a RoutePlan,
+    tried: &'a [Choice],
+) -> impl Iterator<Item = Choice> + 'a {
+    plan.tiers.iter().flatten().flat_map(move |(region, _)| {
+        let target = &snapshot.regions[*region];
+        let members = target.health.members();
+        let open = target.health.drain_remaining().is_none() && target.has_room();
+        let candidates: Vec<Choice> = members
+            .endpoints
+            .iter()
+            .filter(|e| open && !tried.iter().any(|c| Arc::ptr_eq(&c.endpoint, e)))
+            .filter_map(|e| Choice::of(*region, e, &members))
+            .collect();
+        candidates
     })
 }
 
@@ -118,7 +169,10 @@ fn tier_order(plan: &RoutePlan, tier: usize, snapshot: &RoutingSnapshot) -> Vec<
     let up: Vec<(RegionIndex, u32)> = regions
         .iter()
         .copied()
-        .filter(|(r, _)| snapshot.regions[*r].health.is_up())
+        .filter(|(r, _)| {
+            let target = &snapshot.regions[*r];
+            target.health.is_up() && target.has_room()
+        })
         .collect();
     if up.len() <= 1 {
         return up.into_iter().map(|(r, _)| r).collect();

@@ -55,6 +55,15 @@ pub struct RegionTarget {
     pub name: RegionName,
     /// Health and current endpoints (including DNS-discovered addresses).
     pub health: Arc<RegionHealth>,
+    /// Requests in flight to the region at most.
+    pub capacity: Option<u32>,
+}
+
+impl RegionTarget {
+    /// Up (healthy, not drained) and below its capacity.
+    pub fn has_room(&self) -> bool {
+        crate::admission::has_room(&self.health.in_flight, self.capacity)
+    }
 }
 
 impl RoutingSnapshot {
@@ -72,6 +81,7 @@ impl RoutingSnapshot {
             .map(|r| RegionTarget {
                 name: r.name.clone(),
                 health: hub.region(&r.name),
+                capacity: r.capacity,
             })
             .collect();
         let index_of = |name: &RegionName| regions.iter().position(|r| &r.name == name);

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::admission::ShedReason;
 use crate::sticky::Outcome;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -87,6 +88,14 @@ fn describe() {
         "Responses that failed after their header reached the client and were ended abnormally, by route, region, endpoint and cause (upstream, client, gateway)."
     );
     describe_counter!(
+        "gateway_shed_total",
+        "Requests answered 503 overloaded by admission control, by route and reason (process, route, capacity)."
+    );
+    describe_counter!(
+        "gateway_fail_open_total",
+        "Requests that tried the allowed regions' endpoints although every one looked down (on_all_down: fail_open), by route."
+    );
+    describe_counter!(
         "gateway_sticky_total",
         "Sticky-session outcomes by route: honoured, repinned, issued, invalid_<reason>."
     );
@@ -104,6 +113,9 @@ pub struct RouteMetrics {
     duration: Histogram,
     attempts: Vec<Counter>,
     retries: Counter,
+    /// `gateway_shed_total` by reason.
+    shed: [Counter; 3],
+    fail_open: Counter,
 }
 
 impl RouteMetrics {
@@ -137,7 +149,11 @@ impl RouteMetrics {
                 .iter()
                 .map(|region| metrics::counter!("gateway_upstream_attempts_total", "route" => route.clone(), "region" => region.clone()))
                 .collect(),
-            retries: metrics::counter!("gateway_upstream_retries_total", "route" => route),
+            retries: metrics::counter!("gateway_upstream_retries_total", "route" => route.clone()),
+            shed: ShedReason::ALL.map(|reason| {
+                metrics::counter!("gateway_shed_total", "route" => route.clone(), "reason" => reason.label())
+            }),
+            fail_open: metrics::counter!("gateway_fail_open_total", "route" => route),
         }
     }
 
@@ -155,6 +171,16 @@ impl RouteMetrics {
             row[class].increment(1);
         }
         self.duration.record(seconds);
+    }
+
+    /// Counts a request shed by admission control.
+    pub fn shed(&self, reason: ShedReason) {
+        self.shed[reason.index()].increment(1);
+    }
+
+    /// Counts a request that failed open (every allowed region looked down).
+    pub fn failed_open(&self) {
+        self.fail_open.increment(1);
     }
 
     /// Counts a sticky-session outcome.

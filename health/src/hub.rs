@@ -110,6 +110,34 @@ impl std::fmt::Debug for EndpointHealth {
     }
 }
 
+/// How sure a live failure is to be the upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The upstream refused, reset or answered 5xx.
+    Definite,
+    /// Nothing came back in time: the upstream, or the gateway's own saturation.
+    Timeout,
+}
+
+/// What a reported live failure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passive {
+    /// Counted towards ejection.
+    Counted,
+    /// The endpoint is out (this failure ejected it, or it already was).
+    Ejected,
+    /// The failure would count towards ejecting the endpoint, but the region's `max_ejected`
+    /// share is already ejected: it stays in, and the failure is not counted.
+    HeldByCap,
+}
+
+impl Passive {
+    /// Health counts the endpoint as failing (ejected or held in by the cap).
+    pub fn failing(self) -> bool {
+        !matches!(self, Self::Counted)
+    }
+}
+
 /// A snapshot of one endpoint's health for status pages.
 #[derive(Debug, Clone)]
 pub struct EndpointStatus {
@@ -149,18 +177,43 @@ impl EndpointHealth {
         inner.state.on_traffic(true, now, &policy);
     }
 
-    /// Reports a live request attempt that failed (connect error, reset, timeout, 5xx).
-    pub fn report_failure(&self) {
-        self.passive_streak.fetch_add(1, Ordering::Relaxed);
+    /// Reports a live request attempt that failed.
+    ///
+    /// A [`Failure::Definite`] failure (refused, reset, 5xx: the upstream itself answered so)
+    /// counts as it always did, so a crashed region is ejected whole and fails over at once. A
+    /// [`Failure::Timeout`] may be the gateway's own saturation rather than the upstream: timeouts
+    /// never take more than the region's `passive.max_ejected` share of its endpoints out (at
+    /// least one may always go). At the cap a routable endpoint's timeouts are not counted;
+    /// active probes can still mark it down.
+    pub fn report_failure(&self, failure: Failure) -> Passive {
+        let region = self.region.upgrade();
+        // One ejection decision at a time per region, so two endpoints cannot both pass the
+        // cap check.
+        let _serial = region.as_ref().map(|r| {
+            r.ejection_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        });
         let now = Instant::now();
+        if let Some(region) = &region {
+            if failure == Failure::Timeout && self.is_routable() && !region.may_eject(self, now) {
+                return Passive::HeldByCap;
+            }
+        }
+        self.passive_streak.fetch_add(1, Ordering::Relaxed);
         let transition = {
             let mut inner = self.lock();
             let policy = inner.policy;
             inner.state.on_traffic(false, now, &policy)
         };
-        if let Some(t) = transition {
-            self.passive_streak.store(0, Ordering::Relaxed);
-            self.apply(t);
+        match transition {
+            Some(t) => {
+                self.passive_streak.store(0, Ordering::Relaxed);
+                self.apply(t);
+                Passive::Ejected
+            }
+            None if !self.is_routable() => Passive::Ejected,
+            None => Passive::Counted,
         }
     }
 
@@ -193,6 +246,11 @@ impl EndpointHealth {
                 .map(|u| u - now),
             last_probe: inner.last_probe.clone(),
         }
+    }
+
+    /// Whether passive ejection has taken this endpoint out right now.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.lock().state.ejected_until().is_some_and(|u| u > now)
     }
 
     /// When the current run of failures started.
@@ -328,7 +386,12 @@ pub struct RegionHealth {
     has_failed: AtomicBool,
     /// Rotates endpoint choice.
     pub cursor: AtomicUsize,
+    /// Requests in flight to the region through this gateway (the proxy counts them against
+    /// the region's `capacity`); kept across reloads like the rest of the cell.
+    pub in_flight: Arc<AtomicUsize>,
     recompute_lock: Mutex<()>,
+    /// Serialises passive ejection decisions (the `max_ejected` cap).
+    ejection_lock: Mutex<()>,
     /// Operator drain: milliseconds since the hub's epoch until which the region counts as
     /// down (0: not drained).
     drained_until_ms: AtomicU64,
@@ -410,6 +473,23 @@ impl RegionHealth {
         if was.is_some() {
             tracing::warn!(region = %self.name, "region drain lifted by operator");
         }
+    }
+
+    /// Whether passive ejection may take `candidate` out: fewer than the cap of the other
+    /// members are ejected now (the cap is the region's `max_ejected` share, at least one).
+    fn may_eject(&self, candidate: &EndpointHealth, now: Instant) -> bool {
+        let m = self.members.load();
+        let permille = m
+            .config
+            .as_ref()
+            .map_or(1000, |c| c.passive.max_ejected_permille);
+        let cap = (m.endpoints.len() * permille as usize / 1000).max(1);
+        let ejected = m
+            .endpoints
+            .iter()
+            .filter(|e| !std::ptr::eq(e.as_ref(), candidate) && e.is_ejected(now))
+            .count();
+        ejected < cap
     }
 
     /// Current members (lock-free).
@@ -534,7 +614,9 @@ impl HealthHub {
                     up_since_ms: AtomicU64::new(0),
                     has_failed: AtomicBool::new(false),
                     cursor: AtomicUsize::new(0),
+                    in_flight: Arc::default(),
                     recompute_lock: Mutex::new(()),
+                    ejection_lock: Mutex::new(()),
                     drained_until_ms: AtomicU64::new(0),
                     epoch: self.inner.epoch,
                 })

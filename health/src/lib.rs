@@ -11,6 +11,6 @@ pub mod monitor;
 pub mod probe;
 pub mod state;
 
-pub use hub::{EndpointHealth, HealthEvent, HealthHub, RegionHealth, TargetKey};
+pub use hub::{EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth, TargetKey};
 pub use monitor::HealthMonitor;
 pub use state::{Health, HealthPolicy};

@@ -259,7 +259,8 @@ async fn flapping_primary_gets_no_failback_until_stable_for_the_hold_down() {
 #[tokio::test]
 async fn residency_all_allowed_regions_down_gives_503_and_nothing_spills() {
     let fleet = Fleet::start().await;
-    let routes_extra = "  - name: eu-only\n    match: { path_prefix: /eu/ }\n    regions: [fra]\n    allowed_regions: [fra]\n";
+    // `reject`: the residency 503 at once (the default, `fail_open`, is tested in overload.rs).
+    let routes_extra = "  - name: eu-only\n    match: { path_prefix: /eu/ }\n    regions: [fra]\n    allowed_regions: [fra]\n    on_all_down: reject\n";
     let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", routes_extra), &[]).await;
     let mut c = H1::connect(gw.addr).await;
     assert_eq!(

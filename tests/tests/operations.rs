@@ -33,7 +33,7 @@ regions:
     endpoints: [{{ id: ber-1, address: "{ber}" }}]
     probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
 routes:
-  - {{ name: probe, match: {{ path_prefix: /probe/ }}, regions: [{probe_region}] }}
+  - {{ name: probe, match: {{ path_prefix: /probe/ }}, on_all_down: reject, regions: [{probe_region}] }}
 {extra_routes}  - name: app
     regions: [fra, ber]
     failback: {{ hold_down: 500ms }}

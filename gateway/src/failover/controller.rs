@@ -134,7 +134,13 @@ fn describe(
     };
     let (cause, elapsed) = match kind {
         SwitchKind::AllDown => (
-            "no region of any tier is up".to_string(),
+            match plan.route.on_all_down {
+                gateway_config::OnAllDown::FailOpen => {
+                    "no region of any tier is up; requests fail open (they still try the endpoints)"
+                }
+                gateway_config::OnAllDown::Reject => "no region of any tier is up; requests get 503",
+            }
+            .to_string(),
             detection(tier(from)),
         ),
         SwitchKind::Recovered => ("a region is up again".to_string(), None),

@@ -131,7 +131,9 @@ fn choose_pinned(
         .iter()
         .position(|t| t.iter().any(|(r, _)| *r == region))?;
     let target = &snapshot.regions[region];
-    if !target.health.is_up() {
+    // A full region keeps its sessions only while it has room; the excess is placed afresh
+    // (and spills like other traffic).
+    if !target.health.is_up() || !target.has_room() {
         return None;
     }
     let active = plan.serving_tier();
@@ -162,7 +164,7 @@ fn choose_rendezvous(snapshot: &RoutingSnapshot, plan: &RoutePlan, key: &str) ->
     let mut best: Option<(u64, Choice)> = None;
     for (region, _) in plan.tiers.get(tier)? {
         let target = &snapshot.regions[*region];
-        if !target.health.is_up() {
+        if !target.health.is_up() || !target.has_room() {
             continue;
         }
         let members = target.health.members();
@@ -185,7 +187,8 @@ fn choose_in_region(
     region: RegionIndex,
     tried: &[Choice],
 ) -> Option<Choice> {
-    if !snapshot.regions.get(region)?.health.is_up() {
+    let target = snapshot.regions.get(region)?;
+    if !target.health.is_up() || !target.has_room() {
         return None;
     }
     pick_endpoint(snapshot, region, tried)
