@@ -81,7 +81,10 @@ mod tests {
         let counter = Arc::new(AtomicUsize::new(0));
         let a = Slot::try_enter(&counter, 2).expect("first");
         let b = Slot::try_enter(&counter, 2).expect("second");
-        assert!(Slot::try_enter(&counter, 2).is_none(), "third is over the limit");
+        assert!(
+            Slot::try_enter(&counter, 2).is_none(),
+            "third is over the limit"
+        );
         assert_eq!(counter.load(Ordering::Acquire), 2);
         drop(a);
         let c = Slot::try_enter(&counter, 2).expect("room again");

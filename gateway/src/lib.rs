@@ -11,6 +11,7 @@ pub(crate) mod app;
 mod errors;
 pub(crate) mod failover;
 mod headers;
+pub(crate) mod lag;
 pub(crate) mod peer;
 pub(crate) mod proxy;
 pub(crate) mod reload;

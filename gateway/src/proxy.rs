@@ -8,21 +8,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use gateway_config::OnAllDown;
-use gateway_health::Failure;
 use async_trait::async_trait;
 use bytes::Bytes;
+use gateway_config::OnAllDown;
+use gateway_health::Failure;
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::admission::{ShedReason, Slot};
 use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
+use crate::lag::Lag;
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
-use crate::admission::{ShedReason, Slot};
 use crate::selection::{
     choose, choose_fail_open, has_untried, has_untried_fail_open, Choice, NoChoice,
 };
@@ -34,6 +35,8 @@ pub struct GatewayProxy {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     /// Requests in flight through the process (admission control).
     in_flight: Arc<AtomicUsize>,
+    /// The proxy runtime's scheduling lag.
+    lag: Arc<Lag>,
 }
 
 impl GatewayProxy {
@@ -42,7 +45,22 @@ impl GatewayProxy {
         Self {
             snapshot,
             in_flight: Arc::default(),
+            lag: Arc::default(),
         }
+    }
+
+    /// Reports a failed attempt to passive health; a timeout while the gateway itself is
+    /// saturated is excused (it says nothing about the upstream).
+    fn report_failure(&self, choice: Option<&Choice>, kind: Failure) -> bool {
+        let Some(choice) = choice else {
+            return false;
+        };
+        if kind == Failure::Timeout && self.lag.saturated() {
+            crate::telemetry::timeout_excused();
+            tracing::debug!(endpoint = %choice.endpoint.key.id, lag_ms = self.lag.current().as_millis() as u64, "upstream timeout while the gateway is saturated: not counted");
+            return false;
+        }
+        choice.endpoint.report_failure(kind).failing()
     }
 
     /// Admits the request into the process's and the route's in-flight limits, or says which
@@ -196,6 +214,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        self.lag.start_here();
         let id_header = ctx.snapshot.config.server.request_id_header.as_str();
         ctx.request_id = Some(match session.req_header().headers.get(id_header) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
@@ -295,7 +314,10 @@ impl ProxyHttp for GatewayProxy {
             Err(NoChoice::AtCapacity) => {
                 plan.metrics.shed(ShedReason::Capacity);
                 ctx.refusal = Some(ErrorPage::Overloaded(ShedReason::Capacity));
-                let message = format!("route {}: every allowed region is at capacity", plan.route.name);
+                let message = format!(
+                    "route {}: every allowed region is at capacity",
+                    plan.route.name
+                );
                 return Err(Error::explain(ErrorType::HTTPStatus(503), message));
             }
             Err(NoChoice::Exhausted) => {
@@ -323,7 +345,9 @@ impl ProxyHttp for GatewayProxy {
             crate::peer::for_attempt(&choice, &timeouts, read_timeout, session.is_upgrade_req());
         plan.metrics.attempt(choice.region, !ctx.tried.is_empty());
         // The previous attempt's slot is released as this one takes its own.
-        ctx.region_slot = Some(Slot::enter(&snapshot.regions[choice.region].health.in_flight));
+        ctx.region_slot = Some(Slot::enter(
+            &snapshot.regions[choice.region].health.in_flight,
+        ));
         ctx.tried.push(choice);
         Ok(Box::new(peer))
     }
@@ -341,9 +365,7 @@ impl ProxyHttp for GatewayProxy {
             }
             return Ok(());
         }
-        let failing = ctx
-            .current()
-            .is_some_and(|c| c.endpoint.report_failure(Failure::Definite).failing());
+        let failing = self.report_failure(ctx.current(), Failure::Definite);
         let retry = ctx.plan().map(|p| {
             retry::decide(
                 retry::Failure::Status(status),
@@ -437,9 +459,7 @@ impl ProxyHttp for GatewayProxy {
             ErrorType::ConnectTimedout => Failure::Timeout,
             _ => Failure::Definite,
         };
-        let failing = ctx
-            .current()
-            .is_some_and(|c| c.endpoint.report_failure(kind).failing());
+        let failing = self.report_failure(ctx.current(), kind);
         ctx.last_failure = Some(e.etype().clone());
         // Nothing reached the app, so any method may be retried on another endpoint.
         let retry = ctx.plan().map(|p| {
@@ -486,7 +506,7 @@ impl ProxyHttp for GatewayProxy {
             retry::Failure::Timeout => Failure::Timeout,
             _ => Failure::Definite,
         };
-        let failing = !marked_down && current.endpoint.report_failure(kind).failing();
+        let failing = !marked_down && self.report_failure(Some(&current), kind);
         let decision = ctx.plan().map(|p| {
             retry::decide(
                 failure,

@@ -87,6 +87,15 @@ fn describe() {
         "gateway_responses_truncated_total",
         "Responses that failed after their header reached the client and were ended abnormally, by route, region, endpoint and cause (upstream, client, gateway)."
     );
+    describe_gauge!(
+        "gateway_event_loop_lag_seconds",
+        Unit::Seconds,
+        "How late a 10 ms timer fires on the proxy's runtime (recent maximum, decaying); above 50 ms upstream timeouts are not counted against endpoints."
+    );
+    describe_counter!(
+        "gateway_timeouts_excused_total",
+        "Upstream timeouts not counted against the endpoint because the gateway itself was saturated."
+    );
     describe_counter!(
         "gateway_shed_total",
         "Requests answered 503 overloaded by admission control, by route and reason (process, route, capacity)."
@@ -206,6 +215,17 @@ impl RouteMetrics {
 pub fn probe_finished(region: &gateway_config::RegionName, duration: std::time::Duration) {
     metrics::histogram!("gateway_probe_duration_seconds", "region" => region.to_string())
         .record(duration.as_secs_f64());
+}
+
+/// Sets `gateway_event_loop_lag_seconds` (off the request path: the lag monitor's tick).
+pub fn event_loop_lag(lag: std::time::Duration) {
+    metrics::gauge!("gateway_event_loop_lag_seconds").set(lag.as_secs_f64());
+}
+
+/// Counts an upstream timeout not held against the endpoint because the gateway itself was
+/// saturated.
+pub fn timeout_excused() {
+    metrics::counter!("gateway_timeouts_excused_total").increment(1);
 }
 
 /// Counts a failover switch of `route` (`kind`: see [`crate::failover::SwitchKind`]). Called by

@@ -189,11 +189,9 @@ impl EndpointHealth {
         let region = self.region.upgrade();
         // One ejection decision at a time per region, so two endpoints cannot both pass the
         // cap check.
-        let _serial = region.as_ref().map(|r| {
-            r.ejection_lock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-        });
+        let _serial = region
+            .as_ref()
+            .map(|r| r.ejection_lock.lock().unwrap_or_else(|e| e.into_inner()));
         let now = Instant::now();
         if let Some(region) = &region {
             if failure == Failure::Timeout && self.is_routable() && !region.may_eject(self, now) {

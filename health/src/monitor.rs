@@ -535,11 +535,24 @@ async fn run_probes(
     report: impl Fn(crate::hub::ProbeRecord) + Send + 'static,
 ) {
     loop {
+        let sent = tokio::time::Instant::now();
         let record = tokio::select! {
             _ = cancel.cancelled() => return,
             r = probe.probe(timeout) => r,
         };
-        report(record);
+        // A failure whose timer fired well after the timeout means this runtime was starved
+        // (the gateway's own saturation), not that the target was slow: it proves nothing
+        // either way, so it is not reported. The first round still completes.
+        let starved = !record.ok && sent.elapsed() > timeout + STARVED;
+        if starved {
+            tracing::debug!(
+                took_ms = sent.elapsed().as_millis() as u64,
+                timeout_ms = timeout.as_millis() as u64,
+                "probe timer fired late: result not counted"
+            );
+        } else {
+            report(record);
+        }
         first.take();
         let spread = interval.mul_f64(f64::from(jitter_permille) / 1000.0);
         let delay = interval.saturating_sub(spread) + spread.mul_f64(2.0 * fastrand::f64());
@@ -549,6 +562,10 @@ async fn run_probes(
         }
     }
 }
+
+/// How much later than its timeout a failed probe may end before its result is discarded as
+/// the probing runtime's own starvation.
+const STARVED: Duration = Duration::from_millis(100);
 
 /// Keeps one endpoint's addresses in step with DNS until cancelled. Holds `first` (its share of
 /// the first round) until its first lookup has published its addresses (whose probes then hold

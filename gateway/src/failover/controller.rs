@@ -138,7 +138,9 @@ fn describe(
                 gateway_config::OnAllDown::FailOpen => {
                     "no region of any tier is up; requests fail open (they still try the endpoints)"
                 }
-                gateway_config::OnAllDown::Reject => "no region of any tier is up; requests get 503",
+                gateway_config::OnAllDown::Reject => {
+                    "no region of any tier is up; requests get 503"
+                }
             }
             .to_string(),
             detection(tier(from)),

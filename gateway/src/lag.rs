@@ -1,0 +1,55 @@
+//! The proxy's own scheduling lag: how late a timer on the proxy's runtime fires. While it is
+//! high, the gateway itself is saturated, and an upstream "timeout" says more about the gateway
+//! than about the upstream: such timeouts are not counted against endpoints.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Above this lag, local timeouts do not count towards passive ejection.
+pub(crate) const SATURATED: Duration = Duration::from_millis(50);
+
+/// How often the monitor's timer is armed.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The lag, measured on the runtime that first calls [`Lag::start_here`].
+#[derive(Default)]
+pub(crate) struct Lag {
+    /// Recent lag in microseconds: the latest measurement, or the previous one decayed by
+    /// 1/8 per tick if that is larger (a spike is remembered for a few hundred milliseconds).
+    micros: AtomicU64,
+    started: AtomicBool,
+}
+
+impl Lag {
+    /// Starts the monitor on the current tokio runtime, once (the proxy calls it from its
+    /// first request, so it measures the proxy's own workers).
+    pub fn start_here(self: &Arc<Self>) {
+        // A read on the request path; the write happens once.
+        if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let lag = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let armed = Instant::now();
+                tokio::time::sleep(TICK).await;
+                let late = armed.elapsed().saturating_sub(TICK).as_micros() as u64;
+                let decayed = lag.micros.load(Ordering::Relaxed) * 7 / 8;
+                let now = late.max(decayed);
+                lag.micros.store(now, Ordering::Relaxed);
+                crate::telemetry::event_loop_lag(Duration::from_micros(now));
+            }
+        });
+    }
+
+    /// The recent lag.
+    pub fn current(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+
+    /// Whether the gateway is too busy for its own timeouts to mean anything.
+    pub fn saturated(&self) -> bool {
+        self.current() > SATURATED
+    }
+}

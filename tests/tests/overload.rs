@@ -1,0 +1,303 @@
+//! Overload never becomes an outage (issue 10): fail-open within residency, admission limits
+//! answered with an *overloaded* 503, capacity spill-over, and the timeout ejection cap.
+
+use gateway_tests::client::{get, H1};
+use gateway_tests::{endpoints, eventually, region, Gateway, Mode, RegionServer};
+
+/// Fast probes, no jitter.
+const PROBE: &str =
+    "{ http: { path: /healthz }, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }";
+
+fn config(
+    fra: &[RegionServer],
+    ber: &[RegionServer],
+    fra_extra: &str,
+    route: &str,
+    top: &str,
+) -> String {
+    format!(
+        r#"{top}
+admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {PROBE}
+{fra_extra}  ber:
+    endpoints: {ber}
+    probe: {PROBE}
+routes:
+  - name: app
+    regions: [fra, ber]
+{route}"#,
+        fra = endpoints(fra),
+        ber = endpoints(ber),
+    )
+}
+
+async fn send(gw: &Gateway, path: &str) -> gateway_tests::client::Collected {
+    H1::connect(gw.addr).await.send(get("a", path)).await
+}
+
+/// Starts `count` `/slow/{ms}` requests on their own connections and waits until `total`
+/// requests are in flight to the regions.
+async fn hold(
+    gw: &Gateway,
+    host: &'static str,
+    path: &str,
+    count: usize,
+    total: u64,
+) -> Vec<tokio::task::JoinHandle<u16>> {
+    let held: Vec<_> = (0..count)
+        .map(|_| {
+            let (addr, path) = (gw.addr, path.to_string());
+            tokio::spawn(async move { H1::connect(addr).await.send(get(host, &path)).await.status })
+        })
+        .collect();
+    eventually("the slow requests are in flight", || async {
+        let s = gw.status(None).await;
+        let regions = s["regions"].as_array().cloned().unwrap_or_default();
+        regions
+            .iter()
+            .map(|r| r["in_flight"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            == total
+    })
+    .await;
+    held
+}
+
+#[tokio::test]
+async fn fail_open_serves_when_health_is_wrong_and_never_leaves_the_allowed_regions() {
+    let fra = [region("fra", "fra-1").await];
+    let ber = [region("ber", "ber-1").await];
+    // fra's probe expects a status the app never sends: health says down, the app is fine.
+    let fra_probe = "    probe: { http: { path: /healthz, expect_status: [204] }, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }\n";
+    let text = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+regions:
+  fra:
+    endpoints: {fra}
+{fra_probe}  ber:
+    endpoints: {ber}
+    probe: {PROBE}
+routes:
+  - {{ name: eu, match: {{ path_prefix: /eu/ }}, regions: [fra], allowed_regions: [fra] }}
+  - {{ name: eu-strict, match: {{ path_prefix: /strict/ }}, regions: [fra], allowed_regions: [fra], on_all_down: reject }}
+"#,
+        fra = endpoints(&fra),
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    eventually("fra marked down", || async {
+        gw.region_is("fra", false).await
+    })
+    .await;
+
+    // fail_open (the default): the request still reaches fra and is served.
+    let resp = send(&gw, "/eu/x").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.header("x-region"), Some("fra"));
+    // reject: 503 at once.
+    let resp = send(&gw, "/strict/x").await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "no allowed region is up");
+
+    let s = gw.status(None).await;
+    assert_eq!(s["routes"][0]["failing_open"], true, "{s}");
+    assert_eq!(s["routes"][1]["failing_open"], false, "{s}");
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("gateway_fail_open_total{route=\"eu\"} 1"),
+        "{metrics}"
+    );
+
+    // The app really down too: fail_open tries it and answers 502, and ber (not allowed)
+    // never gets a request.
+    fra[0].set_mode(Mode::Refuse);
+    let before = ber[0].requests();
+    for _ in 0..5 {
+        let resp = send(&gw, "/eu/x").await;
+        assert_eq!(resp.status, 502, "{:?}", resp.body);
+        assert_eq!(resp.json()["error"], "upstream failed");
+    }
+    assert_eq!(
+        ber[0].requests(),
+        before,
+        "a disallowed region received requests"
+    );
+}
+
+#[tokio::test]
+async fn over_the_in_flight_limits_requests_get_an_overloaded_503_and_health_stays_up() {
+    let fra = [region("fra", "fra-1").await];
+    let ber = [region("ber", "ber-1").await];
+    let text = config(
+        &fra,
+        &ber,
+        "",
+        "    max_in_flight: 2\n  - { name: other, match: { host: other }, regions: [ber] }\n",
+        "server: { max_in_flight: 3 }",
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    let held = hold(&gw, "a", "/slow/3000", 2, 2).await;
+
+    // The route is full.
+    let resp = send(&gw, "/x").await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "overloaded");
+    assert_eq!(resp.json()["reason"], "route");
+    assert_eq!(resp.json()["route"], "app");
+    assert!(resp.header("retry-after").is_some());
+    // Another route still has room in the process...
+    let other = hold(&gw, "other", "/slow/3000", 1, 3).await;
+    // ...until the process is full.
+    let resp = H1::connect(gw.addr).await.send(get("other", "/x")).await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["reason"], "process");
+
+    for h in held {
+        assert_eq!(h.await.expect("held"), 200, "admitted requests are served");
+    }
+    for h in other {
+        assert_eq!(h.await.expect("other"), 200);
+    }
+    assert_eq!(send(&gw, "/x").await.status, 200, "room again");
+    let s = gw.status(None).await;
+    for r in s["regions"].as_array().expect("regions") {
+        assert_eq!(r["up"], true, "{s}");
+    }
+    assert_eq!(s["failover_events"], serde_json::json!([]), "{s}");
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("gateway_shed_total{route=\"app\",reason=\"route\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn capacity_spills_only_the_excess_to_the_next_tier_and_sheds_when_all_are_full() {
+    let fra = [region("fra", "fra-1").await];
+    let ber = [region("ber", "ber-1").await];
+    let text = config(&fra, &ber, "    capacity: 1\n", "", "");
+    let text = text.replace(
+        "  ber:\n    endpoints",
+        "  ber:\n    capacity: 1\n    endpoints",
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    assert_eq!(send(&gw, "/x").await.header("x-region"), Some("fra"));
+
+    // One slow request fills fra: the next goes to ber, while fra stays the active tier.
+    let first = hold(&gw, "a", "/slow/3000", 1, 1).await;
+    let resp = send(&gw, "/x").await;
+    assert_eq!(resp.header("x-region"), Some("ber"), "the excess spills");
+    // ber full as well: shed at the gateway, overloaded.
+    let second = hold(&gw, "a", "/slow/3000", 1, 2).await;
+    let resp = send(&gw, "/x").await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "overloaded");
+    assert_eq!(resp.json()["reason"], "capacity");
+    for h in first.into_iter().chain(second) {
+        assert_eq!(h.await.expect("held"), 200);
+    }
+    // Room again: traffic is back on fra, and nothing ever failed over.
+    assert_eq!(send(&gw, "/x").await.header("x-region"), Some("fra"));
+    let s = gw.status(None).await;
+    assert_eq!(s["failover_events"], serde_json::json!([]), "{s}");
+    assert_eq!(s["routes"][0]["active_tier"], 0, "{s}");
+}
+
+/// Requests that time out on both endpoints of a region (TCP probes pass): timeouts may be the
+/// gateway's own saturation, so they eject at most `max_ejected` of the region.
+async fn ejected_after_timeouts(max_ejected: &str) -> (usize, bool) {
+    let fra = [region("fra", "fra-1").await, region("fra", "fra-2").await];
+    let ber = [region("ber", "ber-1").await];
+    let tcp = "{ interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }";
+    let text = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {tcp}
+    passive: {{ consecutive_failures: 1, ejection: 60s, max_ejection: 60s{max_ejected} }}
+  ber:
+    endpoints: {ber}
+    probe: {tcp}
+routes:
+  - {{ name: app, regions: [fra, ber], retry: {{ attempts: 0 }}, timeouts: {{ request: 200ms }} }}
+"#,
+        fra = endpoints(&fra),
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    for f in &fra {
+        f.set_mode(Mode::Blackhole);
+    }
+    for _ in 0..6 {
+        send(&gw, "/x").await;
+    }
+    let s = gw.status(None).await;
+    let fra_status = &s["regions"][0];
+    let ejected = fra_status["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter(|e| !e["ejected_for_ms"].is_null())
+        .count();
+    (ejected, fra_status["up"] == true)
+}
+
+#[tokio::test]
+async fn timeouts_eject_at_most_the_cap_even_in_a_region_of_two() {
+    let (ejected, up) = ejected_after_timeouts("").await;
+    assert_eq!(ejected, 1, "the default 50% of two endpoints is one");
+    assert!(up, "the region keeps an endpoint");
+    // The cap is what held: without it both go.
+    let (ejected, up) = ejected_after_timeouts(", max_ejected: 100%").await;
+    assert_eq!(ejected, 2);
+    assert!(!up);
+}
+
+#[tokio::test]
+async fn a_crashed_region_is_still_ejected_whole_and_fails_over() {
+    // Refusals are the upstream's own answer: no cap, the region goes at once.
+    let fra = [region("fra", "fra-1").await, region("fra", "fra-2").await];
+    let ber = [region("ber", "ber-1").await];
+    // Probes an hour apart: only passive ejection can take fra down.
+    let text = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {{ http: {{ path: /healthz }}, interval: 1h, timeout: 1s }}
+    passive: {{ consecutive_failures: 1, ejection: 60s }}
+  ber:
+    endpoints: {ber}
+    probe: {PROBE}
+routes:
+  - {{ name: app, regions: [fra, ber], retry: {{ attempts: 3 }} }}
+"#,
+        fra = endpoints(&fra),
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    for f in &fra {
+        f.set_mode(Mode::Refuse);
+    }
+    for _ in 0..10 {
+        let resp = send(&gw, "/x").await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("x-region"), Some("ber"));
+    }
+    eventually("fra ejected whole", || async {
+        gw.region_is("fra", false).await
+    })
+    .await;
+}
