@@ -20,6 +20,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const GRACE_PERIOD: &str = "10s";
 /// `server.max_in_flight`.
 pub const MAX_IN_FLIGHT: u32 = 10_000;
+/// `server.adaptive_limit`.
+pub const ADAPTIVE_LIMIT: bool = true;
 /// `regions.<name>.passive.max_ejected`.
 pub const MAX_EJECTED: &str = "50%";
 /// `routes[].on_all_down`.

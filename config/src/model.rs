@@ -205,6 +205,8 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// Requests in flight through the process at most.
     pub max_in_flight: u32,
+    /// Adapt the in-flight limit (below `max_in_flight`) to the proxy's scheduling lag.
+    pub adaptive_limit: bool,
 }
 
 /// A region with its endpoints and health settings.

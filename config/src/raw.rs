@@ -133,6 +133,12 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_IN_FLIGHT))]
     pub max_in_flight: Option<u32>,
+    /// Adapt the process's in-flight limit to the gateway's own scheduling lag, below
+    /// `max_in_flight` (default true): it shrinks while the proxy's event loop runs late and
+    /// grows back while requests keep it full and the loop is on time.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::ADAPTIVE_LIMIT))]
+    pub adaptive_limit: Option<bool>,
 }
 
 /// A regional cluster.

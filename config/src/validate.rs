@@ -464,6 +464,9 @@ impl<'a> Validator<'a> {
                 }
                 Some(n) => n,
             },
+            adaptive_limit: raw
+                .and_then(|s| s.adaptive_limit)
+                .unwrap_or(defaults::ADAPTIVE_LIMIT),
         }
     }
 

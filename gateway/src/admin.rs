@@ -385,6 +385,16 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
             "at_unix_ms": unix_ms(r.at), "trigger": r.trigger, "result": r.result, "detail": r.detail,
             "restart_needed": r.restart_needed,
         })),
+        "admission": {
+            "in_flight": gateway.limit.in_flight(),
+            "max_in_flight": s.config.server.max_in_flight,
+            "adaptive": s.config.server.adaptive_limit,
+            "limit": if s.config.server.adaptive_limit {
+                gateway.limit.current().min(s.config.server.max_in_flight as usize)
+            } else {
+                s.config.server.max_in_flight as usize
+            },
+        },
         "listeners": s.config.listeners.iter().map(|l| json!({
             "name": l.name, "bind": l.bind.to_string(), "tls": l.tls.is_some(),
         })).collect::<Vec<_>>(),

@@ -16,6 +16,9 @@ use std::sync::Arc;
 pub(crate) enum ShedReason {
     /// The process is at `server.max_in_flight`.
     Process,
+    /// The process is at its adaptive limit (below `server.max_in_flight`): the gateway's own
+    /// event loop is running late.
+    Adaptive,
     /// The route is at its `max_in_flight`.
     Route,
     /// Every allowed region that is up is at its `capacity`.
@@ -24,7 +27,7 @@ pub(crate) enum ShedReason {
 
 impl ShedReason {
     /// Every reason, in label order.
-    pub const ALL: [ShedReason; 3] = [Self::Process, Self::Route, Self::Capacity];
+    pub const ALL: [ShedReason; 4] = [Self::Process, Self::Adaptive, Self::Route, Self::Capacity];
 
     /// Position in [`Self::ALL`].
     pub fn index(self) -> usize {
@@ -35,6 +38,7 @@ impl ShedReason {
     pub fn label(self) -> &'static str {
         match self {
             Self::Process => "process",
+            Self::Adaptive => "adaptive",
             Self::Route => "route",
             Self::Capacity => "capacity",
         }
@@ -67,6 +71,84 @@ impl Drop for Slot {
     }
 }
 
+/// The process's in-flight limit: `server.max_in_flight`, or with `server.adaptive_limit` a
+/// limit below it that follows the proxy's scheduling lag (AIMD: a tenth off per 100 ms while
+/// the event loop runs more than 50 ms late, a twentieth more while it is on time and the limit
+/// is what holds requests back). It never goes below [`FLOOR`].
+pub(crate) struct ProcessLimit {
+    in_flight: Arc<AtomicUsize>,
+    adaptive: AtomicUsize,
+}
+
+/// The adaptive limit never goes below this (or the ceiling, if lower).
+pub(crate) const FLOOR: usize = 256;
+/// Where the adaptive limit starts.
+const START: usize = 1024;
+/// Below this lag the event loop is on time.
+const CALM: std::time::Duration = std::time::Duration::from_millis(10);
+
+impl Default for ProcessLimit {
+    fn default() -> Self {
+        Self {
+            in_flight: Arc::default(),
+            adaptive: AtomicUsize::new(START),
+        }
+    }
+}
+
+impl ProcessLimit {
+    /// Admits one request under `ceiling` (`server.max_in_flight`), adaptively or not.
+    pub fn admit(&self, ceiling: usize, adaptive: bool) -> Result<Slot, ShedReason> {
+        let limit = if adaptive {
+            self.current().min(ceiling)
+        } else {
+            ceiling
+        };
+        Slot::try_enter(&self.in_flight, limit).ok_or(if limit < ceiling {
+            ShedReason::Adaptive
+        } else {
+            ShedReason::Process
+        })
+    }
+
+    /// The adaptive limit now.
+    pub fn current(&self) -> usize {
+        self.adaptive.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// One adaptation step (every 100 ms) from the recent `lag`.
+    pub fn adjust(&self, lag: std::time::Duration, ceiling: usize) {
+        let limit = self.current();
+        let busy = self.in_flight() >= limit * 9 / 10;
+        let next = next_limit(limit, lag, busy, ceiling);
+        self.adaptive.store(next, Ordering::Relaxed);
+        crate::telemetry::admission_limit(next);
+    }
+}
+
+/// The next adaptive limit (pure: the AIMD rule of [`ProcessLimit`]).
+pub(crate) fn next_limit(
+    limit: usize,
+    lag: std::time::Duration,
+    busy: bool,
+    ceiling: usize,
+) -> usize {
+    let floor = FLOOR.min(ceiling);
+    let limit = limit.clamp(floor, ceiling.max(floor));
+    if lag > crate::lag::SATURATED {
+        (limit * 9 / 10).max(floor)
+    } else if lag < CALM && busy {
+        (limit + (limit / 20).max(8)).min(ceiling)
+    } else {
+        limit
+    }
+}
+
 /// Whether `counter` is below `capacity` (no capacity: always).
 pub(crate) fn has_room(counter: &AtomicUsize, capacity: Option<u32>) -> bool {
     capacity.is_none_or(|c| counter.load(Ordering::Acquire) < c as usize)
@@ -92,5 +174,52 @@ mod tests {
         assert!(has_room(&counter, None));
         drop((b, c));
         assert_eq!(counter.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_adaptive_limit_follows_the_lag() {
+        use std::time::Duration;
+        let late = Duration::from_millis(80);
+        let calm = Duration::from_millis(2);
+        let between = Duration::from_millis(30);
+        type Row = (&'static str, usize, Duration, bool, usize, usize);
+        let rows: &[Row] = &[
+            ("late: a tenth off", 1000, late, true, 10_000, 900),
+            ("late, not busy: still off", 1000, late, false, 10_000, 900),
+            ("never below the floor", 260, late, true, 10_000, FLOOR),
+            (
+                "calm and busy: a twentieth more",
+                1000,
+                calm,
+                true,
+                10_000,
+                1050,
+            ),
+            (
+                "small limits grow by at least 8",
+                100,
+                calm,
+                true,
+                10_000,
+                FLOOR + 12,
+            ),
+            ("calm but idle: unchanged", 1000, calm, false, 10_000, 1000),
+            ("in between: unchanged", 1000, between, true, 10_000, 1000),
+            ("never above the ceiling", 9_990, calm, true, 10_000, 10_000),
+            ("a ceiling below the floor wins", 1000, calm, true, 50, 50),
+        ];
+        for (name, limit, lag, busy, ceiling, want) in rows {
+            assert_eq!(next_limit(*limit, *lag, *busy, *ceiling), *want, "{name}");
+        }
+        // Under sustained lag the limit converges to the floor, then recovers.
+        let mut l = 10_000;
+        for _ in 0..100 {
+            l = next_limit(l, late, true, 10_000);
+        }
+        assert_eq!(l, FLOOR);
+        for _ in 0..100 {
+            l = next_limit(l, calm, true, 10_000);
+        }
+        assert_eq!(l, 10_000);
     }
 }

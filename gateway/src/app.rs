@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::admission::ProcessLimit;
 use crate::failover::controller::{self, FailoverHandle, Wakeups};
 use crate::reload::Reloader;
 use crate::snapshot::RoutingSnapshot;
@@ -33,6 +34,8 @@ pub(crate) struct App {
     pub metrics: PrometheusHandle,
     /// Readiness as load balancers and BGP see it.
     pub readiness: Arc<Readiness>,
+    /// The process's in-flight limit (for `/status`).
+    pub limit: Arc<ProcessLimit>,
     /// Time in-flight requests get on shutdown.
     pub grace_period: Duration,
 }

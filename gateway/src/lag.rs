@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
+use crate::admission::ProcessLimit;
+use crate::snapshot::RoutingSnapshot;
+
 /// Above this lag, local timeouts do not count towards passive ejection.
 pub(crate) const SATURATED: Duration = Duration::from_millis(50);
 
@@ -24,21 +29,36 @@ pub(crate) struct Lag {
 impl Lag {
     /// Starts the monitor on the current tokio runtime, once (the proxy calls it from its
     /// first request, so it measures the proxy's own workers).
-    pub fn start_here(self: &Arc<Self>) {
+    /// Every 100 ms the tick also adapts `limit` (with `server.adaptive_limit` in the current
+    /// config).
+    pub fn start_here(
+        self: &Arc<Self>,
+        limit: &Arc<ProcessLimit>,
+        snapshot: &Arc<ArcSwap<RoutingSnapshot>>,
+    ) {
         // A read on the request path; the write happens once.
         if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let lag = self.clone();
+        let (lag, limit, snapshot) = (self.clone(), limit.clone(), snapshot.clone());
         tokio::spawn(async move {
+            let mut ticks = 0u64;
             loop {
+                ticks += 1;
                 let armed = Instant::now();
                 tokio::time::sleep(TICK).await;
                 let late = armed.elapsed().saturating_sub(TICK).as_micros() as u64;
                 let decayed = lag.micros.load(Ordering::Relaxed) * 7 / 8;
                 let now = late.max(decayed);
                 lag.micros.store(now, Ordering::Relaxed);
-                crate::telemetry::event_loop_lag(Duration::from_micros(now));
+                let now = Duration::from_micros(now);
+                crate::telemetry::event_loop_lag(now);
+                if ticks % 10 == 0 {
+                    let server = &snapshot.load().config.server;
+                    if server.adaptive_limit {
+                        limit.adjust(now, server.max_in_flight as usize);
+                    }
+                }
             }
         });
     }

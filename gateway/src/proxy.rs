@@ -3,7 +3,6 @@
 //! Each request loads the current [`RoutingSnapshot`] once, in `new_ctx`, and keeps it to the
 //! end, so a reload never changes the rules under a request in flight.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::admission::{ShedReason, Slot};
+use crate::admission::{ProcessLimit, ShedReason, Slot};
 use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
 use crate::lag::Lag;
@@ -33,18 +32,19 @@ use crate::sticky::affinity::Affinity;
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-    /// Requests in flight through the process (admission control).
-    in_flight: Arc<AtomicUsize>,
+    /// Requests in flight through the process and its limit (admission control).
+    limit: Arc<ProcessLimit>,
     /// The proxy runtime's scheduling lag.
     lag: Arc<Lag>,
 }
 
 impl GatewayProxy {
-    /// A proxy that reads routing from `snapshot` (swapped on reload).
-    pub fn new(snapshot: Arc<ArcSwap<RoutingSnapshot>>) -> Self {
+    /// A proxy that reads routing from `snapshot` (swapped on reload) and admits requests
+    /// under `limit`.
+    pub fn new(snapshot: Arc<ArcSwap<RoutingSnapshot>>, limit: Arc<ProcessLimit>) -> Self {
         Self {
             snapshot,
-            in_flight: Arc::default(),
+            limit,
             lag: Arc::default(),
         }
     }
@@ -66,8 +66,10 @@ impl GatewayProxy {
     /// Admits the request into the process's and the route's in-flight limits, or says which
     /// one is full.
     fn admit(&self, ctx: &mut RequestCtx) -> Result<(), ShedReason> {
-        let limit = ctx.snapshot.config.server.max_in_flight as usize;
-        let process = Slot::try_enter(&self.in_flight, limit).ok_or(ShedReason::Process)?;
+        let server = &ctx.snapshot.config.server;
+        let process = self
+            .limit
+            .admit(server.max_in_flight as usize, server.adaptive_limit)?;
         if let Some(plan) = ctx.plan() {
             if let Some(limit) = plan.route.max_in_flight {
                 let route = Slot::try_enter(&plan.failover.in_flight, limit as usize)
@@ -214,7 +216,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        self.lag.start_here();
+        self.lag.start_here(&self.limit, &self.snapshot);
         let id_header = ctx.snapshot.config.server.request_id_header.as_str();
         ctx.request_id = Some(match session.req_header().headers.get(id_header) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),

@@ -18,6 +18,7 @@ use pingora::services::background::background_service;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::admin::AdminService;
+use crate::admission::ProcessLimit;
 use crate::app::{App, ControlService};
 use crate::failover::controller::FailoverHandle;
 use crate::failover::FailoverBook;
@@ -101,10 +102,13 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         certificates,
     )));
     let monitor = HealthMonitor::new(hub);
+    let limit = Arc::new(ProcessLimit::default());
     monitor.set_probe_observer(Arc::new(crate::telemetry::probe_finished));
 
-    let mut app =
-        pingora::proxy::http_proxy(&server.configuration, GatewayProxy::new(snapshot.clone()));
+    let mut app = pingora::proxy::http_proxy(
+        &server.configuration,
+        GatewayProxy::new(snapshot.clone(), limit.clone()),
+    );
     // h2c on plaintext listeners; Pingora turns it off on TLS streams where ALPN decides.
     let mut http_options = HttpServerOptions::default();
     http_options.h2c = true;
@@ -148,6 +152,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         failover,
         metrics,
         readiness: Arc::default(),
+        limit,
         grace_period: config.server.grace_period,
     };
     server.add_service(proxy);

@@ -92,13 +92,17 @@ fn describe() {
         Unit::Seconds,
         "How late a 10 ms timer fires on the proxy's runtime (recent maximum, decaying); above 50 ms upstream timeouts are not counted against endpoints."
     );
+    describe_gauge!(
+        "gateway_admission_limit",
+        "The process's adaptive in-flight limit (server.adaptive_limit)."
+    );
     describe_counter!(
         "gateway_timeouts_excused_total",
         "Upstream timeouts not counted against the endpoint because the gateway itself was saturated."
     );
     describe_counter!(
         "gateway_shed_total",
-        "Requests answered 503 overloaded by admission control, by route and reason (process, route, capacity)."
+        "Requests answered 503 overloaded by admission control, by route and reason (process, adaptive, route, capacity)."
     );
     describe_counter!(
         "gateway_fail_open_total",
@@ -123,7 +127,7 @@ pub struct RouteMetrics {
     attempts: Vec<Counter>,
     retries: Counter,
     /// `gateway_shed_total` by reason.
-    shed: [Counter; 3],
+    shed: [Counter; 4],
     fail_open: Counter,
 }
 
@@ -220,6 +224,11 @@ pub fn probe_finished(region: &gateway_config::RegionName, duration: std::time::
 /// Sets `gateway_event_loop_lag_seconds` (off the request path: the lag monitor's tick).
 pub fn event_loop_lag(lag: std::time::Duration) {
     metrics::gauge!("gateway_event_loop_lag_seconds").set(lag.as_secs_f64());
+}
+
+/// Sets `gateway_admission_limit` (the adaptive limit, after each adjustment).
+pub fn admission_limit(limit: usize) {
+    metrics::gauge!("gateway_admission_limit").set(limit as f64);
 }
 
 /// Counts an upstream timeout not held against the endpoint because the gateway itself was
