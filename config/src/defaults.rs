@@ -20,6 +20,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const GRACE_PERIOD: &str = "10s";
 /// `server.max_in_flight`.
 pub const MAX_IN_FLIGHT: u32 = 10_000;
+/// `server.client_h2_streams`.
+pub const CLIENT_H2_STREAMS: u32 = 100;
 /// `server.adaptive_limit`.
 pub const ADAPTIVE_LIMIT: bool = true;
 /// `regions.<name>.passive.max_ejected`.

@@ -207,6 +207,8 @@ pub struct ServerSettings {
     pub max_in_flight: u32,
     /// Adapt the in-flight limit (below `max_in_flight`) to the proxy's scheduling lag.
     pub adaptive_limit: bool,
+    /// Concurrent streams per client HTTP/2 connection.
+    pub client_h2_streams: u32,
 }
 
 /// A region with its endpoints and health settings.

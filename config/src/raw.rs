@@ -139,6 +139,11 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::ADAPTIVE_LIMIT))]
     pub adaptive_limit: Option<bool>,
+    /// Concurrent streams a client may open on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS,
+    /// 1–10000, default 100). Read at start: a change needs a restart.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::CLIENT_H2_STREAMS))]
+    pub client_h2_streams: Option<u32>,
 }
 
 /// A regional cluster.

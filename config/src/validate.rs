@@ -467,6 +467,18 @@ impl<'a> Validator<'a> {
             adaptive_limit: raw
                 .and_then(|s| s.adaptive_limit)
                 .unwrap_or(defaults::ADAPTIVE_LIMIT),
+            client_h2_streams: match raw.and_then(|s| s.client_h2_streams) {
+                None => defaults::CLIENT_H2_STREAMS,
+                Some(n @ 1..=10_000) => n,
+                Some(n) => {
+                    self.err(
+                        "server.client_h2_streams",
+                        format!("{n} streams per client HTTP/2 connection is out of range"),
+                        "use a number from 1 to 10000 (default 100)",
+                    );
+                    defaults::CLIENT_H2_STREAMS
+                }
+            },
         }
     }
 

@@ -113,6 +113,11 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let mut http_options = HttpServerOptions::default();
     http_options.h2c = true;
     app.server_options = Some(http_options);
+    // Bounded streams per client connection: a client cannot open more work than this on one
+    // connection (the rest wait on its side).
+    let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+    h2.max_concurrent_streams(config.server.client_h2_streams);
+    app.h2_options = Some(h2);
     let connections = Arc::new(LiveConnections::default());
     let mut proxy = pingora::services::listening::Service::new(
         "gateway proxy".to_string(),

@@ -301,3 +301,53 @@ routes:
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_http2_connection_gets_at_most_client_h2_streams_at_once() {
+    let fra = [region("fra", "fra-1").await];
+    let ber = [region("ber", "ber-1").await];
+    let text = config(&fra, &ber, "", "", "server: { client_h2_streams: 4 }");
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let mut client = gateway_tests::raw::h2_client(tcp).await;
+    // One exchange first, so that the client has the gateway's SETTINGS (streams opened before
+    // them may be refused, as HTTP/2 allows).
+    let req = http::Request::get("http://a/x").body(()).expect("request");
+    assert_eq!(
+        gateway_tests::raw::h2_exchange(&mut client, req, None, |_| {})
+            .await
+            .status,
+        200
+    );
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let req = http::Request::get("http://a/slow/1000")
+                    .body(())
+                    .expect("request");
+                gateway_tests::raw::h2_exchange(&mut client, req, None, |_| {}).await
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while !calls.iter().all(|c| c.is_finished()) {
+        let s = gw.status(None).await;
+        most = most.max(s["admission"]["in_flight"].as_u64().unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for c in calls {
+        assert_eq!(
+            c.await.expect("call").status,
+            200,
+            "every stream is served in turn"
+        );
+    }
+    assert!(most >= 2, "the calls overlapped: {most}");
+    assert!(
+        most <= 4,
+        "{most} streams in flight on one connection, limit 4"
+    );
+}
