@@ -351,11 +351,12 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launcher::loopback;
 
     fn ports() -> Ports {
         Ports {
-            listen: "127.0.0.1:18080".parse().expect("addr"),
-            admin: "127.0.0.1:19901".parse().expect("addr"),
+            listen: loopback(18080),
+            admin: loopback(19901),
         }
     }
 
