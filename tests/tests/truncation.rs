@@ -76,17 +76,28 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 const GET_DOWNLOAD: &[u8] = b"GET /download HTTP/1.1\r\nHost: app.test\r\n\r\n";
 
-/// A gateway in front of an upstream that sends [`CHUNKED_HELLO`], then (once the client has
-/// seen the chunk) `fault`; returns what an HTTP/1.1 client got: head, body bytes, how it ended.
-async fn hello_then(fault: Step) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
+/// A 200 that declares 100 bytes and sends only `hello`.
+const HELLO_OF_100: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+
+/// A gateway in front of an upstream that sends `first`, then (once the client has seen `seen`)
+/// `fault`; returns what an HTTP/1.1 client got: head, body bytes, how it ended.
+async fn cut_after(
+    first: &'static [u8],
+    seen: &[u8],
+    fault: Step,
+) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
     let go = Signal::new();
-    let up = cut_upstream(CHUNKED_HELLO, &go, fault).await;
+    let up = cut_upstream(first, &go, fault).await;
     let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
     let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello\r\n", || go.fire(), DEADLINE).await;
+    let (raw, end) = read_until_closed(&mut tcp, GET_DOWNLOAD, seen, || go.fire(), DEADLINE).await;
     let (head, body) = split_response(&raw);
     (gw, up, head, body, end)
+}
+
+/// [`cut_after`] the first chunk of [`CHUNKED_HELLO`].
+async fn hello_then(fault: Step) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
+    cut_after(CHUNKED_HELLO, b"hello\r\n", fault).await
 }
 
 #[tokio::test]
@@ -120,18 +131,7 @@ async fn h1_chunked_reset_mid_body_ends_without_final_chunk_and_closes() {
 
 #[tokio::test]
 async fn h1_content_length_reset_short_closes_before_the_declared_length() {
-    let go = Signal::new();
-    let up = cut_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
-        &go,
-        Step::Reset,
-    )
-    .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
-    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello", || go.fire(), DEADLINE).await;
-    let (head, body) = split_response(&raw);
+    let (_gw, _up, head, body, end) = cut_after(HELLO_OF_100, b"hello", Step::Reset).await;
     assert!(head.starts_with("http/1.1 200"), "head: {head}");
     assert!(head.contains("content-length: 100"), "head: {head}");
     assert_eq!(String::from_utf8_lossy(&body), "hello");
@@ -140,18 +140,7 @@ async fn h1_content_length_reset_short_closes_before_the_declared_length() {
 
 #[tokio::test]
 async fn h1_upstream_fin_short_of_content_length_is_a_truncation() {
-    let go = Signal::new();
-    let up = cut_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
-        &go,
-        Step::Close,
-    )
-    .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
-    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello", || go.fire(), DEADLINE).await;
-    let (_, body) = split_response(&raw);
+    let (_gw, _up, _, body, end) = cut_after(HELLO_OF_100, b"hello", Step::Close).await;
     assert_eq!(String::from_utf8_lossy(&body), "hello");
     assert_ne!(end, End::StillOpen);
 }
