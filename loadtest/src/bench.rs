@@ -251,6 +251,7 @@ async fn start_gateway_target(bin: &Path, upstream: SocketAddr) -> anyhow::Resul
         GatewayYaml::new(ports)
             .server(Server {
                 upstream_keepalive_pool: Some(512),
+                ..Server::default()
             })
             .region("origin", origin)
             .route(Route::new("all", &["origin"]))
