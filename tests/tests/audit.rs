@@ -155,6 +155,14 @@ fn sticky_config(fleet: &Fleet, routes: impl IntoIterator<Item = Route>) -> Gate
     routes.into_iter().fold(config, GatewayYaml::route)
 }
 
+/// Switches `fleet`'s region (region, mode) and waits (`what`) until the gateway has it down, or
+/// up when the mode is [`Mode::Ok`].
+async fn switch(gw: &Gateway, fleet: &Fleet, (region, mode): (&str, Mode), what: &str) {
+    let up = mode == Mode::Ok;
+    fleet.set(region, mode);
+    eventually(what, || region_up(gw, region, up)).await;
+}
+
 /// Route `name` over `tiers` with a one-hour failback hold-down.
 fn held(name: &str, tiers: &[&str]) -> Route {
     Route::new(name, tiers).hold_down(Duration::from_secs(3600))
@@ -204,13 +212,11 @@ async fn a_sticky_pin_to_a_region_inside_its_hold_down_is_not_honoured() {
         assert_eq!(region, "fra");
         pins.push((host, cookie.expect("a cookie is issued")));
     }
-    fleet.set("fra", Mode::Refuse);
-    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Refuse), "fra down").await;
     for host in ["stay.test", "ret.test"] {
         assert_eq!(call(&gw, host, None).await.0, "ber");
     }
-    fleet.set("fra", Mode::Ok);
-    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    switch(&gw, &fleet, ("fra", Mode::Ok), "fra up again").await;
     // fra is up but inside its one-hour hold-down: no traffic, cookie or not.
     for (host, cookie) in &pins {
         assert_eq!(
@@ -236,11 +242,9 @@ async fn a_reload_that_reorders_tiers_keeps_the_serving_region() {
     let config = |tiers: &[&str]| sticky_config(&fleet, [held("app", tiers)]);
     let (gw, _) = Gateway::start(&config(&["fra", "ber", "ams"]), &[("k1.key", KEY)]).await;
     assert_eq!(call(&gw, "app.test", None).await.0, "fra");
-    fleet.set("fra", Mode::Refuse);
-    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Refuse), "fra down").await;
     assert_eq!(call(&gw, "app.test", None).await.0, "ber");
-    fleet.set("fra", Mode::Ok);
-    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    switch(&gw, &fleet, ("fra", Mode::Ok), "fra up again").await;
     assert_eq!(call(&gw, "app.test", None).await.0, "ber", "hold-down");
     // Same tiers, another order: ber still serves (it is the active tier, wherever it is).
     gw.write_config(&config(&["fra", "ams", "ber"]));
@@ -261,14 +265,11 @@ async fn failover_prefers_a_stable_lower_tier_over_a_higher_tier_inside_its_hold
     let routes = [held("app", &["fra", "ber", "ams"])];
     let (gw, _) = Gateway::start(&sticky_config(&fleet, routes), &[("k1.key", KEY)]).await;
     assert_eq!(call(&gw, "app.test", None).await.0, "fra");
-    fleet.set("fra", Mode::Refuse);
-    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Refuse), "fra down").await;
     assert_eq!(call(&gw, "app.test", None).await.0, "ber");
     // fra comes back (inside its hold-down: it may be flapping); then ber fails.
-    fleet.set("fra", Mode::Ok);
-    eventually("fra up again", || region_up(&gw, "fra", true)).await;
-    fleet.set("ber", Mode::Refuse);
-    eventually("ber down", || region_up(&gw, "ber", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Ok), "fra up again").await;
+    switch(&gw, &fleet, ("ber", Mode::Refuse), "ber down").await;
     for _ in 0..5 {
         assert_eq!(
             call(&gw, "app.test", None).await.0,

@@ -38,24 +38,39 @@ fn with_header(config: &GatewayYaml, header: &str) -> String {
     config.to_yaml(header).expect("config as YAML")
 }
 
-/// [`two_config`] with `server.grace_period` `grace`.
-fn graceful(two: &Fleet, grace: Duration) -> GatewayYaml {
-    two_config(two, "fra", &[]).server(Server {
+/// Two regions and a gateway over them ([`two_config`]) with `server.grace_period` `grace`.
+async fn graceful_gateway(grace: Duration) -> (Fleet, Gateway) {
+    let two = two_regions().await;
+    let config = two_config(&two, "fra", &[]).server(Server {
         grace_period: Some(Dur(grace)),
         ..Server::default()
-    })
+    });
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    (two, gw)
 }
 
-/// A gateway with grace period `grace` and a `GET path` in flight to it (still running).
+/// [`graceful_gateway`] with a `GET path` in flight to it (still running).
 async fn request_in_flight(
-    two: &Fleet,
     grace: Duration,
     path: &'static str,
-) -> (Gateway, JoinHandle<Collected>) {
-    let (gw, _) = Gateway::start(&graceful(two, grace), &[]).await;
+) -> (Fleet, Gateway, JoinHandle<Collected>) {
+    let (two, gw) = graceful_gateway(grace).await;
     let addr = gw.addr;
     let slow = tokio::spawn(async move { H1::connect(addr).await.send(get("a", path)).await });
-    (gw, slow)
+    (two, gw, slow)
+}
+
+/// Waits (`what`) until the TLS listener at `addr` presents `cert` for `reload.test`.
+async fn serves_eventually(
+    what: &str,
+    addr: std::net::SocketAddr,
+    cert: &rustls_pki_types::CertificateDer<'static>,
+) {
+    eventually(what, || async {
+        let (_, info) = gateway_tests::client::tls_connect_any(addr, "reload.test").await;
+        info.peer_cert == *cert
+    })
+    .await;
 }
 
 async fn region_of(addr: std::net::SocketAddr, path: &str) -> Option<String> {
@@ -439,8 +454,7 @@ async fn metrics_are_prometheus_text_with_the_documented_names() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
-    let two = two_regions().await;
-    let (mut gw, slow) = request_in_flight(&two, Duration::from_secs(3), "/slow/1500").await;
+    let (_two, mut gw, slow) = request_in_flight(Duration::from_secs(3), "/slow/1500").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
     eventually("readiness false while draining", || async {
@@ -457,8 +471,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
 
 #[tokio::test]
 async fn binary_upgrade_hands_listeners_over_without_losing_a_request() {
-    let two = two_regions().await;
-    let (mut old, _) = Gateway::start(&graceful(&two, Duration::from_secs(2)), &[]).await;
+    let (_two, mut old) = graceful_gateway(Duration::from_secs(2)).await;
     let addr = old.addr;
     let load = tokio::spawn(async move { drive(addr, "/", 200, Duration::from_secs(6), 8).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -510,11 +523,7 @@ async fn tls_certificates_reload_with_the_config() {
     let (_, info) = gateway_tests::client::h2_tls(tls_addr, &old.ca_der, "reload.test").await;
     assert_eq!(info.peer_cert, old.leaves[0].der);
     gw.write_config(&config("new.pem", "new.key", &tls_addr.to_string()));
-    eventually("new certificate served", || async {
-        let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
-        info.peer_cert == new.leaves[0].der
-    })
-    .await;
+    serves_eventually("new certificate served", tls_addr, &new.leaves[0].der).await;
     let s = gw.status(None).await;
     assert_eq!(s["last_reload"]["result"], "ok", "{s}");
     assert!(
@@ -712,10 +721,11 @@ async fn certificate_rewritten_at_the_same_path_is_served_after_reload() {
     // keeps the old pair); the debounce usually folds both writes into one reload.
     std::fs::write(gw.dir.path().join("server.key"), &new.leaves[0].key_pem).expect("key");
     std::fs::write(gw.dir.path().join("server.pem"), &new.leaves[0].cert_pem).expect("cert");
-    eventually("the new certificate is served", || async {
-        let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
-        info.peer_cert == new.leaves[0].der
-    })
+    serves_eventually(
+        "the new certificate is served",
+        tls_addr,
+        &new.leaves[0].der,
+    )
     .await;
     let s = gw.status(None).await;
     assert_eq!(s["last_reload"]["result"], "ok", "{s}");
@@ -767,8 +777,7 @@ async fn reverting_a_listener_change_clears_the_restart_notice() {
 // period (here far longer than the harness waits).
 #[tokio::test]
 async fn sigterm_with_nothing_in_flight_exits_before_the_grace_period() {
-    let two = two_regions().await;
-    let (mut gw, _) = Gateway::start(&graceful(&two, Duration::from_secs(300)), &[]).await;
+    let (_two, mut gw) = graceful_gateway(Duration::from_secs(300)).await;
     // A kept-alive idle connection does not hold the exit either (it lingers at most 1 s).
     let mut idle = H1::connect(gw.addr).await;
     assert_eq!(idle.send(get("a", "/")).await.status, 200);
@@ -785,8 +794,7 @@ async fn sigterm_with_nothing_in_flight_exits_before_the_grace_period() {
 // A slow request in flight keeps the process until it is answered, then it exits at once.
 #[tokio::test]
 async fn sigterm_exits_as_soon_as_the_last_in_flight_request_is_answered() {
-    let two = two_regions().await;
-    let (mut gw, slow) = request_in_flight(&two, Duration::from_secs(300), "/slow/2000").await;
+    let (_two, mut gw, slow) = request_in_flight(Duration::from_secs(300), "/slow/2000").await;
     eventually("the slow request reached the app", || async {
         gw.admin_call("GET", "/metrics", None)
             .await
