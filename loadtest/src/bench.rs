@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use testbed::launcher::{free_port, GatewayProcess};
-use testbed::yaml::{Endpoint, GatewayYaml, Probe, Region, Route, Server};
+use testbed::yaml::{GatewayYaml, Probe, Region, Route, Server};
 
 use crate::engine::{self, LoadSpec};
 use crate::report;
@@ -247,7 +247,7 @@ async fn start_gateway_target(bin: &Path, upstream: SocketAddr) -> anyhow::Resul
             Duration::from_secs(1),
             Duration::from_millis(500),
         );
-        let origin = Region::new(vec![Endpoint::new("origin-1", upstream)]).probe(probe);
+        let origin = Region::one("origin-1", upstream).probe(probe);
         GatewayYaml::new(ports)
             .server(Server {
                 upstream_keepalive_pool: Some(512),

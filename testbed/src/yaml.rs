@@ -2,8 +2,9 @@
 //!
 //! The test bed describes the fleets it runs as values ([`GatewayYaml`] and the section types
 //! below) and writes them out with `serde_yaml`, instead of YAML templates patched with string
-//! replacement. It covers what the test bed's fleets use; every field left `None` is omitted, so
-//! the gateway's default applies. The output is read by the real config loader
+//! replacement. It covers what the test bed's fleets and the integration tests configure; every
+//! field left `None` is omitted, so the gateway's default applies. `bind` values are text, so a
+//! config can also carry the placeholders the integration harness fills in (`{listen}`, ...). The output is read by the real config loader
 //! (`gateway_config`), which stays the only judge of what is valid: the tests below load what
 //! this module writes.
 //!
