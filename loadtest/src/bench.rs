@@ -5,6 +5,7 @@
 //! interleaved rounds (direct, gateway, nginx, HAProxy, then again) so that drift on the machine
 //! spreads over all of them; reports give the median and the min–max of the rounds.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +15,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use testbed::launcher::{free_port, GatewayProcess};
-use testbed::yaml::{Endpoint, GatewayYaml, Probe, Region, Route, Server};
+use testbed::yaml::{GatewayYaml, Probe, Region, Route, Server};
 
 use crate::engine::{self, LoadSpec};
 use crate::report;
@@ -187,34 +188,8 @@ async fn start_nginx(upstream: SocketAddr) -> anyhow::Result<Target> {
     let conf = format!(
         "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log crit;\nevents {{ worker_connections 8192; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  keepalive_requests 1000000;\n  upstream origin {{ server {upstream}; keepalive 256; }}\n  server {{\n    listen {h1};\n    listen {h2} http2;\n    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n"
     );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let child = Command::new(which("nginx").context("nginx not installed")?)
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    wait_port(h1).await?;
-    // Pin the worker (and master) to CPU 1.
-    let pid = child.id();
-    pin(pid, 1);
-    for child_pid in children(pid) {
-        pin(child_pid, 1);
-    }
-    let worker = children(pid).into_iter().next();
-    Ok(Target {
-        name: "nginx",
-        h1,
-        h2: Some(h2),
-        pid: worker.or(Some(pid)),
-        _guard: Guard::Child {
-            child,
-            _dir: Some(dir),
-        },
-    })
+    let args = ["-p".into(), dir.path().as_os_str().to_owned(), "-c".into()];
+    start_proxy("nginx", dir, (h1, h2), ("nginx.conf", conf), &args).await
 }
 
 async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
@@ -223,11 +198,25 @@ async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
     let conf = format!(
         "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {h1}\n  bind {h2} proto h2\n  default_backend b\nbackend b\n  server origin {upstream} maxconn 4000\n"
     );
-    let path = dir.path().join("haproxy.cfg");
-    std::fs::write(&path, conf)?;
-    let child = Command::new(which("haproxy").context("haproxy not installed")?)
-        .arg("-db")
-        .arg("-f")
+    let args = ["-db".into(), "-f".into()];
+    start_proxy("haproxy", dir, (h1, h2), ("haproxy.cfg", conf), &args).await
+}
+
+/// Starts the installed proxy `name` (nginx, HAProxy) listening on `h1` (HTTP/1.1) and `h2`:
+/// writes `config` (file name, contents) into `dir` and runs `name <args> <config path>`, output
+/// discarded. Once `h1` accepts, the process and its children are pinned to CPU 1; the one
+/// measured is its first child (nginx's worker), else the process itself.
+async fn start_proxy(
+    name: &'static str,
+    dir: tempfile::TempDir,
+    (h1, h2): (SocketAddr, SocketAddr),
+    (file, config): (&str, String),
+    args: &[OsString],
+) -> anyhow::Result<Target> {
+    let path = dir.path().join(file);
+    std::fs::write(&path, config)?;
+    let child = Command::new(which(name).with_context(|| format!("{name} not installed"))?)
+        .args(args)
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -235,11 +224,15 @@ async fn start_haproxy(upstream: SocketAddr) -> anyhow::Result<Target> {
     wait_port(h1).await?;
     let pid = child.id();
     pin(pid, 1);
+    for child_pid in children(pid) {
+        pin(child_pid, 1);
+    }
+    let worker = children(pid).into_iter().next();
     Ok(Target {
-        name: "haproxy",
+        name,
         h1,
         h2: Some(h2),
-        pid: Some(pid),
+        pid: worker.or(Some(pid)),
         _guard: Guard::Child {
             child,
             _dir: Some(dir),
@@ -254,10 +247,11 @@ async fn start_gateway_target(bin: &Path, upstream: SocketAddr) -> anyhow::Resul
             Duration::from_secs(1),
             Duration::from_millis(500),
         );
-        let origin = Region::new(vec![Endpoint::new("origin-1", upstream)]).probe(probe);
+        let origin = Region::one("origin-1", upstream).probe(probe);
         GatewayYaml::new(ports)
             .server(Server {
                 upstream_keepalive_pool: Some(512),
+                ..Server::default()
             })
             .region("origin", origin)
             .route(Route::new("all", &["origin"]))
@@ -515,34 +509,28 @@ fn chart(path: &Path, results: &[TargetResult]) -> Result<(), String> {
         .flat_map(|r| r.h1_rps.iter().chain(&r.h2_rps))
         .fold(1.0f64, |a, b| a.max(*b))
         * 1.15;
-    let mut c = ChartBuilder::on(&root)
-        .margin(15)
-        .caption(
-            "maximum throughput per round (solid HTTP/1.1, dashed h2c)",
-            ("sans-serif", 18),
-        )
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.5..(rounds as f64 + 0.5), 0.0..y_max)
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh()
-        .x_desc("round")
-        .y_desc("req/s")
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let mut c = report::panel(
+        &root,
+        report::Panel {
+            caption: (
+                "maximum throughput per round (solid HTTP/1.1, dashed h2c)",
+                18,
+            ),
+            margin: 15,
+            y_label_area: 70,
+            x: (0.5..(rounds as f64 + 0.5), "round"),
+            y: (0.0..y_max, "req/s"),
+        },
+    )?;
     let palette = [BLACK, BLUE, GREEN, RED];
     for (i, r) in results.iter().enumerate() {
         let color = palette[i % palette.len()];
-        c.draw_series(LineSeries::new(
-            r.h1_rps
-                .iter()
-                .enumerate()
-                .map(|(k, v)| ((k + 1) as f64, *v)),
-            color.stroke_width(2),
-        ))
-        .map_err(|e| e.to_string())?
-        .label(r.name.clone())
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        let h1 = r
+            .h1_rps
+            .iter()
+            .enumerate()
+            .map(|(k, v)| ((k + 1) as f64, *v));
+        report::line(&mut c, h1, color, &r.name)?;
         c.draw_series(
             r.h2_rps
                 .iter()
@@ -551,10 +539,6 @@ fn chart(path: &Path, results: &[TargetResult]) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    report::legend(&mut c)?;
     root.present().map_err(|e| e.to_string())
 }

@@ -137,16 +137,8 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
             let mut tasks = tokio::task::JoinSet::new();
             let mut next = 0usize;
             loop {
-                let due = if spec2.rate > 0 {
-                    match rx.lock().await.recv().await {
-                        Some(d) => d,
-                        None => break,
-                    }
-                } else {
-                    if start.elapsed() >= spec2.duration || !take(&closed_loop_budget) {
-                        break;
-                    }
-                    start.elapsed()
+                let Some(due) = next_due(&spec2, &rx, start, &closed_loop_budget).await else {
+                    break;
                 };
                 let permit = inflight.clone().acquire_owned().await.expect("semaphore");
                 let sender = h2_sender(&spec2, &senders, next).await;
@@ -208,17 +200,8 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
                 let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
                 let mut local = Vec::new();
                 loop {
-                    let due = if spec2.rate > 0 {
-                        let next = rx.lock().await.recv().await;
-                        match next {
-                            Some(d) => d,
-                            None => break,
-                        }
-                    } else {
-                        if start.elapsed() >= spec2.duration || !take(&budget) {
-                            break;
-                        }
-                        start.elapsed()
+                    let Some(due) = next_due(&spec2, &rx, start, &budget).await else {
+                        break;
                     };
                     let limit = deadline(&spec2, start, due);
                     let result = tokio::time::timeout(limit, async {
@@ -260,6 +243,23 @@ pub async fn run(spec: &LoadSpec, progress: Option<Progress>) -> Vec<Record> {
     let mut all = std::mem::take(&mut *records.lock().await);
     all.sort_by_key(|r| r.due);
     all
+}
+
+/// When the next request is due: the dispatcher's next due time (open loop), or now while the
+/// run lasts and the closed-loop `budget` has requests left; `None` when the worker is done.
+async fn next_due(
+    spec: &LoadSpec,
+    rx: &Mutex<mpsc::UnboundedReceiver<Duration>>,
+    start: Instant,
+    budget: &std::sync::atomic::AtomicU64,
+) -> Option<Duration> {
+    if spec.rate > 0 {
+        rx.lock().await.recv().await
+    } else if start.elapsed() >= spec.duration || !take(budget) {
+        None
+    } else {
+        Some(start.elapsed())
+    }
 }
 
 fn take(budget: &std::sync::atomic::AtomicU64) -> bool {

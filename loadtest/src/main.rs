@@ -29,35 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Open-loop constant-rate load against a URL (latency measured from the scheduled time).
-    Run {
-        /// Target, e.g. http://127.0.0.1:8080/ (loopback or lab addresses only).
-        #[arg(long)]
-        url: String,
-        /// Requests per second (0: as fast as possible, closed loop).
-        #[arg(long, default_value_t = 100)]
-        rate: u32,
-        /// How long to send, e.g. 10s.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        duration: Duration,
-        /// Connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-        /// HTTP/2 with prior knowledge (h2c).
-        #[arg(long)]
-        http2: bool,
-        /// Per-request deadline from its scheduled time.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Hard cap on requests.
-        #[arg(long, default_value_t = 10_000_000)]
-        max_requests: u64,
-        /// Write the JSON report here (and print nothing else).
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write report.json, report.md and chart.svg into this directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Run simulated regional app endpoints (HTTP/1.1 and h2c) with a fault-injection control API.
     Region {
         /// Region name reported in responses.
@@ -75,46 +47,82 @@ enum Command {
         mode: String,
     },
     /// Start two regions and a gateway, drive load, inject a fault, measure, report.
-    Failover {
-        /// The fault to inject into the primary region.
-        #[arg(long, value_enum, default_value = "crash")]
-        scenario: Fault,
-        /// Requests per second.
-        #[arg(long, default_value_t = 500)]
-        rate: u32,
-        /// Runs to aggregate.
-        #[arg(long, default_value_t = 1)]
-        repeat: u32,
-        /// Seconds of load before the fault.
-        #[arg(long, default_value = "3s", value_parser = parse_duration)]
-        fault_at: Duration,
-        /// How long the fault lasts.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
-        fault_for: Duration,
-        /// Load after recovery.
-        #[arg(long, default_value = "6s", value_parser = parse_duration)]
-        after: Duration,
-        /// Failback hold-down of the route.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
-        hold_down: Duration,
-        /// Probe interval (timeout 3/4 of it, fall 2, rise 2).
-        #[arg(long, default_value = "200ms", value_parser = parse_duration)]
-        probe_interval: Duration,
-        /// The gateway binary (default: next to this binary).
-        #[arg(long)]
-        gateway: Option<PathBuf>,
-        /// Gateway worker threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Report directory (default reports/failover-<scenario>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print only the JSON report path.
-        #[arg(long)]
-        json: bool,
-    },
+    Failover(FailoverArgs),
     /// Benchmark the gateway against direct, nginx and HAProxy on the same upstream.
     Bench(loadtest::bench::BenchArgs),
+}
+
+/// Arguments of `loadtest run`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Target, e.g. http://127.0.0.1:8080/ (loopback or lab addresses only).
+    #[arg(long)]
+    url: String,
+    /// Requests per second (0: as fast as possible, closed loop).
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// HTTP/2 with prior knowledge (h2c).
+    #[arg(long)]
+    http2: bool,
+    /// Per-request deadline from its scheduled time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Hard cap on requests.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_requests: u64,
+    /// Write the JSON report here (and print nothing else).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write report.json, report.md and chart.svg into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Arguments of `loadtest failover`.
+#[derive(clap::Args)]
+struct FailoverArgs {
+    /// The fault to inject into the primary region.
+    #[arg(long, value_enum, default_value = "crash")]
+    scenario: Fault,
+    /// Requests per second.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Runs to aggregate.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Seconds of load before the fault.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    fault_at: Duration,
+    /// How long the fault lasts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    fault_for: Duration,
+    /// Load after recovery.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    after: Duration,
+    /// Failback hold-down of the route.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    hold_down: Duration,
+    /// Probe interval (timeout 3/4 of it, fall 2, rise 2).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    probe_interval: Duration,
+    /// The gateway binary (default: next to this binary).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// Gateway worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Report directory (default reports/failover-<scenario>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print only the JSON report path.
+    #[arg(long)]
+    json: bool,
 }
 
 fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<ProgressBar>) {
@@ -133,84 +141,7 @@ fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<Pr
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run {
-            url,
-            rate,
-            duration,
-            connections,
-            http2,
-            timeout,
-            max_requests,
-            json,
-            out,
-        } => {
-            let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
-            anyhow::ensure!(
-                uri.scheme_str() == Some("http"),
-                "only http:// URLs are supported"
-            );
-            let host = uri.host().context("URL has no host")?.to_string();
-            let port = uri.port_u16().unwrap_or(80);
-            let addr = (host.as_str(), port)
-                .to_socket_addrs()?
-                .next()
-                .context("host did not resolve")?;
-            let spec = LoadSpec {
-                addr,
-                host: uri.authority().map(|a| a.to_string()).unwrap_or(host),
-                path: uri
-                    .path_and_query()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "/".into()),
-                rate,
-                duration,
-                connections,
-                http2,
-                timeout,
-                max_requests,
-            };
-            let expected = if rate == 0 {
-                0
-            } else {
-                (duration.as_secs_f64() * f64::from(rate)) as u64
-            };
-            let (progress, bar) = progress_bar(
-                expected,
-                json.is_some() || duration < Duration::from_secs(3),
-            );
-            let started = std::time::Instant::now();
-            let records = engine::run(&spec, progress).await;
-            let elapsed = started.elapsed();
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            let summary = report::summarize(&records, elapsed);
-            let doc = serde_json::json!({
-                "url": url, "rate": rate, "duration_s": duration.as_secs_f64(), "connections": connections, "http2": http2,
-                "summary": summary, "timeline": report::timeline(&records, Duration::from_millis(100)),
-            });
-            if let Some(path) = &json {
-                std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
-            } else {
-                print!("{}", report::summary_markdown(&summary));
-            }
-            if let Some(dir) = out {
-                std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
-                std::fs::write(dir.join("report.md"), format!("# loadtest run\n\n`{url}` at {rate} req/s for {duration:?} over {connections} connections\n\n{}", report::summary_markdown(&summary)))?;
-                report::chart(
-                    &dir.join("chart.svg"),
-                    &format!("{url} at {rate} req/s"),
-                    &report::timeline(&records, Duration::from_millis(100)),
-                    &[],
-                )
-                .map_err(anyhow::Error::msg)?;
-                if json.is_none() {
-                    println!("reports in {}", dir.display());
-                }
-            }
-            Ok(())
-        }
+        Command::Run(args) => run(args).await,
         Command::Region {
             name,
             listen,
@@ -243,98 +174,162 @@ async fn main() -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Command::Failover {
-            scenario,
-            rate,
-            repeat,
-            fault_at,
-            fault_for,
-            after,
-            hold_down,
-            probe_interval,
-            gateway,
-            threads,
-            out,
-            json,
-        } => {
-            let gateway = match gateway {
-                Some(bin) => bin,
-                None => testbed::launcher::gateway_bin()?,
-            };
-            let spec = ScenarioSpec {
-                fault: scenario,
-                rate,
-                fault_at,
-                fault_for,
-                after,
-                hold_down,
-                probe_interval,
-                gateway,
-                threads,
-            };
-            let name = serde_json::to_value(scenario)?
-                .as_str()
-                .unwrap_or("scenario")
-                .to_string();
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("reports/failover-{name}")));
-            std::fs::create_dir_all(&out)?;
-            let mut runs = Vec::new();
-            for i in 1..=repeat.max(1) {
-                let total = fault_at + fault_for + after;
-                let (progress, bar) =
-                    progress_bar((total.as_secs_f64() * f64::from(rate)) as u64, json);
-                if !json {
-                    println!("run {i}/{repeat}: {name} at {rate} req/s");
-                }
-                let result = scenario::run_once(&spec, progress).await?;
-                if let Some(b) = bar {
-                    b.finish_and_clear();
-                }
-                report::chart(
-                    &out.join(format!("chart-{i}.svg")),
-                    &format!("failover: {name} at {rate} req/s (run {i})"),
-                    &result.timeline,
-                    &result.markers,
-                )
-                .map_err(anyhow::Error::msg)?;
-                if !json {
-                    print!("{}", run_line(&result));
-                }
-                runs.push(result);
-            }
-            let aggregate = serde_json::json!({
-                "failed": scenario::spread(runs.iter().map(|r| Some(r.summary.failed as f64))),
-                "detect_ms": scenario::spread(runs.iter().map(|r| r.detect_ms)),
-                "last_primary_ms": scenario::spread(runs.iter().map(|r| r.last_primary_ms)),
-                "first_secondary_ms": scenario::spread(runs.iter().map(|r| r.first_secondary_ms)),
-                "settled_ms": scenario::spread(runs.iter().map(|r| r.settled_ms)),
-                "failback_ms": scenario::spread(runs.iter().map(|r| r.failback_ms)),
-                "window_p99_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.p99_ms))),
-                "window_max_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.max_ms))),
-            });
-            let doc = serde_json::json!({
-                "scenario": name, "rate": rate, "repeat": repeat, "fault_at_s": fault_at.as_secs_f64(),
-                "fault_for_s": fault_for.as_secs_f64(), "hold_down_s": hold_down.as_secs_f64(),
-                "probe_interval_ms": probe_interval.as_millis() as u64, "threads": threads,
-                "machine": machine(), "aggregate": aggregate, "runs": runs,
-            });
-            std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
-            std::fs::write(
-                out.join("report.md"),
-                failover_markdown(&name, rate, &runs, &aggregate),
-            )?;
-            if json {
-                println!("{}", out.join("report.json").display());
-            } else {
-                println!(
-                    "reports: {0}/report.json, {0}/report.md, {0}/chart-1.svg",
-                    out.display()
-                );
-            }
-            Ok(())
-        }
+        Command::Failover(args) => failover(args).await,
         Command::Bench(args) => loadtest::bench::run(args).await,
     }
+}
+
+/// `loadtest run`: one load against a URL, reported as Markdown, JSON and a chart.
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs { url, json, out, .. } = args;
+    let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "only http:// URLs are supported"
+    );
+    let host = uri.host().context("URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()?
+        .next()
+        .context("host did not resolve")?;
+    let spec = LoadSpec {
+        addr,
+        host: uri.authority().map(|a| a.to_string()).unwrap_or(host),
+        path: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into()),
+        rate: args.rate,
+        duration: args.duration,
+        connections: args.connections,
+        http2: args.http2,
+        timeout: args.timeout,
+        max_requests: args.max_requests,
+    };
+    let (rate, duration, connections, http2) =
+        (spec.rate, spec.duration, spec.connections, spec.http2);
+    let expected = if rate == 0 {
+        0
+    } else {
+        (duration.as_secs_f64() * f64::from(rate)) as u64
+    };
+    let (progress, bar) = progress_bar(
+        expected,
+        json.is_some() || duration < Duration::from_secs(3),
+    );
+    let started = std::time::Instant::now();
+    let records = engine::run(&spec, progress).await;
+    let elapsed = started.elapsed();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let summary = report::summarize(&records, elapsed);
+    let doc = serde_json::json!({
+        "url": url, "rate": rate, "duration_s": duration.as_secs_f64(), "connections": connections, "http2": http2,
+        "summary": summary, "timeline": report::timeline(&records, Duration::from_millis(100)),
+    });
+    if let Some(path) = &json {
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        print!("{}", report::summary_markdown(&summary));
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
+        std::fs::write(dir.join("report.md"), format!("# loadtest run\n\n`{url}` at {rate} req/s for {duration:?} over {connections} connections\n\n{}", report::summary_markdown(&summary)))?;
+        report::chart(
+            &dir.join("chart.svg"),
+            &format!("{url} at {rate} req/s"),
+            &report::timeline(&records, Duration::from_millis(100)),
+            &[],
+        )
+        .map_err(anyhow::Error::msg)?;
+        if json.is_none() {
+            println!("reports in {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// `loadtest failover`: runs the scenario `repeat` times and writes the charts and reports.
+async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
+    let (rate, repeat, json) = (args.rate, args.repeat, args.json);
+    let spec = ScenarioSpec {
+        fault: args.scenario,
+        rate,
+        fault_at: args.fault_at,
+        fault_for: args.fault_for,
+        after: args.after,
+        hold_down: args.hold_down,
+        probe_interval: args.probe_interval,
+        gateway: match args.gateway {
+            Some(bin) => bin,
+            None => testbed::launcher::gateway_bin()?,
+        },
+        threads: args.threads,
+    };
+    let name = serde_json::to_value(spec.fault)?
+        .as_str()
+        .unwrap_or("scenario")
+        .to_string();
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("reports/failover-{name}")));
+    std::fs::create_dir_all(&out)?;
+    let mut runs = Vec::new();
+    for i in 1..=repeat.max(1) {
+        let total = spec.fault_at + spec.fault_for + spec.after;
+        let (progress, bar) = progress_bar((total.as_secs_f64() * f64::from(rate)) as u64, json);
+        if !json {
+            println!("run {i}/{repeat}: {name} at {rate} req/s");
+        }
+        let result = scenario::run_once(&spec, progress).await?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        report::chart(
+            &out.join(format!("chart-{i}.svg")),
+            &format!("failover: {name} at {rate} req/s (run {i})"),
+            &result.timeline,
+            &result.markers,
+        )
+        .map_err(anyhow::Error::msg)?;
+        if !json {
+            print!("{}", run_line(&result));
+        }
+        runs.push(result);
+    }
+    let aggregate = serde_json::json!({
+        "failed": scenario::spread(runs.iter().map(|r| Some(r.summary.failed as f64))),
+        "detect_ms": scenario::spread(runs.iter().map(|r| r.detect_ms)),
+        "last_primary_ms": scenario::spread(runs.iter().map(|r| r.last_primary_ms)),
+        "first_secondary_ms": scenario::spread(runs.iter().map(|r| r.first_secondary_ms)),
+        "settled_ms": scenario::spread(runs.iter().map(|r| r.settled_ms)),
+        "failback_ms": scenario::spread(runs.iter().map(|r| r.failback_ms)),
+        "window_p99_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.p99_ms))),
+        "window_max_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.max_ms))),
+    });
+    let doc = serde_json::json!({
+        "scenario": name, "rate": rate, "repeat": repeat, "fault_at_s": spec.fault_at.as_secs_f64(),
+        "fault_for_s": spec.fault_for.as_secs_f64(), "hold_down_s": spec.hold_down.as_secs_f64(),
+        "probe_interval_ms": spec.probe_interval.as_millis() as u64, "threads": spec.threads,
+        "machine": machine(), "aggregate": aggregate, "runs": runs,
+    });
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
+    std::fs::write(
+        out.join("report.md"),
+        failover_markdown(&name, rate, &runs, &aggregate),
+    )?;
+    if json {
+        println!("{}", out.join("report.json").display());
+    } else {
+        println!(
+            "reports: {0}/report.json, {0}/report.md, {0}/chart-1.svg",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// A short description of this machine for reports.

@@ -191,97 +191,130 @@ pub fn chart(
     };
     let rps_max = buckets.iter().map(|b| b.rps).fold(1.0, f64::max) * 1.15;
 
-    let mut c = ChartBuilder::on(&top)
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .caption(
-            "requests per second, by answering region; failures in red",
-            ("sans-serif", 15),
-        )
-        .build_cartesian_2d(0.0..t_max, 0.0..rps_max)
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh()
-        .x_desc("seconds")
-        .y_desc("req/s")
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let mut c = panel(
+        &top,
+        Panel {
+            caption: (
+                "requests per second, by answering region; failures in red",
+                15,
+            ),
+            margin: 10,
+            y_label_area: 60,
+            x: (0.0..t_max, "seconds"),
+            y: (0.0..rps_max, "req/s"),
+        },
+    )?;
     let palette = [BLUE, GREEN, MAGENTA, CYAN, BLACK];
     for (i, region) in regions.iter().enumerate() {
-        let color = palette[i % palette.len()];
-        c.draw_series(LineSeries::new(
-            buckets
-                .iter()
-                .map(|b| (b.t_s, *b.regions.get(region).unwrap_or(&0) as f64 / width)),
-            color.stroke_width(2),
-        ))
-        .map_err(|e| e.to_string())?
-        .label(region.clone())
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        let points = buckets
+            .iter()
+            .map(|b| (b.t_s, *b.regions.get(region).unwrap_or(&0) as f64 / width));
+        line(&mut c, points, palette[i % palette.len()], region)?;
     }
-    c.draw_series(LineSeries::new(
-        buckets.iter().map(|b| (b.t_s, b.failed as f64 / width)),
-        RED.stroke_width(2),
-    ))
-    .map_err(|e| e.to_string())?
-    .label("failed")
-    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    let failed = buckets.iter().map(|b| (b.t_s, b.failed as f64 / width));
+    line(&mut c, failed, RED, "failed")?;
     draw_markers(&mut c, markers, rps_max)?;
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    legend(&mut c)?;
 
     let lat_max = buckets.iter().map(|b| b.p99_ms).fold(1.0, f64::max) * 1.15;
-    let mut l = ChartBuilder::on(&bottom)
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .caption(
-            "latency from the scheduled send time (ms)",
-            ("sans-serif", 15),
-        )
-        .build_cartesian_2d(0.0..t_max, 0.0..lat_max)
-        .map_err(|e| e.to_string())?;
-    l.configure_mesh()
-        .x_desc("seconds")
-        .y_desc("ms")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    l.draw_series(LineSeries::new(
+    let mut l = panel(
+        &bottom,
+        Panel {
+            caption: ("latency from the scheduled send time (ms)", 15),
+            margin: 10,
+            y_label_area: 60,
+            x: (0.0..t_max, "seconds"),
+            y: (0.0..lat_max, "ms"),
+        },
+    )?;
+    line(
+        &mut l,
         buckets.iter().map(|b| (b.t_s, b.p50_ms)),
-        BLUE.stroke_width(2),
-    ))
-    .map_err(|e| e.to_string())?
-    .label("p50")
-    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-    l.draw_series(LineSeries::new(
+        BLUE,
+        "p50",
+    )?;
+    line(
+        &mut l,
         buckets.iter().map(|b| (b.t_s, b.p99_ms)),
-        RED.stroke_width(2),
-    ))
-    .map_err(|e| e.to_string())?
-    .label("p99")
-    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+        RED,
+        "p99",
+    )?;
     draw_markers(&mut l, markers, lat_max)?;
-    l.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    legend(&mut l)?;
     root.present().map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn draw_markers<DB: plotters::prelude::DrawingBackend>(
-    c: &mut plotters::prelude::ChartContext<
-        '_,
-        DB,
-        plotters::prelude::Cartesian2d<
-            plotters::coord::types::RangedCoordf64,
-            plotters::coord::types::RangedCoordf64,
-        >,
+/// A chart with both axes in `f64`.
+pub(crate) type Chart<'a, DB> = plotters::prelude::ChartContext<
+    'a,
+    DB,
+    plotters::prelude::Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::types::RangedCoordf64,
     >,
+>;
+
+/// The frame of one chart: caption (text, font size), margin, width of the y labels, and each
+/// axis's range and description.
+pub(crate) struct Panel<'a> {
+    pub(crate) caption: (&'a str, u32),
+    pub(crate) margin: u32,
+    pub(crate) y_label_area: u32,
+    pub(crate) x: (std::ops::Range<f64>, &'a str),
+    pub(crate) y: (std::ops::Range<f64>, &'a str),
+}
+
+/// Draws the frame `p` (caption, axes, mesh) on `area`; the series go on the chart it returns.
+pub(crate) fn panel<'a, DB: plotters::prelude::DrawingBackend>(
+    area: &'a plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    p: Panel<'_>,
+) -> Result<Chart<'a, DB>, String> {
+    use plotters::prelude::*;
+    let mut c = ChartBuilder::on(area)
+        .margin(p.margin)
+        .caption(p.caption.0, ("sans-serif", p.caption.1))
+        .x_label_area_size(30)
+        .y_label_area_size(p.y_label_area)
+        .build_cartesian_2d(p.x.0, p.y.0)
+        .map_err(|e| e.to_string())?;
+    c.configure_mesh()
+        .x_desc(p.x.1)
+        .y_desc(p.y.1)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// A line through `points` in `color`, 2 px wide, named `label` in the legend.
+pub(crate) fn line<DB: plotters::prelude::DrawingBackend>(
+    c: &mut Chart<'_, DB>,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    color: plotters::prelude::RGBColor,
+    label: &str,
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    c.draw_series(LineSeries::new(points, color.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+/// The legend of the series drawn with a label.
+pub(crate) fn legend<'a, DB: plotters::prelude::DrawingBackend + 'a>(
+    c: &mut Chart<'a, DB>,
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+fn draw_markers<DB: plotters::prelude::DrawingBackend>(
+    c: &mut Chart<'_, DB>,
     markers: &[Marker],
     y_max: f64,
 ) -> Result<(), String> {

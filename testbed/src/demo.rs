@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::fleet::Fleet;
-use crate::launcher::Ports;
+use crate::launcher::{loopback, Ports};
 use crate::yaml::{GatewayYaml, Probe, Route};
 
 /// The demo's regions and their endpoint counts, in failover order.
@@ -31,6 +31,24 @@ pub struct DemoAddrs {
     pub control: SocketAddr,
 }
 
+impl DemoAddrs {
+    /// The demo's default addresses, the ones the README shows: the gateway on
+    /// `127.0.0.1:8080`, its admin API on `:9901`, the control listener on `:9902`.
+    pub const DEFAULT: Self = Self {
+        listen: loopback(8080),
+        admin: loopback(9901),
+        control: loopback(9902),
+    };
+
+    /// The gateway's listener and admin API.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            listen: self.listen,
+            admin: self.admin,
+        }
+    }
+}
+
 /// The demo's gateway config for `fleet`: probes every 500 ms (timeout 250 ms, rise 2, fall 2);
 /// one route over `fra` then `ber` with 3 attempts, a 5 s failback hold-down and timeouts of
 /// 250 ms (connect) and 10 s (request).
@@ -42,12 +60,7 @@ pub fn config(addrs: &DemoAddrs, fleet: &Fleet) -> GatewayYaml {
     )
     .rise_fall(2, 2);
     let tiers: Vec<&str> = REGIONS.iter().map(|(name, _)| *name).collect();
-    GatewayYaml::new(Ports {
-        listen: addrs.listen,
-        admin: addrs.admin,
-    })
-    .fleet(fleet, &probe)
-    .route(
+    GatewayYaml::new(addrs.ports()).fleet(fleet, &probe).route(
         Route::new("app", &tiers)
             .path_prefix("/")
             .allowed_regions(&tiers)
@@ -96,14 +109,6 @@ pub fn banner(addrs: DemoAddrs, config_path: &Path, pid: u32) -> String {
 mod tests {
     use super::*;
 
-    fn default_addrs() -> DemoAddrs {
-        DemoAddrs {
-            listen: "127.0.0.1:8080".parse().expect("addr"),
-            admin: "127.0.0.1:9901".parse().expect("addr"),
-            control: "127.0.0.1:9902".parse().expect("addr"),
-        }
-    }
-
     /// The README's demo block is what the demo prints with its default addresses.
     #[test]
     fn readme_demo_block_is_the_banner() {
@@ -113,7 +118,7 @@ mod tests {
             .and_then(|(_, rest)| rest.split_once("```"))
             .map(|(block, _)| block)
             .expect("README has the demo block");
-        let banner = banner(default_addrs(), Path::new("/tmp/demo/gateway.yaml"), 1);
+        let banner = banner(DemoAddrs::DEFAULT, Path::new("/tmp/demo/gateway.yaml"), 1);
         let tried: Vec<&str> = banner
             .lines()
             .map(str::trim)
@@ -135,7 +140,7 @@ mod tests {
     #[tokio::test]
     async fn the_demo_config_is_valid() {
         let fleet = Fleet::start(REGIONS).await.expect("fleet");
-        let text = config(&default_addrs(), &fleet)
+        let text = config(&DemoAddrs::DEFAULT, &fleet)
             .to_yaml(CONFIG_HEADER)
             .expect("yaml");
         let config = gateway_config::parse(&text, Path::new("demo.yaml"))

@@ -87,7 +87,15 @@ impl Ports {
 
 /// A loopback port that was free a moment ago (bound to port 0 and released).
 pub fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+    std::net::TcpListener::bind(loopback(0))?.local_addr()
+}
+
+/// `127.0.0.1:port`.
+pub const fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+    ))
 }
 
 /// The `gateway` binary: `GATEWAY_BIN` if set, else [`sibling_bin`]`("gateway")`.

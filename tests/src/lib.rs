@@ -4,7 +4,10 @@
 //!   (`testbed::launcher`): a config template rendered into a temp dir, `/readyz` awaited, the
 //!   child killed when dropped (also when the test panics). Its methods panic instead of
 //!   returning errors, with the gateway's log in the message.
-//! - [`region`] starts simulated regional endpoints (`testbed::region`) on ephemeral ports.
+//! - [`config`] starts a typed config template (`testbed::yaml`); a [`Template`] is that or
+//!   literal YAML, for tests whose subject is the YAML itself.
+//! - [`region`] starts simulated regional endpoints (`testbed::region`) on ephemeral ports;
+//!   [`Fleet`] starts whole regions of them.
 //! - [`client`] holds HTTP/1.1, h2c, TLS (h2 and HTTP/1.1) and WebSocket clients.
 //! - [`TestPki`] is a throwaway CA with leaf certificates, generated at test time.
 
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use testbed::launcher::{GatewayOptions, GatewayProcess, Ports, Workdir};
 pub use testbed::region::{Identity, Mode, RegionServer};
+use testbed::yaml::{GatewayYaml, Region, Route};
 
 /// Generous deadline for anything a loaded 2-core CI box must do (start-up, readiness).
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -35,15 +39,94 @@ pub fn free_port() -> SocketAddr {
 
 /// Starts a simulated endpoint on an ephemeral port.
 pub async fn region(region: &str, endpoint: &str) -> RegionServer {
-    RegionServer::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        Identity {
-            region: region.into(),
-            endpoint: endpoint.into(),
-        },
-    )
-    .await
-    .expect("start simulated region")
+    region_on("127.0.0.1:0", region, endpoint).await
+}
+
+/// Starts a simulated endpoint on `addr` (`ip:port`; port 0 for an ephemeral one).
+pub async fn region_on(addr: &str, region: &str, endpoint: &str) -> RegionServer {
+    let identity = Identity {
+        region: region.into(),
+        endpoint: endpoint.into(),
+    };
+    let addr = addr.parse().expect("addr");
+    RegionServer::bind(addr, identity)
+        .await
+        .unwrap_or_else(|e| panic!("start simulated endpoint {endpoint} on {addr}: {e}"))
+}
+
+/// Simulated regions (the test bed's fleet) on ephemeral loopback ports, their endpoints
+/// named `<region>-1`, `<region>-2`, ...
+pub struct Fleet(testbed::fleet::Fleet);
+
+impl Fleet {
+    /// Starts `count` endpoints per region: `Fleet::start(&[("fra", 2), ("ber", 2)])`.
+    pub async fn start(layout: &[(&str, usize)]) -> Self {
+        let fleet = testbed::fleet::Fleet::start(layout).await;
+        Self(fleet.expect("start simulated regions"))
+    }
+
+    /// Switches every endpoint of region `name` to `mode`.
+    pub fn set(&self, name: &str, mode: Mode) {
+        self.0.set_mode(name, mode).expect("region");
+    }
+
+    /// The endpoints of region `name`.
+    pub fn servers(&self, name: &str) -> &[RegionServer] {
+        self.0.region(name).expect("region")
+    }
+
+    /// The endpoint with id `endpoint`, in whichever region.
+    pub fn server(&self, endpoint: &str) -> &RegionServer {
+        self.0
+            .regions()
+            .flat_map(|(_, servers)| servers)
+            .find(|s| s.identity().endpoint == endpoint)
+            .unwrap_or_else(|| panic!("no endpoint {endpoint}"))
+    }
+
+    /// [`config`] with every region of the fleet, each with the settings of `region` (a probe,
+    /// passive ejection, ...) and its endpoints; no routes yet.
+    pub fn config(&self, region: &Region) -> GatewayYaml {
+        config().fleet_with(&self.0, region)
+    }
+}
+
+/// A config template for [`Gateway::start`]: the plaintext listener `http` on `{listen}` and
+/// the admin API on `{admin}`; no regions or routes yet.
+pub fn config() -> GatewayYaml {
+    GatewayYaml::bound("{listen}", "{admin}")
+}
+
+/// [`config`] with region `fra` (`region`) and route `app` to it.
+pub fn one_region(region: Region) -> GatewayYaml {
+    config()
+        .region("fra", region)
+        .route(Route::new("app", &["fra"]))
+}
+
+/// What [`Gateway::start`] and [`Gateway::write_config`] take: config text with placeholders
+/// (`{listen}`, `{tls}`, `{admin}`, `{dir}`), literal or typed.
+pub trait Template {
+    /// The text, placeholders not yet filled in.
+    fn template(&self) -> String;
+}
+
+impl Template for str {
+    fn template(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Template for String {
+    fn template(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Template for GatewayYaml {
+    fn template(&self) -> String {
+        self.to_yaml("").expect("config as YAML")
+    }
 }
 
 /// `servers` as a one-line YAML list of gateway endpoints (ids from their identities).
@@ -74,14 +157,17 @@ impl Gateway {
     /// `{listen}` (plaintext listener), `{tls}` (a second listener, for TLS configs),
     /// `{admin}` and `{dir}` (the temp dir, for certificate paths). `files` are written into the
     /// temp dir first.
-    pub async fn start(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
+    pub async fn start(
+        config: &(impl Template + ?Sized),
+        files: &[(&str, &[u8])],
+    ) -> (Self, SocketAddr) {
         Self::start_with_log(config, files, "info").await
     }
 
     /// [`Gateway::start`] with `GATEWAY_LOG` set to `log` (`GATEWAY_TEST_LOG` overrides it, to
     /// debug a failing test).
     pub async fn start_with_log(
-        config: &str,
+        config: &(impl Template + ?Sized),
         files: &[(&str, &[u8])],
         log: &str,
     ) -> (Self, SocketAddr) {
@@ -92,18 +178,25 @@ impl Gateway {
 
     /// Like [`Gateway::start`], but returns as soon as the process is spawned, without waiting
     /// for `/readyz` (for tests of readiness itself).
-    pub fn launch(config: &str, files: &[(&str, &[u8])]) -> (Self, SocketAddr) {
+    pub fn launch(
+        config: &(impl Template + ?Sized),
+        files: &[(&str, &[u8])],
+    ) -> (Self, SocketAddr) {
         Self::launch_with_log(config, files, "info")
     }
 
-    fn launch_with_log(config: &str, files: &[(&str, &[u8])], log: &str) -> (Self, SocketAddr) {
+    fn launch_with_log(
+        config: &(impl Template + ?Sized),
+        files: &[(&str, &[u8])],
+        log: &str,
+    ) -> (Self, SocketAddr) {
         let dir = Workdir::temp().expect("temp dir");
         for (name, contents) in files {
             dir.write(name, contents).expect("write file");
         }
         let ports = Ports::free().expect("free ports");
         let tls = free_port();
-        let text = render(config, ports, dir.path()).replace("{tls}", &tls.to_string());
+        let text = render(&config.template(), ports, dir.path()).replace("{tls}", &tls.to_string());
         let options = GatewayOptions {
             log: Some(std::env::var("GATEWAY_TEST_LOG").unwrap_or_else(|_| log.into())),
             ..GatewayOptions::new(gateway_bin())
@@ -139,10 +232,18 @@ impl Gateway {
 
     /// Replaces the config file atomically (write a temp file, rename over), with the same
     /// placeholders as [`Gateway::start`].
-    pub fn write_config(&self, config: &str) {
+    pub fn write_config(&self, config: &(impl Template + ?Sized)) {
         self.0
-            .replace_config(&self.render(config))
+            .replace_config(&self.render(&config.template()))
             .expect("write config");
+    }
+
+    /// Waits until `/status` shows config version `version` (the first config is version 1).
+    pub async fn wait_config_version(&self, what: &str, version: u64) {
+        eventually(what, || async {
+            self.status(None).await["config"]["version"] == version
+        })
+        .await;
     }
 
     /// Fills the placeholders of a config template.
@@ -221,6 +322,21 @@ pub struct Leaf {
 }
 
 impl TestPki {
+    /// The files of the leaves, in order, as [`Gateway::start`] takes them: for each leaf the
+    /// (certificate file, key file) names of `names`, with its PEM certificate and key.
+    pub fn files<'a>(&'a self, names: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
+        names
+            .iter()
+            .zip(&self.leaves)
+            .flat_map(|((cert, key), leaf)| {
+                [
+                    (*cert, leaf.cert_pem.as_bytes()),
+                    (*key, leaf.key_pem.as_bytes()),
+                ]
+            })
+            .collect()
+    }
+
     /// A CA and one leaf per entry of `names` (each entry a list of DNS names).
     pub fn new(names: &[&[&str]]) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};

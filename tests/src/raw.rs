@@ -73,47 +73,38 @@ type RequestLog = Arc<std::sync::Mutex<Vec<(usize, String)>>>;
 
 /// An HTTP/1.1 upstream that answers each request by playing its script.
 pub struct RawUpstream {
-    addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     /// Connections that carried at least one request and were then closed by the peer (seen
     /// as end of file or as a failed write).
     closed_by_peer: Arc<AtomicUsize>,
     log: RequestLog,
-    task: tokio::task::JoinHandle<()>,
+    listening: Listening,
 }
 
 impl RawUpstream {
     /// Starts on an ephemeral loopback port.
     pub async fn start(script: impl Fn(usize) -> Vec<Step> + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
-        let addr = listener.local_addr().expect("addr");
         let script: Script = Arc::new(script);
         let requests = Arc::new(AtomicUsize::new(0));
         let closed_by_peer = Arc::new(AtomicUsize::new(0));
         let log = RequestLog::default();
         let (r, c, l) = (requests.clone(), closed_by_peer.clone(), log.clone());
-        let task = tokio::spawn(async move {
-            let mut conn = 0;
-            while let Ok((stream, _)) = listener.accept().await {
-                conn += 1;
-                let (script, r, c, l) = (script.clone(), r.clone(), c.clone(), l.clone());
-                tokio::spawn(serve_raw(stream, conn, script, r, c, l));
-            }
-        });
+        let listening = Listening::start("bind upstream", move |stream, conn| {
+            let (script, r, c, l) = (script.clone(), r.clone(), c.clone(), l.clone());
+            serve_raw(stream, conn, script, r, c, l)
+        })
+        .await;
         Self {
-            addr,
             requests,
             closed_by_peer,
             log,
-            task,
+            listening,
         }
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr
     }
 
     /// Requests received so far.
@@ -132,7 +123,35 @@ impl RawUpstream {
     }
 }
 
-impl Drop for RawUpstream {
+/// A loopback listener that hands every connection to a task of its own, until dropped.
+struct Listening {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listening {
+    /// Binds an ephemeral loopback port (panicking with `what` if it cannot) and serves each
+    /// accepted connection, numbered from 1, with `serve`.
+    async fn start<F>(what: &str, serve: impl Fn(TcpStream, usize) -> F + Send + 'static) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let mut conn = 0;
+            while let Ok((stream, _)) = listener.accept().await {
+                conn += 1;
+                tokio::spawn(serve(stream, conn));
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for Listening {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -305,10 +324,9 @@ pub enum H2Step {
 
 /// An h2c upstream whose streams play scripted steps; `n` counts streams across connections.
 pub struct H2Upstream {
-    addr: SocketAddr,
     streams: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    listening: Listening,
 }
 
 impl H2Upstream {
@@ -317,31 +335,25 @@ impl H2Upstream {
         max_streams: u32,
         script: impl Fn(usize) -> Vec<H2Step> + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind h2 upstream");
-        let addr = listener.local_addr().expect("addr");
         let script: Arc<dyn Fn(usize) -> Vec<H2Step> + Send + Sync> = Arc::new(script);
         let streams = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
         let (s, c) = (streams.clone(), connections.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (script, s, c) = (script.clone(), s.clone(), c.clone());
-                tokio::spawn(serve_h2(tcp, max_streams, script, s, c));
-            }
-        });
+        let listening = Listening::start("bind h2 upstream", move |tcp, _| {
+            let (script, s, c) = (script.clone(), s.clone(), c.clone());
+            serve_h2(tcp, max_streams, script, s, c)
+        })
+        .await;
         Self {
-            addr,
             streams,
             connections,
-            task,
+            listening,
         }
     }
 
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr
     }
 
     /// Streams (requests) received so far.
@@ -352,12 +364,6 @@ impl H2Upstream {
     /// HTTP/2 connections that completed the handshake (probes' bare TCP connects excluded).
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for H2Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

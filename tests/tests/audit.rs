@@ -7,29 +7,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway_tests::client::{self, get, H1};
 use gateway_tests::raw::{RawUpstream, Step};
-use gateway_tests::{eventually, region, Gateway, Mode, RegionServer};
+use gateway_tests::{config, eventually, region, Fleet, Gateway, Mode};
 use http::Request;
+use testbed::yaml::{GatewayYaml, OnFailback, Probe, Region, Route, Sticky};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
-/// Route `app` over tiers `[fra, ber]`, one raw endpoint each, TCP probes.
-fn raw_pair(fra: std::net::SocketAddr, ber: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{fra}" }}], probe: {{ interval: 500ms, timeout: 500ms }} }}
-  ber: {{ endpoints: [{{ id: ber-1, address: "{ber}" }}], probe: {{ interval: 500ms, timeout: 500ms }} }}
-routes:
-  - name: app
-    regions: [fra, ber]
-    retry: {{ attempts: 3 }}
-"#
-    )
+/// Route `app` over tiers `[fra, ber]` with 3 attempts, one raw endpoint each, TCP probes.
+fn raw_pair(fra: std::net::SocketAddr, ber: std::net::SocketAddr) -> GatewayYaml {
+    let probe = Probe::tcp(Duration::from_millis(500), Duration::from_millis(500));
+    config()
+        .region("fra", Region::one("fra-1", fra).probe(probe.clone()))
+        .region("ber", Region::one("ber-1", ber).probe(probe))
+        .route(Route::new("app", &["fra", "ber"]).retry_attempts(3))
 }
 
 #[tokio::test]
@@ -142,40 +134,38 @@ async fn a_client_abandoning_a_post_mid_body_is_not_replayed_elsewhere() {
     );
 }
 
-struct Fleet {
-    fra: RegionServer,
-    ber: RegionServer,
-    ams: RegionServer,
+/// Regions fra, ber and ams, one endpoint each.
+async fn three_regions() -> Fleet {
+    Fleet::start(&[("fra", 1), ("ber", 1), ("ams", 1)]).await
 }
 
-impl Fleet {
-    async fn start() -> Self {
-        Self {
-            fra: region("fra", "fra-1").await,
-            ber: region("ber", "ber-1").await,
-            ams: region("ams", "ams-1").await,
-        }
-    }
+/// `fleet`'s regions probed every 100 ms (HTTP, rise 1, fall 1, no jitter), sticky key `k1`
+/// (from `k1.key`), and `routes`.
+fn sticky_config(fleet: &Fleet, routes: impl IntoIterator<Item = Route>) -> GatewayYaml {
+    let probe = Probe::http(
+        "/healthz",
+        Duration::from_millis(100),
+        Duration::from_millis(100),
+    )
+    .rise_fall(1, 1)
+    .jitter(0);
+    let config = fleet
+        .config(&Region::default().probe(probe))
+        .sticky_keys(&[("k1", "k1.key")]);
+    routes.into_iter().fold(config, GatewayYaml::route)
+}
 
-    fn config(&self, routes: &str) -> String {
-        let probe = "{ http: { path: /healthz }, interval: 100ms, timeout: 100ms, rise: 1, fall: 1, jitter: 0% }";
-        format!(
-            r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-sticky_keys: [{{ id: k1, secret_file: k1.key }}]
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], probe: {probe} }}
-  ber: {{ endpoints: [{{ id: ber-1, address: "{}" }}], probe: {probe} }}
-  ams: {{ endpoints: [{{ id: ams-1, address: "{}" }}], probe: {probe} }}
-routes:
-{routes}"#,
-            self.fra.addr(),
-            self.ber.addr(),
-            self.ams.addr(),
-        )
-    }
+/// Switches `fleet`'s region (region, mode) and waits (`what`) until the gateway has it down, or
+/// up when the mode is [`Mode::Ok`].
+async fn switch(gw: &Gateway, fleet: &Fleet, (region, mode): (&str, Mode), what: &str) {
+    let up = mode == Mode::Ok;
+    fleet.set(region, mode);
+    eventually(what, || region_up(gw, region, up)).await;
+}
+
+/// Route `name` over `tiers` with a one-hour failback hold-down.
+fn held(name: &str, tiers: &[&str]) -> Route {
+    Route::new(name, tiers).hold_down(Duration::from_secs(3600))
 }
 
 const KEY: &[u8] = b"k1-secret-0123456789abcdef0123456789";
@@ -205,32 +195,28 @@ async fn call(gw: &Gateway, host: &str, cookie: Option<&str>) -> (String, Option
 
 #[tokio::test]
 async fn a_sticky_pin_to_a_region_inside_its_hold_down_is_not_honoured() {
-    let fleet = Fleet::start().await;
-    let routes = r#"  - name: stay
-    match: { host: stay.test }
-    regions: [fra, ber]
-    failback: { hold_down: 1h }
-    sticky: { on_failback: stay, secure: false }
-  - name: ret
-    match: { host: ret.test }
-    regions: [fra, ber]
-    failback: { hold_down: 1h }
-    sticky: { on_failback: return, secure: false }
-"#;
-    let (gw, _) = Gateway::start(&fleet.config(routes), &[("k1.key", KEY)]).await;
+    let fleet = three_regions().await;
+    let sticky = |on_failback| Sticky::default().on_failback(on_failback).insecure();
+    let routes = [
+        held("stay", &["fra", "ber"])
+            .host("stay.test")
+            .sticky(sticky(OnFailback::Stay)),
+        held("ret", &["fra", "ber"])
+            .host("ret.test")
+            .sticky(sticky(OnFailback::Return)),
+    ];
+    let (gw, _) = Gateway::start(&sticky_config(&fleet, routes), &[("k1.key", KEY)]).await;
     let mut pins = Vec::new();
     for host in ["stay.test", "ret.test"] {
         let (region, cookie) = call(&gw, host, None).await;
         assert_eq!(region, "fra");
         pins.push((host, cookie.expect("a cookie is issued")));
     }
-    fleet.fra.set_mode(Mode::Refuse);
-    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Refuse), "fra down").await;
     for host in ["stay.test", "ret.test"] {
         assert_eq!(call(&gw, host, None).await.0, "ber");
     }
-    fleet.fra.set_mode(Mode::Ok);
-    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    switch(&gw, &fleet, ("fra", Mode::Ok), "fra up again").await;
     // fra is up but inside its one-hour hold-down: no traffic, cookie or not.
     for (host, cookie) in &pins {
         assert_eq!(
@@ -252,21 +238,16 @@ async fn a_sticky_pin_to_a_region_inside_its_hold_down_is_not_honoured() {
 
 #[tokio::test]
 async fn a_reload_that_reorders_tiers_keeps_the_serving_region() {
-    let fleet = Fleet::start().await;
-    let route = |tiers: &str| {
-        format!("  - name: app\n    regions: {tiers}\n    failback: {{ hold_down: 1h }}\n")
-    };
-    let (gw, _) =
-        Gateway::start(&fleet.config(&route("[fra, ber, ams]")), &[("k1.key", KEY)]).await;
+    let fleet = three_regions().await;
+    let config = |tiers: &[&str]| sticky_config(&fleet, [held("app", tiers)]);
+    let (gw, _) = Gateway::start(&config(&["fra", "ber", "ams"]), &[("k1.key", KEY)]).await;
     assert_eq!(call(&gw, "app.test", None).await.0, "fra");
-    fleet.fra.set_mode(Mode::Refuse);
-    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Refuse), "fra down").await;
     assert_eq!(call(&gw, "app.test", None).await.0, "ber");
-    fleet.fra.set_mode(Mode::Ok);
-    eventually("fra up again", || region_up(&gw, "fra", true)).await;
+    switch(&gw, &fleet, ("fra", Mode::Ok), "fra up again").await;
     assert_eq!(call(&gw, "app.test", None).await.0, "ber", "hold-down");
     // Same tiers, another order: ber still serves (it is the active tier, wherever it is).
-    gw.write_config(&fleet.config(&route("[fra, ams, ber]")));
+    gw.write_config(&config(&["fra", "ams", "ber"]));
     eventually("reload applied", || async {
         status(&gw).await["routes"][0]["tiers"][1][0]["region"] == "ams"
     })
@@ -280,18 +261,15 @@ async fn a_reload_that_reorders_tiers_keeps_the_serving_region() {
 
 #[tokio::test]
 async fn failover_prefers_a_stable_lower_tier_over_a_higher_tier_inside_its_hold_down() {
-    let fleet = Fleet::start().await;
-    let routes = "  - name: app\n    regions: [fra, ber, ams]\n    failback: { hold_down: 1h }\n";
-    let (gw, _) = Gateway::start(&fleet.config(routes), &[("k1.key", KEY)]).await;
+    let fleet = three_regions().await;
+    let routes = [held("app", &["fra", "ber", "ams"])];
+    let (gw, _) = Gateway::start(&sticky_config(&fleet, routes), &[("k1.key", KEY)]).await;
     assert_eq!(call(&gw, "app.test", None).await.0, "fra");
-    fleet.fra.set_mode(Mode::Refuse);
-    eventually("fra down", || region_up(&gw, "fra", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Refuse), "fra down").await;
     assert_eq!(call(&gw, "app.test", None).await.0, "ber");
     // fra comes back (inside its hold-down: it may be flapping); then ber fails.
-    fleet.fra.set_mode(Mode::Ok);
-    eventually("fra up again", || region_up(&gw, "fra", true)).await;
-    fleet.ber.set_mode(Mode::Refuse);
-    eventually("ber down", || region_up(&gw, "ber", false)).await;
+    switch(&gw, &fleet, ("fra", Mode::Ok), "fra up again").await;
+    switch(&gw, &fleet, ("ber", Mode::Refuse), "ber down").await;
     for _ in 0..5 {
         assert_eq!(
             call(&gw, "app.test", None).await.0,
@@ -313,20 +291,10 @@ async fn request_timeout_is_a_total_deadline_even_for_a_trickling_response() {
         steps.push(Step::Pause(Duration::from_millis(100)));
     }
     let fra = RawUpstream::start(move |_| steps.clone()).await;
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], probe: {{ interval: 1s, timeout: 1s }} }}
-routes:
-  - name: app
-    regions: [fra]
-    timeouts: {{ request: 1s }}
-"#,
-        fra.addr()
-    );
+    let probe = Probe::tcp(Duration::from_secs(1), Duration::from_secs(1));
+    let config = config()
+        .region("fra", Region::one("fra-1", fra.addr()).probe(probe))
+        .route(Route::new("app", &["fra"]).request_timeout(Duration::from_secs(1)));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let (raw, end) = gateway_tests::raw::read_until_closed(
@@ -358,22 +326,13 @@ async fn a_retry_uses_a_higher_tier_inside_its_hold_down_only_as_a_last_resort()
         ))]
     })
     .await;
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], probe: {{ http: {{ path: /healthz }}, interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }} }}
-  ber: {{ endpoints: [{{ id: ber-1, address: "{}" }}], probe: {{ interval: 100ms, timeout: 100ms }} }}
-routes:
-  - name: app
-    regions: [fra, ber]
-    failback: {{ hold_down: 1h }}
-"#,
-        fra.addr(),
-        ber.addr()
-    );
+    let every_100ms = (Duration::from_millis(100), Duration::from_millis(100));
+    let fra_probe = Probe::http("/healthz", every_100ms.0, every_100ms.1).rise_fall(1, 1);
+    let ber_probe = Probe::tcp(every_100ms.0, every_100ms.1);
+    let config = config()
+        .region("fra", Region::one("fra-1", fra.addr()).probe(fra_probe))
+        .region("ber", Region::one("ber-1", ber.addr()).probe(ber_probe))
+        .route(held("app", &["fra", "ber"]));
     let (gw, _) = Gateway::start(&config, &[]).await;
     assert_eq!(call(&gw, "app.test", None).await.0, "fra");
     fra.set_mode(Mode::Refuse);

@@ -3,57 +3,80 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::client::{self, get, H1};
+use gateway_tests::client::{self, get, Collected, H1};
 use gateway_tests::dns::TestDns;
-use gateway_tests::{drive, eventually, region, Gateway, Mode, Outcome, RegionServer};
+use gateway_tests::{
+    config, drive, eventually, region, region_on, Fleet, Gateway, Mode, Outcome, RegionServer,
+    Template,
+};
+use testbed::yaml::{Dns, Dur, Endpoint, GatewayYaml, Probe, Region, Route};
 
-/// Two regions with two endpoints each (the test bed's fleet), probed every `interval`.
-struct Fleet(testbed::fleet::Fleet);
+/// Two regions with two endpoints each.
+async fn two_regions() -> Fleet {
+    Fleet::start(&[("fra", 2), ("ber", 2)]).await
+}
 
-impl Fleet {
-    async fn start() -> Self {
-        let fleet = testbed::fleet::Fleet::start(&[("fra", 2), ("ber", 2)]).await;
-        Self(fleet.expect("start simulated regions"))
-    }
+/// `fleet`'s regions probed by `probe`, each endpoint ejected after 3 failures of live traffic
+/// (for 5 s, up to 30 s); `routes` in this order.
+fn fleet_config(
+    fleet: &Fleet,
+    probe: Probe,
+    routes: impl IntoIterator<Item = Route>,
+) -> GatewayYaml {
+    let region =
+        Region::default()
+            .probe(probe)
+            .passive(3, Duration::from_secs(5), Duration::from_secs(30));
+    routes
+        .into_iter()
+        .fold(fleet.config(&region), GatewayYaml::route)
+}
 
-    fn set(&self, name: &str, mode: Mode) {
-        self.0.set_mode(name, mode).expect("region");
-    }
+/// Route `app`: fra, then ber; 3 attempts.
+fn app() -> Route {
+    Route::new("app", &["fra", "ber"]).retry_attempts(3)
+}
 
-    fn servers(&self, name: &str) -> &[RegionServer] {
-        self.0.region(name).expect("region")
-    }
-
-    fn config(&self, probe: &str, route_extra: &str, routes_extra: &str) -> String {
-        let eps = gateway_tests::endpoints;
-        format!(
-            r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra:
-    endpoints: {fra}
-    probe: {probe}
-    passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
-  ber:
-    endpoints: {ber}
-    probe: {probe}
-    passive: {{ consecutive_failures: 3, ejection: 5s, max_ejection: 30s }}
-routes:
-{routes_extra}  - name: app
-    regions: [fra, ber]
-    retry: {{ attempts: 3 }}
-{route_extra}"#,
-            fra = eps(self.servers("fra")),
-            ber = eps(self.servers("ber")),
-        )
-    }
+/// HTTP probes of `/healthz` every `interval`, failing after `timeout`; fall 2, rise 2, no jitter.
+fn http_probes(interval: Duration, timeout: Duration) -> Probe {
+    Probe::http("/healthz", interval, timeout)
+        .rise_fall(2, 2)
+        .jitter(0)
 }
 
 /// Probes every 200 ms, timeout 150 ms, fall 2, rise 2, no jitter.
-const FAST_PROBES: &str =
-    "{ http: { path: /healthz }, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }";
+fn fast_probes() -> Probe {
+    http_probes(Duration::from_millis(200), Duration::from_millis(150))
+}
+
+/// [`config`] with DNS discovery through `dns`: answers' TTLs clamped to `ttl` (min, max),
+/// lookups timing out after `timeout`.
+fn dns_config(
+    dns: &TestDns,
+    ttl: (Option<Duration>, Option<Duration>),
+    timeout: Duration,
+) -> GatewayYaml {
+    config().dns(Dns {
+        servers: vec![dns.addr.to_string()],
+        min_ttl: ttl.0.map(Dur),
+        max_ttl: ttl.1.map(Dur),
+        timeout: Some(Dur(timeout)),
+    })
+}
+
+/// Endpoint `fra-dns`, discovered by looking up `host` (its port `port`).
+fn discovered(host: &str, port: u16) -> Endpoint {
+    Endpoint::at("fra-dns", &format!("{host}:{port}"))
+}
+
+/// Endpoints `a` on 127.0.0.2 and `b` on 127.0.0.3, on the same port: the two addresses one DNS
+/// name can have. Each is (region, endpoint id). Returns both and the port.
+async fn same_port(a: (&str, &str), b: (&str, &str)) -> (RegionServer, RegionServer, u16) {
+    let first = region_on("127.0.0.2:0", a.0, a.1).await;
+    let port = first.addr().port();
+    let second = region_on(&format!("127.0.0.3:{port}"), b.0, b.1).await;
+    (first, second, port)
+}
 
 async fn status(gw: &Gateway) -> serde_json::Value {
     gw.status(None).await
@@ -63,40 +86,39 @@ async fn region_up(gw: &Gateway, name: &str) -> bool {
     gw.region_is(name, true).await
 }
 
+/// The first entry of the list `status[list]` whose `key` is `value`.
+fn entry<'a>(
+    status: &'a serde_json::Value,
+    list: &str,
+    (key, value): (&str, &str),
+) -> Option<&'a serde_json::Value> {
+    let entries = status[list].as_array();
+    let entries = entries.unwrap_or_else(|| panic!("no {list} in {status}"));
+    entries.iter().find(|e| e[key] == value)
+}
+
 fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
     outcomes.iter().filter(|o| o.status != Some(200)).collect()
 }
 
-/// Runs `drive` in the background, applies `fault` after `before`, and returns the outcomes and
-/// the time of the fault since the start of the run.
-async fn with_fault(
-    gw: &Gateway,
-    rate: u32,
-    before: Duration,
-    total: Duration,
-    fault: impl FnOnce(),
-) -> (Vec<Outcome>, Duration) {
+/// Starts a gateway over `fleet` (fast probes, route `app`), drives 100 requests per second
+/// for 4 s and switches fra to `mode` after 1 s; returns the gateway, the outcomes and the time
+/// of the fault since the start of the run.
+async fn fault_in_fra(fleet: &Fleet, mode: Mode) -> (Gateway, Vec<Outcome>, Duration) {
+    let (gw, _) = Gateway::start(&fleet_config(fleet, fast_probes(), [app()]), &[]).await;
     let addr = gw.addr;
     let start = Instant::now();
-    let load = tokio::spawn(async move { drive(addr, "/", rate, total, 4).await });
-    tokio::time::sleep(before).await;
+    let load = tokio::spawn(async move { drive(addr, "/", 100, Duration::from_secs(4), 4).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let at = start.elapsed();
-    fault();
-    (load.await.expect("load"), at)
+    fleet.set("fra", mode);
+    (gw, load.await.expect("load"), at)
 }
 
 #[tokio::test]
 async fn crash_of_the_primary_costs_no_request() {
-    let fleet = Fleet::start().await;
-    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", ""), &[]).await;
-    let (outcomes, fault_at) = with_fault(
-        &gw,
-        100,
-        Duration::from_secs(1),
-        Duration::from_secs(4),
-        || fleet.set("fra", Mode::Refuse),
-    )
-    .await;
+    let fleet = two_regions().await;
+    let (gw, outcomes, fault_at) = fault_in_fra(&fleet, Mode::Refuse).await;
     assert!(outcomes.len() >= 350, "load ran: {}", outcomes.len());
     assert!(
         failures(&outcomes).is_empty(),
@@ -119,12 +141,7 @@ async fn crash_of_the_primary_costs_no_request() {
     );
     eventually("fra marked down", || async { !region_up(&gw, "fra").await }).await;
     let s = status(&gw).await;
-    let event = s["failover_events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["kind"] == "failover")
-        .cloned();
+    let event = entry(&s, "failover_events", ("kind", "failover")).cloned();
     let event = event.expect("failover event in /status");
     assert_eq!(event["route"], "app");
     assert_eq!(event["from"][0], "fra");
@@ -133,13 +150,11 @@ async fn crash_of_the_primary_costs_no_request() {
 
 #[tokio::test]
 async fn blackholed_primary_costs_no_request_and_no_read_timeout() {
-    let fleet = Fleet::start().await;
+    let fleet = two_regions().await;
     // A retry budget of only its floor (10): the requests stuck on the blackholed region (up to
     // one per connection, 32 here) must fail over without spending it.
-    let config = fleet.config(FAST_PROBES, "", "").replace(
-        "retry: { attempts: 3 }",
-        "retry: { attempts: 3, budget: 0% }",
-    );
+    let budget = Route::new("app", &["fra", "ber"]).retry_budget(3, 0);
+    let config = fleet_config(&fleet, fast_probes(), [budget]).template();
     assert!(config.contains("budget: 0%"));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let addr = gw.addr;
@@ -172,29 +187,15 @@ async fn blackholed_primary_costs_no_request_and_no_read_timeout() {
 
 #[tokio::test]
 async fn storm_of_503_never_reaches_clients_and_ejects_the_primary() {
-    let fleet = Fleet::start().await;
-    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", ""), &[]).await;
-    let (outcomes, _) = with_fault(
-        &gw,
-        100,
-        Duration::from_secs(1),
-        Duration::from_secs(4),
-        || fleet.set("fra", Mode::Status(503)),
-    )
-    .await;
+    let fleet = two_regions().await;
+    let (gw, outcomes, _) = fault_in_fra(&fleet, Mode::Status(503)).await;
     let errors: Vec<_> = outcomes
         .iter()
         .filter(|o| o.status.is_none_or(|s| s >= 500))
         .collect();
     assert!(errors.is_empty(), "5xx reached clients: {errors:?}");
     let s = status(&gw).await;
-    let fra = s["regions"]
-        .as_array()
-        .expect("regions")
-        .iter()
-        .find(|r| r["name"] == "fra")
-        .expect("fra")
-        .clone();
+    let fra = entry(&s, "regions", ("name", "fra")).expect("fra").clone();
     assert_eq!(fra["up"], false);
     for e in fra["endpoints"].as_array().expect("endpoints") {
         assert_eq!(e["health"], "down", "{e}");
@@ -203,13 +204,10 @@ async fn storm_of_503_never_reaches_clients_and_ejects_the_primary() {
 
 #[tokio::test]
 async fn flapping_primary_gets_no_failback_until_stable_for_the_hold_down() {
-    let fleet = Fleet::start().await;
+    let fleet = two_regions().await;
     let hold_down = Duration::from_secs(2);
-    let (gw, _) = Gateway::start(
-        &fleet.config(FAST_PROBES, "    failback: { hold_down: 2s }\n", ""),
-        &[],
-    )
-    .await;
+    let app = app().hold_down(hold_down);
+    let (gw, _) = Gateway::start(&fleet_config(&fleet, fast_probes(), [app]), &[]).await;
     let addr = gw.addr;
     let start = Instant::now();
     let load = tokio::spawn(async move { drive(addr, "/", 50, Duration::from_secs(20), 2).await });
@@ -258,10 +256,13 @@ async fn flapping_primary_gets_no_failback_until_stable_for_the_hold_down() {
 
 #[tokio::test]
 async fn residency_all_allowed_regions_down_gives_503_and_nothing_spills() {
-    let fleet = Fleet::start().await;
+    let fleet = two_regions().await;
     // `reject`: the residency 503 at once (the default, `fail_open`, is tested in overload.rs).
-    let routes_extra = "  - name: eu-only\n    match: { path_prefix: /eu/ }\n    regions: [fra]\n    allowed_regions: [fra]\n    on_all_down: reject\n";
-    let (gw, _) = Gateway::start(&fleet.config(FAST_PROBES, "", routes_extra), &[]).await;
+    let eu = Route::new("eu-only", &["fra"])
+        .path_prefix("/eu/")
+        .allowed_regions(&["fra"])
+        .reject_when_all_down();
+    let (gw, _) = Gateway::start(&fleet_config(&fleet, fast_probes(), [eu, app()]), &[]).await;
     let mut c = H1::connect(gw.addr).await;
     assert_eq!(
         c.send(get("a", "/eu/x")).await.header("x-region"),
@@ -286,31 +287,37 @@ async fn residency_all_allowed_regions_down_gives_503_and_nothing_spills() {
     assert_eq!(c.send(get("a", "/x")).await.header("x-region"), Some("ber"));
 }
 
-#[tokio::test]
-async fn post_is_not_replayed_after_reaching_a_blackholed_app() {
-    let fleet = Fleet::start().await;
-    // Slow probes: detection takes over a second, so the POST reaches fra before it.
-    let probes =
-        "{ http: { path: /healthz }, interval: 1s, timeout: 500ms, rise: 2, fall: 2, jitter: 0% }";
-    let (gw, _) = Gateway::start(&fleet.config(probes, "", ""), &[]).await;
-    fleet.set("fra", Mode::Blackhole);
+/// A gateway over `fleet` probed by `probes`; fra switched to `mode`, then one `POST /order`:
+/// the gateway and the response.
+async fn post_after_fault(fleet: &Fleet, probes: Probe, mode: Mode) -> (Gateway, Collected) {
+    let (gw, _) = Gateway::start(&fleet_config(fleet, probes, [app()]), &[]).await;
+    fleet.set("fra", mode);
     let mut c = H1::connect(gw.addr).await;
     let req = http::Request::post("/order")
         .header("host", "a")
         .body(client::full("pay once"))
         .expect("req");
     let resp = c.send(req).await;
+    (gw, resp)
+}
+
+/// Non-idempotent requests that reached the endpoints of `region`.
+fn posts(fleet: &Fleet, region: &str) -> u64 {
+    fleet
+        .servers(region)
+        .iter()
+        .map(|s| s.unsafe_requests())
+        .sum()
+}
+
+#[tokio::test]
+async fn post_is_not_replayed_after_reaching_a_blackholed_app() {
+    let fleet = two_regions().await;
+    // Slow probes: detection takes over a second, so the POST reaches fra before it.
+    let probes = http_probes(Duration::from_secs(1), Duration::from_millis(500));
+    let (_gw, resp) = post_after_fault(&fleet, probes, Mode::Blackhole).await;
     assert_eq!(resp.status, 502, "{:?}", resp.body);
-    let fra_posts: u64 = fleet
-        .servers("fra")
-        .iter()
-        .map(|s| s.unsafe_requests())
-        .sum();
-    let ber_posts: u64 = fleet
-        .servers("ber")
-        .iter()
-        .map(|s| s.unsafe_requests())
-        .sum();
+    let (fra_posts, ber_posts) = (posts(&fleet, "fra"), posts(&fleet, "ber"));
     assert_eq!(
         (fra_posts, ber_posts),
         (1, 0),
@@ -320,66 +327,30 @@ async fn post_is_not_replayed_after_reaching_a_blackholed_app() {
 
 #[tokio::test]
 async fn post_is_retried_on_connect_failure() {
-    let fleet = Fleet::start().await;
+    let fleet = two_regions().await;
     // Probes far apart: health still says fra is up when the POST arrives.
-    let probes = "{ interval: 1h, timeout: 1s }";
-    let (gw, _) = Gateway::start(&fleet.config(probes, "", ""), &[]).await;
-    fleet.set("fra", Mode::Refuse);
-    let mut c = H1::connect(gw.addr).await;
-    let req = http::Request::post("/order")
-        .header("host", "a")
-        .body(client::full("pay once"))
-        .expect("req");
-    let resp = c.send(req).await;
+    let probes = Probe::tcp(Duration::from_secs(3600), Duration::from_secs(1));
+    let (_gw, resp) = post_after_fault(&fleet, probes, Mode::Refuse).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-region"), Some("ber"));
     assert_eq!(resp.json()["body_bytes"], 8);
-    let ber_posts: u64 = fleet
-        .servers("ber")
-        .iter()
-        .map(|s| s.unsafe_requests())
-        .sum();
+    let ber_posts = posts(&fleet, "ber");
     assert_eq!(ber_posts, 1);
 }
 
 #[tokio::test]
 async fn dns_discovery_follows_records_and_survives_an_outage() {
     let dns = TestDns::start().await;
-    let a = RegionServer::bind(
-        "127.0.0.2:0".parse().expect("addr"),
-        gateway_tests::Identity {
-            region: "fra".into(),
-            endpoint: "a".into(),
-        },
-    )
-    .await
-    .expect("bind 127.0.0.2");
-    let port = a.addr().port();
-    let _b = RegionServer::bind(
-        format!("127.0.0.3:{port}").parse().expect("addr"),
-        gateway_tests::Identity {
-            region: "fra".into(),
-            endpoint: "b".into(),
-        },
-    )
-    .await
-    .expect("bind 127.0.0.3 on the same port");
+    let (_a, _b, port) = same_port(("fra", "a"), ("fra", "b")).await;
     dns.set("app.test", &["127.0.0.2".parse().expect("ip")]);
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-dns: {{ servers: ["{dns}"], min_ttl: 200ms, max_ttl: 1s, timeout: 300ms }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-dns, address: "app.test:{port}" }}]
-    probe: {FAST_PROBES}
-routes:
-  - {{ name: app, regions: [fra] }}
-"#,
-        dns = dns.addr
+    let ttl = (
+        Some(Duration::from_millis(200)),
+        Some(Duration::from_secs(1)),
     );
+    let fra = Region::new(vec![discovered("app.test", port)]).probe(fast_probes());
+    let config = dns_config(&dns, ttl, Duration::from_millis(300))
+        .region("fra", fra)
+        .route(Route::new("app", &["fra"]));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let endpoint = |gw_addr| async move {
         H1::connect(gw_addr)
@@ -435,48 +406,28 @@ async fn addresses(gw: &Gateway, region: &str) -> Vec<String> {
 #[tokio::test]
 async fn dns_answer_for_a_replaced_host_name_is_discarded() {
     let dns = TestDns::start().await;
-    let fra = RegionServer::bind(
-        "127.0.0.2:0".parse().expect("addr"),
-        gateway_tests::Identity {
-            region: "fra".into(),
-            endpoint: "fra-a".into(),
-        },
-    )
-    .await
-    .expect("bind 127.0.0.2");
-    let port = fra.addr().port();
-    let _ber = RegionServer::bind(
-        format!("127.0.0.3:{port}").parse().expect("addr"),
-        gateway_tests::Identity {
-            region: "ber".into(),
-            endpoint: "ber-b".into(),
-        },
-    )
-    .await
-    .expect("bind 127.0.0.3 on the same port");
+    let (_fra, _ber, port) = same_port(("fra", "fra-a"), ("ber", "ber-b")).await;
     dns.set("new.test", &["127.0.0.2".parse().expect("ip")]);
     dns.set("old.test", &["127.0.0.3".parse().expect("ip")]);
     dns.set_delay("old.test", Duration::from_secs(3));
     let config = |host: &str| {
-        format!(
-            r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-dns: {{ servers: ["{dns}"], min_ttl: 200ms, max_ttl: 1s, timeout: 10s }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-dns, address: "{host}:{port}" }}]
-    probe: {FAST_PROBES}
-  ber:
-    endpoints: [{{ id: ber-b, address: "127.0.0.3:{port}" }}]
-    probe: {FAST_PROBES}
-routes:
-  - {{ name: fra-only, match: {{ path_prefix: /eu/ }}, regions: [fra], allowed_regions: [fra] }}
-  - {{ name: app, regions: [ber] }}
-"#,
-            dns = dns.addr
-        )
+        let ttl = (
+            Some(Duration::from_millis(200)),
+            Some(Duration::from_secs(1)),
+        );
+        let ber = Endpoint::at("ber-b", &format!("127.0.0.3:{port}"));
+        dns_config(&dns, ttl, Duration::from_secs(10))
+            .region(
+                "fra",
+                Region::new(vec![discovered(host, port)]).probe(fast_probes()),
+            )
+            .region("ber", Region::new(vec![ber]).probe(fast_probes()))
+            .route(
+                Route::new("fra-only", &["fra"])
+                    .path_prefix("/eu/")
+                    .allowed_regions(&["fra"]),
+            )
+            .route(Route::new("app", &["ber"]))
     };
     let new_addr = format!("127.0.0.2:{port}");
     let (gw, _) = Gateway::start(&config("new.test"), &[]).await;
@@ -540,33 +491,17 @@ routes:
 #[tokio::test]
 async fn readiness_waits_for_the_first_probe_of_dns_discovered_addresses() {
     let dns = TestDns::start().await;
-    let slow = RegionServer::bind(
-        "127.0.0.2:0".parse().expect("addr"),
-        gateway_tests::Identity {
-            region: "fra".into(),
-            endpoint: "slow".into(),
-        },
-    )
-    .await
-    .expect("bind 127.0.0.2");
+    let slow = region_on("127.0.0.2:0", "fra", "slow").await;
     slow.set_mode(Mode::Blackhole);
     let port = slow.addr().port();
     dns.set("slow.test", &["127.0.0.2".parse().expect("ip")]);
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-dns: {{ servers: ["{dns}"], timeout: 2s }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-dns, address: "slow.test:{port}" }}]
-    probe: {{ http: {{ path: /healthz }}, interval: 3s, timeout: 3s, rise: 1, fall: 1, jitter: 0% }}
-routes:
-  - {{ name: app, regions: [fra] }}
-"#,
-        dns = dns.addr
-    );
+    let probe = Probe::http("/healthz", Duration::from_secs(3), Duration::from_secs(3))
+        .rise_fall(1, 1)
+        .jitter(0);
+    let fra = Region::new(vec![discovered("slow.test", port)]).probe(probe);
+    let config = dns_config(&dns, (None, None), Duration::from_secs(2))
+        .region("fra", fra)
+        .route(Route::new("app", &["fra"]));
     let (mut gw, _) = Gateway::launch(&config, &[]);
     let start = Instant::now();
     loop {
@@ -604,35 +539,22 @@ routes:
 #[tokio::test]
 async fn readiness_does_not_wait_for_a_dns_server_that_never_answers() {
     let dns = TestDns::start().await;
-    let app = RegionServer::bind(
-        "127.0.0.2:0".parse().expect("addr"),
-        gateway_tests::Identity {
-            region: "fra".into(),
-            endpoint: "late".into(),
-        },
-    )
-    .await
-    .expect("bind 127.0.0.2");
+    let app = region_on("127.0.0.2:0", "fra", "late").await;
     let port = app.addr().port();
     let fixed = region("fra", "fixed").await;
     dns.set("late.test", &["127.0.0.2".parse().expect("ip")]);
     dns.set_delay("late.test", Duration::from_secs(3600));
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-dns: {{ servers: ["{dns}"], min_ttl: 200ms, timeout: 500ms }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-fixed, address: "{fixed}" }}, {{ id: fra-dns, address: "late.test:{port}" }}]
-    probe: {FAST_PROBES}
-routes:
-  - {{ name: app, regions: [fra] }}
-"#,
-        dns = dns.addr,
-        fixed = fixed.addr(),
-    );
+    let endpoints = vec![
+        Endpoint::new("fra-fixed", fixed.addr()),
+        discovered("late.test", port),
+    ];
+    let config = dns_config(
+        &dns,
+        (Some(Duration::from_millis(200)), None),
+        Duration::from_millis(500),
+    )
+    .region("fra", Region::new(endpoints).probe(fast_probes()))
+    .route(Route::new("app", &["fra"]));
     let (gw, _) = Gateway::start(&config, &[]).await;
     assert_eq!(dns.answered("late.test"), 0, "ready without an answer");
     assert_eq!(addresses(&gw, "fra").await, [fixed.addr().to_string()]);

@@ -3,49 +3,76 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::client::{self, get, H1};
-use gateway_tests::{drive, eventually, region, Gateway, Mode, RegionServer};
+use gateway_tests::client::{self, get, Collected, H1};
+use gateway_tests::{config, drive, eventually, Fleet, Gateway, Mode, Template};
+use testbed::yaml::{Dur, GatewayYaml, Listener, Probe, Region, Route, Server, Sticky};
+use tokio::task::JoinHandle;
 
-struct Two {
-    fra: RegionServer,
-    ber: RegionServer,
+/// Regions fra and ber, one endpoint each.
+async fn two_regions() -> Fleet {
+    Fleet::start(&[("fra", 1), ("ber", 1)]).await
 }
 
-impl Two {
-    async fn start() -> Self {
-        Self {
-            fra: region("fra", "fra-1").await,
-            ber: region("ber", "ber-1").await,
-        }
-    }
-
-    /// A config whose `/probe/` route goes to `probe_region`; `extra` is appended to the file.
-    fn config(&self, probe_region: &str, extra_routes: &str, top: &str) -> String {
-        format!(
-            r#"{top}
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-1, address: "{fra}" }}]
-    probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
-  ber:
-    endpoints: [{{ id: ber-1, address: "{ber}" }}]
-    probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
-routes:
-  - {{ name: probe, match: {{ path_prefix: /probe/ }}, on_all_down: reject, regions: [{probe_region}] }}
-{extra_routes}  - name: app
-    regions: [fra, ber]
-    failback: {{ hold_down: 500ms }}
-"#,
-            fra = self.fra.addr(),
-            ber = self.ber.addr()
-        )
-    }
+/// `two`'s regions probed every 200 ms; route `probe` (`/probe/`) to `probe_region`, then
+/// `extra`, then `app` over fra and ber with a 500 ms failback hold-down.
+fn two_config(two: &Fleet, probe_region: &str, extra: &[Route]) -> GatewayYaml {
+    let probe = Probe::http(
+        "/healthz",
+        Duration::from_millis(200),
+        Duration::from_millis(150),
+    );
+    let probe_route = Route::new("probe", &[probe_region])
+        .path_prefix("/probe/")
+        .reject_when_all_down();
+    let app = Route::new("app", &["fra", "ber"]).hold_down(Duration::from_millis(500));
+    let config = two
+        .config(&Region::default().probe(probe))
+        .route(probe_route);
+    extra
+        .iter()
+        .cloned()
+        .fold(config, GatewayYaml::route)
+        .route(app)
 }
 
-fn with_admin(config: &str, extra: &str) -> String {
-    format!("admin: {{ bind: \"{{admin}}\"{extra} }}\n{config}")
+/// `config` as text that starts with the comment `header`.
+fn with_header(config: &GatewayYaml, header: &str) -> String {
+    config.to_yaml(header).expect("config as YAML")
+}
+
+/// Two regions and a gateway over them ([`two_config`]) with `server.grace_period` `grace`.
+async fn graceful_gateway(grace: Duration) -> (Fleet, Gateway) {
+    let two = two_regions().await;
+    let config = two_config(&two, "fra", &[]).server(Server {
+        grace_period: Some(Dur(grace)),
+        ..Server::default()
+    });
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    (two, gw)
+}
+
+/// [`graceful_gateway`] with a `GET path` in flight to it (still running).
+async fn request_in_flight(
+    grace: Duration,
+    path: &'static str,
+) -> (Fleet, Gateway, JoinHandle<Collected>) {
+    let (two, gw) = graceful_gateway(grace).await;
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move { H1::connect(addr).await.send(get("a", path)).await });
+    (two, gw, slow)
+}
+
+/// Waits (`what`) until the TLS listener at `addr` presents `cert` for `reload.test`.
+async fn serves_eventually(
+    what: &str,
+    addr: std::net::SocketAddr,
+    cert: &rustls_pki_types::CertificateDer<'static>,
+) {
+    eventually(what, || async {
+        let (_, info) = gateway_tests::client::tls_connect_any(addr, "reload.test").await;
+        info.peer_cert == *cert
+    })
+    .await;
 }
 
 async fn region_of(addr: std::net::SocketAddr, path: &str) -> Option<String> {
@@ -58,16 +85,16 @@ async fn region_of(addr: std::net::SocketAddr, path: &str) -> Option<String> {
 
 #[tokio::test]
 async fn fifty_reloads_under_load_lose_no_request() {
-    let two = Two::start().await;
+    let two = two_regions().await;
     let template = |i: usize| {
         let region = if i % 2 == 0 { "fra" } else { "ber" };
         // Each version also adds or drops a route, so routes change as well as targets.
         let extra = if i % 3 == 0 {
-            "  - { name: extra, match: { path_prefix: /extra/ }, regions: [ber] }\n"
+            vec![Route::new("extra", &["ber"]).path_prefix("/extra/")]
         } else {
-            ""
+            vec![]
         };
-        with_admin(&two.config(region, extra, &format!("# version {i}")), "")
+        with_header(&two_config(&two, region, &extra), &format!("version {i}"))
     };
     let (gw, _) = Gateway::start(&template(0), &[]).await;
     let addr = gw.addr;
@@ -99,16 +126,10 @@ async fn fifty_reloads_under_load_lose_no_request() {
 
 #[tokio::test]
 async fn reload_traffic_keeps_flowing_without_errors() {
-    let two = Two::start().await;
+    let two = two_regions().await;
     let template = |i: usize| {
-        with_admin(
-            &two.config(
-                if i % 2 == 0 { "fra" } else { "ber" },
-                "",
-                &format!("# v{i}"),
-            ),
-            "",
-        )
+        let region = if i % 2 == 0 { "fra" } else { "ber" };
+        with_header(&two_config(&two, region, &[]), &format!("v{i}"))
     };
     let (gw, _) = Gateway::start(&template(0), &[]).await;
     let addr = gw.addr;
@@ -132,14 +153,15 @@ async fn reload_traffic_keeps_flowing_without_errors() {
 #[tokio::test]
 async fn kubernetes_symlink_swap_is_picked_up() {
     use std::os::unix::fs::symlink;
-    let two = Two::start().await;
+    let two = two_regions().await;
     // Start with a throwaway config path, then run from a ConfigMap-style directory.
-    let (gw, _) = Gateway::start(&with_admin(&two.config("fra", "", ""), ""), &[]).await;
+    let (gw, _) = Gateway::start(&two_config(&two, "fra", &[]), &[]).await;
     drop(gw);
     let dir = tempfile::tempdir().expect("tmp");
     let (listen, admin) = (gateway_tests::free_port(), gateway_tests::free_port());
     let render = |probe: &str| {
-        with_admin(&two.config(probe, "", ""), "")
+        two_config(&two, probe, &[])
+            .template()
             .replace("{listen}", &listen.to_string())
             .replace("{admin}", &admin.to_string())
     };
@@ -190,8 +212,8 @@ impl Drop for Guard {
 
 #[tokio::test]
 async fn invalid_config_keeps_the_old_one_and_reports_it() {
-    let two = Two::start().await;
-    let good = with_admin(&two.config("fra", "", ""), "");
+    let two = two_regions().await;
+    let good = two_config(&two, "fra", &[]);
     let (gw, _) = Gateway::start(&good, &[]).await;
     // A half-written file and a semantic error: neither replaces the running config.
     gw.write_config("listeners:\n  - { name: http, bind: \"{listen}\"");
@@ -201,7 +223,7 @@ async fn invalid_config_keeps_the_old_one_and_reports_it() {
     })
     .await;
     assert_eq!(region_of(gw.addr, "/probe/x").await.as_deref(), Some("fra"));
-    gw.write_config(&good.replace("regions: [fra] }", "regions: [ams] }"));
+    gw.write_config(&two_config(&two, "ams", &[]));
     eventually("semantic error reported", || async {
         let s = gw.status(None).await;
         s["last_reload"]["detail"]
@@ -232,7 +254,7 @@ async fn invalid_config_keeps_the_old_one_and_reports_it() {
         "{metrics}"
     );
     // The next good file applies.
-    gw.write_config(&good.replace("regions: [fra] }", "regions: [ber] }"));
+    gw.write_config(&two_config(&two, "ber", &[]));
     eventually("good config applied", || async {
         region_of(gw.addr, "/probe/x").await.as_deref() == Some("ber")
     })
@@ -242,10 +264,10 @@ async fn invalid_config_keeps_the_old_one_and_reports_it() {
 
 #[tokio::test]
 async fn sighup_and_admin_reload() {
-    let two = Two::start().await;
-    let (gw, _) = Gateway::start(&with_admin(&two.config("fra", "", ""), ""), &[]).await;
+    let two = two_regions().await;
+    let (gw, _) = Gateway::start(&two_config(&two, "fra", &[]), &[]).await;
     // Write without the watcher noticing is impossible, so check the trigger names instead.
-    gw.write_config(&with_admin(&two.config("ber", "", ""), ""));
+    gw.write_config(&two_config(&two, "ber", &[]));
     eventually("reloaded", || async {
         region_of(gw.addr, "/probe/x").await.as_deref() == Some("ber")
     })
@@ -262,26 +284,17 @@ async fn sighup_and_admin_reload() {
 
 #[tokio::test]
 async fn health_of_unchanged_endpoints_survives_a_reload() {
-    let two = Two::start().await;
-    let (gw, _) = Gateway::start(&with_admin(&two.config("fra", "", ""), ""), &[]).await;
-    two.ber.set_mode(Mode::Refuse);
+    let two = two_regions().await;
+    let (gw, _) = Gateway::start(&two_config(&two, "fra", &[]), &[]).await;
+    two.set("ber", Mode::Refuse);
     eventually("ber down", || async {
         let s = gw.status(None).await;
         s["regions"][1]["endpoints"][0]["health"] == "down"
     })
     .await;
-    gw.write_config(&with_admin(
-        &two.config(
-            "ber",
-            "  - { name: new, match: { path_prefix: /new/ }, regions: [fra] }\n",
-            "# changed",
-        ),
-        "",
-    ));
-    eventually("reloaded", || async {
-        gw.status(None).await["config"]["version"] == 2
-    })
-    .await;
+    let new = Route::new("new", &["fra"]).path_prefix("/new/");
+    gw.write_config(&with_header(&two_config(&two, "ber", &[new]), "changed"));
+    gw.wait_config_version("reloaded", 2).await;
     let s = gw.status(None).await;
     // No re-probe flap: states are the same right after the reload, not "unknown".
     assert_eq!(s["regions"][0]["endpoints"][0]["health"], "up", "{s}");
@@ -293,9 +306,9 @@ async fn health_of_unchanged_endpoints_survives_a_reload() {
 
 #[tokio::test]
 async fn drain_moves_traffic_expires_and_needs_the_token() {
-    let two = Two::start().await;
+    let two = two_regions().await;
     let token = "test-token-0123456789abcdef";
-    let config = with_admin(&two.config("fra", "", ""), ", token_file: admin.token");
+    let config = two_config(&two, "fra", &[]).token_file("admin.token");
     let (gw, _) = Gateway::start(&config, &[("admin.token", token.as_bytes())]).await;
     assert_eq!(
         gw.admin_call("POST", "/regions/fra/drain?for=2s", None)
@@ -381,8 +394,8 @@ async fn drain_moves_traffic_expires_and_needs_the_token() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_the_documented_names() {
-    let two = Two::start().await;
-    let (gw, _) = Gateway::start(&with_admin(&two.config("fra", "", ""), ""), &[]).await;
+    let two = two_regions().await;
+    let (gw, _) = Gateway::start(&two_config(&two, "fra", &[]), &[]).await;
     let mut c = H1::connect(gw.addr).await;
     for _ in 0..5 {
         assert_eq!(c.send(get("a", "/")).await.status, 200);
@@ -443,13 +456,7 @@ async fn metrics_are_prometheus_text_with_the_documented_names() {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), "")
-        .replace("listeners:", "server: { grace_period: 3s }\nlisteners:");
-    let (mut gw, _) = Gateway::start(&config, &[]).await;
-    let addr = gw.addr;
-    let slow =
-        tokio::spawn(async move { H1::connect(addr).await.send(get("a", "/slow/1500")).await });
+    let (_two, mut gw, slow) = request_in_flight(Duration::from_secs(3), "/slow/1500").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
     eventually("readiness false while draining", || async {
@@ -466,10 +473,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
 
 #[tokio::test]
 async fn binary_upgrade_hands_listeners_over_without_losing_a_request() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), "")
-        .replace("listeners:", "server: { grace_period: 2s }\nlisteners:");
-    let (mut old, _) = Gateway::start(&config, &[]).await;
+    let (_two, mut old) = graceful_gateway(Duration::from_secs(2)).await;
     let addr = old.addr;
     let load = tokio::spawn(async move { drive(addr, "/", 200, Duration::from_secs(6), 8).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -506,38 +510,22 @@ async fn binary_upgrade_hands_listeners_over_without_losing_a_request() {
 
 #[tokio::test]
 async fn tls_certificates_reload_with_the_config() {
-    let two = Two::start().await;
+    let two = two_regions().await;
     let old = gateway_tests::TestPki::new(&[&["reload.test"]]);
     let new = gateway_tests::TestPki::new(&[&["reload.test"]]);
-    let tls_listener =
-        "  - { name: https, bind: \"{tls}\", tls: { certs: [{ cert: CERT, key: KEY }] } }\n";
     let config = |cert: &str, key: &str, tls_addr: &str| {
-        with_admin(&two.config("fra", "", ""), "").replace(
-            "listeners:\n  - { name: http, bind: \"{listen}\" }\n",
-            &format!(
-                "listeners:\n  - {{ name: http, bind: \"{{listen}}\" }}\n{}",
-                tls_listener
-                    .replace("CERT", cert)
-                    .replace("KEY", key)
-                    .replace("{tls}", tls_addr)
-            ),
-        )
+        two_config(&two, "fra", &[]).listener(Listener::tls("https", tls_addr, &[(cert, key)]))
     };
-    let files: [(&str, &[u8]); 4] = [
-        ("old.pem", old.leaves[0].cert_pem.as_bytes()),
-        ("old.key", old.leaves[0].key_pem.as_bytes()),
-        ("new.pem", new.leaves[0].cert_pem.as_bytes()),
-        ("new.key", new.leaves[0].key_pem.as_bytes()),
-    ];
+    let files = [
+        old.files(&[("old.pem", "old.key")]),
+        new.files(&[("new.pem", "new.key")]),
+    ]
+    .concat();
     let (gw, tls_addr) = Gateway::start(&config("old.pem", "old.key", "{tls}"), &files).await;
     let (_, info) = gateway_tests::client::h2_tls(tls_addr, &old.ca_der, "reload.test").await;
     assert_eq!(info.peer_cert, old.leaves[0].der);
     gw.write_config(&config("new.pem", "new.key", &tls_addr.to_string()));
-    eventually("new certificate served", || async {
-        let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
-        info.peer_cert == new.leaves[0].der
-    })
-    .await;
+    serves_eventually("new certificate served", tls_addr, &new.leaves[0].der).await;
     let s = gw.status(None).await;
     assert_eq!(s["last_reload"]["result"], "ok", "{s}");
     assert!(
@@ -560,8 +548,8 @@ async fn status_code(gw: &Gateway, token: &str) -> u16 {
 
 #[tokio::test]
 async fn rotated_admin_token_file_applies_on_file_change_without_touching_the_yaml() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), ", token_file: admin.token");
+    let two = two_regions().await;
+    let config = two_config(&two, "fra", &[]).token_file("admin.token");
     let (gw, _) = Gateway::start(&config, &[("admin.token", OLD_TOKEN.as_bytes())]).await;
     let yaml = std::fs::read(gw.config_path()).expect("read config");
     assert_eq!(status_code(&gw, OLD_TOKEN).await, 200);
@@ -597,11 +585,9 @@ async fn admin_token_in_a_kubernetes_secret_dir_rotates_on_a_data_swap() {
     std::fs::write(dir.join("..v1/admin.token"), OLD_TOKEN).expect("write");
     symlink("..v1", dir.join("..data")).expect("symlink");
     symlink("..data/admin.token", dir.join("admin.token")).expect("symlink");
-    let two = Two::start().await;
-    let config = with_admin(
-        &two.config("fra", "", ""),
-        &format!(", token_file: \"{}/admin.token\"", dir.display()),
-    );
+    let two = two_regions().await;
+    let token_file = format!("{}/admin.token", dir.display());
+    let config = two_config(&two, "fra", &[]).token_file(&token_file);
     let (gw, _) = Gateway::start(&config, &[]).await;
     assert_eq!(status_code(&gw, OLD_TOKEN).await, 200);
     std::fs::create_dir(dir.join("..v2")).expect("mkdir");
@@ -634,11 +620,9 @@ async fn rotated_admin_token_applies_on_sighup_and_on_post_reload() {
     std::fs::create_dir(&hidden).expect("mkdir");
     std::fs::write(live.join("admin.token"), OLD_TOKEN).expect("write");
     std::fs::hard_link(live.join("admin.token"), hidden.join("admin.token")).expect("hard link");
-    let two = Two::start().await;
-    let config = with_admin(
-        &two.config("fra", "", ""),
-        &format!(", token_file: \"{}/admin.token\"", live.display()),
-    );
+    let two = two_regions().await;
+    let token_file = format!("{}/admin.token", live.display());
+    let config = two_config(&two, "fra", &[]).token_file(&token_file);
     let (gw, _) = Gateway::start(&config, &[]).await;
     assert_eq!(status_code(&gw, OLD_TOKEN).await, 200);
     std::fs::write(hidden.join("admin.token"), NEW_TOKEN).expect("rotate");
@@ -665,15 +649,11 @@ async fn rotated_admin_token_applies_on_sighup_and_on_post_reload() {
 
 #[tokio::test]
 async fn rotated_sticky_key_file_replaces_cookies_signed_with_the_old_secret() {
-    let two = Two::start().await;
-    let config = with_admin(
-        &two.config(
-            "fra",
-            "  - { name: s, match: { path_prefix: /s/ }, regions: [fra, ber], sticky: { secure: false } }\n",
-            "sticky_keys: [{ id: k1, secret_file: k1.key }]",
-        ),
-        "",
-    );
+    let two = two_regions().await;
+    let s = Route::new("s", &["fra", "ber"])
+        .path_prefix("/s/")
+        .sticky(Sticky::default().insecure());
+    let config = two_config(&two, "fra", &[s]).sticky_keys(&[("k1", "k1.key")]);
     let (gw, _) = Gateway::start(
         &config,
         &[("k1.key", b"first-secret-0123456789abcdef0123456789")],
@@ -730,18 +710,12 @@ async fn rotated_sticky_key_file_replaces_cookies_signed_with_the_old_secret() {
 
 #[tokio::test]
 async fn certificate_rewritten_at_the_same_path_is_served_after_reload() {
-    let two = Two::start().await;
+    let two = two_regions().await;
     let old = gateway_tests::TestPki::new(&[&["reload.test"]]);
     let new = gateway_tests::TestPki::new(&[&["reload.test"]]);
-    let config = with_admin(&two.config("fra", "", ""), "").replace(
-        "listeners:\n  - { name: http, bind: \"{listen}\" }\n",
-        "listeners:\n  - { name: http, bind: \"{listen}\" }\n  - { name: https, bind: \"{tls}\", tls: { certs: [{ cert: server.pem, key: server.key }] } }\n",
-    );
-    let files: [(&str, &[u8]); 2] = [
-        ("server.pem", old.leaves[0].cert_pem.as_bytes()),
-        ("server.key", old.leaves[0].key_pem.as_bytes()),
-    ];
-    let (gw, tls_addr) = Gateway::start(&config, &files).await;
+    let certs = [("server.pem", "server.key")];
+    let config = two_config(&two, "fra", &[]).listener(Listener::tls("https", "{tls}", &certs));
+    let (gw, tls_addr) = Gateway::start(&config, &old.files(&certs)).await;
     let yaml = std::fs::read(gw.config_path()).expect("read config");
     let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
     assert_eq!(info.peer_cert, old.leaves[0].der);
@@ -749,10 +723,11 @@ async fn certificate_rewritten_at_the_same_path_is_served_after_reload() {
     // keeps the old pair); the debounce usually folds both writes into one reload.
     std::fs::write(gw.dir.path().join("server.key"), &new.leaves[0].key_pem).expect("key");
     std::fs::write(gw.dir.path().join("server.pem"), &new.leaves[0].cert_pem).expect("cert");
-    eventually("the new certificate is served", || async {
-        let (_, info) = gateway_tests::client::tls_connect_any(tls_addr, "reload.test").await;
-        info.peer_cert == new.leaves[0].der
-    })
+    serves_eventually(
+        "the new certificate is served",
+        tls_addr,
+        &new.leaves[0].der,
+    )
     .await;
     let s = gw.status(None).await;
     assert_eq!(s["last_reload"]["result"], "ok", "{s}");
@@ -767,8 +742,8 @@ async fn certificate_rewritten_at_the_same_path_is_served_after_reload() {
 // needing a restart.
 #[tokio::test]
 async fn reverting_a_listener_change_clears_the_restart_notice() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), "");
+    let two = two_regions().await;
+    let config = two_config(&two, "fra", &[]).template();
     let (gw, _) = Gateway::start(&config, &[]).await;
     let elsewhere = gateway_tests::free_port().to_string();
     gw.write_config(&config.replace("{listen}", &elsewhere));
@@ -804,10 +779,7 @@ async fn reverting_a_listener_change_clears_the_restart_notice() {
 // period (here far longer than the harness waits).
 #[tokio::test]
 async fn sigterm_with_nothing_in_flight_exits_before_the_grace_period() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), "")
-        .replace("listeners:", "server: { grace_period: 300s }\nlisteners:");
-    let (mut gw, _) = Gateway::start(&config, &[]).await;
+    let (_two, mut gw) = graceful_gateway(Duration::from_secs(300)).await;
     // A kept-alive idle connection does not hold the exit either (it lingers at most 1 s).
     let mut idle = H1::connect(gw.addr).await;
     assert_eq!(idle.send(get("a", "/")).await.status, 200);
@@ -824,13 +796,7 @@ async fn sigterm_with_nothing_in_flight_exits_before_the_grace_period() {
 // A slow request in flight keeps the process until it is answered, then it exits at once.
 #[tokio::test]
 async fn sigterm_exits_as_soon_as_the_last_in_flight_request_is_answered() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), "")
-        .replace("listeners:", "server: { grace_period: 300s }\nlisteners:");
-    let (mut gw, _) = Gateway::start(&config, &[]).await;
-    let addr = gw.addr;
-    let slow =
-        tokio::spawn(async move { H1::connect(addr).await.send(get("a", "/slow/2000")).await });
+    let (_two, mut gw, slow) = request_in_flight(Duration::from_secs(300), "/slow/2000").await;
     eventually("the slow request reached the app", || async {
         gw.admin_call("GET", "/metrics", None)
             .await
@@ -847,8 +813,8 @@ async fn sigterm_exits_as_soon_as_the_last_in_flight_request_is_answered() {
 // Issue 16, front door: `GATEWAY_LOG=debug` printed ~15 lines per request (Pingora's debug too).
 #[tokio::test]
 async fn gateway_log_debug_shows_one_line_per_request_and_no_foreign_debug() {
-    let two = Two::start().await;
-    let config = with_admin(&two.config("fra", "", ""), "");
+    let two = two_regions().await;
+    let config = two_config(&two, "fra", &[]);
     let (gw, _) = Gateway::start_with_log(&config, &[], "debug").await;
     let mut c = H1::connect(gw.addr).await;
     for _ in 0..5 {
@@ -890,12 +856,13 @@ async fn gateway_log_debug_shows_one_line_per_request_and_no_foreign_debug() {
 #[tokio::test]
 async fn unrelated_files_in_the_config_directory_trigger_no_reload() {
     let fra = gateway_tests::region("fra", "fra-1").await;
-    let config = format!(
-        "listeners:\n  - {{ name: http, bind: \"{{listen}}\" }}\nadmin: {{ bind: \"{{admin}}\" }}\nregions:\n  fra: {{ endpoints: [{{ id: fra-1, address: \"{}\" }}] }}\nroutes:\n  - {{ name: app, regions: [fra] }}\n",
-        fra.addr()
-    );
+    let yaml = |route| {
+        config()
+            .region("fra", Region::one("fra-1", fra.addr()))
+            .route(Route::new(route, &["fra"]))
+    };
     // The gateway's own log is in the config directory too (the harness puts it there).
-    let (gw, _) = Gateway::start_with_log(&config, &[], "debug").await;
+    let (gw, _) = Gateway::start_with_log(&yaml("app"), &[], "debug").await;
     for i in 0..5 {
         std::fs::write(gw.dir.path().join("notes.txt"), format!("edit {i}")).expect("write");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -912,7 +879,7 @@ async fn unrelated_files_in_the_config_directory_trigger_no_reload() {
         status["last_reload"]
     );
     // The config file itself still triggers one.
-    gw.write_config(&config.replace("name: app", "name: app2"));
+    gw.write_config(&yaml("app2"));
     gateway_tests::eventually("the config change applied", || async {
         let (_, body) = client::get_status(gw.admin, "/status")
             .await

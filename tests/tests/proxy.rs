@@ -6,37 +6,46 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gateway_tests::client::{self, full, get, H1, H2};
-use gateway_tests::{region, Gateway, Mode, TestPki};
+use gateway_tests::{config, one_region, region, Gateway, Mode, Template, TestPki};
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use testbed::yaml::{GatewayYaml, Listener, Probe, Protocol, Region, Route};
 
-/// One route over two regions, each with one endpoint.
+/// Regions fra and ber, one endpoint each, probed by `probe` (none: the gateway's default);
+/// routes `first`, then `app` over fra and ber.
 fn two_region_config(
     fra: std::net::SocketAddr,
     ber: std::net::SocketAddr,
-    extra_route: &str,
-) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{fra}" }}] }}
-  ber: {{ endpoints: [{{ id: ber-1, address: "{ber}" }}] }}
-routes:
-{extra_route}  - name: app
-    regions: [fra, ber]
-"#
-    )
+    probe: Option<Probe>,
+    first: &[Route],
+) -> GatewayYaml {
+    let region = |id, addr| {
+        let region = Region::one(id, addr);
+        match &probe {
+            Some(probe) => region.probe(probe.clone()),
+            None => region,
+        }
+    };
+    first
+        .iter()
+        .cloned()
+        .fold(config(), GatewayYaml::route)
+        .region("fra", region("fra-1", fra))
+        .region("ber", region("ber-1", ber))
+        .route(Route::new("app", &["fra", "ber"]))
+}
+
+/// TCP probes far apart (every hour).
+fn rare_probes() -> Probe {
+    Probe::tcp(Duration::from_secs(3600), Duration::from_secs(1))
 }
 
 #[tokio::test]
 async fn http1_keepalive_proxy_headers_and_request_id() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), None, &[]), &[]).await;
 
     let mut conn = H1::connect(gw.addr).await;
     let req = Request::get("/hello?x=1")
@@ -88,7 +97,7 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
 async fn chunked_upload_and_large_streamed_download() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), None, &[]), &[]).await;
 
     // 8 MiB upload in 64 KiB chunks without Content-Length: chunked transfer encoding.
     let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
@@ -122,21 +131,14 @@ async fn chunked_upload_and_large_streamed_download() {
 async fn h2c_prior_knowledge_and_h2_to_upstream() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], protocol: http2 }}
-  ber: {{ endpoints: [{{ id: ber-1, address: "{}" }}] }}
-routes:
-  - {{ name: h2up, match: {{ path_prefix: /h2/ }}, regions: [fra] }}
-  - {{ name: h1up, regions: [ber] }}
-"#,
-        fra.addr(),
-        ber.addr()
-    );
+    let config = config()
+        .region(
+            "fra",
+            Region::one("fra-1", fra.addr()).protocol(Protocol::Http2),
+        )
+        .region("ber", Region::one("ber-1", ber.addr()))
+        .route(Route::new("h2up", &["fra"]).path_prefix("/h2/"))
+        .route(Route::new("h1up", &["ber"]));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let mut h2 = H2::connect_h2c(gw.addr).await;
     let req = Request::get(format!("http://{}/plain", gw.addr))
@@ -167,32 +169,10 @@ routes:
 async fn tls_sni_picks_certificates_and_alpn_negotiates_h2() {
     let fra = region("fra", "fra-1").await;
     let pki = TestPki::new(&[&["a.test", "*.a.test"], &["b.test"]]);
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-  - name: https
-    bind: "{{tls}}"
-    tls:
-      certs:
-        - {{ cert: a.pem, key: a.key }}
-        - {{ cert: b.pem, key: b.key }}
-      default_cert: 1
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}] }}
-routes:
-  - {{ name: app, regions: [fra] }}
-"#,
-        fra.addr()
-    );
-    let files: [(&str, &[u8]); 4] = [
-        ("a.pem", pki.leaves[0].cert_pem.as_bytes()),
-        ("a.key", pki.leaves[0].key_pem.as_bytes()),
-        ("b.pem", pki.leaves[1].cert_pem.as_bytes()),
-        ("b.key", pki.leaves[1].key_pem.as_bytes()),
-    ];
-    let (_gw, tls_addr) = Gateway::start(&config, &files).await;
+    let certs = [("a.pem", "a.key"), ("b.pem", "b.key")];
+    let config = one_region(Region::one("fra-1", fra.addr()))
+        .listener(Listener::tls("https", "{tls}", &certs).default_cert(1));
+    let (_gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
 
     let (mut h2, info) = client::h2_tls(tls_addr, &pki.ca_der, "a.test").await;
     assert_eq!(info.peer_cert, pki.leaves[0].der);
@@ -246,7 +226,7 @@ async fn rustls_no_sni_cert(
 async fn websocket_upgrade_passes_through() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), None, &[]), &[]).await;
     let stream = tokio::net::TcpStream::connect(gw.addr)
         .await
         .expect("connect");
@@ -282,24 +262,15 @@ async fn websocket_upgrade_passes_through() {
 async fn grpc_trailers_pass_through_h2c_and_tls() {
     let fra = region("fra", "fra-1").await;
     let pki = TestPki::new(&[&["grpc.test"]]);
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-  - {{ name: https, bind: "{{tls}}", tls: {{ certs: [{{ cert: c.pem, key: c.key }}] }} }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}], protocol: http2 }}
-routes:
-  - {{ name: grpc, regions: [fra] }}
-"#,
-        fra.addr()
-    );
-    let files: [(&str, &[u8]); 2] = [
-        ("c.pem", pki.leaves[0].cert_pem.as_bytes()),
-        ("c.key", pki.leaves[0].key_pem.as_bytes()),
-    ];
-    let (gw, tls_addr) = Gateway::start(&config, &files).await;
+    let certs = [("c.pem", "c.key")];
+    let config = config()
+        .listener(Listener::tls("https", "{tls}", &certs))
+        .region(
+            "fra",
+            Region::one("fra-1", fra.addr()).protocol(Protocol::Http2),
+        )
+        .route(Route::new("grpc", &["fra"]));
+    let (gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
 
     let grpc_request = |uri: String| {
         // A gRPC frame: compressed flag, 4-byte length, payload.
@@ -354,31 +325,26 @@ async fn routing_precedence_and_404() {
     for n in names {
         servers.push(region(n, &format!("{n}-1")).await);
     }
-    let regions: String = names
+    let config = names
         .iter()
         .zip(&servers)
-        .map(|(n, s)| {
-            format!(
-                "  {n}: {{ endpoints: [{{ id: {n}-1, address: \"{}\" }}] }}\n",
-                s.addr()
-            )
+        .fold(config(), |c, (n, s)| {
+            c.region(n, Region::one(&format!("{n}-1"), s.addr()))
         })
-        .collect();
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-{regions}routes:
-  - {{ name: exact, match: {{ host: api.example.com }}, regions: [exact] }}
-  - {{ name: exact-v1, match: {{ host: api.example.com, path_prefix: /v1/ }}, regions: [exact-v1] }}
-  - {{ name: wild, match: {{ host: "*.example.com" }}, regions: [wild] }}
-  - {{ name: wild-deep, match: {{ host: "*.eu.example.com" }}, regions: [wild-deep] }}
-  - {{ name: any-static, match: {{ path_prefix: /static/ }}, regions: [any-static] }}
-  - {{ name: only-host, match: {{ host: only.example.org, path_prefix: /app/ }}, regions: [any] }}
-"#
-    );
+        .route(Route::new("exact", &["exact"]).host("api.example.com"))
+        .route(
+            Route::new("exact-v1", &["exact-v1"])
+                .host("api.example.com")
+                .path_prefix("/v1/"),
+        )
+        .route(Route::new("wild", &["wild"]).host("*.example.com"))
+        .route(Route::new("wild-deep", &["wild-deep"]).host("*.eu.example.com"))
+        .route(Route::new("any-static", &["any-static"]).path_prefix("/static/"))
+        .route(
+            Route::new("only-host", &["any"])
+                .host("only.example.org")
+                .path_prefix("/app/"),
+        );
     let (gw, _) = Gateway::start(&config, &[]).await;
     let mut c = H1::connect(gw.addr).await;
     let cases = [
@@ -407,10 +373,11 @@ regions:
 async fn errors_502_when_upstreams_fail_and_504_on_timeout() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let extra = "  - name: slow\n    match: { path_prefix: /slow/ }\n    regions: [fra]\n    timeouts: { request: 300ms }\n";
+    let slow = Route::new("slow", &["fra"])
+        .path_prefix("/slow/")
+        .request_timeout(Duration::from_millis(300));
     // Probes far apart, so that health (tested elsewhere) does not turn the 502 into a 503.
-    let config = two_region_config(fra.addr(), ber.addr(), extra)
-        .replace("\" }] }", "\" }], probe: { interval: 1h, timeout: 1s } }");
+    let config = two_region_config(fra.addr(), ber.addr(), Some(rare_probes()), &[slow]).template();
     assert!(config.contains("interval: 1h"));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let mut c = H1::connect(gw.addr).await;
@@ -459,7 +426,8 @@ async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 async fn malformed_requests_get_400_and_the_gateway_stays_up() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let (mut gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let (mut gw, _) =
+        Gateway::start(&two_region_config(fra.addr(), ber.addr(), None, &[]), &[]).await;
     let garbage: [&[u8]; 4] = [
         b"GET / HTTP/1.1\r\nHost: a\r\nbad header line\r\n\r\n",
         b"GARBAGE\r\n\r\n",
@@ -483,7 +451,7 @@ async fn short_http10_request_is_answered() {
     // Shorter than the 24-byte h2c preface that plaintext listeners sniff for.
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), ""), &[]).await;
+    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), None, &[]), &[]).await;
     let answer = raw_exchange(gw.addr, b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(
         answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
@@ -497,8 +465,7 @@ async fn upstream_connections_are_reused() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
     // Probes far apart so that their connections do not count.
-    let config = two_region_config(fra.addr(), ber.addr(), "")
-        .replace("\" }] }", "\" }], probe: { interval: 1h, timeout: 1s } }");
+    let config = two_region_config(fra.addr(), ber.addr(), Some(rare_probes()), &[]);
     let (gw, _) = Gateway::start(&config, &[]).await;
     let before = fra.connections();
     let mut c = H1::connect(gw.addr).await;
@@ -525,20 +492,7 @@ async fn concurrent_calls_share_http2_upstream_connections() {
         ]
     })
     .await;
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-1, address: "{}" }}]
-    protocol: http2
-routes:
-  - {{ name: app, regions: [fra] }}
-"#,
-        up.addr()
-    );
+    let config = one_region(Region::one("fra-1", up.addr()).protocol(Protocol::Http2));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let tcp = tokio::net::TcpStream::connect(gw.addr)
         .await
@@ -595,18 +549,7 @@ async fn the_first_body_bytes_reach_the_client_while_the_upstream_pauses() {
         ]
     })
     .await;
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-regions:
-  fra: {{ endpoints: [{{ id: fra-1, address: "{}" }}] }}
-routes:
-  - {{ name: app, regions: [fra] }}
-"#,
-        up.addr()
-    );
+    let config = one_region(Region::one("fra-1", up.addr()));
     let (gw, _) = Gateway::start(&config, &[]).await;
     let mut tcp = tokio::net::TcpStream::connect(gw.addr)
         .await

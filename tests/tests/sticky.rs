@@ -3,75 +3,52 @@
 use std::time::Duration;
 
 use gateway_tests::client::H1;
-use gateway_tests::{eventually, region, Gateway, Mode, RegionServer};
+use gateway_tests::{eventually, Fleet, Gateway, Mode};
 use http::Request;
+use testbed::yaml::{GatewayYaml, OnFailback, Probe, Region, Route, Sticky};
 
 const K1: &[u8] = b"k1-secret-0123456789abcdef0123456789";
 const K2: &[u8] = b"k2-secret-abcdef0123456789abcdef0123";
 
-struct Fleet {
-    fra: Vec<RegionServer>,
-    ber: Vec<RegionServer>,
+/// Region fra with three endpoints, ber with two.
+async fn fleet() -> Fleet {
+    Fleet::start(&[("fra", 3), ("ber", 2)]).await
 }
 
-impl Fleet {
-    async fn start() -> Self {
-        Self {
-            fra: vec![
-                region("fra", "fra-1").await,
-                region("fra", "fra-2").await,
-                region("fra", "fra-3").await,
-            ],
-            ber: vec![region("ber", "ber-1").await, region("ber", "ber-2").await],
-        }
-    }
-
-    fn server(&self, endpoint: &str) -> &RegionServer {
-        let idx: usize = endpoint[4..].parse::<usize>().expect("index") - 1;
-        if endpoint.starts_with("fra") {
-            &self.fra[idx]
-        } else {
-            &self.ber[idx]
-        }
-    }
-
-    fn config(&self, keys: &str, ttl: &str) -> String {
-        let eps = gateway_tests::endpoints;
-        format!(
-            r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-admin: {{ bind: "{{admin}}" }}
-sticky_keys: {keys}
-regions:
-  fra:
-    endpoints: {fra}
-    probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
-  ber:
-    endpoints: {ber}
-    probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
-routes:
-  - name: ret
-    match: {{ path_prefix: /ret/ }}
-    regions: [fra, ber]
-    failback: {{ hold_down: 300ms }}
-    sticky: {{ ttl: {ttl}, on_failback: return, secure: false }}
-  - name: api
-    match: {{ path_prefix: /api/ }}
-    regions: [fra]
-    sticky: {{ ttl: {ttl}, header: x-session-id }}
-  - name: app
-    regions: [fra, ber]
-    failback: {{ hold_down: 300ms }}
-    sticky: {{ ttl: {ttl}, on_failback: stay }}
-"#,
-            fra = eps(&self.fra),
-            ber = eps(&self.ber),
+/// `fleet`'s regions probed every 200 ms, sticky `keys` (id, secret file) and three sticky
+/// routes with cookies valid for `ttl`: `ret` (`/ret/`, back to fra on failback), `api`
+/// (`/api/`, affinity by the `x-session-id` header) and `app` (stays on failback).
+fn sticky_config(fleet: &Fleet, keys: &[(&str, &str)], ttl: Duration) -> GatewayYaml {
+    let probe = Probe::http(
+        "/healthz",
+        Duration::from_millis(200),
+        Duration::from_millis(150),
+    );
+    let hold_down = Duration::from_millis(300);
+    let sticky = Sticky::default().ttl(ttl);
+    fleet
+        .config(&Region::default().probe(probe))
+        .sticky_keys(keys)
+        .route(
+            Route::new("ret", &["fra", "ber"])
+                .path_prefix("/ret/")
+                .hold_down(hold_down)
+                .sticky(sticky.clone().on_failback(OnFailback::Return).insecure()),
         )
-    }
+        .route(
+            Route::new("api", &["fra"])
+                .path_prefix("/api/")
+                .sticky(sticky.clone().header("x-session-id")),
+        )
+        .route(
+            Route::new("app", &["fra", "ber"])
+                .hold_down(hold_down)
+                .sticky(sticky.on_failback(OnFailback::Stay)),
+        )
 }
 
-const ONE_KEY: &str = "[{ id: k1, secret_file: k1.key }]";
+const ONE_KEY: &[(&str, &str)] = &[("k1", "k1.key")];
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// One request: (status, endpoint, new cookie value if one was set).
 async fn call(
@@ -99,17 +76,17 @@ async fn call(
     )
 }
 
-async fn two_pops(fleet: &Fleet, keys: &str, ttl: &str) -> (Gateway, Gateway) {
+async fn two_pops(fleet: &Fleet, keys: &[(&str, &str)], ttl: Duration) -> (Gateway, Gateway) {
     let files: [(&str, &[u8]); 2] = [("k1.key", K1), ("k2.key", K2)];
-    let (a, _) = Gateway::start(&fleet.config(keys, ttl), &files).await;
-    let (b, _) = Gateway::start(&fleet.config(keys, ttl), &files).await;
+    let (a, _) = Gateway::start(&sticky_config(fleet, keys, ttl), &files).await;
+    let (b, _) = Gateway::start(&sticky_config(fleet, keys, ttl), &files).await;
     (a, b)
 }
 
 #[tokio::test]
 async fn two_pops_keep_a_session_on_one_endpoint_and_repin_when_it_dies() {
-    let fleet = Fleet::start().await;
-    let (a, b) = two_pops(&fleet, ONE_KEY, "1h").await;
+    let fleet = fleet().await;
+    let (a, b) = two_pops(&fleet, ONE_KEY, HOUR).await;
     let (status, first, cookie) = call(a.addr, "/", None, None).await;
     assert_eq!(status, 200);
     let cookie = cookie.expect("a cookie on the first response");
@@ -138,11 +115,11 @@ async fn two_pops_keep_a_session_on_one_endpoint_and_repin_when_it_dies() {
 
 #[tokio::test]
 async fn stay_keeps_and_return_moves_sessions_after_failback() {
-    let fleet = Fleet::start().await;
-    let (a, _b) = two_pops(&fleet, ONE_KEY, "1h").await;
+    let fleet = fleet().await;
+    let (a, _b) = two_pops(&fleet, ONE_KEY, HOUR).await;
     let (_, _, stay_fra) = call(a.addr, "/", None, None).await;
     let (_, _, ret_fra) = call(a.addr, "/ret/", None, None).await;
-    for s in &fleet.fra {
+    for s in fleet.servers("fra") {
         s.set_mode(Mode::Refuse);
     }
     let (status, stay_ber_ep, stay_ber) = call(a.addr, "/", stay_fra.as_deref(), None).await;
@@ -151,7 +128,7 @@ async fn stay_keeps_and_return_moves_sessions_after_failback() {
     let (_, ret_ber_ep, ret_ber) = call(a.addr, "/ret/", ret_fra.as_deref(), None).await;
     assert!(ret_ber_ep.starts_with("ber-"));
     let (stay_ber, ret_ber) = (stay_ber.expect("re-pinned"), ret_ber.expect("re-pinned"));
-    for s in &fleet.fra {
+    for s in fleet.servers("fra") {
         s.set_mode(Mode::Ok);
     }
     eventually("failback for new sessions", || async {
@@ -173,29 +150,19 @@ async fn stay_keeps_and_return_moves_sessions_after_failback() {
 
 #[tokio::test]
 async fn key_rotation_keeps_sessions_and_replaces_cookies_of_removed_keys() {
-    let fleet = Fleet::start().await;
+    let fleet = fleet().await;
     let files: [(&str, &[u8]); 2] = [("k1.key", K1), ("k2.key", K2)];
-    let (gw, _) = Gateway::start(&fleet.config(ONE_KEY, "1h"), &files).await;
+    let (gw, _) = Gateway::start(&sticky_config(&fleet, ONE_KEY, HOUR), &files).await;
     let (_, pinned, old) = call(gw.addr, "/", None, None).await;
     let old = old.expect("cookie");
     assert!(old.starts_with("1.k1."), "{old}");
     // Add k2 (verify only), then promote it to signing: old sessions stay.
-    gw.write_config(&fleet.config(
-        "[{ id: k1, secret_file: k1.key }, { id: k2, secret_file: k2.key }]",
-        "1h",
-    ));
-    eventually("reload 2", || async {
-        gw.status(None).await["config"]["version"] == 2
-    })
-    .await;
-    gw.write_config(&fleet.config(
-        "[{ id: k2, secret_file: k2.key }, { id: k1, secret_file: k1.key }]",
-        "1h",
-    ));
-    eventually("reload 3", || async {
-        gw.status(None).await["config"]["version"] == 3
-    })
-    .await;
+    let keys = [("k1", "k1.key"), ("k2", "k2.key")];
+    gw.write_config(&sticky_config(&fleet, &keys, HOUR));
+    gw.wait_config_version("reload 2", 2).await;
+    let keys = [("k2", "k2.key"), ("k1", "k1.key")];
+    gw.write_config(&sticky_config(&fleet, &keys, HOUR));
+    gw.wait_config_version("reload 3", 3).await;
     let (_, endpoint, set) = call(gw.addr, "/", Some(&old), None).await;
     assert_eq!(endpoint, pinned);
     assert!(
@@ -208,11 +175,8 @@ async fn key_rotation_keeps_sessions_and_replaces_cookies_of_removed_keys() {
         "new sessions are signed by k2"
     );
     // Remove k1: its cookies are replaced.
-    gw.write_config(&fleet.config("[{ id: k2, secret_file: k2.key }]", "1h"));
-    eventually("reload 4", || async {
-        gw.status(None).await["config"]["version"] == 4
-    })
-    .await;
+    gw.write_config(&sticky_config(&fleet, &[("k2", "k2.key")], HOUR));
+    gw.wait_config_version("reload 4", 4).await;
     let (status, _, set) = call(gw.addr, "/", Some(&old), None).await;
     assert_eq!(status, 200);
     assert!(set.expect("replaced").starts_with("1.k2."));
@@ -225,9 +189,10 @@ async fn key_rotation_keeps_sessions_and_replaces_cookies_of_removed_keys() {
 
 #[tokio::test]
 async fn bad_cookies_get_a_normal_response_and_a_fresh_cookie() {
-    let fleet = Fleet::start().await;
+    let fleet = fleet().await;
     let files: [(&str, &[u8]); 1] = [("k1.key", K1)];
-    let (gw, _) = Gateway::start(&fleet.config(ONE_KEY, "1s"), &files).await;
+    let ttl = Duration::from_secs(1);
+    let (gw, _) = Gateway::start(&sticky_config(&fleet, ONE_KEY, ttl), &files).await;
     let (_, _, good) = call(gw.addr, "/", None, None).await;
     let good = good.expect("cookie");
     let (_, _, other_route) = call(gw.addr, "/ret/", None, None).await;
@@ -275,8 +240,8 @@ async fn bad_cookies_get_a_normal_response_and_a_fresh_cookie() {
 
 #[tokio::test]
 async fn header_affinity_agrees_across_pops_and_moves_only_lost_sessions() {
-    let fleet = Fleet::start().await;
-    let (a, b) = two_pops(&fleet, ONE_KEY, "1h").await;
+    let fleet = fleet().await;
+    let (a, b) = two_pops(&fleet, ONE_KEY, HOUR).await;
     let mut before = Vec::new();
     for i in 0..1000 {
         let id = format!("session-{i}");
@@ -287,7 +252,7 @@ async fn header_affinity_agrees_across_pops_and_moves_only_lost_sessions() {
     }
     let on_fra2 = before.iter().filter(|e| *e == "fra-2").count();
     assert!(on_fra2 > 200, "spread over 3 endpoints: {on_fra2} on fra-2");
-    fleet.fra[1].set_mode(Mode::Refuse);
+    fleet.servers("fra")[1].set_mode(Mode::Refuse);
     for gw in [&a, &b] {
         eventually("fra-2 marked down", || async {
             let s = gw.status(None).await;

@@ -13,25 +13,14 @@ use gateway_tests::raw::{
     grpc_message, h2_client, h2_exchange, read_until_closed, split_response, End, H2Step,
     H2Upstream, RawUpstream, Signal, Step,
 };
-use gateway_tests::{eventually, Gateway, TestPki, DEADLINE};
+use gateway_tests::{eventually, one_region, Gateway, TestPki, DEADLINE};
+use testbed::yaml::{Listener, Probe, Protocol, Region};
 use tokio::net::TcpStream;
 
-/// One route `app` on region `fra` (one endpoint at `upstream`, TCP probes).
-fn one_region(upstream: std::net::SocketAddr, region_extra: &str, tls_listener: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-{tls_listener}admin: {{ bind: "{{admin}}" }}
-regions:
-  fra:
-    endpoints: [{{ id: fra-1, address: "{upstream}" }}]
-    probe: {{ interval: 500ms, timeout: 500ms }}
-{region_extra}routes:
-  - name: app
-    regions: [fra]
-"#
-    )
+/// Region `fra`: one endpoint at `upstream`, TCP probes every 500 ms.
+fn fra(upstream: std::net::SocketAddr) -> Region {
+    let probe = Probe::tcp(Duration::from_millis(500), Duration::from_millis(500));
+    Region::one("fra-1", upstream).probe(probe)
 }
 
 /// A chunked 200 whose first chunk is `hello`.
@@ -76,17 +65,28 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 const GET_DOWNLOAD: &[u8] = b"GET /download HTTP/1.1\r\nHost: app.test\r\n\r\n";
 
-/// A gateway in front of an upstream that sends [`CHUNKED_HELLO`], then (once the client has
-/// seen the chunk) `fault`; returns what an HTTP/1.1 client got: head, body bytes, how it ended.
-async fn hello_then(fault: Step) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
+/// A 200 that declares 100 bytes and sends only `hello`.
+const HELLO_OF_100: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+
+/// A gateway in front of an upstream that sends `first`, then (once the client has seen `seen`)
+/// `fault`; returns what an HTTP/1.1 client got: head, body bytes, how it ended.
+async fn cut_after(
+    first: &'static [u8],
+    seen: &[u8],
+    fault: Step,
+) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
     let go = Signal::new();
-    let up = cut_upstream(CHUNKED_HELLO, &go, fault).await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
+    let up = cut_upstream(first, &go, fault).await;
+    let (gw, _) = Gateway::start(&one_region(fra(up.addr())), &[]).await;
     let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello\r\n", || go.fire(), DEADLINE).await;
+    let (raw, end) = read_until_closed(&mut tcp, GET_DOWNLOAD, seen, || go.fire(), DEADLINE).await;
     let (head, body) = split_response(&raw);
     (gw, up, head, body, end)
+}
+
+/// [`cut_after`] the first chunk of [`CHUNKED_HELLO`].
+async fn hello_then(fault: Step) -> (Gateway, RawUpstream, String, Vec<u8>, End) {
+    cut_after(CHUNKED_HELLO, b"hello\r\n", fault).await
 }
 
 #[tokio::test]
@@ -120,18 +120,7 @@ async fn h1_chunked_reset_mid_body_ends_without_final_chunk_and_closes() {
 
 #[tokio::test]
 async fn h1_content_length_reset_short_closes_before_the_declared_length() {
-    let go = Signal::new();
-    let up = cut_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
-        &go,
-        Step::Reset,
-    )
-    .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
-    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello", || go.fire(), DEADLINE).await;
-    let (head, body) = split_response(&raw);
+    let (_gw, _up, head, body, end) = cut_after(HELLO_OF_100, b"hello", Step::Reset).await;
     assert!(head.starts_with("http/1.1 200"), "head: {head}");
     assert!(head.contains("content-length: 100"), "head: {head}");
     assert_eq!(String::from_utf8_lossy(&body), "hello");
@@ -140,18 +129,7 @@ async fn h1_content_length_reset_short_closes_before_the_declared_length() {
 
 #[tokio::test]
 async fn h1_upstream_fin_short_of_content_length_is_a_truncation() {
-    let go = Signal::new();
-    let up = cut_upstream(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
-        &go,
-        Step::Close,
-    )
-    .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
-    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (raw, end) =
-        read_until_closed(&mut tcp, GET_DOWNLOAD, b"hello", || go.fire(), DEADLINE).await;
-    let (_, body) = split_response(&raw);
+    let (_gw, _up, _, body, end) = cut_after(HELLO_OF_100, b"hello", Step::Close).await;
     assert_eq!(String::from_utf8_lossy(&body), "hello");
     assert_ne!(end, End::StillOpen);
 }
@@ -166,7 +144,7 @@ async fn h1_bytes_past_content_length_never_reach_a_client() {
         }))]
     })
     .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
+    let (gw, _) = Gateway::start(&one_region(fra(up.addr())), &[]).await;
     let mut h1 = H1::connect(gw.addr).await;
     let first = h1.send(get("app.test", "/1")).await;
     assert_eq!(first.status, 200);
@@ -212,7 +190,7 @@ async fn h2_stream_is_reset(client: &mut h2::client::SendRequest<Bytes>, go: &Si
 async fn h2c_client_gets_rst_stream_when_the_upstream_resets_mid_body() {
     let go = Signal::new();
     let up = cut_upstream(CHUNKED_HELLO, &go, Step::Reset).await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
+    let (gw, _) = Gateway::start(&one_region(fra(up.addr())), &[]).await;
     let tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let mut client = h2_client(tcp).await;
     h2_stream_is_reset(&mut client, &go).await;
@@ -223,13 +201,9 @@ async fn tls_h2_client_gets_rst_stream_when_the_upstream_resets_mid_body() {
     let go = Signal::new();
     let up = cut_upstream(CHUNKED_HELLO, &go, Step::Reset).await;
     let pki = TestPki::new(&[&["app.test"]]);
-    let tls =
-        "  - { name: https, bind: \"{tls}\", tls: { certs: [{ cert: a.pem, key: a.key }] } }\n";
-    let files: [(&str, &[u8]); 2] = [
-        ("a.pem", pki.leaves[0].cert_pem.as_bytes()),
-        ("a.key", pki.leaves[0].key_pem.as_bytes()),
-    ];
-    let (_gw, tls_addr) = Gateway::start(&one_region(up.addr(), "", tls), &files).await;
+    let certs = [("a.pem", "a.key")];
+    let config = one_region(fra(up.addr())).listener(Listener::tls("https", "{tls}", &certs));
+    let (_gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
     let (stream, info) = client::tls_connect(tls_addr, &pki.ca_der, "app.test", &[b"h2"]).await;
     assert_eq!(info.alpn.as_deref(), Some(&b"h2"[..]));
     let mut client = h2_client(stream).await;
@@ -259,7 +233,8 @@ async fn grpc_stream_dies_after(sent: Vec<Bytes>) {
         s
     })
     .await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "    protocol: http2\n", ""), &[]).await;
+    let fra = fra(up.addr()).protocol(Protocol::Http2);
+    let (gw, _) = Gateway::start(&one_region(fra), &[]).await;
     let tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let mut client = h2_client(tcp).await;
     let expected: Vec<u8> = sent.iter().flat_map(|b| b.iter().copied()).collect();
@@ -323,7 +298,7 @@ async fn websocket_upstream_reset_after_101_closes_the_client_and_writes_nothing
     first.extend_from_slice(frame);
     let go = Signal::new();
     let up = cut_upstream(first.leak(), &go, Step::Reset).await;
-    let (gw, _) = Gateway::start(&one_region(up.addr(), "", ""), &[]).await;
+    let (gw, _) = Gateway::start(&one_region(fra(up.addr())), &[]).await;
     let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let request = b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let (raw, end) = read_until_closed(&mut tcp, request, frame, || go.fire(), DEADLINE).await;
@@ -355,8 +330,8 @@ async fn client_gone_mid_response_closes_the_upstream_connection_and_ejects_noth
     })
     .await;
     // One failure would eject the endpoint if client aborts counted against it.
-    let passive = "    passive: { consecutive_failures: 1, ejection: 30s, max_ejection: 60s }\n";
-    let (gw, _) = Gateway::start(&one_region(up.addr(), passive, ""), &[]).await;
+    let fra = fra(up.addr()).passive(1, Duration::from_secs(30), Duration::from_secs(60));
+    let (gw, _) = Gateway::start(&one_region(fra), &[]).await;
     for i in 0..3 {
         let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
         let (raw, _) = read_until_closed(

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use testbed::demo::{self, DemoAddrs};
 use testbed::fleet::{serve_control, Fleet};
-use testbed::launcher::{self, GatewayOptions, GatewayProcess, Ports, Stderr, Workdir};
+use testbed::launcher::{self, GatewayOptions, GatewayProcess, Stderr, Workdir};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How long the gateway may take to become ready.
@@ -28,13 +28,13 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 )]
 struct Args {
     /// Gateway listener.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value_t = DemoAddrs::DEFAULT.listen)]
     listen: SocketAddr,
     /// Admin API listener.
-    #[arg(long, default_value = "127.0.0.1:9901")]
+    #[arg(long, default_value_t = DemoAddrs::DEFAULT.admin)]
     admin: SocketAddr,
     /// Fault-injection control listener (`POST /{region}/{mode}`).
-    #[arg(long, default_value = "127.0.0.1:9902")]
+    #[arg(long, default_value_t = DemoAddrs::DEFAULT.control)]
     control: SocketAddr,
     /// Proxy worker threads.
     #[arg(long, default_value_t = 2)]
@@ -86,11 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         upgrade_sock_in_dir: false,
         ..GatewayOptions::new(bin)
     };
-    let ports = Ports {
-        listen: addrs.listen,
-        admin: addrs.admin,
-    };
-    let mut gateway = match GatewayProcess::spawn(&options, dir, ports, &config) {
+    let mut gateway = match GatewayProcess::spawn(&options, dir, addrs.ports(), &config) {
         Ok(gateway) => gateway,
         Err(e) => {
             remove_config(&config_path, created_dir.then_some(args.dir.as_path()));
