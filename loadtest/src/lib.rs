@@ -5,11 +5,13 @@
 //! - [`report`]: HDR summaries, timelines, JSON, Markdown and SVG charts.
 //! - [`scenario`]: failover scenarios against a real gateway process.
 //! - [`bench`]: the gateway against direct, nginx and HAProxy on the same upstream.
+//! - [`overload`]: healthy regions and more load than the gateway can serve.
 //!
 //! The simulated regions, their control API and the gateway launcher come from the `testbed`
 //! crate; durations on the command line are parsed by `gateway_config::parse_duration`.
 
 pub mod bench;
 pub mod engine;
+pub mod overload;
 pub mod report;
 pub mod scenario;

@@ -50,6 +50,35 @@ enum Command {
     Failover(FailoverArgs),
     /// Benchmark the gateway against direct, nginx and HAProxy on the same upstream.
     Bench(loadtest::bench::BenchArgs),
+    /// Healthy regions, more load than the gateway can serve: nothing may be marked down, and
+    /// what is not served is shed as 503 overloaded.
+    Overload(OverloadArgs),
+}
+
+/// Arguments of `loadtest overload`.
+#[derive(clap::Args)]
+struct OverloadArgs {
+    /// Closed-loop connections of the overload phase (the unloaded phase uses 16).
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+    /// HTTP/2 (h2c) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// Length of each phase.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Gateway worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Pin the gateway to this CPU with taskset (omit: no pinning).
+    #[arg(long)]
+    pin_cpu: Option<usize>,
+    /// The gateway binary (default: next to this binary).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// Print the JSON result instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `loadtest run`.
@@ -176,7 +205,30 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Failover(args) => failover(args).await,
         Command::Bench(args) => loadtest::bench::run(args).await,
+        Command::Overload(args) => overload(args).await,
     }
+}
+
+/// `loadtest overload`: one run, reported as Markdown (or JSON).
+async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
+    let spec = loadtest::overload::OverloadSpec {
+        gateway: match args.gateway {
+            Some(bin) => bin,
+            None => testbed::launcher::gateway_bin()?,
+        },
+        threads: args.threads,
+        pin_cpu: args.pin_cpu,
+        connections: args.connections,
+        http2: args.http2,
+        duration: args.duration,
+    };
+    let result = loadtest::overload::run(&spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", loadtest::overload::markdown(&result));
+    }
+    Ok(())
 }
 
 /// `loadtest run`: one load against a URL, reported as Markdown, JSON and a chart.
