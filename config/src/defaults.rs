@@ -23,7 +23,7 @@ pub const MAX_IN_FLIGHT: u32 = 10_000;
 /// `server.client_h2_streams`.
 pub const CLIENT_H2_STREAMS: u32 = 100;
 /// `server.adaptive_limit`.
-pub const ADAPTIVE_LIMIT: bool = true;
+pub const ADAPTIVE_LIMIT: bool = false;
 /// `regions.<name>.passive.max_ejected`.
 pub const MAX_EJECTED: &str = "50%";
 /// `routes[].on_all_down`.

@@ -134,8 +134,9 @@ pub struct RawServer {
     #[schemars(!default, extend("default" = defaults::MAX_IN_FLIGHT))]
     pub max_in_flight: Option<u32>,
     /// Adapt the process's in-flight limit to the gateway's own scheduling lag, below
-    /// `max_in_flight` (default true): it shrinks while the proxy's event loop runs late and
-    /// grows back while requests keep it full and the loop is on time.
+    /// `max_in_flight` (default false): it shrinks while the proxy's event loop runs late and
+    /// grows back while requests keep it full and the loop is on time. Off by default: under
+    /// closed-loop overload it shed half the requests and lowered goodput (see the README).
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::ADAPTIVE_LIMIT))]
     pub adaptive_limit: Option<bool>,

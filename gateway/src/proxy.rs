@@ -508,7 +508,12 @@ impl ProxyHttp for GatewayProxy {
             retry::Failure::Timeout => Failure::Timeout,
             _ => Failure::Definite,
         };
-        let failing = !marked_down && self.report_failure(Some(&current), kind);
+        // A pooled connection that died before the request header could be written says
+        // nothing about the endpoint (the upstream closed an idle connection, as it may): not
+        // a passive failure. The retry rules treat it as unsent.
+        let stale_pooled =
+            !session.upstream_request_header_sent() && failure == retry::Failure::Reset;
+        let failing = !marked_down && !stale_pooled && self.report_failure(Some(&current), kind);
         let decision = ctx.plan().map(|p| {
             retry::decide(
                 failure,

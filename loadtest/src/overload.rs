@@ -63,6 +63,8 @@ pub struct OverloadResult {
     /// The adaptive limit over time: (seconds since the overload started, limit), when the
     /// gateway reports one.
     pub limit_over_time: Vec<(f64, u64)>,
+    /// The gateway's log lines about health changes (to see why, when something went down).
+    pub health_log: Vec<String>,
 }
 
 /// Runs the unloaded phase, then the overload phase, watching `/status` throughout the latter.
@@ -148,6 +150,14 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
         endpoints_ever_down: watch.endpoints_down.into_iter().collect(),
         failover_events: events,
         limit_over_time: watch.limits,
+        health_log: gw
+            .stderr_plain()
+            .lines()
+            .filter(|l| {
+                l.contains("health changed") || l.contains("switched") || l.contains("no region up")
+            })
+            .map(str::to_string)
+            .collect(),
         unloaded,
         overloaded,
     })
@@ -223,8 +233,9 @@ pub fn markdown(r: &OverloadResult) -> String {
         let last = r.limit_over_time.last().map_or(0, |l| l.1);
         format!("min {min}, end {last}")
     };
+    let log: String = r.health_log.iter().map(|l| format!("    {l}\n")).collect();
     format!(
-        "| unloaded max (req/s) | overload requests | served | shed 503 overloaded | other 5xx | transport errors | goodput vs unloaded | p99 served (ms) | regions ever down | endpoints ever down | failover events | adaptive limit |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n| {:.0} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} |\n",
+        "| unloaded max (req/s) | overload requests | served | shed 503 overloaded | other 5xx | transport errors | goodput vs unloaded | p99 served (ms) | regions ever down | endpoints ever down | failover events | adaptive limit |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n| {:.0} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} |\n{log}",
         r.unloaded.throughput_rps,
         r.overloaded.requests,
         r.served,
