@@ -99,84 +99,65 @@ impl ConfigDiff {
         self.changes.sort();
     }
 
-    /// One line for logs.
+    /// One line for logs: the listed kinds as `label: a, b`, the others as sentences, in the
+    /// order of [`Change`]'s variants.
     pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        let mut list = |what: &str, pick: fn(&Change) -> Option<&String>| {
-            let names: Vec<&str> = self
-                .changes
-                .iter()
-                .filter_map(pick)
-                .map(String::as_str)
-                .collect();
-            if !names.is_empty() {
-                parts.push(format!("{what}: {}", names.join(", ")));
+        let mut changes: Vec<&Change> = self.changes.iter().collect();
+        changes.sort();
+        let mut parts: Vec<String> = Vec::new();
+        let mut group: Option<(&str, Vec<&str>)> = None;
+        let flush = |group: &mut Option<(&str, Vec<&str>)>, parts: &mut Vec<String>| {
+            if let Some((label, names)) = group.take() {
+                parts.push(format!("{label}: {}", names.join(", ")));
             }
         };
-        list("routes added", |c| match c {
-            Change::RouteAdded(n) => Some(n),
-            _ => None,
-        });
-        list("routes removed", |c| match c {
-            Change::RouteRemoved(n) => Some(n),
-            _ => None,
-        });
-        list("routes changed", |c| match c {
-            Change::RouteChanged(n) => Some(n),
-            _ => None,
-        });
-        list("regions added", |c| match c {
-            Change::RegionAdded(n) => Some(n),
-            _ => None,
-        });
-        list("regions removed", |c| match c {
-            Change::RegionRemoved(n) => Some(n),
-            _ => None,
-        });
-        list("regions changed", |c| match c {
-            Change::RegionChanged(n) => Some(n),
-            _ => None,
-        });
-        list("endpoints added", |c| match c {
-            Change::EndpointAdded(n) => Some(n),
-            _ => None,
-        });
-        list("endpoints removed", |c| match c {
-            Change::EndpointRemoved(n) => Some(n),
-            _ => None,
-        });
-        list("certificates changed", |c| match c {
-            Change::CertificatesChanged(n) => Some(n),
-            _ => None,
-        });
-        list("listeners needing a restart", |c| match c {
-            Change::ListenerNeedsRestart(n) => Some(n),
-            _ => None,
-        });
-        list("sticky keys added", |c| match c {
-            Change::StickyKeyAdded(n) => Some(n),
-            _ => None,
-        });
-        list("sticky keys removed", |c| match c {
-            Change::StickyKeyRemoved(n) => Some(n),
-            _ => None,
-        });
-        for c in &self.changes {
-            match c {
-                Change::AdminNeedsRestart => {
-                    parts.push("admin listener changed (needs a restart)".into())
+        for change in changes {
+            match change.listed() {
+                Ok((label, name)) => match &mut group {
+                    Some((l, names)) if *l == label => names.push(name),
+                    _ => {
+                        flush(&mut group, &mut parts);
+                        group = Some((label, vec![name]));
+                    }
+                },
+                Err(sentence) => {
+                    flush(&mut group, &mut parts);
+                    parts.push(sentence);
                 }
-                Change::AdminTokenChanged => parts.push("admin token changed".into()),
-                Change::StickyKeyChanged(id) => parts.push(format!("sticky key {id} changed")),
-                Change::StickySigningKeyChanged => parts.push("sticky signing key changed".into()),
-                _ => {}
             }
         }
+        flush(&mut group, &mut parts);
         if parts.is_empty() {
             "no changes".into()
         } else {
             parts.join("; ")
         }
+    }
+}
+
+impl Change {
+    /// How the summary shows it: in a list under a label, or as a sentence of its own.
+    fn listed(&self) -> Result<(&'static str, &str), String> {
+        Ok(match self {
+            Self::RouteAdded(n) => ("routes added", n),
+            Self::RouteRemoved(n) => ("routes removed", n),
+            Self::RouteChanged(n) => ("routes changed", n),
+            Self::RegionAdded(n) => ("regions added", n),
+            Self::RegionRemoved(n) => ("regions removed", n),
+            Self::RegionChanged(n) => ("regions changed", n),
+            Self::EndpointAdded(n) => ("endpoints added", n),
+            Self::EndpointRemoved(n) => ("endpoints removed", n),
+            Self::CertificatesChanged(n) => ("certificates changed", n),
+            Self::ListenerNeedsRestart(n) => ("listeners needing a restart", n),
+            Self::StickyKeyAdded(n) => ("sticky keys added", n),
+            Self::StickyKeyRemoved(n) => ("sticky keys removed", n),
+            Self::AdminNeedsRestart => {
+                return Err("admin listener changed (needs a restart)".into())
+            }
+            Self::AdminTokenChanged => return Err("admin token changed".into()),
+            Self::StickyKeyChanged(id) => return Err(format!("sticky key {id} changed")),
+            Self::StickySigningKeyChanged => return Err("sticky signing key changed".into()),
+        })
     }
 }
 

@@ -406,7 +406,7 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "up": r.health.is_up(),
                 "healthy": r.health.is_healthy(),
                 "drained_for_ms": r.health.drain_remaining().map(millis),
-                "up_for_ms": r.health.up_for(&s.hub).map(millis),
+                "up_for_ms": r.health.up_duration().map(millis),
                 "healthy_endpoints": healthy,
                 "capacity": r.capacity,
                 "in_flight": r.health.in_flight.load(std::sync::atomic::Ordering::Relaxed),

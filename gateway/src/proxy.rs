@@ -74,10 +74,10 @@ impl GatewayProxy {
             if let Some(limit) = plan.route.max_in_flight {
                 let route = Slot::try_enter(&plan.failover.in_flight, limit as usize)
                     .ok_or(ShedReason::Route)?;
-                ctx.admitted.push(route);
+                ctx.route_slot = Some(route);
             }
         }
-        ctx.admitted.push(process);
+        ctx.process_slot = Some(process);
         Ok(())
     }
 }
@@ -102,8 +102,9 @@ pub struct RequestCtx {
     /// The route's total deadline (`timeouts.request`), unless off or the request upgrades.
     deadline: Option<Instant>,
     started: Instant,
-    /// Held while the request is in flight (process and route limits).
-    admitted: Vec<Slot>,
+    /// Held while the request is in flight (the process's and the route's limits).
+    process_slot: Option<Slot>,
+    route_slot: Option<Slot>,
     /// Held while the current attempt is in flight to its region (capacity).
     region_slot: Option<Slot>,
     /// Every allowed region looked down and the route fails open: attempts ignore health.
@@ -209,7 +210,8 @@ impl ProxyHttp for GatewayProxy {
             response: ResponsePhase::NotStarted,
             deadline: None,
             started: Instant::now(),
-            admitted: Vec::new(),
+            process_slot: None,
+            route_slot: None,
             region_slot: None,
             fail_open: false,
         }

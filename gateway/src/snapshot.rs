@@ -60,7 +60,7 @@ pub struct RegionTarget {
 }
 
 impl RegionTarget {
-    /// Up (healthy, not drained) and below its capacity.
+    /// Below its capacity (always, without one). Whether it is up is asked separately.
     pub fn has_room(&self) -> bool {
         crate::admission::has_room(&self.health.in_flight, self.capacity)
     }

@@ -418,12 +418,6 @@ impl RegionHealth {
 
     /// How long the region has been up (since it became healthy or its drain ended), or `None`
     /// while down.
-    pub fn up_for(&self, _hub: &HealthHub) -> Option<Duration> {
-        self.up_duration()
-    }
-
-    /// How long the region has been up, or `None` while down (the same as [`Self::up_for`],
-    /// without a hub).
     pub fn up_duration(&self) -> Option<Duration> {
         if !self.is_up() {
             return None;
