@@ -133,7 +133,8 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             json_response(StatusCode::OK, &body)
         }
         ("GET", "/metrics") => {
-            crate::telemetry::export_health(&state.gateway.snapshot.load());
+            let snapshot = state.gateway.snapshot.load();
+            crate::telemetry::export_health(snapshot.regions.iter().map(|r| r.health.as_ref()));
             let mut resp = text(StatusCode::OK, &state.gateway.metrics.render());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,

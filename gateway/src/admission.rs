@@ -25,17 +25,15 @@ pub(crate) enum ShedReason {
     Capacity,
 }
 
-impl ShedReason {
-    /// Every reason, in label order.
-    pub const ALL: [ShedReason; 4] = [Self::Process, Self::Adaptive, Self::Route, Self::Capacity];
+impl crate::telemetry::LabelSet for ShedReason {
+    const ALL: &'static [Self] = &[Self::Process, Self::Adaptive, Self::Route, Self::Capacity];
 
-    /// Position in [`Self::ALL`].
-    pub fn index(self) -> usize {
+    fn index(self) -> usize {
         self as usize
     }
 
     /// Metric label and the `reason` field of the 503 body.
-    pub fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Process => "process",
             Self::Adaptive => "adaptive",
@@ -121,13 +119,13 @@ impl ProcessLimit {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// One adaptation step (every 100 ms) from the recent `lag`.
-    pub fn adjust(&self, lag: std::time::Duration, ceiling: usize) {
+    /// One adaptation step (every 100 ms) from the recent `lag`; returns the new limit.
+    pub fn adjust(&self, lag: std::time::Duration, ceiling: usize) -> usize {
         let limit = self.current();
         let busy = self.in_flight() >= limit * 9 / 10;
         let next = next_limit(limit, lag, busy, ceiling);
         self.adaptive.store(next, Ordering::Relaxed);
-        crate::telemetry::admission_limit(next);
+        next
     }
 }
 
@@ -157,6 +155,20 @@ pub(crate) fn has_room(counter: &AtomicUsize, capacity: Option<u32>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value of a label set sits at its own index, with its own label.
+    fn assert_label_set<L: crate::telemetry::LabelSet + std::fmt::Debug>() {
+        for (i, value) in L::ALL.iter().enumerate() {
+            assert_eq!(value.index(), i, "{value:?}");
+        }
+        let labels: std::collections::BTreeSet<_> = L::ALL.iter().map(|v| v.label()).collect();
+        assert_eq!(labels.len(), L::ALL.len());
+    }
+
+    #[test]
+    fn every_shed_reason_has_its_own_counter() {
+        assert_label_set::<ShedReason>();
+    }
 
     #[test]
     fn slots_count_until_dropped_and_respect_the_limit() {

@@ -15,7 +15,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::admission::ProcessLimit;
-use crate::failover::controller::{self, FailoverHandle, Wakeups};
+use crate::controller::{self, FailoverHandle, Wakeups};
 use crate::reload::Reloader;
 use crate::snapshot::RoutingSnapshot;
 

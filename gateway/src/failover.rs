@@ -16,12 +16,10 @@
 //!   never gets traffic back while it flaps.
 //! - With no up region in any tier, the route has no active tier: requests get 503.
 //!
-//! One writer: the [`controller`] task applies decisions when health changes (it subscribes to
+//! One writer: the [`crate::controller`] task applies decisions when health changes (it subscribes to
 //! the hub's events), when an operator drains, after a reload, and when a hold-down or drain
 //! runs out. It stores each route's active tier, logs, counts and records each switch once.
 //! Requests and `/status` only read ([`RouteFailover::serving`]).
-
-pub(crate) mod controller;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -159,7 +157,8 @@ impl FailoverBook {
             .collect()
     }
 
-    fn record(&self, event: FailoverEvent) {
+    /// Logs, counts and keeps a switch (called by the controller, once per switch).
+    pub(crate) fn record(&self, event: FailoverEvent) {
         let elapsed_ms = event.elapsed.map(|d| d.as_millis() as u64);
         let kind = event.kind.as_str();
         match event.kind {
@@ -188,6 +187,11 @@ impl RouteFailover {
     /// The active tier as the controller last stored it.
     pub(crate) fn active(&self) -> Active {
         self.active.load()
+    }
+
+    /// Stores a new active tier (only the controller calls this).
+    pub(crate) fn set_active(&self, active: Active) {
+        self.active.store(active);
     }
 
     /// The tier serving the route now (`tiers[i]`: the regions of tier `i`), or `None` when no

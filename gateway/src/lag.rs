@@ -6,11 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-
-use crate::admission::ProcessLimit;
-use crate::snapshot::RoutingSnapshot;
-
 /// Above this lag, local timeouts do not count towards passive ejection.
 pub(crate) const SATURATED: Duration = Duration::from_millis(50);
 
@@ -29,18 +24,17 @@ pub(crate) struct Lag {
 impl Lag {
     /// Starts the monitor on the current tokio runtime, once (the proxy calls it from its
     /// first request, so it measures the proxy's own workers).
-    /// Every 100 ms the tick also adapts `limit` (with `server.adaptive_limit` in the current
-    /// config).
-    pub fn start_here(
-        self: &Arc<Self>,
-        limit: &Arc<ProcessLimit>,
-        snapshot: &Arc<ArcSwap<RoutingSnapshot>>,
-    ) {
+    /// Every 100 ms the monitor calls `every_100ms` with the recent lag (the proxy adapts its
+    /// in-flight limit there).
+    pub fn start_here<F>(self: &Arc<Self>, every_100ms: F)
+    where
+        F: FnOnce() -> Box<dyn Fn(Duration) + Send + Sync>,
+    {
         // A read on the request path; the write happens once.
         if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (lag, limit, snapshot) = (self.clone(), limit.clone(), snapshot.clone());
+        let (lag, every_100ms) = (self.clone(), every_100ms());
         tokio::spawn(async move {
             let mut ticks = 0u64;
             loop {
@@ -54,10 +48,7 @@ impl Lag {
                 let now = Duration::from_micros(now);
                 crate::telemetry::event_loop_lag(now);
                 if ticks % 10 == 0 {
-                    let server = &snapshot.load().config.server;
-                    if server.adaptive_limit {
-                        limit.adjust(now, server.max_in_flight as usize);
-                    }
+                    every_100ms(now);
                 }
             }
         });

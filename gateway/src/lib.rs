@@ -7,7 +7,9 @@
 
 pub(crate) mod admin;
 pub(crate) mod admission;
+pub(crate) mod affinity;
 pub(crate) mod app;
+pub(crate) mod controller;
 mod errors;
 pub(crate) mod failover;
 mod headers;

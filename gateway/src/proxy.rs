@@ -18,6 +18,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::admission::{ProcessLimit, ShedReason, Slot};
+use crate::affinity::Affinity;
 use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
 use crate::lag::Lag;
@@ -27,7 +28,7 @@ use crate::selection::{
     choose, choose_fail_open, has_untried, has_untried_fail_open, Choice, NoChoice,
 };
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
-use crate::sticky::affinity::Affinity;
+use crate::telemetry::LabelSet;
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
@@ -218,7 +219,16 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        self.lag.start_here(&self.limit, &self.snapshot);
+        self.lag.start_here(|| {
+            let (limit, snapshot) = (self.limit.clone(), self.snapshot.clone());
+            Box::new(move |lag| {
+                let server = &snapshot.load().config.server;
+                if server.adaptive_limit {
+                    let next = limit.adjust(lag, server.max_in_flight as usize);
+                    crate::telemetry::admission_limit(next);
+                }
+            })
+        });
         let id_header = ctx.snapshot.config.server.request_id_header.as_str();
         ctx.request_id = Some(match session.req_header().headers.get(id_header) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),

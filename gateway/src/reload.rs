@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use gateway_config::{BoundSockets, ConfigDiff, GatewayConfig};
 use gateway_health::HealthMonitor;
 
-use crate::failover::controller::FailoverHandle;
+use crate::controller::FailoverHandle;
 use crate::snapshot::RoutingSnapshot;
 use crate::telemetry::{self, ReloadResult};
 

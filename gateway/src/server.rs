@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::admin::AdminService;
 use crate::admission::ProcessLimit;
 use crate::app::{App, ControlService};
-use crate::failover::controller::FailoverHandle;
+use crate::controller::FailoverHandle;
 use crate::failover::FailoverBook;
 use crate::proxy::GatewayProxy;
 use crate::reload::Reloader;

@@ -9,8 +9,10 @@ use arc_swap::ArcSwap;
 use gateway_config::{GatewayConfig, RegionName, Route};
 use gateway_health::{HealthHub, RegionHealth};
 
+use crate::admission::ShedReason;
 use crate::failover::{FailoverBook, RouteFailover};
 use crate::routing::RouteTable;
+use crate::sticky::Outcome;
 use crate::telemetry::RouteMetrics;
 use crate::tls::{CertSource, Certificates};
 
@@ -105,7 +107,11 @@ impl RoutingSnapshot {
                     .map(|t| t.iter().map(|(i, _)| regions[*i].health.clone()).collect())
                     .collect();
                 RoutePlan {
-                    metrics: RouteMetrics::new(&route.name, &region_names, route.sticky.is_some()),
+                    metrics: RouteMetrics::new::<Outcome, ShedReason>(
+                        &route.name,
+                        &region_names,
+                        route.sticky.is_some(),
+                    ),
                     failover: book.route(
                         &route.name,
                         route

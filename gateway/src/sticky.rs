@@ -8,8 +8,6 @@
 //! of `route|region|endpoint|issued|expires` (Unix seconds) and `mac` is base64url of the first
 //! 16 bytes of HMAC-SHA256(key, `1.<key id>.<payload>`). Verification is constant-time.
 
-pub(crate) mod affinity;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,9 +72,8 @@ pub(crate) enum Outcome {
     Invalid(Invalid),
 }
 
-impl Outcome {
-    /// Every outcome, in label order.
-    pub const ALL: [Outcome; 9] = [
+impl crate::telemetry::LabelSet for Outcome {
+    const ALL: &'static [Self] = &[
         Outcome::Honoured,
         Outcome::Repinned,
         Outcome::Issued,
@@ -88,8 +85,7 @@ impl Outcome {
         Outcome::Invalid(Invalid::WrongRoute),
     ];
 
-    /// Position in [`Self::ALL`].
-    pub fn index(self) -> usize {
+    fn index(self) -> usize {
         match self {
             Outcome::Honoured => 0,
             Outcome::Repinned => 1,
@@ -98,8 +94,7 @@ impl Outcome {
         }
     }
 
-    /// Metric label.
-    pub fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Outcome::Honoured => "honoured",
             Outcome::Repinned => "repinned",
@@ -263,6 +258,20 @@ pub fn rendezvous_score(key: &str, id: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value of a label set sits at its own index, with its own label.
+    fn assert_label_set<L: crate::telemetry::LabelSet + std::fmt::Debug>() {
+        for (i, value) in L::ALL.iter().enumerate() {
+            assert_eq!(value.index(), i, "{value:?}");
+        }
+        let labels: std::collections::BTreeSet<_> = L::ALL.iter().map(|v| v.label()).collect();
+        assert_eq!(labels.len(), L::ALL.len());
+    }
+
+    #[test]
+    fn every_sticky_outcome_has_its_own_counter() {
+        assert_label_set::<Outcome>();
+    }
     use proptest::prelude::*;
 
     fn key(id: &str, secret: &str) -> StickyKey {

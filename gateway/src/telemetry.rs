@@ -8,9 +8,6 @@ use std::sync::OnceLock;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::admission::ShedReason;
-use crate::sticky::Outcome;
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once) and returns the handle that renders it.
@@ -117,6 +114,18 @@ fn describe() {
 /// Status classes, in label order.
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
+/// A closed set of label values a route's handles are registered for: the typed enums the
+/// request path counts (sticky outcomes, shed reasons) implement it, so that nothing on the
+/// request path formats a label and this module depends on none of them.
+pub trait LabelSet: Copy + 'static {
+    /// Every value, in [`Self::index`] order.
+    const ALL: &'static [Self];
+    /// Position in [`Self::ALL`].
+    fn index(self) -> usize;
+    /// The label value.
+    fn label(self) -> &'static str;
+}
+
 /// Handles for one route.
 pub struct RouteMetrics {
     /// `gateway_sticky_total` by outcome (empty for routes without `sticky`).
@@ -127,20 +136,20 @@ pub struct RouteMetrics {
     attempts: Vec<Counter>,
     retries: Counter,
     /// `gateway_shed_total` by reason.
-    shed: [Counter; 4],
+    shed: Vec<Counter>,
     fail_open: Counter,
 }
 
 impl RouteMetrics {
-    /// Registers the handles of `route` over `regions` (names in snapshot order); `sticky`
-    /// when the route has sticky sessions.
-    pub fn new(route: &str, regions: &[String], sticky: bool) -> Self {
+    /// Registers the handles of `route` over `regions` (names in snapshot order); the sticky
+    /// outcomes `S` when the route has sticky sessions, and the shed reasons `D`.
+    pub fn new<S: LabelSet, D: LabelSet>(route: &str, regions: &[String], sticky: bool) -> Self {
         let route = route.to_string();
         let names: Vec<String> = std::iter::once("none".to_string())
             .chain(regions.iter().cloned())
             .collect();
         let sticky = if sticky {
-            Outcome::ALL
+            S::ALL
                 .iter()
                 .map(|outcome| metrics::counter!("gateway_sticky_total", "route" => route.clone(), "outcome" => outcome.label()))
                 .collect()
@@ -163,9 +172,10 @@ impl RouteMetrics {
                 .map(|region| metrics::counter!("gateway_upstream_attempts_total", "route" => route.clone(), "region" => region.clone()))
                 .collect(),
             retries: metrics::counter!("gateway_upstream_retries_total", "route" => route.clone()),
-            shed: ShedReason::ALL.map(|reason| {
-                metrics::counter!("gateway_shed_total", "route" => route.clone(), "reason" => reason.label())
-            }),
+            shed: D::ALL
+                .iter()
+                .map(|reason| metrics::counter!("gateway_shed_total", "route" => route.clone(), "reason" => reason.label()))
+                .collect(),
             fail_open: metrics::counter!("gateway_fail_open_total", "route" => route),
         }
     }
@@ -187,8 +197,10 @@ impl RouteMetrics {
     }
 
     /// Counts a request shed by admission control.
-    pub fn shed(&self, reason: ShedReason) {
-        self.shed[reason.index()].increment(1);
+    pub fn shed(&self, reason: impl LabelSet) {
+        if let Some(c) = self.shed.get(reason.index()) {
+            c.increment(1);
+        }
     }
 
     /// Counts a request that failed open (every allowed region looked down).
@@ -197,7 +209,7 @@ impl RouteMetrics {
     }
 
     /// Counts a sticky-session outcome.
-    pub fn sticky(&self, outcome: Outcome) {
+    pub fn sticky(&self, outcome: impl LabelSet) {
         if let Some(c) = self.sticky.get(outcome.index()) {
             c.increment(1);
         }
@@ -300,34 +312,18 @@ pub fn config_active(old: Option<&str>, hash: &str) {
     metrics::gauge!("gateway_config_info", "hash" => hash.to_string()).set(1.0);
 }
 
-/// Sets the health gauges from `snapshot`: called when `/metrics` is rendered, so they are
-/// exact at scrape time without a polling loop.
-pub fn export_health(snapshot: &crate::snapshot::RoutingSnapshot) {
-    for region in &snapshot.regions {
+/// Sets the health gauges of `regions`: called when `/metrics` is rendered, so they are exact
+/// at scrape time without a polling loop.
+pub fn export_health<'a>(regions: impl Iterator<Item = &'a gateway_health::RegionHealth>) {
+    for region in regions {
         let name = region.name.to_string();
         metrics::gauge!("gateway_region_up", "region" => name.clone())
-            .set(f64::from(u8::from(region.health.is_up())));
-        metrics::gauge!("gateway_region_drained", "region" => name.clone()).set(f64::from(
-            u8::from(region.health.drain_remaining().is_some()),
-        ));
-        for e in &region.health.members().endpoints {
+            .set(f64::from(u8::from(region.is_up())));
+        metrics::gauge!("gateway_region_drained", "region" => name.clone())
+            .set(f64::from(u8::from(region.drain_remaining().is_some())));
+        for e in &region.members().endpoints {
             metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
                 .set(f64::from(u8::from(e.is_routable())));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::sticky::Outcome;
-
-    #[test]
-    fn every_sticky_outcome_has_its_own_counter() {
-        for (i, outcome) in Outcome::ALL.iter().enumerate() {
-            assert_eq!(outcome.index(), i, "{}", outcome.label());
-        }
-        let labels: std::collections::BTreeSet<_> =
-            Outcome::ALL.iter().map(|o| o.label()).collect();
-        assert_eq!(labels.len(), Outcome::ALL.len());
     }
 }

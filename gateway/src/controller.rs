@@ -1,8 +1,9 @@
-//! The one writer of every route's active tier (the policy is in [`super`]'s module doc).
+//! The one writer of every route's active tier (the policy is in [`crate::failover`]'s module
+//! doc).
 //!
 //! The controller task decides again when the health hub publishes an event, when it is woken
 //! through a [`FailoverHandle`] (a drain, an applied reload), and when the earliest timed change
-//! comes due (a hold-down completing, a drain running out: [`super::next_change`]). There is no
+//! comes due (a hold-down completing, a drain running out: [`crate::failover::next_change`]). There is no
 //! polling loop. Each switch is stored, logged, counted and recorded once, here.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use gateway_health::{HealthEvent, RegionHealth};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{decide, next_change, Active, FailoverEvent, SwitchKind};
+use crate::failover::{decide, next_change, Active, FailoverEvent, SwitchKind};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 
 /// A wake-up, with someone waiting for the decisions to be applied or not.
@@ -108,7 +109,7 @@ fn apply(snapshot: &RoutingSnapshot, plan: &RoutePlan) -> Option<Duration> {
     let hold_down = plan.route.failback_hold_down;
     let from = state.active();
     if let Some(switch) = decide(from, &plan.tier_health, hold_down) {
-        state.active.store(switch.to);
+        state.set_active(switch.to);
         if let Some(kind) = switch.kind {
             snapshot
                 .book

@@ -1,12 +1,13 @@
 //! Session affinity: which endpoint a sticky request goes to, and which cookie its response
-//! carries. The token format is in [`super`].
+//! carries. The token format is in [`crate::sticky`] (a leaf module, so that the routing
+//! snapshot can name its outcomes without a module cycle).
 
 use gateway_config::{OnFailback, StickySettings};
 use http::HeaderMap;
 
-use super::{find_cookie, now_unix, set_cookie, Outcome, StickyToken};
 use crate::selection::{pick_endpoint, Choice};
 use crate::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
+use crate::sticky::{find_cookie, now_unix, rendezvous_score, set_cookie, Outcome, StickyToken};
 
 /// What a request on a sticky route brought: a valid cookie's pin, or else an affinity-header
 /// key.
@@ -169,7 +170,7 @@ fn choose_rendezvous(snapshot: &RoutingSnapshot, plan: &RoutePlan, key: &str) ->
         }
         let members = target.health.members();
         for e in members.endpoints.iter().filter(|e| e.is_routable()) {
-            let score = super::rendezvous_score(key, e.key.id.as_str());
+            let score = rendezvous_score(key, e.key.id.as_str());
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 if let Some(choice) = Choice::of(*region, e, &members) {
                     best = Some((score, choice));
