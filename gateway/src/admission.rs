@@ -156,18 +156,9 @@ pub(crate) fn has_room(counter: &AtomicUsize, capacity: Option<u32>) -> bool {
 mod tests {
     use super::*;
 
-    /// Every value of a label set sits at its own index, with its own label.
-    fn assert_label_set<L: crate::telemetry::LabelSet + std::fmt::Debug>() {
-        for (i, value) in L::ALL.iter().enumerate() {
-            assert_eq!(value.index(), i, "{value:?}");
-        }
-        let labels: std::collections::BTreeSet<_> = L::ALL.iter().map(|v| v.label()).collect();
-        assert_eq!(labels.len(), L::ALL.len());
-    }
-
     #[test]
     fn every_shed_reason_has_its_own_counter() {
-        assert_label_set::<ShedReason>();
+        crate::telemetry::assert_label_set::<ShedReason>();
     }
 
     #[test]

@@ -259,18 +259,9 @@ pub fn rendezvous_score(key: &str, id: &str) -> u64 {
 mod tests {
     use super::*;
 
-    /// Every value of a label set sits at its own index, with its own label.
-    fn assert_label_set<L: crate::telemetry::LabelSet + std::fmt::Debug>() {
-        for (i, value) in L::ALL.iter().enumerate() {
-            assert_eq!(value.index(), i, "{value:?}");
-        }
-        let labels: std::collections::BTreeSet<_> = L::ALL.iter().map(|v| v.label()).collect();
-        assert_eq!(labels.len(), L::ALL.len());
-    }
-
     #[test]
     fn every_sticky_outcome_has_its_own_counter() {
-        assert_label_set::<Outcome>();
+        crate::telemetry::assert_label_set::<Outcome>();
     }
     use proptest::prelude::*;
 

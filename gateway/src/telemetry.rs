@@ -327,3 +327,13 @@ pub fn export_health<'a>(regions: impl Iterator<Item = &'a gateway_health::Regio
         }
     }
 }
+
+/// Asserts that every value of a label set sits at its own index, with its own label.
+#[cfg(test)]
+pub(crate) fn assert_label_set<L: LabelSet + std::fmt::Debug>() {
+    for (i, value) in L::ALL.iter().enumerate() {
+        assert_eq!(value.index(), i, "{value:?}");
+    }
+    let labels: std::collections::BTreeSet<_> = L::ALL.iter().map(|v| v.label()).collect();
+    assert_eq!(labels.len(), L::ALL.len());
+}
