@@ -13,13 +13,15 @@ pub const DNS_MAX_TTL: &str = "5m";
 /// `dns.timeout`.
 pub const DNS_TIMEOUT: &str = "2s";
 /// `server.upstream_keepalive_pool`.
-pub const UPSTREAM_KEEPALIVE_POOL: usize = 128;
+pub const UPSTREAM_KEEPALIVE_POOL: usize = 1024;
 /// `server.request_id_header`.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// `server.grace_period`.
 pub const GRACE_PERIOD: &str = "10s";
 /// `server.max_in_flight`.
 pub const MAX_IN_FLIGHT: u32 = 10_000;
+/// `server.max_connections`.
+pub const MAX_CONNECTIONS: u32 = 8192;
 /// `server.client_h2_streams`.
 pub const CLIENT_H2_STREAMS: u32 = 100;
 /// `server.adaptive_limit`.

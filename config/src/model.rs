@@ -209,6 +209,8 @@ pub struct ServerSettings {
     pub adaptive_limit: bool,
     /// Concurrent streams per client HTTP/2 connection.
     pub client_h2_streams: u32,
+    /// Client connections open at once at most.
+    pub max_connections: u32,
 }
 
 /// A region with its endpoints and health settings.

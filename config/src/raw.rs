@@ -116,7 +116,9 @@ pub struct RawServer {
     /// Worker threads for the proxy (default: number of CPUs). `gateway run --threads` overrides.
     #[serde(default)]
     pub threads: Option<usize>,
-    /// Idle upstream connections kept per process for reuse (default 128).
+    /// Idle upstream connections kept per process for reuse (default 1024). Keep it above the
+    /// upstream concurrency you expect: a connection returned to a full pool is closed, and
+    /// under load the next request opens a new one (a connect burst at the upstream).
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::UPSTREAM_KEEPALIVE_POOL))]
     pub upstream_keepalive_pool: Option<usize>,
@@ -145,6 +147,13 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::CLIENT_H2_STREAMS))]
     pub client_h2_streams: Option<u32>,
+    /// Client connections open at once at most (default 8192): a connection accepted above it
+    /// is closed at once, unanswered, and counted in `gateway_connections_refused_total`. Each
+    /// client connection may need an upstream one: the file-descriptor limit should be above
+    /// twice this (the gateway raises its soft limit to the hard one and warns when it is not).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_CONNECTIONS))]
+    pub max_connections: Option<u32>,
 }
 
 /// A regional cluster.

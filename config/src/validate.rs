@@ -479,6 +479,18 @@ impl<'a> Validator<'a> {
                     defaults::CLIENT_H2_STREAMS
                 }
             },
+            max_connections: match raw.and_then(|s| s.max_connections) {
+                None => defaults::MAX_CONNECTIONS,
+                Some(0) => {
+                    self.err(
+                        "server.max_connections",
+                        "0 would refuse every connection",
+                        "use a positive number, such as 8192",
+                    );
+                    defaults::MAX_CONNECTIONS
+                }
+                Some(n) => n,
+            },
         }
     }
 

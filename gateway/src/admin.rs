@@ -387,6 +387,8 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
             "restart_needed": r.restart_needed,
         })),
         "admission": {
+            "connections": gateway.connections.open(),
+            "max_connections": s.config.server.max_connections,
             "in_flight": gateway.limit.in_flight(),
             "max_in_flight": s.config.server.max_in_flight,
             "adaptive": s.config.server.adaptive_limit,

@@ -69,6 +69,52 @@ impl Drop for Slot {
     }
 }
 
+/// Client connections open now (`server.max_connections`), so that shutdown can end as soon as
+/// the last one is done and `/status` can show them.
+#[derive(Default)]
+pub(crate) struct Connections {
+    count: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+impl Connections {
+    /// Counts one connection until the guard drops; also says how many are open with it.
+    pub fn enter(self: &Arc<Self>) -> (ConnectionGuard, usize) {
+        let open = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        (ConnectionGuard(self.clone()), open)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Completes when no connection is open (at once if none is).
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Register before reading the count, so a close in between is not missed.
+            closed.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// One open client connection, counted until dropped.
+pub(crate) struct ConnectionGuard(Arc<Connections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
 /// The process's in-flight limit: `server.max_in_flight`, or with `server.adaptive_limit` a
 /// limit below it that follows the proxy's scheduling lag (AIMD: a tenth off per 100 ms while
 /// the event loop runs more than 50 ms late, a twentieth more while it is on time and the limit

@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::admission::ProcessLimit;
+use crate::admission::{Connections, ProcessLimit};
 use crate::controller::{self, FailoverHandle, Wakeups};
 use crate::reload::Reloader;
 use crate::snapshot::RoutingSnapshot;
@@ -36,6 +36,8 @@ pub(crate) struct App {
     pub readiness: Arc<Readiness>,
     /// The process's in-flight limit (for `/status`).
     pub limit: Arc<ProcessLimit>,
+    /// Client connections open now (for `/status`).
+    pub connections: Arc<Connections>,
     /// Time in-flight requests get on shutdown.
     pub grace_period: Duration,
 }

@@ -52,7 +52,12 @@ impl GatewayProxy {
 
     /// Reports a failed attempt to passive health; a timeout while the gateway itself is
     /// saturated is excused (it says nothing about the upstream).
-    fn report_failure(&self, choice: Option<&Choice>, kind: Failure) -> bool {
+    fn report_failure(
+        &self,
+        choice: Option<&Choice>,
+        kind: Failure,
+        cause: &dyn std::fmt::Display,
+    ) -> bool {
         let Some(choice) = choice else {
             return false;
         };
@@ -61,7 +66,9 @@ impl GatewayProxy {
             tracing::debug!(endpoint = %choice.endpoint.key.id, lag_ms = self.lag.current().as_millis() as u64, "upstream timeout while the gateway is saturated: not counted");
             return false;
         }
-        choice.endpoint.report_failure(kind).failing()
+        let passive = choice.endpoint.report_failure(kind);
+        tracing::debug!(endpoint = %choice.endpoint.key.id, ?kind, ?passive, %cause, "passive failure");
+        passive.failing()
     }
 
     /// Admits the request into the process's and the route's in-flight limits, or says which
@@ -379,7 +386,7 @@ impl ProxyHttp for GatewayProxy {
             }
             return Ok(());
         }
-        let failing = self.report_failure(ctx.current(), Failure::Definite);
+        let failing = self.report_failure(ctx.current(), Failure::Definite, &status);
         let retry = ctx.plan().map(|p| {
             retry::decide(
                 retry::Failure::Status(status),
@@ -473,7 +480,7 @@ impl ProxyHttp for GatewayProxy {
             ErrorType::ConnectTimedout => Failure::Timeout,
             _ => Failure::Definite,
         };
-        let failing = self.report_failure(ctx.current(), kind);
+        let failing = self.report_failure(ctx.current(), kind, &e);
         ctx.last_failure = Some(e.etype().clone());
         // Nothing reached the app, so any method may be retried on another endpoint.
         let retry = ctx.plan().map(|p| {
@@ -525,7 +532,8 @@ impl ProxyHttp for GatewayProxy {
         // a passive failure. The retry rules treat it as unsent.
         let stale_pooled =
             !session.upstream_request_header_sent() && failure == retry::Failure::Reset;
-        let failing = !marked_down && !stale_pooled && self.report_failure(Some(&current), kind);
+        let failing =
+            !marked_down && !stale_pooled && self.report_failure(Some(&current), kind, &e);
         let decision = ctx.plan().map(|p| {
             retry::decide(
                 failure,

@@ -15,10 +15,8 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::background_service;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crate::admin::AdminService;
-use crate::admission::ProcessLimit;
+use crate::admission::{Connections, ProcessLimit};
 use crate::app::{App, ControlService};
 use crate::controller::FailoverHandle;
 use crate::failover::FailoverBook;
@@ -86,6 +84,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    raise_fd_limit(config.server.max_connections);
 
     let metrics = crate::telemetry::install();
     let config = Arc::new(config);
@@ -118,12 +117,13 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
     h2.max_concurrent_streams(config.server.client_h2_streams);
     app.h2_options = Some(h2);
-    let connections = Arc::new(LiveConnections::default());
+    let connections = Arc::new(Connections::default());
     let mut proxy = pingora::services::listening::Service::new(
         "gateway proxy".to_string(),
         CountedConnections {
             inner: Arc::new(app),
             live: connections.clone(),
+            snapshot: snapshot.clone(),
         },
     );
     for listener in &config.listeners {
@@ -158,6 +158,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         metrics,
         readiness: Arc::default(),
         limit,
+        connections: connections.clone(),
         grace_period: config.server.grace_period,
     };
     server.add_service(proxy);
@@ -181,52 +182,40 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     Ok(server)
 }
 
-/// Client connections being served by the proxy, so that shutdown can end as soon as the last
-/// one is done.
-#[derive(Default)]
-struct LiveConnections {
-    count: AtomicUsize,
-    closed: tokio::sync::Notify,
-}
-
-impl LiveConnections {
-    /// Counts one connection until the guard drops.
-    fn enter(self: &Arc<Self>) -> ConnectionGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        ConnectionGuard(self.clone())
-    }
-
-    /// Completes when no connection is open (at once if none is).
-    async fn all_closed(&self) {
-        loop {
-            let closed = self.closed.notified();
-            tokio::pin!(closed);
-            // Register before reading the count, so a close in between is not missed.
-            closed.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            closed.await;
-        }
+/// Raises the soft file-descriptor limit to the hard one (as Go and nginx's
+/// `worker_rlimit_nofile` do): each client connection may hold an upstream one too, and running
+/// out of descriptors fails accepts and connects alike. Warns when even the hard limit is below
+/// what `max_connections` needs.
+fn raise_fd_limit(max_connections: u32) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let soft = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(_) => soft,
+    };
+    // Two descriptors per client connection (client and upstream) and some for probes,
+    // listeners and files.
+    let needed = 2 * u64::from(max_connections) + 1024;
+    if soft < needed {
+        tracing::warn!(
+            fd_limit = soft,
+            needed,
+            max_connections,
+            "the file-descriptor limit (ulimit -n) is below what server.max_connections needs: raise it or lower max_connections"
+        );
     }
 }
 
-struct ConnectionGuard(Arc<LiveConnections>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.closed.notify_waiters();
-        }
-    }
-}
-
-/// Pingora's HTTP app with every client connection counted in [`LiveConnections`]: the count
+/// Pingora's HTTP app with every client connection counted in [`Connections`]: the count
 /// covers a connection from its first byte after the TLS handshake until it closes, all its
-/// requests (HTTP/2 streams until the connection ends), upgrades and the shutdown linger.
+/// requests (HTTP/2 streams until the connection ends), upgrades and the shutdown linger. A
+/// connection above `server.max_connections` is closed at once.
 struct CountedConnections<A> {
     inner: Arc<A>,
-    live: Arc<LiveConnections>,
+    live: Arc<Connections>,
+    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
 }
 
 #[async_trait]
@@ -236,7 +225,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _connection = self.live.enter();
+        let (_connection, open) = self.live.enter();
+        let limit = self.snapshot.load().config.server.max_connections as usize;
+        if open > limit {
+            // Dropping the stream closes it: the client sees the connection end unanswered (as
+            // with Envoy's connection limit) and may retry elsewhere.
+            crate::telemetry::connection_refused();
+            tracing::debug!(
+                open,
+                limit,
+                "client connection refused: server.max_connections"
+            );
+            return None;
+        }
         self.inner.process_new(session, shutdown).await
     }
 

@@ -94,6 +94,10 @@ fn describe() {
         "The process's adaptive in-flight limit (server.adaptive_limit)."
     );
     describe_counter!(
+        "gateway_connections_refused_total",
+        "Client connections closed unanswered because server.max_connections were already open."
+    );
+    describe_counter!(
         "gateway_timeouts_excused_total",
         "Upstream timeouts not counted against the endpoint because the gateway itself was saturated."
     );
@@ -241,6 +245,11 @@ pub fn event_loop_lag(lag: std::time::Duration) {
 /// Sets `gateway_admission_limit` (the adaptive limit, after each adjustment).
 pub fn admission_limit(limit: usize) {
     metrics::gauge!("gateway_admission_limit").set(limit as f64);
+}
+
+/// Counts a client connection closed unanswered because `server.max_connections` were open.
+pub fn connection_refused() {
+    metrics::counter!("gateway_connections_refused_total").increment(1);
 }
 
 /// Counts an upstream timeout not held against the endpoint because the gateway itself was

@@ -58,9 +58,20 @@ enum Command {
 /// Arguments of `loadtest overload`.
 #[derive(clap::Args)]
 struct OverloadArgs {
-    /// Closed-loop connections of the overload phase (the unloaded phase uses 16).
+    /// Connections of the overload phase (the unloaded phase uses 16).
     #[arg(long, default_value_t = 2000)]
     connections: usize,
+    /// Open-loop rate of the overload phase in requests per second, due on schedule whether or
+    /// not earlier ones were answered (0: closed loop, as fast as each connection is answered).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    /// Turn on `server.adaptive_limit` (off by default in the gateway).
+    #[arg(long)]
+    adaptive_limit: bool,
+    /// Write report.json, report.md and chart.svg (answers, latency, admission limit over
+    /// time) into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// HTTP/2 (h2c) instead of HTTP/1.1.
     #[arg(long)]
     http2: bool,
@@ -219,10 +230,31 @@ async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
         threads: args.threads,
         pin_cpu: args.pin_cpu,
         connections: args.connections,
+        rate: args.rate,
+        adaptive_limit: args.adaptive_limit,
         http2: args.http2,
         duration: args.duration,
     };
     let result = loadtest::overload::run(&spec).await?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
+        std::fs::write(dir.join("report.md"), loadtest::overload::markdown(&result))?;
+        let load = match args.rate {
+            0 => "closed loop".to_string(),
+            rate => format!("open loop at {rate} req/s"),
+        };
+        let title = format!(
+            "overload: {}, {} connections, {load}",
+            if args.http2 { "h2c" } else { "HTTP/1.1" },
+            args.connections,
+        );
+        loadtest::overload::chart(&dir.join("chart.svg"), &title, &result)
+            .map_err(anyhow::Error::msg)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

@@ -27,12 +27,18 @@ pub struct OverloadSpec {
     /// Pin the gateway to this CPU (with `taskset`), so that the load generator and the regions
     /// cannot lend it theirs.
     pub pin_cpu: Option<usize>,
-    /// Closed-loop connections of the overload phase.
+    /// Connections of the overload phase.
     pub connections: usize,
+    /// Open-loop rate of the overload phase (requests per second, due on schedule whether or
+    /// not earlier ones were answered); 0: closed loop, each connection sends as fast as it is
+    /// answered.
+    pub rate: u32,
     /// HTTP/2 (h2c) instead of HTTP/1.1.
     pub http2: bool,
     /// Length of each phase.
     pub duration: Duration,
+    /// Turn on `server.adaptive_limit`.
+    pub adaptive_limit: bool,
 }
 
 /// What one run measured.
@@ -63,8 +69,13 @@ pub struct OverloadResult {
     /// The adaptive limit over time: (seconds since the overload started, limit), when the
     /// gateway reports one.
     pub limit_over_time: Vec<(f64, u64)>,
+    /// Requests in flight at the gateway over time: (seconds since the overload started, count).
+    pub in_flight_over_time: Vec<(f64, u64)>,
     /// The gateway's log lines about health changes (to see why, when something went down).
     pub health_log: Vec<String>,
+    /// The overload phase in 100 ms slices (for the chart).
+    #[serde(skip)]
+    pub timeline: Vec<report::Bucket>,
 }
 
 /// Runs the unloaded phase, then the overload phase, watching `/status` throughout the latter.
@@ -80,6 +91,10 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
         GatewayYaml::new(ports)
             .fleet(&fleet, &probe)
             .route(Route::new("app", &["fra", "ber"]))
+            .server(testbed::yaml::Server {
+                adaptive_limit: spec.adaptive_limit.then_some(true),
+                ..Default::default()
+            })
     })
     .await?;
     if let (Some(cpu), Some(pid)) = (spec.pin_cpu, gw.pid()) {
@@ -89,11 +104,11 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
             .status()?;
         anyhow::ensure!(status.success(), "taskset failed to pin the gateway");
     }
-    let load = |connections: usize| LoadSpec {
+    let load = |connections: usize, rate: u32| LoadSpec {
         addr: gw.addr,
         host: "overload.test".into(),
         path: "/".into(),
-        rate: 0,
+        rate,
         duration: spec.duration,
         connections,
         http2: spec.http2,
@@ -102,7 +117,7 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
     };
 
     let started = Instant::now();
-    let unloaded_records = engine::run(&load(16), None).await;
+    let unloaded_records = engine::run(&load(16, 0), None).await;
     let unloaded = report::summarize(&unloaded_records, started.elapsed());
     let shed_before = shed_total(&gw).await;
     let events_before = failover_events(&gw).await;
@@ -116,7 +131,7 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
         Instant::now(),
     ));
     let started = Instant::now();
-    let records = engine::run(&load(spec.connections), None).await;
+    let records = engine::run(&load(spec.connections, spec.rate), None).await;
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.await;
@@ -150,11 +165,16 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
         endpoints_ever_down: watch.endpoints_down.into_iter().collect(),
         failover_events: events,
         limit_over_time: watch.limits,
+        in_flight_over_time: watch.in_flight,
+        timeline: report::timeline(&records, Duration::from_millis(100)),
         health_log: gw
             .stderr_plain()
             .lines()
             .filter(|l| {
-                l.contains("health changed") || l.contains("switched") || l.contains("no region up")
+                l.contains("health changed")
+                    || l.contains("switched")
+                    || l.contains("no region up")
+                    || l.contains("passive failure")
             })
             .map(str::to_string)
             .collect(),
@@ -168,6 +188,7 @@ struct Watch {
     regions_down: BTreeSet<String>,
     endpoints_down: BTreeSet<String>,
     limits: Vec<(f64, u64)>,
+    in_flight: Vec<(f64, u64)>,
 }
 
 /// Polls `/status` every 200 ms until `stop`, recording every region or endpoint shown down.
@@ -195,8 +216,12 @@ async fn watch_status(
                         }
                     }
                 }
+                let t = start.elapsed().as_secs_f64();
                 if let Some(limit) = s["admission"]["limit"].as_u64() {
-                    w.limits.push((start.elapsed().as_secs_f64(), limit));
+                    w.limits.push((t, limit));
+                }
+                if let Some(n) = s["admission"]["in_flight"].as_u64() {
+                    w.in_flight.push((t, n));
                 }
             }
         }
@@ -249,4 +274,84 @@ pub fn markdown(r: &OverloadResult) -> String {
         r.failover_events,
         limits,
     )
+}
+
+/// Draws the overload phase as SVG: answers per second (served by region, and 503 or failed),
+/// latency, and the process's in-flight limit with the requests in flight.
+pub fn chart(path: &std::path::Path, title: &str, r: &OverloadResult) -> Result<(), String> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1100, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| e.to_string())?;
+    let areas = root.split_evenly((3, 1));
+    let buckets = &r.timeline;
+    let t_max = buckets.last().map_or(1.0, |b| b.t_s + 0.1).max(1.0);
+    let width = 0.1;
+    let frame = |caption, y: (std::ops::Range<f64>, &'static str)| report::Panel {
+        caption: (caption, 15),
+        margin: 10,
+        y_label_area: 60,
+        x: (0.0..t_max, "seconds"),
+        y,
+    };
+
+    let rps_max = buckets.iter().map(|b| b.rps).fold(1.0, f64::max) * 1.15;
+    let mut c = report::panel(
+        &areas[0],
+        frame(
+            "answers per second: served (by region), and 503 or failed in red",
+            (0.0..rps_max, "req/s"),
+        ),
+    )?;
+    let mut regions: Vec<&String> = buckets.iter().flat_map(|b| b.regions.keys()).collect();
+    regions.sort();
+    regions.dedup();
+    for (i, region) in regions.iter().enumerate() {
+        let points = buckets
+            .iter()
+            .map(|b| (b.t_s, *b.regions.get(*region).unwrap_or(&0) as f64 / width));
+        report::line(&mut c, points, [BLUE, GREEN, MAGENTA][i % 3], region)?;
+    }
+    let failed = buckets.iter().map(|b| (b.t_s, b.failed as f64 / width));
+    report::line(&mut c, failed, RED, "503 or failed")?;
+    report::legend(&mut c)?;
+
+    let lat_max = buckets.iter().map(|b| b.p99_ms).fold(1.0, f64::max) * 1.15;
+    let mut l = report::panel(&areas[1], frame("latency (ms)", (0.0..lat_max, "ms")))?;
+    report::line(
+        &mut l,
+        buckets.iter().map(|b| (b.t_s, b.p50_ms)),
+        BLUE,
+        "p50",
+    )?;
+    report::line(
+        &mut l,
+        buckets.iter().map(|b| (b.t_s, b.p99_ms)),
+        RED,
+        "p99",
+    )?;
+    report::legend(&mut l)?;
+
+    let points =
+        |v: &[(f64, u64)]| -> Vec<(f64, f64)> { v.iter().map(|(t, n)| (*t, *n as f64)).collect() };
+    let (limit, in_flight) = (points(&r.limit_over_time), points(&r.in_flight_over_time));
+    let n_max = limit
+        .iter()
+        .chain(&in_flight)
+        .map(|p| p.1)
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut a = report::panel(
+        &areas[2],
+        frame(
+            "the process's in-flight limit and the requests in flight (/status every 200 ms)",
+            (0.0..n_max, "requests"),
+        ),
+    )?;
+    report::line(&mut a, limit, RED, "limit")?;
+    report::line(&mut a, in_flight, BLUE, "in flight")?;
+    report::legend(&mut a)?;
+    root.present().map_err(|e| e.to_string())
 }

@@ -93,6 +93,9 @@ pub struct Server {
     /// `grace_period`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<Dur>,
+    /// `adaptive_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptive_limit: Option<bool>,
 }
 
 /// `dns`.

@@ -366,3 +366,45 @@ async fn a_client_http2_connection_gets_at_most_client_h2_streams_at_once() {
         "12 calls of 1 s took {took:?}: more than 4 ran at once"
     );
 }
+
+#[tokio::test]
+async fn above_max_connections_a_new_connection_is_closed_unanswered() {
+    let fra = [region("fra", "fra-1").await];
+    let ber = [region("ber", "ber-1").await];
+    let text = config(&fra, &ber, "", "", "server: { max_connections: 2 }");
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut c = H1::connect(gw.addr).await;
+        assert_eq!(c.send(get("a", "/x")).await.status, 200);
+        open.push(c);
+    }
+    let s = gw.status(None).await;
+    assert_eq!(s["admission"]["connections"], 2, "{s}");
+    assert_eq!(s["admission"]["max_connections"], 2, "{s}");
+
+    // The third is accepted by the kernel, then closed without an answer.
+    let answer = match H1::try_connect(gw.addr).await {
+        Some(mut third) => third.try_send(get("a", "/x")).await.map(|r| r.status),
+        None => None,
+    };
+    assert_eq!(answer, None, "a connection above the limit got an answer");
+    assert_metric(&gw, "gateway_connections_refused_total", 1).await;
+    // The open ones are still served.
+    for c in &mut open {
+        assert_eq!(c.send(get("a", "/x")).await.status, 200);
+    }
+
+    // One closes: there is room for a new one.
+    open.pop();
+    eventually("a new connection is served once one closed", || async {
+        let served = match H1::try_connect(gw.addr).await {
+            Some(mut c) => c.try_send(get("a", "/x")).await.map(|r| r.status),
+            None => None,
+        };
+        served == Some(200)
+    })
+    .await;
+    let s = gw.status(None).await;
+    assert_eq!(s["regions"][0]["up"], true, "{s}");
+}
