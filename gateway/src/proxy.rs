@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_config::OnAllDown;
-use gateway_health::Failure;
+use gateway_health::{Failure, Passive};
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -54,20 +54,27 @@ impl GatewayProxy {
     /// saturated is excused (it says nothing about the upstream).
     fn report_failure(
         &self,
-        choice: Option<&Choice>,
+        ctx: &RequestCtx,
         kind: Failure,
         cause: &dyn std::fmt::Display,
     ) -> bool {
-        let Some(choice) = choice else {
+        let Some(choice) = ctx.current() else {
             return false;
         };
-        if kind == Failure::Timeout && self.lag.saturated() {
+        let timeout = matches!(kind, Failure::Timeout { .. });
+        if timeout && self.lag.saturated() {
             crate::telemetry::timeout_excused();
             tracing::debug!(endpoint = %choice.endpoint.key.id, lag_ms = self.lag.current().as_millis() as u64, "upstream timeout while the gateway is saturated: not counted");
             return false;
         }
         let passive = choice.endpoint.report_failure(kind);
-        tracing::debug!(endpoint = %choice.endpoint.key.id, ?kind, ?passive, %cause, "passive failure");
+        let region = ctx.snapshot.regions[choice.region].name.as_str();
+        if passive == Passive::SameMoment {
+            tracing::debug!(region, endpoint = %choice.endpoint.key.id, %cause, "timeout in a slow moment already counted: not counted again");
+            return true;
+        }
+        crate::telemetry::passive_failure(region, timeout);
+        tracing::debug!(region, endpoint = %choice.endpoint.key.id, ?kind, ?passive, %cause, "passive failure");
         passive.failing()
     }
 
@@ -97,6 +104,9 @@ pub struct RequestCtx {
     request_id: Option<HeaderValue>,
     /// Endpoints tried so far, in order; the last one is the current attempt.
     tried: Vec<Choice>,
+    /// When the current attempt began (for passive health: timeouts of attempts that all
+    /// waited through one slow moment count once).
+    attempt_started: tokio::time::Instant,
     /// Why the gateway itself answers, when selection decided it (the residency 503).
     refusal: Option<ErrorPage>,
     /// The current attempt's response status is to be retried (set in the response filter).
@@ -211,6 +221,7 @@ impl ProxyHttp for GatewayProxy {
             route: None,
             request_id: None,
             tried: Vec::new(),
+            attempt_started: tokio::time::Instant::now(),
             refusal: None,
             status_retry: false,
             last_failure: None,
@@ -370,6 +381,7 @@ impl ProxyHttp for GatewayProxy {
             &snapshot.regions[choice.region].health.in_flight,
         ));
         ctx.tried.push(choice);
+        ctx.attempt_started = tokio::time::Instant::now();
         Ok(Box::new(peer))
     }
 
@@ -386,7 +398,7 @@ impl ProxyHttp for GatewayProxy {
             }
             return Ok(());
         }
-        let failing = self.report_failure(ctx.current(), Failure::Definite, &status);
+        let failing = self.report_failure(ctx, Failure::Definite, &status);
         let retry = ctx.plan().map(|p| {
             retry::decide(
                 retry::Failure::Status(status),
@@ -477,10 +489,12 @@ impl ProxyHttp for GatewayProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let kind = match e.etype() {
-            ErrorType::ConnectTimedout => Failure::Timeout,
+            ErrorType::ConnectTimedout => Failure::Timeout {
+                started: ctx.attempt_started,
+            },
             _ => Failure::Definite,
         };
-        let failing = self.report_failure(ctx.current(), kind, &e);
+        let failing = self.report_failure(ctx, kind, &e);
         ctx.last_failure = Some(e.etype().clone());
         // Nothing reached the app, so any method may be retried on another endpoint.
         let retry = ctx.plan().map(|p| {
@@ -524,7 +538,9 @@ impl ProxyHttp for GatewayProxy {
         ctx.last_failure = Some(e.etype().clone());
         let marked_down = !current.endpoint.is_routable();
         let kind = match failure {
-            retry::Failure::Timeout => Failure::Timeout,
+            retry::Failure::Timeout => Failure::Timeout {
+                started: ctx.attempt_started,
+            },
             _ => Failure::Definite,
         };
         // A pooled connection that died before the request header could be written says
@@ -532,8 +548,7 @@ impl ProxyHttp for GatewayProxy {
         // a passive failure. The retry rules treat it as unsent.
         let stale_pooled =
             !session.upstream_request_header_sent() && failure == retry::Failure::Reset;
-        let failing =
-            !marked_down && !stale_pooled && self.report_failure(Some(&current), kind, &e);
+        let failing = !marked_down && !stale_pooled && self.report_failure(ctx, kind, &e);
         let decision = ctx.plan().map(|p| {
             retry::decide(
                 failure,

@@ -94,6 +94,10 @@ fn describe() {
         "The process's adaptive in-flight limit (server.adaptive_limit)."
     );
     describe_counter!(
+        "gateway_passive_failures_total",
+        "Failed attempts counted against an endpoint by passive health, by region and kind (definite: refused, reset, 5xx; timeout)."
+    );
+    describe_counter!(
         "gateway_connections_refused_total",
         "Client connections closed unanswered because server.max_connections were already open."
     );
@@ -245,6 +249,14 @@ pub fn event_loop_lag(lag: std::time::Duration) {
 /// Sets `gateway_admission_limit` (the adaptive limit, after each adjustment).
 pub fn admission_limit(limit: usize) {
     metrics::gauge!("gateway_admission_limit").set(limit as f64);
+}
+
+/// Counts a failed attempt that passive health counted against an endpoint of `region`
+/// (rare: only failures the upstream caused).
+pub fn passive_failure(region: &str, timeout: bool) {
+    let kind = if timeout { "timeout" } else { "definite" };
+    metrics::counter!("gateway_passive_failures_total", "region" => region.to_string(), "kind" => kind)
+        .increment(1);
 }
 
 /// Counts a client connection closed unanswered because `server.max_connections` were open.

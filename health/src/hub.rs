@@ -99,6 +99,8 @@ struct EndpointInner {
     /// by a past "down" are never reused.
     generation: u64,
     last_probe: Option<ProbeRecord>,
+    /// When the last counted timeout was seen (see [`EndpointHealth::report_failure`]).
+    last_timeout: Option<Instant>,
 }
 
 impl std::fmt::Debug for EndpointHealth {
@@ -115,8 +117,12 @@ impl std::fmt::Debug for EndpointHealth {
 pub enum Failure {
     /// The upstream refused, reset or answered 5xx.
     Definite,
-    /// Nothing came back in time: the upstream, or the gateway's own saturation.
-    Timeout,
+    /// Nothing came back in time: the upstream, or the gateway's own saturation. `started` is
+    /// when the attempt began.
+    Timeout {
+        /// When the attempt that timed out began.
+        started: Instant,
+    },
 }
 
 /// What a reported live failure did.
@@ -129,6 +135,10 @@ pub enum Passive {
     /// The failure would count towards ejecting the endpoint, but the region's `max_ejected`
     /// share is already ejected: it stays in, and the failure is not counted.
     HeldByCap,
+    /// A timeout of an attempt that began before the endpoint's last counted timeout was seen:
+    /// the same slow moment (a connect burst overflowing the upstream's accept queue, a pause
+    /// of the gateway), already counted once, so not counted again.
+    SameMoment,
 }
 
 impl Passive {
@@ -184,7 +194,10 @@ impl EndpointHealth {
     /// [`Failure::Timeout`] may be the gateway's own saturation rather than the upstream: timeouts
     /// never take more than the region's `passive.max_ejected` share of its endpoints out (at
     /// least one may always go). At the cap a routable endpoint's timeouts are not counted;
-    /// active probes can still mark it down.
+    /// active probes can still mark it down. Nor does one slow moment count more than once:
+    /// timeouts count as consecutive failures only when each attempt began after the previous
+    /// counted timeout was seen (requests that all waited through the same stall are one
+    /// observation, not many).
     pub fn report_failure(&self, failure: Failure) -> Passive {
         let region = self.region.upgrade();
         // One ejection decision at a time per region, so two endpoints cannot both pass the
@@ -193,10 +206,17 @@ impl EndpointHealth {
             .as_ref()
             .map(|r| r.ejection_lock.lock().unwrap_or_else(|e| e.into_inner()));
         let now = Instant::now();
-        if let Some(region) = &region {
-            if failure == Failure::Timeout && self.is_routable() && !region.may_eject(self, now) {
-                return Passive::HeldByCap;
+        if let Failure::Timeout { started } = failure {
+            if self.lock().last_timeout.is_some_and(|seen| started < seen) {
+                return Passive::SameMoment;
             }
+            if let Some(region) = &region {
+                // `may_eject` reads the other endpoints: not under this one's lock.
+                if self.is_routable() && !region.may_eject(self, now) {
+                    return Passive::HeldByCap;
+                }
+            }
+            self.lock().last_timeout = Some(now);
         }
         self.passive_streak.fetch_add(1, Ordering::Relaxed);
         let transition = {
@@ -646,6 +666,7 @@ impl HealthHub {
                 abort: CancellationToken::new(),
                 generation: 0,
                 last_probe: None,
+                last_timeout: None,
             }),
             hub: Arc::downgrade(&self.inner),
         });
@@ -694,5 +715,80 @@ impl HealthHub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| live.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hub (kept alive by the caller: cells refer to it weakly) with one region of one
+    /// endpoint that three consecutive failures eject.
+    fn one_endpoint() -> (HealthHub, Arc<EndpointHealth>) {
+        let hub = HealthHub::new();
+        let region = hub.region(&RegionName::try_new("fra").expect("name"));
+        let key = TargetKey {
+            id: EndpointId::try_new("fra-1").expect("id"),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let policy = HealthPolicy {
+            rise: 2,
+            fall: 2,
+            consecutive_failures: Some(3),
+            ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(60),
+        };
+        let endpoint = hub.endpoint(&region, key, policy);
+        let members = RegionMembers {
+            config: None,
+            endpoints: vec![endpoint.clone()],
+            checks: Vec::new(),
+            min_healthy: None,
+        };
+        hub.set_members(&region, members);
+        (hub, endpoint)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_of_one_slow_moment_count_once_and_sequential_ones_eject() {
+        let (_hub, endpoint) = one_endpoint();
+        let timeout = Duration::from_millis(250);
+        // Fifty attempts began together and all timed out together: one observation.
+        let started = Instant::now();
+        tokio::time::advance(timeout).await;
+        assert_eq!(
+            endpoint.report_failure(Failure::Timeout { started }),
+            Passive::Counted
+        );
+        for _ in 0..49 {
+            assert_eq!(
+                endpoint.report_failure(Failure::Timeout { started }),
+                Passive::SameMoment
+            );
+        }
+        assert!(endpoint.is_routable(), "one slow moment ejected");
+        // Attempts that each began after the previous timeout was seen are new observations:
+        // the third consecutive one ejects.
+        for expected in [Passive::Counted, Passive::Ejected] {
+            let started = Instant::now();
+            tokio::time::advance(timeout).await;
+            assert_eq!(
+                endpoint.report_failure(Failure::Timeout { started }),
+                expected
+            );
+        }
+        assert!(!endpoint.is_routable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn definite_failures_count_every_time() {
+        let (_hub, endpoint) = one_endpoint();
+        let passive: Vec<Passive> = (0..3)
+            .map(|_| endpoint.report_failure(Failure::Definite))
+            .collect();
+        assert_eq!(
+            passive,
+            [Passive::Counted, Passive::Counted, Passive::Ejected]
+        );
     }
 }

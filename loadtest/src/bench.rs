@@ -71,6 +71,16 @@ enum Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Guard::Child { child, .. } = self {
+            // SIGTERM first: nginx's and HAProxy's masters then stop their workers (SIGKILL
+            // would orphan them); SIGKILL only if it is still there after 5 s.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            for _ in 0..50 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
