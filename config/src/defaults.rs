@@ -22,6 +22,16 @@ pub const GRACE_PERIOD: &str = "10s";
 pub const MAX_IN_FLIGHT: u32 = 10_000;
 /// `server.max_connections`.
 pub const MAX_CONNECTIONS: u32 = 8192;
+/// `server.request_head_timeout`.
+pub const REQUEST_HEAD_TIMEOUT: &str = "10s";
+/// `server.max_request_head_bytes` (nginx: 4 buffers of 8 KiB).
+pub const MAX_REQUEST_HEAD_BYTES: u32 = 32 * 1024;
+/// `server.max_header_bytes` (nginx: one 8 KiB buffer per line).
+pub const MAX_HEADER_BYTES: u32 = 8 * 1024;
+/// `server.max_headers` (Envoy's default).
+pub const MAX_HEADERS: u32 = 100;
+/// `server.max_uri_bytes` (nginx: one 8 KiB buffer for the request line).
+pub const MAX_URI_BYTES: u32 = 8 * 1024;
 /// `server.client_h2_streams`.
 pub const CLIENT_H2_STREAMS: u32 = 100;
 /// `server.adaptive_limit`.

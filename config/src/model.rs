@@ -211,6 +211,23 @@ pub struct ServerSettings {
     pub client_h2_streams: u32,
     /// Client connections open at once at most.
     pub max_connections: u32,
+    /// Limits on what a client sends.
+    pub limits: RequestLimits,
+}
+
+/// Limits on a client's request head (`server.request_head_timeout`, `max_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Time to send a whole HTTP/1 request head, from its first byte (408).
+    pub head_timeout: Duration,
+    /// Bytes of an HTTP/1 request head (431).
+    pub head_bytes: u32,
+    /// Bytes of one header, name and value (431).
+    pub header_bytes: u32,
+    /// Number of headers (431).
+    pub headers: u32,
+    /// Bytes of the request target (414).
+    pub uri_bytes: u32,
 }
 
 /// A region with its endpoints and health settings.

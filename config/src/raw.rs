@@ -154,6 +154,29 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_CONNECTIONS))]
     pub max_connections: Option<u32>,
+    /// Time a client has to send a whole HTTP/1 request head, from its first byte (default
+    /// `10s`): past it the answer is `408` and the connection closes. A client trickling a byte
+    /// at a time cannot hold a connection longer.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::REQUEST_HEAD_TIMEOUT))]
+    pub request_head_timeout: Option<String>,
+    /// Bytes of an HTTP/1 request head at most, request line and headers (default 32768, at
+    /// most 1048575): above it `431`.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_REQUEST_HEAD_BYTES))]
+    pub max_request_head_bytes: Option<u32>,
+    /// Bytes of one request header (name and value) at most (default 8192): above it `431`.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_HEADER_BYTES))]
+    pub max_header_bytes: Option<u32>,
+    /// Request headers at most (default 100): above it `431`.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_HEADERS))]
+    pub max_headers: Option<u32>,
+    /// Bytes of the request target (path and query) at most (default 8192): above it `414`.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_URI_BYTES))]
+    pub max_uri_bytes: Option<u32>,
 }
 
 /// A regional cluster.

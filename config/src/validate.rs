@@ -491,6 +491,53 @@ impl<'a> Validator<'a> {
                 }
                 Some(n) => n,
             },
+            limits: RequestLimits {
+                head_timeout: self.duration(
+                    "server.request_head_timeout",
+                    raw.and_then(|s| s.request_head_timeout.as_ref()),
+                    duration(defaults::REQUEST_HEAD_TIMEOUT),
+                ),
+                head_bytes: self.limit(
+                    "server.max_request_head_bytes",
+                    raw.and_then(|s| s.max_request_head_bytes),
+                    defaults::MAX_REQUEST_HEAD_BYTES,
+                    1_048_575,
+                ),
+                header_bytes: self.limit(
+                    "server.max_header_bytes",
+                    raw.and_then(|s| s.max_header_bytes),
+                    defaults::MAX_HEADER_BYTES,
+                    1_048_575,
+                ),
+                headers: self.limit(
+                    "server.max_headers",
+                    raw.and_then(|s| s.max_headers),
+                    defaults::MAX_HEADERS,
+                    256,
+                ),
+                uri_bytes: self.limit(
+                    "server.max_uri_bytes",
+                    raw.and_then(|s| s.max_uri_bytes),
+                    defaults::MAX_URI_BYTES,
+                    1_048_575,
+                ),
+            },
+        }
+    }
+
+    /// A request limit from 1 to `max` (`default` when absent).
+    fn limit(&mut self, path: &str, value: Option<u32>, default: u32, max: u32) -> u32 {
+        match value {
+            None => default,
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                self.err(
+                    path,
+                    format!("{n} is out of range"),
+                    format!("use a number from 1 to {max} (default {default})"),
+                );
+                default
+            }
         }
     }
 

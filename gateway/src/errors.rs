@@ -144,6 +144,22 @@ pub(crate) fn json_string(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// Client input echoed in an error body is cut to this many bytes (a client must not make the
+/// gateway's answers as large as its own headers).
+const ECHO_MAX: usize = 256;
+
+/// `s` as a JSON string, cut to [`ECHO_MAX`] bytes (at a character boundary) with `…` when cut.
+pub(crate) fn json_echo(s: &str) -> String {
+    if s.len() <= ECHO_MAX {
+        return json_string(s);
+    }
+    let mut end = ECHO_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    json_string(&format!("{}…", &s[..end]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

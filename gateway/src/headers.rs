@@ -91,6 +91,68 @@ pub(crate) fn forward_request(
     Ok(())
 }
 
+/// What is wrong with a request head, by the client's fault: answered with its status and
+/// the connection closed, never forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation {
+    /// HTTP/1.1 without `Host` (RFC 9112 §3.2): 400.
+    MissingHost,
+    /// The request target is longer than `server.max_uri_bytes`: 414.
+    UriTooLong,
+    /// More headers than `server.max_headers`: 431.
+    TooManyHeaders,
+    /// A header longer than `server.max_header_bytes`: 431.
+    HeaderTooLarge,
+}
+
+impl Violation {
+    /// The answer's status.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MissingHost => 400,
+            Self::UriTooLong => 414,
+            Self::TooManyHeaders | Self::HeaderTooLarge => 431,
+        }
+    }
+
+    /// The `error` of the JSON body, and the metric's `reason`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::MissingHost => "missing_host",
+            Self::UriTooLong => "uri_too_long",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::HeaderTooLarge => "header_too_large",
+        }
+    }
+}
+
+/// Checks a parsed request head against `limits` (the head's total size and deadline are
+/// checked while it is read, in Pingora).
+pub(crate) fn violation(
+    req: &RequestHeader,
+    limits: &gateway_config::RequestLimits,
+) -> Option<Violation> {
+    if req.version == http::Version::HTTP_11 && !req.headers.contains_key(header::HOST) {
+        return Some(Violation::MissingHost);
+    }
+    let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > limits.uri_bytes as usize {
+        return Some(Violation::UriTooLong);
+    }
+    if req.headers.len() > limits.headers as usize {
+        return Some(Violation::TooManyHeaders);
+    }
+    let max = limits.header_bytes as usize;
+    if req
+        .headers
+        .iter()
+        .any(|(name, value)| name.as_str().len() + value.len() > max)
+    {
+        return Some(Violation::HeaderTooLarge);
+    }
+    None
+}
+
 /// Drops hop-by-hop headers (and those listed in `Connection`) from a response, except on a
 /// `101 Switching Protocols`, whose `Upgrade`/`Connection` the client needs.
 pub(crate) fn strip_response_hop_by_hop(response: &mut ResponseHeader) {

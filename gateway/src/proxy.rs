@@ -19,7 +19,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::admission::{ProcessLimit, ShedReason, Slot};
 use crate::affinity::Affinity;
-use crate::errors::{json_string, respond_json, ErrorPage, TruncationCause};
+use crate::errors::{json_echo, json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
 use crate::lag::Lag;
 use crate::retry;
@@ -247,6 +247,18 @@ impl ProxyHttp for GatewayProxy {
                 }
             })
         });
+        // Pipelined HTTP/1.1 requests are answered in order (Pingora's default closes after the
+        // first answer and drops the rest).
+        session.as_mut().set_pipelining_enabled(true);
+        if let Some(violation) =
+            crate::headers::violation(session.req_header(), &ctx.snapshot.config.server.limits)
+        {
+            crate::telemetry::client_rejected(violation.label());
+            session.set_keepalive(None);
+            let body = format!("{{\"error\":\"{}\"}}\n", violation.label());
+            respond_json(session, None, violation.status(), body).await?;
+            return Ok(true);
+        }
         let id_header = ctx.snapshot.config.server.request_id_header.as_str();
         ctx.request_id = Some(match session.req_header().headers.get(id_header) {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
@@ -265,8 +277,8 @@ impl ProxyHttp for GatewayProxy {
         if ctx.route.is_none() {
             let body = format!(
                 "{{\"error\":\"no route\",\"host\":{},\"path\":{}}}\n",
-                json_string(host),
-                json_string(req.uri.path())
+                json_echo(host),
+                json_echo(req.uri.path())
             );
             respond_json(session, request_id(ctx), 404, body).await?;
             return Ok(true);

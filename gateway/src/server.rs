@@ -85,6 +85,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
+    apply_head_limits(&config.server.limits);
 
     let metrics = crate::telemetry::install();
     let config = Arc::new(config);
@@ -180,6 +181,15 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         AdminService::new(config.admin.bind, app),
     ));
     Ok(server)
+}
+
+/// Hands the request-head size limit and deadline to Pingora's HTTP/1 reader (process-wide; at
+/// start and on every reload).
+pub(crate) fn apply_head_limits(limits: &gateway_config::RequestLimits) {
+    pingora::protocols::http::v1::server::set_request_head_limits(
+        limits.head_bytes as usize,
+        Some(limits.head_timeout),
+    );
 }
 
 /// Raises the soft file-descriptor limit to the hard one (as Go and nginx's

@@ -98,6 +98,10 @@ fn describe() {
         "Failed attempts counted against an endpoint by passive health, by region and kind (definite: refused, reset, 5xx; timeout)."
     );
     describe_counter!(
+        "gateway_client_errors_total",
+        "Requests refused for what the client sent, by reason (missing_host, uri_too_long, too_many_headers, header_too_large)."
+    );
+    describe_counter!(
         "gateway_connections_refused_total",
         "Client connections closed unanswered because server.max_connections were already open."
     );
@@ -257,6 +261,12 @@ pub fn passive_failure(region: &str, timeout: bool) {
     let kind = if timeout { "timeout" } else { "definite" };
     metrics::counter!("gateway_passive_failures_total", "region" => region.to_string(), "kind" => kind)
         .increment(1);
+}
+
+/// Counts a request refused for what its client sent (`reason`: see
+/// [`crate::headers::Violation::label`]).
+pub fn client_rejected(reason: &'static str) {
+    metrics::counter!("gateway_client_errors_total", "reason" => reason).increment(1);
 }
 
 /// Counts a client connection closed unanswered because `server.max_connections` were open.

@@ -21,10 +21,12 @@ async fn start() -> (Gateway, RegionServer) {
     let yaml = config()
         .region(
             "fra",
+            // Lenient probes: the app shares the test's threads with the hostile clients, and
+            // passive health is what is under test.
             Region::of(std::slice::from_ref(&fra)).probe(Probe::http(
                 "/healthz",
-                Duration::from_millis(500),
-                Duration::from_millis(400),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
             )),
         )
         .route(Route::new("app", &["fra"]).reject_when_all_down());
@@ -208,7 +210,7 @@ async fn pool_upstream_connections(gw: &Gateway, fra: &RegionServer, n: usize) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_aborts_at_once_ejects_nothing() {
     let (gw, fra) = start().await;
     // The aborts reuse pooled connections: this is about the aborts, not a connect burst (see
@@ -261,4 +263,141 @@ async fn a_connect_burst_is_one_slow_moment_and_ejects_nothing() {
     assert!(endpoint["ejected_for_ms"].is_null(), "ejected: {s}");
     let resp = H1::connect(gw.addr).await.send(get("a", "/after")).await;
     assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+}
+
+/// Sends `head` on a new connection and returns the status line of the answer and whether the
+/// gateway then closed the connection.
+async fn status_of(gw: &Gateway, head: &[u8]) -> (String, bool) {
+    let mut tcp = raw(gw, head).await;
+    let mut buf = Vec::new();
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await,
+        Ok(Ok(_))
+    );
+    let text = String::from_utf8_lossy(&buf);
+    (text.lines().next().unwrap_or("").to_string(), closed)
+}
+
+#[tokio::test]
+async fn request_heads_over_the_limits_get_the_right_4xx_and_eject_nothing() {
+    let (gw, fra) = start().await;
+    let big = "a".repeat(9000);
+    let uri = "u".repeat(9000);
+    let many: String = (0..120).map(|i| format!("x-{i}: 1\r\n")).collect();
+    let huge: String = (0..5)
+        .map(|i| format!("x-{i}: {}\r\n", "b".repeat(8000)))
+        .collect();
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("no Host", "GET / HTTP/1.1\r\n\r\n".into(), "400"),
+        (
+            "a 9000-byte header",
+            format!("GET / HTTP/1.1\r\nHost: a\r\nx-big: {big}\r\n\r\n"),
+            "431",
+        ),
+        (
+            "120 headers",
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n"),
+            "431",
+        ),
+        (
+            "a 40 KB head",
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{huge}\r\n"),
+            "431",
+        ),
+        (
+            "a 9000-byte target",
+            format!("GET /{uri} HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "414",
+        ),
+        (
+            "Connection naming a forwarding header",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-forwarded-for\r\n\r\n".into(),
+            "400",
+        ),
+    ];
+    for (what, head, status) in &cases {
+        for _ in 0..REPEAT {
+            let (line, closed) = status_of(&gw, head.as_bytes()).await;
+            assert!(
+                line.starts_with(&format!("HTTP/1.1 {status}")),
+                "{what}: got `{line}`"
+            );
+            assert!(closed, "{what}: the connection stays open");
+        }
+    }
+    assert_eq!(
+        fra.requests(),
+        0,
+        "something was forwarded: {:?}",
+        fra.requests()
+    );
+    // HTTP/1.0 needs no Host.
+    let (line, _) = status_of(&gw, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        line.starts_with("HTTP/1.1 200"),
+        "HTTP/1.0 without Host: {line}"
+    );
+    assert_nothing_counted(&gw, "request heads over the limits").await;
+}
+
+#[tokio::test]
+async fn a_trickled_request_head_gets_408_at_its_deadline() {
+    let fra = region("fra", "fra-1").await;
+    let yaml = config()
+        .region("fra", Region::of(std::slice::from_ref(&fra)))
+        .route(Route::new("app", &["fra"]));
+    let text = format!(
+        "{}server:\n  request_head_timeout: 1s\n",
+        yaml.to_yaml("").expect("yaml")
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nx-slow: ";
+    tcp.write_all(head).await.expect("write");
+    // One byte every 100 ms keeps every single read well inside Pingora's per-read timeout;
+    // only the head's total deadline can end it. Bounded: at most 300 bytes (30 s).
+    let mut answer = Vec::new();
+    for _ in 0..300 {
+        if tcp.write_all(b"a").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "the trickled head got: `{text}`"
+    );
+    assert_eq!(fra.requests(), 0);
+    let resp = H1::connect(gw.addr).await.send(get("a", "/after")).await;
+    assert_eq!(resp.status, 200);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let (gw, _fra) = start().await;
+    let mut tcp = raw(
+        &gw,
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    let statuses = text.matches("HTTP/1.1 200 OK").count();
+    assert_eq!(statuses, 3, "answers: {text}");
+    let order: Vec<usize> = ["\"/1\"", "\"/2\"", "\"/3\""]
+        .iter()
+        .map(|p| text.find(p).unwrap_or(usize::MAX))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {text}"
+    );
 }

@@ -364,23 +364,27 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
-                    debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
+                // PATCH (failover gateway): the right 4xx for a head over its limits (431) or
+                // past its deadline (408), and client-caused failures at debug level: a client
+                // must not control how fast the error log grows.
+                use pingora_core::protocols::http::v1::server::{HEAD_DEADLINE, HEAD_TOO_LARGE};
+                let status = match &e.etype {
+                    InvalidHTTPHeader => Some(400),
+                    t if *t == HEAD_TOO_LARGE => Some(431),
+                    t if *t == HEAD_DEADLINE => Some(408),
+                    _ => None,
+                };
+                debug!(
+                    "Fail to read the request: {e}, downstream session type: {}",
+                    downstream_session.session_type()
+                );
+                if let Some(status) = status {
                     downstream_session
-                        .respond_error(400)
+                        .respond_error(status)
                         .await
                         .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
+                            debug!("failed to send error response to downstream: {e}");
                         });
-                } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
                 }
                 downstream_session.shutdown().await;
                 return None;

@@ -29,8 +29,34 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// PATCH (failover gateway): process-wide request head limits, set once at start by
+// `set_request_head_limits`. A head longer than the byte limit, or with more header lines than
+// the parser holds, fails with `HEAD_TOO_LARGE` (answered 431); a head not complete within the
+// deadline, counted from its first byte, fails with `HEAD_DEADLINE` (answered 408), so a client
+// trickling one byte at a time cannot hold the connection by resetting the per-read timeout.
+static HEAD_LIMIT_BYTES: AtomicUsize = AtomicUsize::new(MAX_HEADER_SIZE);
+static HEAD_DEADLINE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The error type of a request head over the size or header-count limit.
+pub const HEAD_TOO_LARGE: pingora_error::ErrorType =
+    pingora_error::ErrorType::Custom("RequestHeadTooLarge");
+/// The error type of a request head not complete within its deadline.
+pub const HEAD_DEADLINE: pingora_error::ErrorType =
+    pingora_error::ErrorType::Custom("RequestHeadDeadline");
+
+/// Sets the process-wide request head limits: at most `max_bytes` (capped at 1 MiB) and
+/// complete within `deadline` of its first byte (`None`: only the per-read timeout).
+pub fn set_request_head_limits(max_bytes: usize, deadline: Option<Duration>) {
+    HEAD_LIMIT_BYTES.store(max_bytes.min(MAX_HEADER_SIZE), Ordering::Relaxed);
+    HEAD_DEADLINE_MS.store(
+        deadline.map_or(0, |d| (d.as_millis() as u64).max(1)),
+        Ordering::Relaxed,
+    );
+}
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
@@ -304,15 +330,24 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let head_limit = HEAD_LIMIT_BYTES.load(Ordering::Relaxed);
+        let head_deadline = match HEAD_DEADLINE_MS.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let mut head_ends = None;
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > head_limit {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    HEAD_TOO_LARGE,
+                    format!("Request header larger than {head_limit}"),
                 );
+            }
+            if head_ends.is_none() && already_read > 0 {
+                head_ends = head_deadline.map(|d| std::time::Instant::now() + d);
             }
 
             // On the first iteration after a pipelined prefix was injected,
@@ -323,10 +358,27 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                let read = self.read_request_buf(&mut buf, already_read);
+                let read = match head_ends {
+                    Some(end) => {
+                        let left = end.saturating_duration_since(std::time::Instant::now());
+                        match timeout(left, read).await {
+                            Ok(read) => read,
+                            Err(_) => {
+                                return Error::e_explain(
+                                    HEAD_DEADLINE,
+                                    format!("request head not complete within {head_deadline:?}"),
+                                )
+                            }
+                        }
+                    }
+                    None => read.await,
+                };
+                match read? {
+                    Some(n) => already_read += n,
+                    None => return Ok(None),
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -336,6 +388,13 @@ impl HttpSession {
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        if s > head_limit {
+                            // The whole head came in one read, before the check above.
+                            return Error::e_explain(
+                                HEAD_TOO_LARGE,
+                                format!("Request header larger than {head_limit}"),
+                            );
+                        }
                         self.raw_header = Some(BufRef(0, s));
 
                         // We have the header name and values we parsed to be just 0 copy Bytes
@@ -434,6 +493,13 @@ impl HttpSession {
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
+                        httparse::Error::TooManyHeaders => {
+                            return Error::e_because(
+                                HEAD_TOO_LARGE,
+                                format!("more than {MAX_HEADERS} header lines"),
+                                e,
+                            );
+                        }
                         httparse::Error::Token | httparse::Error::Version => {
                             // URI escaping rebuilds the current header. Detach any request body or
                             // pipelined suffix first so normalization never copies queued requests.
