@@ -9,6 +9,7 @@ pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod affinity;
 pub(crate) mod app;
+mod clientlog;
 pub(crate) mod controller;
 mod errors;
 pub(crate) mod failover;

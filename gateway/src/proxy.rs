@@ -253,7 +253,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(violation) =
             crate::headers::violation(session.req_header(), &ctx.snapshot.config.server.limits)
         {
-            crate::telemetry::client_rejected(violation.label());
+            crate::clientlog::record(violation.label(), &violation.status());
             session.set_keepalive(None);
             let body = format!("{{\"error\":\"{}\"}}\n", violation.label());
             respond_json(session, None, violation.status(), body).await?;
@@ -591,9 +591,17 @@ impl ProxyHttp for GatewayProxy {
         false
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {
         // A truncation is logged once, by `truncated`, with its cause.
-        ctx.response == ResponsePhase::Started
+        if ctx.response == ResponsePhase::Started {
+            return true;
+        }
+        // The client's own failures are counted and summed up, not logged one by one.
+        if *error.esource() == ErrorSource::Downstream {
+            crate::clientlog::record("aborted", error);
+            return true;
+        }
+        false
     }
 
     async fn fail_to_proxy(
@@ -690,6 +698,11 @@ impl GatewayProxy {
             })
             .unwrap_or_else(|| ("none".into(), "none".into()));
         crate::telemetry::truncated(ctx.route_name(), &region, &endpoint, cause.label());
+        if cause == TruncationCause::Client {
+            crate::clientlog::record("truncated", e);
+            session.shutdown().await;
+            return;
+        }
         tracing::warn!(
             route = ctx.route_name(),
             region,

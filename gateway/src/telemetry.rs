@@ -99,7 +99,7 @@ fn describe() {
     );
     describe_counter!(
         "gateway_client_errors_total",
-        "Requests refused for what the client sent, by reason (missing_host, uri_too_long, too_many_headers, header_too_large)."
+        "Requests refused or failed by what the client did, by reason (missing_host, uri_too_long, too_many_headers, header_too_large; aborted: the client left or sent a broken request mid-way; truncated: a response cut off because the client left)."
     );
     describe_counter!(
         "gateway_connections_refused_total",
@@ -263,9 +263,9 @@ pub fn passive_failure(region: &str, timeout: bool) {
         .increment(1);
 }
 
-/// Counts a request refused for what its client sent (`reason`: see
-/// [`crate::headers::Violation::label`]).
-pub fn client_rejected(reason: &'static str) {
+/// Counts a request refused or failed by what its client did (`reason`: see
+/// [`crate::headers::Violation::label`], or `aborted`, `truncated`).
+pub fn client_event(reason: &'static str) {
     metrics::counter!("gateway_client_errors_total", "reason" => reason).increment(1);
 }
 

@@ -50,6 +50,19 @@ async fn assert_nothing_counted(gw: &Gateway, what: &str) {
     let s = gw.status(None).await;
     let endpoint = &s["regions"][0]["endpoints"][0];
     assert!(endpoint["ejected_for_ms"].is_null(), "{what}: ejected: {s}");
+    // A client controls how many of these there are: none may reach the log as an error or
+    // warning one by one (they are counted and summed up at info level).
+    let log = gw.stderr_plain();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(
+        loud.len() <= 2,
+        "{what}: {} error/warning lines, e.g. {:?}",
+        loud.len(),
+        &loud[..loud.len().min(3)]
+    );
     let resp = H1::connect(gw.addr).await.send(get("a", "/after")).await;
     assert_eq!(
         resp.status,
