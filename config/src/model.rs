@@ -213,6 +213,8 @@ pub struct ServerSettings {
     pub max_connections: u32,
     /// Limits on what a client sends.
     pub limits: RequestLimits,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Limits on a client's request head (`server.request_head_timeout`, `max_*`).

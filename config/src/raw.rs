@@ -177,6 +177,11 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_URI_BYTES))]
     pub max_uri_bytes: Option<u32>,
+    /// Peers (CIDRs or addresses, e.g. `10.0.0.0/8`) whose `X-Forwarded-For`, `Forwarded`,
+    /// `X-Real-IP`, `X-Forwarded-Host` and `X-Forwarded-Port` are passed on (and appended to);
+    /// from any other client they are dropped and replaced by the gateway's own. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// A regional cluster.

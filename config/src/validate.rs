@@ -491,6 +491,28 @@ impl<'a> Validator<'a> {
                 }
                 Some(n) => n,
             },
+            trusted_proxies: raw
+                .and_then(|s| s.trusted_proxies.as_ref())
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    let net = text
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                    match net {
+                        Ok(net) => Some(net),
+                        Err(_) => {
+                            self.err(
+                                &format!("server.trusted_proxies[{i}]"),
+                                format!("`{text}` is not an address or CIDR"),
+                                "write an address (10.0.0.7) or a CIDR (10.0.0.0/8, fd00::/8)",
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect(),
             limits: RequestLimits {
                 head_timeout: self.duration(
                     "server.request_head_timeout",

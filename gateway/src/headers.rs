@@ -23,14 +23,36 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Hop-by-hop response headers, never forwarded (except on a `101` upgrade).
 const RESPONSE_HOP_BY_HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
 
+/// Forwarding headers a client could forge: passed on only from a trusted proxy.
+const FORWARDING: [&str; 5] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+];
+
 /// Prepares the upstream request from the client's: drops hop-by-hop headers and those listed
-/// in `Connection`, keeps `TE: trailers` and an upgrade's `Upgrade`, sets the forwarding headers.
+/// in `Connection`, keeps `TE: trailers` and an upgrade's `Upgrade`, sets the forwarding
+/// headers. The client's own forwarding headers are kept (and `X-Forwarded-For` appended to)
+/// only when the client is a `trusted` proxy; otherwise they are dropped first.
 pub(crate) fn forward_request(
     downstream: &RequestHeader,
     upstream: &mut RequestHeader,
     upgrade: bool,
     client_ip: Option<IpAddr>,
+    trusted: bool,
 ) -> Result<()> {
+    if !trusted
+        && upstream
+            .headers
+            .keys()
+            .any(|k| FORWARDING.contains(&k.as_str()))
+    {
+        for name in FORWARDING {
+            upstream.remove_header(name);
+        }
+    }
     let listed: Vec<HeaderName> = connection_tokens(&upstream.headers);
     let te_trailers = upstream
         .headers
@@ -203,7 +225,14 @@ mod tests {
             req.append_header(k, v).expect("header");
         }
         let mut upstream = req.clone();
-        forward_request(&req, &mut upstream, false, Some([127, 0, 0, 1].into())).expect("ok");
+        forward_request(
+            &req,
+            &mut upstream,
+            false,
+            Some([127, 0, 0, 1].into()),
+            true,
+        )
+        .expect("ok");
         let h = &upstream.headers;
         for gone in ["connection", "x-hop", "keep-alive"] {
             assert!(h.get(gone).is_none(), "{gone} forwarded");
@@ -221,7 +250,7 @@ mod tests {
         req.append_header("upgrade", "websocket").expect("header");
         req.append_header("connection", "Upgrade").expect("header");
         let mut upstream = req.clone();
-        forward_request(&req, &mut upstream, true, None).expect("ok");
+        forward_request(&req, &mut upstream, true, None, false).expect("ok");
         assert_eq!(upstream.headers["upgrade"], "websocket");
         assert_eq!(upstream.headers["connection"], "upgrade");
 
@@ -239,5 +268,38 @@ mod tests {
         strip_response_hop_by_hop(&mut ok);
         assert!(ok.headers.get("connection").is_none() && ok.headers.get("x-secret").is_none());
         assert_eq!(ok.headers["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn forwarding_headers_of_an_untrusted_client_are_replaced() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in [
+            ("host", "app.example"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-port", "1"),
+        ] {
+            req.append_header(k, v).expect("header");
+        }
+        let client = Some([192, 0, 2, 9].into());
+        let mut untrusted = req.clone();
+        forward_request(&req, &mut untrusted, false, client, false).expect("ok");
+        let h = &untrusted.headers;
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        for gone in ["forwarded", "x-real-ip", "x-forwarded-port"] {
+            assert!(
+                h.get(gone).is_none(),
+                "{gone} forwarded from an untrusted client"
+            );
+        }
+        let mut trusted = req.clone();
+        forward_request(&req, &mut trusted, false, client, true).expect("ok");
+        let h = &trusted.headers;
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 192.0.2.9");
+        assert_eq!(h["x-real-ip"], "6.6.6.6");
+        assert_eq!(h["forwarded"], "for=6.6.6.6");
     }
 }

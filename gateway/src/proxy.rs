@@ -460,11 +460,15 @@ impl ProxyHttp for GatewayProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let trusted_proxies = &ctx.snapshot.config.server.trusted_proxies;
+        let trusted = !trusted_proxies.is_empty()
+            && client_ip.is_some_and(|ip| trusted_proxies.iter().any(|net| net.contains(&ip)));
         headers::forward_request(
             session.req_header(),
             upstream,
             session.is_upgrade_req(),
             client_ip,
+            trusted,
         )?;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;

@@ -414,3 +414,36 @@ async fn pipelined_requests_are_all_answered_in_order() {
         "out of order: {text}"
     );
 }
+
+#[tokio::test]
+async fn forwarding_headers_are_trusted_only_from_trusted_proxies() {
+    let forged = || {
+        http::Request::get("/echo")
+            .header("host", "a")
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-real-ip", "6.6.6.6")
+            .header("forwarded", "for=6.6.6.6")
+            .body(gateway_tests::client::empty())
+            .expect("request")
+    };
+    for (trusted, xff, real_ip) in [
+        ("", "127.0.0.1", None),
+        (
+            "server:\n  trusted_proxies: [127.0.0.0/8]\n",
+            "6.6.6.6, 127.0.0.1",
+            Some("6.6.6.6"),
+        ),
+    ] {
+        let fra = region("fra", "fra-1").await;
+        let yaml = config()
+            .region("fra", Region::of(std::slice::from_ref(&fra)))
+            .route(Route::new("app", &["fra"]));
+        let text = format!("{}{trusted}", yaml.to_yaml("").expect("yaml"));
+        let (gw, _) = Gateway::start(&text, &[]).await;
+        let echo = H1::connect(gw.addr).await.send(forged()).await.json();
+        let h = &echo["headers"];
+        assert_eq!(h["x-forwarded-for"][0], xff, "{trusted:?}: {echo}");
+        assert_eq!(h["x-real-ip"][0].as_str(), real_ip, "{trusted:?}: {echo}");
+        assert_eq!(h["forwarded"][0].is_string(), real_ip.is_some(), "{echo}");
+    }
+}
