@@ -7,7 +7,7 @@ and its own region and endpoint. A failed request (connect error, reset, 5xx) is
 new connection up to --retries times (idempotent GETs, as a real client would); it counts as
 failed only when every try failed.
 
-  client.py spread URL N              N requests: JSON {"pops": {...}, "failed": n}
+  client.py spread URL N              N requests: JSON {"pops": {...}, "regions": {...}, "failed": n}
   client.py loop URL OUT [COOKIE]     requests every --gap until OUT.stop exists; one JSON line
                                       per request into OUT (t, pop, region, endpoint, tries, ok)
   client.py sticky URL POP            a sticky cookie issued through PoP POP: JSON {cookie, endpoint}
@@ -69,14 +69,15 @@ def main():
     cmd = sys.argv[1]
     if cmd == "spread":
         url, n = sys.argv[2], int(sys.argv[3])
-        pops, failed = {}, 0
+        pops, regions, failed = {}, {}, 0
         for _ in range(n):
             r = request(url)
             if r["ok"]:
                 pops[r["pop"]] = pops.get(r["pop"], 0) + 1
+                regions[r["region"]] = regions.get(r["region"], 0) + 1
             else:
                 failed += 1
-        print(json.dumps({"pops": pops, "failed": failed}))
+        print(json.dumps({"pops": pops, "regions": regions, "failed": failed}))
     elif cmd == "loop":
         url, out = sys.argv[2], sys.argv[3]
         cookie = sys.argv[4] if len(sys.argv) > 4 else None

@@ -319,25 +319,29 @@ while ((both < 2 && $(date +%s) <= deadline)); do
 done
 sleep 1
 spread_kill=$(in_ns client python3 "$here/client.py" spread "$URL" 40)
+sleep 2
 touch "$work/kill.jsonl.stop"
 wait "$pid_loop_kill" || true
-kill_report=$(python3 - "$work/kill.jsonl" "$t_kill" <<'EOF'
+switched=$(awk -v a="${failover_pop1:-0}" -v b="${failover_pop2:-0}" 'BEGIN { print (a > b ? a : b) / 1000 + 0.2 }')
+kill_report=$(python3 - "$work/kill.jsonl" "$t_kill" "$switched" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-t = float(sys.argv[2])
-after = [r for r in rows if r["t"] > t + 2]
+t = float(sys.argv[2]) + float(sys.argv[3])
+after = [r for r in rows if r["t"] > t]
 print(json.dumps({
     "requests": len(rows), "failed": sum(not r["ok"] for r in rows),
     "retried": sum(r["tries"] > 1 for r in rows if r["ok"]),
+    "after_switch": len(after),
     "late_fra": sum(r.get("region") == "fra" for r in after),
     "late_pops": sorted({r.get("pop") for r in after if r["ok"]}),
 }))
 EOF
 )
 kfield() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$kill_report" "$1"; }
-if ((both == 2)) && [[ $(kfield failed) == 0 && $(kfield late_fra) == 0 ]] &&
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["failed"] == 0 and len(d["pops"]) == 2 else 1)' "$spread_kill"; then
-    ok "fra killed: /status of pop1 showed ber after ${failover_pop1:-?} ms, pop2 after ${failover_pop2:-?} ms (each by its own probes); $(kfield requests) requests, $(kfield failed) failed, $(kfield retried) retried; both PoPs answer from ber: $spread_kill"
+if ((both == 2)) && [[ $(kfield failed) == 0 && $(kfield late_fra) == 0 && $(kfield after_switch) -gt 0 ]] &&
+    python3 -c 'import json,sys; k=json.loads(sys.argv[2]); sys.exit(0 if len(k["late_pops"]) == 2 else 1)' "" "$kill_report" &&
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d["failed"] == 0 and len(d["pops"]) == 2 and list(d["regions"]) == ["ber"] else 1)' "$spread_kill"; then
+    ok "fra killed: /status of pop1 showed ber after ${failover_pop1:-?} ms, pop2 after ${failover_pop2:-?} ms (each by its own probes); $(kfield requests) requests, $(kfield failed) failed, $(kfield retried) retried, the $(kfield after_switch) after both switched all from ber via $(kfield late_pops); both PoPs answer from ber: $spread_kill"
 else
     bad "fra killed: both=$both report=$kill_report spread=$spread_kill"
 fi
