@@ -137,11 +137,13 @@ link router pop1 10.1.0
 link router pop2 10.2.0
 link router fra 10.3.0
 link router ber 10.4.0
-in_ns router sysctl -qw net.ipv4.ip_forward=1
-in_ns router sysctl -qw net.ipv4.fib_multipath_hash_policy=1   # L4: flows spread by ports
+# sysctl NS KEY VALUE, through /proc (procps may be absent on a fresh machine).
+sysctl_ns() { in_ns "$1" sh -c "echo $3 > /proc/sys/${2//.//}"; }
+sysctl_ns router net.ipv4.ip_forward 1
+sysctl_ns router net.ipv4.fib_multipath_hash_policy 1   # L4: flows spread by ports
 for conf in all default to-client to-pop1 to-pop2 to-fra to-ber; do
     # Replies of connections on a just-withdrawn PoP still come from it: no reverse-path drop.
-    in_ns router sysctl -qw "net.ipv4.conf.$conf.rp_filter=0"
+    sysctl_ns router "net.ipv4.conf.$conf.rp_filter" 0
 done
 for p in pop1 pop2; do
     in_ns "$p" ip addr add "$VIP/32" dev lo   # no dummy interface in this kernel: lo

@@ -60,10 +60,17 @@ fn start_agent(gw: &Gateway, dir: &Path, include: &Path, birdc: &Path) -> Agent 
     Agent(child)
 }
 
+/// Whether the include file says `want` (announced or not) and the last `birdc configure`
+/// applied it (the agent writes the file first, then calls birdc).
 async fn announced(include: &Path, want: bool) -> bool {
+    let dir = include.parent().expect("dir");
+    let state = if want { "announced" } else { "withdrawn" };
     std::fs::read_to_string(include)
         .map(|t| t.contains("route 192.0.2.10/32 blackhole") == want)
         .unwrap_or(false)
+        && calls(dir)
+            .last()
+            .is_some_and(|c| c.ends_with(&format!("configure {state} exit=0")))
 }
 
 #[tokio::test]
