@@ -1,5 +1,5 @@
 //! An HTTPS server shaped like a Kubernetes API server's health endpoints, for region checks:
-//! `GET /readyz` answers `200 ok` when the request carries the expected bearer token (any
+//! `GET /readyz` (also `/livez`, and `/healthz` for endpoint probes) answers `200 ok` when the request carries the expected bearer token (any
 //! request when none is expected) and `401` otherwise; with a client CA it requires a client
 //! certificate signed by it (the TLS handshake fails without one). Its certificate comes from a
 //! [`crate::TestPki`] leaf; it records every `Authorization` header it was sent.
@@ -121,8 +121,8 @@ fn answer<B>(state: &Mutex<ApiState>, req: &Request<B>) -> Response<Full<Bytes>>
         Some(t) => auth.as_deref() == Some(format!("Bearer {t}").as_str()),
     };
     let (status, body) = match (req.uri().path(), allowed) {
-        ("/readyz" | "/livez", true) => (200, "ok"),
-        ("/readyz" | "/livez", false) => (401, "Unauthorized"),
+        ("/readyz" | "/livez" | "/healthz", true) => (200, "ok"),
+        ("/readyz" | "/livez" | "/healthz", false) => (401, "Unauthorized"),
         _ => (404, "not found"),
     };
     Response::builder()

@@ -243,6 +243,88 @@ async fn insecure_skip_verify_passes_any_certificate_and_gateway_check_warns() {
     );
 }
 
+/// Region `fra` whose one endpoint is the HTTPS server at `endpoint`, reached with
+/// `tls.sni` and probed on `/healthz` with the extra probe settings `http` (flow-mapping
+/// entries).
+fn https_endpoint_config(endpoint: std::net::SocketAddr, http: &str) -> String {
+    format!(
+        r#"listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+admin: {{ bind: "{{admin}}" }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-1, address: "{endpoint}" }}]
+    tls: {{ sni: {API_NAME} }}
+    probe: {{ http: {{ path: /healthz, {http} }}, interval: 200ms, timeout: 200ms, rise: 1, fall: 1 }}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#
+    )
+}
+
+/// The `fra-1` endpoint in `/status`: (health, last probe detail).
+async fn endpoint(gw: &Gateway) -> (String, String) {
+    let status = gw.status(None).await;
+    let ep = &status["regions"][0]["endpoints"][0];
+    (
+        ep["health"].as_str().unwrap_or_default().to_string(),
+        ep["last_probe"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_https_endpoint_probe_trusts_its_ca_file_asks_for_the_region_sni_and_sends_its_token() {
+    let pki = pki();
+    let other = TestPki::new(&[&[API_NAME]]);
+    let app = ApiServer::start(&pki.leaves[0].cert_pem, &pki.leaves[0].key_pem, None).await;
+    app.require_token("probe-token-0123456789");
+    let files = [
+        ("ca.pem", pki.ca_pem.as_bytes()),
+        ("other.pem", other.ca_pem.as_bytes()),
+        ("probe.token", b"probe-token-0123456789".as_slice()),
+    ];
+
+    let yaml = https_endpoint_config(app.addr, "ca_file: ca.pem, bearer_token_file: probe.token");
+    let (gw, _) = Gateway::start(&yaml, &files).await;
+    let start = std::time::Instant::now();
+    while endpoint(&gw).await != ("up".to_string(), "status 200".to_string()) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "endpoint never up: {:?}",
+            endpoint(&gw).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.seen()
+            .contains(&Some("Bearer probe-token-0123456789".into())),
+        "{:?}",
+        app.seen()
+    );
+    drop(gw);
+
+    let yaml = https_endpoint_config(
+        app.addr,
+        "ca_file: other.pem, bearer_token_file: probe.token",
+    );
+    let (gw, _) = Gateway::start(&yaml, &files).await;
+    let start = std::time::Instant::now();
+    loop {
+        let (health, detail) = endpoint(&gw).await;
+        if health == "down" && detail.contains("invalid peer certificate") {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "endpoint never down: {health} {detail}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn tls_settings_on_a_plaintext_check_and_half_a_client_identity_are_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
