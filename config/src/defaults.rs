@@ -62,6 +62,8 @@ pub const CHECK_INTERVAL: &str = "2s";
 pub const CHECK_TIMEOUT: &str = "1s";
 /// `regions.<name>.checks[].required`.
 pub const CHECK_REQUIRED: bool = true;
+/// `insecure_skip_verify` of region checks and HTTPS probes.
+pub const INSECURE_SKIP_VERIFY: bool = false;
 /// `regions.<name>.passive.consecutive_failures`.
 pub const PASSIVE_CONSECUTIVE_FAILURES: u32 = 3;
 /// `regions.<name>.passive.ejection`.

@@ -106,6 +106,8 @@ fn parse_with(
     let mut config = validator.config(raw, file.to_path_buf(), String::new());
     config.files = std::mem::take(&mut validator.files);
     config.hash = config_hash(text, &config.files);
+    config.warnings = std::mem::take(&mut validator.warnings);
+    config.warnings.sort_by_key(|i| (i.line, i.column));
     if validator.issues.is_empty() {
         Ok(config)
     } else {

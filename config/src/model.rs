@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     pub sticky_keys: Vec<StickyKey>,
     /// DNS discovery settings.
     pub dns: DnsSettings,
+    /// Settings that are valid but unsafe (such as `insecure_skip_verify`), each with its
+    /// position: `gateway check` prints them and `gateway run` logs them.
+    pub warnings: Vec<crate::ConfigIssue>,
 }
 
 /// A file named in the config, as read when the config was loaded.
@@ -339,6 +342,52 @@ pub struct HttpProbe {
     pub expect_status: BTreeSet<u16>,
     /// Substring the body must contain.
     pub body_contains: Option<String>,
+    /// How HTTPS probes connect (used when the region's endpoints speak TLS); the server name
+    /// defaults to `regions.<name>.tls.sni`, and `tls.verify: false` skips verification.
+    pub tls: ProbeTls,
+    /// File whose contents are sent as a bearer token, read at every probe.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// How an HTTPS probe or region check connects: whom it trusts, whom it shows itself as, and
+/// which name it asks for. The default trusts the system roots, presents no client
+/// certificate and asks for the URL's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProbeTls {
+    /// CA certificates trusted instead of the system roots (`ca_file`).
+    pub ca: Option<PemFile>,
+    /// Client certificate and key for mutual TLS (`client_cert`, `client_key`).
+    pub client_auth: Option<ClientAuth>,
+    /// Server name for SNI and certificate verification, when not the URL's host.
+    pub sni: Option<String>,
+    /// Accept any server certificate (signatures are still checked, the chain is not).
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate (chain) and its private key, both PEM, as read at load time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientAuth {
+    /// The certificate chain, leaf first.
+    pub cert: PemFile,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PemFile,
+}
+
+/// A PEM file named in the config with the bytes read when the config was loaded; a file
+/// rewritten at the same path is a changed config (the hash covers it). `Debug` shows the path
+/// only, never the bytes (they may be a private key).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PemFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its contents (validated to hold at least one PEM item of the expected kind).
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PemFile({})", self.path.display())
+    }
 }
 
 /// A region gate.
@@ -360,6 +409,11 @@ pub struct RegionCheck {
     pub expect_status: BTreeSet<u16>,
     /// Whether a failing check takes the region down.
     pub required: bool,
+    /// How the check connects over HTTPS.
+    pub tls: ProbeTls,
+    /// File whose contents are sent as a bearer token, read at every check (a rotated token,
+    /// such as a projected service-account token, is used from the next check on).
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 /// Healthy endpoints needed for a region to be up.

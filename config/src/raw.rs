@@ -307,6 +307,27 @@ pub struct RawHttpProbe {
     /// Substring the body must contain (optional).
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// PEM bundle of the CA certificates to trust when the region's endpoints speak TLS
+    /// (`regions.<name>.tls`), instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM client certificate (chain) presented for mutual TLS; needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// File holding a bearer token sent as `Authorization: Bearer <token>`, read at every
+    /// probe, so a rotated token (a projected service-account token) is used at once.
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    /// Server name sent in SNI and verified in the certificate (default: the URL's host, or `regions.<name>.tls.sni`).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Accept any server certificate (default false). Insecure: `gateway check` warns.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::INSECURE_SKIP_VERIFY))]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A region gate.
@@ -341,6 +362,27 @@ pub struct RawCheck {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::CHECK_REQUIRED))]
     pub required: Option<bool>,
+    /// PEM bundle of the CA certificates to trust for HTTPS (e.g. the cluster's own CA)
+    /// instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM client certificate (chain) presented for mutual TLS; needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// File holding a bearer token sent as `Authorization: Bearer <token>`, read at every
+    /// probe, so a rotated token (a projected service-account token) is used at once.
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    /// Server name sent in SNI and verified in the certificate (default: the URL's host).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Accept any server certificate (default false). Insecure: `gateway check` warns.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::INSECURE_SKIP_VERIFY))]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// Passive ejection settings.

@@ -24,6 +24,8 @@ pub(crate) struct Validator<'a> {
     base_dir: PathBuf,
     map: &'a SourceMap,
     pub(crate) issues: Vec<ConfigIssue>,
+    /// Valid but unsafe settings, reported without failing the config.
+    pub(crate) warnings: Vec<ConfigIssue>,
     /// Every file read while validating, in reading order (part of the config hash).
     pub(crate) files: Vec<ReferencedFile>,
     /// Sockets of the running process, when validating a reload.
@@ -41,6 +43,7 @@ impl<'a> Validator<'a> {
             base_dir,
             map,
             issues: Vec::new(),
+            warnings: Vec::new(),
             files: Vec::new(),
             bound,
         }
@@ -61,6 +64,19 @@ impl<'a> Validator<'a> {
     ) {
         let pos = self.map.key(path);
         self.push(path, pos, message.into(), fix.into());
+    }
+
+    /// Records a valid but unsafe value at `path` (shown by `gateway check`, logged at start).
+    pub(crate) fn warn(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
+        let pos = self.map.value(path);
+        self.warnings.push(ConfigIssue {
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_string(),
+            message: message.into(),
+            fix: fix.into(),
+        });
     }
 
     fn push(&mut self, path: &str, pos: crate::source_map::Position, message: String, fix: String) {
@@ -204,6 +220,7 @@ impl<'a> Validator<'a> {
             routes,
             sticky_keys,
             dns,
+            warnings: Vec::new(),
         }
     }
 
@@ -627,9 +644,17 @@ impl<'a> Validator<'a> {
                         "set the upstream's server name, e.g. `app.fra.example`",
                     );
                 }
+                let verify = t.verify.unwrap_or(defaults::UPSTREAM_TLS_VERIFY);
+                if !verify {
+                    self.warn(
+                        &format!("{p}.tls.verify"),
+                        "INSECURE: upstream certificates are not verified (proxied traffic and HTTPS probes)",
+                        "trust the upstream's CA and remove `verify: false`",
+                    );
+                }
                 UpstreamTls {
                     sni: t.sni.clone(),
-                    verify: t.verify.unwrap_or(defaults::UPSTREAM_TLS_VERIFY),
+                    verify,
                 }
             });
             let protocol = match r.protocol.as_deref() {
@@ -657,7 +682,7 @@ impl<'a> Validator<'a> {
                     defaults::H2_STREAMS
                 }
             };
-            let probe = self.probe(&format!("{p}.probe"), r.probe.as_ref());
+            let probe = self.probe(&format!("{p}.probe"), r.probe.as_ref(), tls.as_ref());
             let mut check_names = HashSet::new();
             let checks = r
                 .checks
@@ -745,7 +770,12 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn probe(&mut self, p: &str, raw: Option<&RawProbe>) -> ProbeSettings {
+    fn probe(
+        &mut self,
+        p: &str,
+        raw: Option<&RawProbe>,
+        upstream_tls: Option<&UpstreamTls>,
+    ) -> ProbeSettings {
         let interval = self.positive_duration(
             &format!("{p}.interval"),
             raw.and_then(|r| r.interval.as_ref()),
@@ -800,6 +830,24 @@ impl<'a> Validator<'a> {
                     h.expect_status.as_deref(),
                 ),
                 body_contains: h.body_contains.clone(),
+                tls: {
+                    let mut tls = self.probe_tls(
+                        &format!("{p}.http"),
+                        &TlsFields::of_probe(h),
+                        upstream_tls.is_some(),
+                        "the region's endpoints speak plaintext HTTP",
+                    );
+                    if let Some(up) = upstream_tls {
+                        tls.sni = tls.sni.or_else(|| Some(up.sni.clone()));
+                        tls.insecure_skip_verify |= !up.verify;
+                    }
+                    tls
+                },
+                bearer_token_file: self.bearer_token_file(
+                    &format!("{p}.http.bearer_token_file"),
+                    h.bearer_token_file.as_ref(),
+                    upstream_tls.is_some(),
+                ),
             }
         });
         ProbeSettings {
@@ -879,14 +927,185 @@ impl<'a> Validator<'a> {
         }
         Some(RegionCheck {
             name: c.name.clone(),
-            url,
             interval,
             timeout,
             rise: self.nonzero(&format!("{p}.rise"), c.rise, defaults::RISE_FALL),
             fall: self.nonzero(&format!("{p}.fall"), c.fall, defaults::RISE_FALL),
             expect_status: self.statuses(&format!("{p}.expect_status"), c.expect_status.as_deref()),
             required: c.required.unwrap_or(defaults::CHECK_REQUIRED),
+            tls: self.probe_tls(
+                p,
+                &TlsFields::of_check(c),
+                url.scheme_str() == Some("https"),
+                "the URL is plaintext `http://`",
+            ),
+            bearer_token_file: self.bearer_token_file(
+                &format!("{p}.bearer_token_file"),
+                c.bearer_token_file.as_ref(),
+                url.scheme_str() == Some("https"),
+            ),
+            url,
         })
+    }
+
+    /// Validates the HTTPS settings of a probe or check at `p`; `https` says whether the
+    /// target speaks TLS at all (`plain` says why not, for the error).
+    fn probe_tls(&mut self, p: &str, f: &TlsFields<'_>, https: bool, plain: &str) -> ProbeTls {
+        if !https {
+            for (name, set) in [
+                ("ca_file", f.ca_file.is_some()),
+                ("client_cert", f.client_cert.is_some()),
+                ("client_key", f.client_key.is_some()),
+                ("sni", f.sni.is_some()),
+                ("insecure_skip_verify", f.insecure_skip_verify.is_some()),
+            ] {
+                if set {
+                    self.err(
+                        &format!("{p}.{name}"),
+                        format!("`{name}` is a TLS setting, but {plain}"),
+                        "use an `https://` URL (for endpoint probes: set `regions.<name>.tls`), or remove it",
+                    );
+                }
+            }
+            return ProbeTls::default();
+        }
+        let ca = f.ca_file.and_then(|name| {
+            let field = format!("{p}.ca_file");
+            let (path, pem) = self.read_file(&field, name, "CA file")?;
+            if rustls_pemfile::certs(&mut pem.as_slice()).filter(|c| c.is_ok()).count() == 0 {
+                self.err(
+                    &field,
+                    format!("`{}` holds no PEM certificate", path.display()),
+                    "point `ca_file` at a PEM bundle with `-----BEGIN CERTIFICATE-----` blocks (the cluster CA, e.g. from a kubeconfig's `certificate-authority-data`, base64-decoded)",
+                );
+                return None;
+            }
+            Some(PemFile { path, pem })
+        });
+        let client_auth = match (f.client_cert, f.client_key) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                let (have, missing) = if f.client_cert.is_some() {
+                    ("client_cert", "client_key")
+                } else {
+                    ("client_key", "client_cert")
+                };
+                self.err(
+                    &format!("{p}.{have}"),
+                    format!("`{have}` without `{missing}`"),
+                    "set both `client_cert` and `client_key`, or neither",
+                );
+                None
+            }
+            (Some(cert), Some(key)) => {
+                let cert_field = format!("{p}.client_cert");
+                let key_field = format!("{p}.client_key");
+                let cert = self.read_file(&cert_field, cert, "client certificate file");
+                let key = self.read_file(&key_field, key, "client key file");
+                match (cert, key) {
+                    (Some((cert_path, cert_pem)), Some((key_path, key_pem))) => {
+                        let mut ok = true;
+                        if rustls_pemfile::certs(&mut cert_pem.as_slice())
+                            .filter(|c| c.is_ok())
+                            .count()
+                            == 0
+                        {
+                            self.err(
+                                &cert_field,
+                                format!("`{}` holds no PEM certificate", cert_path.display()),
+                                "point `client_cert` at a PEM file with `-----BEGIN CERTIFICATE-----` blocks",
+                            );
+                            ok = false;
+                        }
+                        if !matches!(
+                            rustls_pemfile::private_key(&mut key_pem.as_slice()),
+                            Ok(Some(_))
+                        ) {
+                            self.err(
+                                &key_field,
+                                format!("`{}` holds no PEM private key", key_path.display()),
+                                "point `client_key` at a PEM PKCS#8, PKCS#1 or SEC1 private key",
+                            );
+                            ok = false;
+                        }
+                        ok.then_some(ClientAuth {
+                            cert: PemFile {
+                                path: cert_path,
+                                pem: cert_pem,
+                            },
+                            key: PemFile {
+                                path: key_path,
+                                pem: key_pem,
+                            },
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let sni = f.sni.and_then(|name| {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/') {
+                self.err(
+                    &format!("{p}.sni"),
+                    format!("`{name}` is not a server name"),
+                    "write a DNS name such as `api.fra.example` (or an IP address)",
+                );
+                return None;
+            }
+            Some(name.clone())
+        });
+        let insecure_skip_verify = f
+            .insecure_skip_verify
+            .unwrap_or(defaults::INSECURE_SKIP_VERIFY);
+        if insecure_skip_verify {
+            self.warn(
+                &format!("{p}.insecure_skip_verify"),
+                "INSECURE: the server certificate is not verified; anyone on the path can impersonate this target and its health decides where traffic goes",
+                "set `ca_file` to the server's CA bundle (and `sni` if its certificate names another host), then remove `insecure_skip_verify`",
+            );
+        }
+        ProbeTls {
+            ca,
+            client_auth,
+            sni,
+            insecure_skip_verify,
+        }
+    }
+
+    /// Validates a bearer token file: readable and not empty now. It is not part of the config
+    /// hash: probes re-read it, so a rotation is not a config change.
+    fn bearer_token_file(
+        &mut self,
+        field: &str,
+        name: Option<&String>,
+        https: bool,
+    ) -> Option<PathBuf> {
+        let full = self.base_dir.join(name?);
+        match std::fs::read(&full) {
+            Ok(bytes) if String::from_utf8_lossy(&bytes).trim().is_empty() => {
+                self.err(
+                    field,
+                    format!("the bearer token file `{}` is empty", full.display()),
+                    "write the token into it (a service-account token, for a Kubernetes API server)",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.err(
+                    field,
+                    format!("cannot read bearer token file `{}`: {e}", full.display()),
+                    "check the path (relative paths start at the config file's directory) and the file's permissions",
+                );
+            }
+        }
+        if !https {
+            self.warn(
+                field,
+                "the bearer token is sent over plaintext HTTP",
+                "use an `https://` URL (or TLS to the region's endpoints)",
+            );
+        }
+        Some(full)
     }
 
     fn passive(&mut self, p: &str, raw: Option<&RawPassive>) -> PassiveSettings {
@@ -1376,4 +1595,35 @@ fn trim_ascii_whitespace(mut bytes: Vec<u8>) -> Vec<u8> {
         bytes.pop();
     }
     bytes
+}
+
+/// The HTTPS settings that region checks and HTTP probes share, borrowed from either raw type.
+struct TlsFields<'a> {
+    ca_file: Option<&'a String>,
+    client_cert: Option<&'a String>,
+    client_key: Option<&'a String>,
+    sni: Option<&'a String>,
+    insecure_skip_verify: Option<bool>,
+}
+
+impl<'a> TlsFields<'a> {
+    fn of_check(c: &'a RawCheck) -> Self {
+        Self {
+            ca_file: c.ca_file.as_ref(),
+            client_cert: c.client_cert.as_ref(),
+            client_key: c.client_key.as_ref(),
+            sni: c.sni.as_ref(),
+            insecure_skip_verify: c.insecure_skip_verify,
+        }
+    }
+
+    fn of_probe(h: &'a RawHttpProbe) -> Self {
+        Self {
+            ca_file: h.ca_file.as_ref(),
+            client_cert: h.client_cert.as_ref(),
+            client_key: h.client_key.as_ref(),
+            sni: h.sni.as_ref(),
+            insecure_skip_verify: h.insecure_skip_verify,
+        }
+    }
 }

@@ -2,12 +2,15 @@
 //!
 //! - `GET /healthz`: liveness.
 //! - `GET /readyz`: 200 once the first probe round is done and every client listener accepts
-//!   connections; 503 before that and while shutting down.
+//!   connections; 503 before that, while drained and while shutting down.
 //! - `GET /status`: JSON: config version and hash, last reload, regions, endpoints with probe
 //!   results, each route's active region, drains, recent failover events.
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /`: a small read-only HTML status page.
 //! - `POST /regions/{name}/drain?for=30m`, `POST /regions/{name}/undrain`, `POST /reload`.
+//! - `POST /drain`, `POST /undrain`: the whole gateway. Readiness turns false (so BGP
+//!   withdraws the anycast route and load balancers stop sending) while requests that still
+//!   arrive are served; a Kubernetes `preStop` (`gateway drain`) uses it before SIGTERM.
 //!
 //! When the config has an admin token, every endpoint but `/healthz` and `/readyz` needs
 //! `Authorization: Bearer <token>` (a token is required when the admin API is not on loopback).
@@ -119,6 +122,8 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         ("GET", "/readyz") => {
             if state.gateway.readiness.shutting_down() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else if state.gateway.readiness.draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             } else if is_ready(state).await {
                 text(StatusCode::OK, "ready\n")
             } else {
@@ -128,7 +133,8 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         ("GET", "/status") => {
             let ready = state.gateway.readiness.listening()
                 && state.gateway.monitor.first_round_done()
-                && !state.gateway.readiness.shutting_down();
+                && !state.gateway.readiness.shutting_down()
+                && !state.gateway.readiness.draining();
             let body = status_json(&state.gateway, ready);
             json_response(StatusCode::OK, &body)
         }
@@ -163,12 +169,24 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
                 &serde_json::json!({"result": "error", "error": e.to_string()}),
             ),
         },
+        ("POST", "/drain" | "/undrain") => {
+            let draining = path == "/drain";
+            state.gateway.readiness.set_draining(draining);
+            if draining {
+                tracing::warn!("gateway drained by the admin API: readiness false, still serving");
+            } else {
+                tracing::info!("gateway undrained by the admin API");
+            }
+            json_response(StatusCode::OK, &serde_json::json!({ "draining": draining }))
+        }
         ("POST", p) if p.starts_with("/regions/") => {
             region_action(state, p, req.uri().query()).await
         }
-        (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/" | "/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/status" | "/metrics" | "/" | "/reload" | "/drain"
+            | "/undrain",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -381,6 +399,7 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
     };
     json!({
         "ready": ready,
+        "draining": gateway.readiness.draining(),
         "config": { "file": s.config.source.display().to_string(), "hash": s.config.hash, "version": gateway.reloader.version() },
         "last_reload": last_reload.map(|r| json!({
             "at_unix_ms": unix_ms(r.at), "trigger": r.trigger, "result": r.result, "detail": r.detail,

@@ -43,11 +43,12 @@ pub(crate) struct App {
 }
 
 /// Whether the gateway should receive traffic: written by the control service (shutdown) and
-/// the admin API (listeners seen accepting), read by `/readyz` and `/status`.
+/// the admin API (listeners seen accepting, operator drain), read by `/readyz` and `/status`.
 #[derive(Default)]
 pub(crate) struct Readiness {
     shutting_down: AtomicBool,
     listening: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl Readiness {
@@ -64,6 +65,17 @@ impl Readiness {
     /// Records that every client listener accepts connections.
     pub fn set_listening(&self) {
         self.listening.store(true, Ordering::Release);
+    }
+
+    /// An operator drained the whole gateway (`POST /drain`): readiness is false, so load
+    /// balancers and the BGP agent stop sending traffic, but requests are still served.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts (`true`) or ends (`false`) a drain of the whole gateway.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
     }
 
     fn begin_shutdown(&self) {

@@ -3,12 +3,13 @@
 //! The binary (`main.rs`) parses arguments and calls [`server::build_server`]. The demo, the
 //! simulated regions and the launchers live in the `testbed` crate, which this crate does not
 //! depend on. Modules are private to the crate unless something outside uses them (`sticky`
-//! for its fuzz target), so the dead-code lint sees everything.
+//! for its fuzz target, `bgp_agent` for the `bgp-agent` and `drain` subcommands), so the dead-code lint sees everything.
 
 pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod affinity;
 pub(crate) mod app;
+pub mod bgp_agent;
 mod clientlog;
 pub(crate) mod controller;
 mod errors;

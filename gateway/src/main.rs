@@ -50,6 +50,55 @@ enum Command {
     },
     /// Print the JSON Schema of the config file format.
     Schema,
+    /// Announce the anycast prefix through bird while the local gateway is ready and a region
+    /// is up; withdraw on drain, shutdown, no region up or no gateway (never because it is
+    /// busy). Drives bird through a generated include file and `birdc configure`.
+    BgpAgent {
+        /// The gateway's admin API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// File with the admin bearer token (when the admin API has one).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The anycast prefix, e.g. 192.0.2.10/32.
+        #[arg(long)]
+        prefix: String,
+        /// The include file that the PoP's bird config includes.
+        #[arg(long, default_value = "/etc/bird/gateway-anycast.conf")]
+        include: PathBuf,
+        /// The birdc binary.
+        #[arg(long, default_value = "birdc")]
+        birdc: PathBuf,
+        /// bird's control socket (birdc -s).
+        #[arg(long)]
+        bird_socket: Option<PathBuf>,
+        /// Time between polls of the admin API.
+        #[arg(long, default_value = "500ms")]
+        interval: String,
+        /// Deadline of one poll (past it: busy, not down).
+        #[arg(long, default_value = "2s")]
+        poll_timeout: String,
+        /// No admin answer at all for this long: hung, withdraw.
+        #[arg(long, default_value = "30s")]
+        hung_after: String,
+        /// Print the include file for this state (`announced` or `withdrawn`) and exit, e.g.
+        /// to check a bird config with `bird -p` before deploying it.
+        #[arg(long, value_parser = ["announced", "withdrawn"])]
+        print_include: Option<String>,
+    },
+    /// Drain the running gateway (readiness false, still serving), then wait for BGP to
+    /// converge: for a Kubernetes preStop hook or systemd ExecStop, before SIGTERM.
+    Drain {
+        /// The gateway's admin API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// File with the admin bearer token (when the admin API has one).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Time to wait after draining (withdrawal plus router convergence).
+        #[arg(long, default_value = "10s")]
+        wait: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,14 +153,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut ok = true;
             for file in &files {
                 match gateway_config::load(file) {
-                    Ok(c) => println!(
-                        "{}: ok ({} listeners, {} regions, {} routes, hash {})",
-                        file.display(),
-                        c.listeners.len(),
-                        c.regions.len(),
-                        c.routes.len(),
-                        c.hash
-                    ),
+                    Ok(c) => {
+                        for w in &c.warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        println!(
+                            "{}: ok ({} listeners, {} regions, {} routes, hash {}{})",
+                            file.display(),
+                            c.listeners.len(),
+                            c.regions.len(),
+                            c.routes.len(),
+                            c.hash,
+                            match c.warnings.len() {
+                                0 => String::new(),
+                                1 => ", 1 warning".to_string(),
+                                n => format!(", {n} warnings"),
+                            }
+                        )
+                    }
                     Err(e) => {
                         ok = false;
                         eprintln!("{e}");
@@ -123,6 +182,53 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             })
+        }
+        Command::BgpAgent {
+            admin,
+            token_file,
+            prefix,
+            include,
+            birdc,
+            bird_socket,
+            interval,
+            poll_timeout,
+            hung_after,
+            print_include,
+        } => {
+            if let Some(state) = print_include {
+                let decision = gateway::bgp_agent::Decision {
+                    announce: state == "announced",
+                    reason: "printed by --print-include",
+                };
+                print!("{}", gateway::bgp_agent::include_text(&prefix, &decision));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let options = gateway::bgp_agent::AgentOptions {
+                admin,
+                token_file,
+                prefix,
+                include,
+                birdc,
+                bird_socket,
+                interval: flag_duration("--interval", &interval)?,
+                poll_timeout: flag_duration("--poll-timeout", &poll_timeout)?,
+                hung_after: flag_duration("--hung-after", &hung_after)?,
+            };
+            runtime()?.block_on(gateway::bgp_agent::run(options))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drain {
+            admin,
+            token_file,
+            wait,
+        } => {
+            let wait = flag_duration("--wait", &wait)?;
+            runtime()?.block_on(gateway::bgp_agent::drain(
+                admin,
+                token_file.as_deref(),
+                wait,
+            ))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
             println!("{:#}", gateway_config::json_schema());
@@ -142,6 +248,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             tracing::info!(file = %config.source.display(), hash = %config.hash, "config loaded");
+            for w in &config.warnings {
+                tracing::warn!(path = %w.path, line = w.line, fix = %w.fix, "config: {}", w.message);
+            }
             let server = build_server(
                 config,
                 &ServerOptions {
@@ -154,6 +263,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A duration flag written like the config's durations (`500ms`, `2s`).
+fn flag_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    gateway_config::parse_duration(text).map_err(|e| anyhow::anyhow!("{flag} {text}: {e}"))
+}
+
+/// The small runtime of the helper subcommands (`bgp-agent`, `drain`).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 #[cfg(test)]

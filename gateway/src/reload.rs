@@ -181,6 +181,9 @@ impl Reloader {
         }
         let restart = pending.describe();
         tracing::info!(trigger, hash = %new.hash, changes = %detail, "config reloaded");
+        for w in &new.warnings {
+            tracing::warn!(path = %w.path, line = w.line, fix = %w.fix, "config: {}", w.message);
+        }
         if !restart.is_empty() {
             tracing::warn!(changes = ?restart, "these changes apply only after a restart or binary upgrade (listeners are bound at start)");
         }

@@ -63,6 +63,10 @@ fn describe() {
         "gateway_region_drained",
         "1 while an operator drain is in force."
     );
+    describe_gauge!(
+        "gateway_region_check_passing",
+        "1 while a region check (gate such as the cluster API's /readyz) passes, by region and check."
+    );
     describe_histogram!(
         "gateway_probe_duration_seconds",
         Unit::Seconds,
@@ -352,7 +356,12 @@ pub fn export_health<'a>(regions: impl Iterator<Item = &'a gateway_health::Regio
             .set(f64::from(u8::from(region.is_up())));
         metrics::gauge!("gateway_region_drained", "region" => name.clone())
             .set(f64::from(u8::from(region.drain_remaining().is_some())));
-        for e in &region.members().endpoints {
+        let members = region.members();
+        for c in &members.checks {
+            metrics::gauge!("gateway_region_check_passing", "region" => name.clone(), "check" => c.name.clone())
+                .set(f64::from(u8::from(c.is_passing())));
+        }
+        for e in &members.endpoints {
             metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
                 .set(f64::from(u8::from(e.is_routable())));
         }

@@ -301,7 +301,7 @@ impl HealthMonitor {
                 });
                 if !st.probes.contains_key(&key) {
                     let token = CancellationToken::new();
-                    let probe = HttpProber::url(check.url.clone(), check.expect_status.clone());
+                    let probe = HttpProber::check(check);
                     let c2 = c.clone();
                     let (interval, timeout) = (check.interval, check.timeout);
                     let ticket = self.ticket();

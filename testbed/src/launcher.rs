@@ -153,6 +153,10 @@ impl Workdir {
     /// Writes `contents` to `name` inside the directory.
     pub fn write(&self, name: &str, contents: &[u8]) -> Result<(), LaunchError> {
         let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io_error(format!("create {}", parent.display())))?;
+        }
         std::fs::write(&path, contents).map_err(io_error(format!("write {}", path.display())))
     }
 }

@@ -14,7 +14,7 @@
 //! | `/slow/{ms}` | waits, then echoes |
 //! | `/ws` | WebSocket echo |
 //! | `/grpc` | echoes the body with gRPC-style trailers (`grpc-status: 0`) |
-//! | anything else | JSON echo of method, path, version, headers and body size |
+//! | anything else | JSON echo of method, path, version, headers, body size and the peer address |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -298,7 +298,7 @@ async fn accept_loop(
                     None => std::future::pending().await,
                 }
             } => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 counters.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let identity = identity.clone();
@@ -306,7 +306,8 @@ async fn accept_loop(
                 let mode = mode.clone();
                 let mut close = conn_close.subscribe();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(Peer(peer));
                         let identity = identity.clone();
                         let mode = mode.borrow().clone();
                         if req.uri().path() != "/healthz" {
@@ -439,9 +440,11 @@ async fn echo(req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
             Err(_) => break,
         }
     }
+    let peer = parts.extensions.get::<Peer>().map(|p| p.0.to_string());
     let doc = serde_json::json!({
         "region": id.region,
         "endpoint": id.endpoint,
+        "peer": peer,
         "method": parts.method.as_str(),
         "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "version": format!("{:?}", parts.version),
@@ -451,6 +454,11 @@ async fn echo(req: Request<Incoming>, id: &Identity) -> Response<AppBody> {
     });
     respond(id, StatusCode::OK, format!("{doc}\n"))
 }
+
+/// The address a request's connection came from (the gateway's side of the upstream
+/// connection), echoed as `peer`: it tells which gateway (which anycast PoP) proxied it.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
 
 /// The checksum the echo endpoint reports for `data` (for tests of large bodies).
 pub fn body_checksum(data: &[u8]) -> u64 {

@@ -10,6 +10,8 @@
 //!   [`Fleet`] starts whole regions of them.
 //! - [`client`] holds HTTP/1.1, h2c, TLS (h2 and HTTP/1.1) and WebSocket clients.
 //! - [`TestPki`] is a throwaway CA with leaf certificates, generated at test time.
+//! - [`api`] is an HTTPS server shaped like a cluster API server's `/readyz` (bearer token,
+//!   client certificates), for region checks.
 
 pub mod client;
 
@@ -307,6 +309,8 @@ pub fn gateway_cli(args: &[&str]) -> (i32, String, String) {
 pub struct TestPki {
     /// CA certificate (DER) to trust in clients.
     pub ca_der: rustls_pki_types::CertificateDer<'static>,
+    /// CA certificate (PEM), for configs that name a `ca_file`.
+    pub ca_pem: String,
     /// Leaf certificates: (names, cert PEM, key PEM, cert DER).
     pub leaves: Vec<Leaf>,
 }
@@ -365,6 +369,7 @@ impl TestPki {
             .collect();
         Self {
             ca_der: ca_cert.der().clone(),
+            ca_pem: ca_cert.pem(),
             leaves,
         }
     }
@@ -383,6 +388,7 @@ where
     }
 }
 
+pub mod api;
 pub mod dns;
 pub mod raw;
 
