@@ -32,6 +32,8 @@ pub const MAX_HEADER_BYTES: u32 = 8 * 1024;
 pub const MAX_HEADERS: u32 = 100;
 /// `server.max_uri_bytes` (nginx: one 8 KiB buffer for the request line).
 pub const MAX_URI_BYTES: u32 = 8 * 1024;
+/// `routes[].max_body_bytes` (nginx's `client_max_body_size`).
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// `server.client_h2_streams`.
 pub const CLIENT_H2_STREAMS: u32 = 100;
 /// `server.adaptive_limit`.

@@ -475,6 +475,8 @@ pub struct Route {
     pub on_all_down: OnAllDown,
     /// Requests in flight on the route at most, if limited.
     pub max_in_flight: Option<u32>,
+    /// Bytes of a request body at most, if limited.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// What a route does when every allowed region looks down.

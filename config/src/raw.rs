@@ -443,6 +443,12 @@ pub struct RawRoute {
     /// Requests in flight on this route at most (absent: only `server.max_in_flight`).
     #[serde(default)]
     pub max_in_flight: Option<u32>,
+    /// Bytes of a request body at most (default 1048576, as nginx; `0`: no limit): a larger
+    /// `Content-Length` is answered `413` before anything is forwarded, and a chunked body that
+    /// grows past it is cut off with `413`. Upgraded connections (WebSocket) are not bound by it.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_BODY_BYTES))]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Request matching.

@@ -1381,6 +1381,11 @@ impl<'a> Validator<'a> {
                     }
                 },
                 max_in_flight: self.positive_limit(&format!("{p}.max_in_flight"), r.max_in_flight),
+                max_body_bytes: match r.max_body_bytes {
+                    None => Some(defaults::MAX_BODY_BYTES),
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                },
             });
         }
         out

@@ -26,6 +26,8 @@ pub(crate) enum ErrorPage {
     Status(u16),
     /// The client sent something broken: 400.
     BadRequest,
+    /// The request body is over the route's `max_body_bytes`: 413.
+    BodyTooLarge,
     /// The gateway failed: 500.
     Internal,
     /// The client is gone or timed out: nothing to answer.
@@ -66,6 +68,7 @@ impl ErrorPage {
             Self::UpstreamTimeout => 504,
             Self::Status(code) => code,
             Self::BadRequest => 400,
+            Self::BodyTooLarge => 413,
             Self::Internal => 500,
             Self::ClientGone => 0,
         }
@@ -80,6 +83,7 @@ impl ErrorPage {
             Self::UpstreamTimeout => "upstream timeout",
             Self::Status(_) => "error",
             Self::BadRequest => "bad request",
+            Self::BodyTooLarge => "body too large",
             Self::Internal => "internal error",
             Self::ClientGone => "client gone",
         }

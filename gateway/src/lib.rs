@@ -20,7 +20,7 @@ pub(crate) mod peer;
 pub(crate) mod proxy;
 pub(crate) mod reload;
 mod retry;
-pub(crate) mod routing;
+pub mod routing;
 pub(crate) mod selection;
 pub mod server;
 pub(crate) mod snapshot;

@@ -107,6 +107,8 @@ pub struct RequestCtx {
     /// When the current attempt began (for passive health: timeouts of attempts that all
     /// waited through one slow moment count once).
     attempt_started: tokio::time::Instant,
+    /// Request body bytes sent in the current attempt (for `max_body_bytes`).
+    body_bytes: u64,
     /// Why the gateway itself answers, when selection decided it (the residency 503).
     refusal: Option<ErrorPage>,
     /// The current attempt's response status is to be retried (set in the response filter).
@@ -222,6 +224,7 @@ impl ProxyHttp for GatewayProxy {
             request_id: None,
             tried: Vec::new(),
             attempt_started: tokio::time::Instant::now(),
+            body_bytes: 0,
             refusal: None,
             status_retry: false,
             last_failure: None,
@@ -282,6 +285,20 @@ impl ProxyHttp for GatewayProxy {
             );
             respond_json(session, request_id(ctx), 404, body).await?;
             return Ok(true);
+        }
+        if let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) {
+            let declared = session
+                .req_header()
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            if !session.is_upgrade_req() && declared.is_some_and(|n| n > max) {
+                crate::clientlog::record("body_too_large", &max);
+                session.set_keepalive(None);
+                let body = format!("{{\"error\":\"body too large\",\"max_bytes\":{max}}}\n");
+                respond_json(session, request_id(ctx), 413, body).await?;
+                return Ok(true);
+            }
         }
         if let Err(reason) = self.admit(ctx) {
             if let Some(plan) = ctx.plan() {
@@ -394,6 +411,7 @@ impl ProxyHttp for GatewayProxy {
         ));
         ctx.tried.push(choice);
         ctx.attempt_started = tokio::time::Instant::now();
+        ctx.body_bytes = 0;
         Ok(Box::new(peer))
     }
 
@@ -593,6 +611,35 @@ impl ProxyHttp for GatewayProxy {
             return true;
         }
         false
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(chunk) = body.as_ref() else {
+            return Ok(());
+        };
+        let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
+            return Ok(());
+        };
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > max && !session.is_upgrade_req() {
+            // A body without a declared length grew past the limit: the client's fault.
+            crate::clientlog::record("body_too_large", &max);
+            ctx.refusal = Some(ErrorPage::BodyTooLarge);
+            session.set_keepalive(None);
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over max_body_bytes",
+            );
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {

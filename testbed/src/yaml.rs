@@ -227,6 +227,9 @@ pub struct Route {
     /// `on_all_down`: `fail_open` or `reject`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_all_down: Option<String>,
+    /// `max_body_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// `routes[].match`.
@@ -601,6 +604,12 @@ impl Route {
     /// `on_all_down: reject`: a 503 at once when every allowed region is down.
     pub fn reject_when_all_down(mut self) -> Self {
         self.on_all_down = Some("reject".into());
+        self
+    }
+
+    /// `max_body_bytes: bytes`.
+    pub fn max_body_bytes(mut self, bytes: u64) -> Self {
+        self.max_body_bytes = Some(bytes);
         self
     }
 

@@ -447,3 +447,63 @@ async fn forwarding_headers_are_trusted_only_from_trusted_proxies() {
         assert_eq!(h["forwarded"][0].is_string(), real_ip.is_some(), "{echo}");
     }
 }
+
+#[tokio::test]
+async fn bodies_over_max_body_bytes_get_413_and_eject_nothing() {
+    let fra = region("fra", "fra-1").await;
+    let yaml = config()
+        .region(
+            "fra",
+            Region::of(std::slice::from_ref(&fra)).probe(Probe::http(
+                "/healthz",
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )),
+        )
+        .route(
+            Route::new("app", &["fra"])
+                .reject_when_all_down()
+                .max_body_bytes(1000),
+        );
+    let (gw, _) = Gateway::start(&yaml, &[]).await;
+    let fra_server = fra;
+    let big = "b".repeat(5000);
+    for _ in 0..REPEAT {
+        // Declared too large: refused before anything is forwarded.
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n{big}");
+        let (line, closed) = status_of(&gw, head.as_bytes()).await;
+        assert!(line.starts_with("HTTP/1.1 413"), "declared: {line}");
+        assert!(closed);
+    }
+    assert_eq!(
+        fra_server.requests(),
+        0,
+        "a declared oversize body was forwarded"
+    );
+    for _ in 0..REPEAT {
+        // Chunked, growing past the limit.
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+            big.len()
+        );
+        let (line, _) = status_of(&gw, head.as_bytes()).await;
+        assert!(line.starts_with("HTTP/1.1 413"), "chunked: {line}");
+    }
+    // Under the limit is served.
+    let ok = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789";
+    let (line, _) = status_of(&gw, ok.as_bytes()).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "small body: {line}");
+    assert_nothing_counted(&gw, "oversize bodies").await;
+}
+
+#[tokio::test]
+async fn the_default_body_limit_is_one_mib_as_nginx() {
+    let (gw, fra) = start().await;
+    let (line, _) = status_of(
+        &gw,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n",
+    )
+    .await;
+    assert!(line.starts_with("HTTP/1.1 413"), "1 MiB + 1: {line}");
+    assert_eq!(fra.requests(), 0);
+}

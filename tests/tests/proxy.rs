@@ -99,7 +99,12 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
 async fn chunked_upload_and_large_streamed_download() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;
-    let (gw, _) = Gateway::start(&two_region_config(fra.addr(), ber.addr(), None, &[]), &[]).await;
+    // Bodies above the default `max_body_bytes` (1 MiB) need a route that allows them.
+    let uploads = Route::new("uploads", &["fra", "ber"])
+        .path_prefix("/upload")
+        .max_body_bytes(16 * 1024 * 1024);
+    let config = two_region_config(fra.addr(), ber.addr(), None, &[uploads]);
+    let (gw, _) = Gateway::start(&config, &[]).await;
 
     // 8 MiB upload in 64 KiB chunks without Content-Length: chunked transfer encoding.
     let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
