@@ -17,6 +17,11 @@ use tokio::net::TcpStream;
 const REPEAT: usize = 12;
 
 async fn start() -> (Gateway, RegionServer) {
+    start_with(Route::new("app", &["fra"]).reject_when_all_down()).await
+}
+
+/// A gateway with region fra of one endpoint and `route` over it.
+async fn start_with(route: Route) -> (Gateway, RegionServer) {
     let fra = region("fra", "fra-1").await;
     let yaml = config()
         .region(
@@ -29,7 +34,7 @@ async fn start() -> (Gateway, RegionServer) {
                 Duration::from_secs(1),
             )),
         )
-        .route(Route::new("app", &["fra"]).reject_when_all_down());
+        .route(route);
     let (gw, _) = Gateway::start(&yaml, &[]).await;
     (gw, fra)
 }
@@ -450,23 +455,10 @@ async fn forwarding_headers_are_trusted_only_from_trusted_proxies() {
 
 #[tokio::test]
 async fn bodies_over_max_body_bytes_get_413_and_eject_nothing() {
-    let fra = region("fra", "fra-1").await;
-    let yaml = config()
-        .region(
-            "fra",
-            Region::of(std::slice::from_ref(&fra)).probe(Probe::http(
-                "/healthz",
-                Duration::from_secs(1),
-                Duration::from_secs(1),
-            )),
-        )
-        .route(
-            Route::new("app", &["fra"])
-                .reject_when_all_down()
-                .max_body_bytes(1000),
-        );
-    let (gw, _) = Gateway::start(&yaml, &[]).await;
-    let fra_server = fra;
+    let route = Route::new("app", &["fra"])
+        .reject_when_all_down()
+        .max_body_bytes(1000);
+    let (gw, fra_server) = start_with(route).await;
     let big = "b".repeat(5000);
     for _ in 0..REPEAT {
         // Declared too large: refused before anything is forwarded.
