@@ -233,6 +233,8 @@ pub struct RequestLimits {
     pub headers: u32,
     /// Bytes of the request target (414).
     pub uri_bytes: u32,
+    /// Bytes of each HTTP/1 body read.
+    pub body_buffer_bytes: u32,
 }
 
 /// A region with its endpoints and health settings.

@@ -177,6 +177,13 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_URI_BYTES))]
     pub max_uri_bytes: Option<u32>,
+    /// Bytes of each HTTP/1 body read, request and response (default 16384, 1024 to 1048576).
+    /// A client reading slowly makes the gateway hold a few such chunks of its response (the
+    /// rest waits in the upstream's socket: backpressure), so this bounds the memory a slow
+    /// reader costs; larger reads cost fewer system calls on big downloads.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::BODY_BUFFER_BYTES))]
+    pub body_buffer_bytes: Option<u32>,
     /// Peers (CIDRs or addresses, e.g. `10.0.0.0/8`) whose `X-Forwarded-For`, `Forwarded`,
     /// `X-Real-IP`, `X-Forwarded-Host` and `X-Forwarded-Port` are passed on (and appended to);
     /// from any other client they are dropped and replaced by the gateway's own. Default: none.

@@ -560,6 +560,18 @@ impl<'a> Validator<'a> {
                     defaults::MAX_URI_BYTES,
                     1_048_575,
                 ),
+                body_buffer_bytes: match raw.and_then(|s| s.body_buffer_bytes) {
+                    None => defaults::BODY_BUFFER_BYTES,
+                    Some(n @ 1024..=1_048_576) => n,
+                    Some(n) => {
+                        self.err(
+                            "server.body_buffer_bytes",
+                            format!("{n} is out of range"),
+                            "use a number from 1024 to 1048576 (default 16384)",
+                        );
+                        defaults::BODY_BUFFER_BYTES
+                    }
+                },
             },
         }
     }

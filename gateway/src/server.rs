@@ -10,6 +10,8 @@ use gateway_config::GatewayConfig;
 use gateway_health::{HealthHub, HealthMonitor};
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -130,7 +132,15 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     for listener in &config.listeners {
         let addr = listener.bind.to_string();
         match &listener.tls {
-            None => proxy.add_tcp(&addr),
+            // No read buffer under plaintext connections: Pingora's default is 64 KiB per
+            // connection, idle or not, while the request head and body readers have their own
+            // buffers, sized by need (`server.max_request_head_bytes`, `body_buffer_bytes`).
+            None => proxy.add_listener(ListenerConfig::tcp(addr.clone()).l4_buffer(
+                L4BufferSettings {
+                    read: Some(0),
+                    write: None,
+                },
+            )),
             Some(_) => {
                 let resolver = Arc::new(SniResolver::new(&listener.name, snapshot.clone()));
                 let mut settings =
@@ -140,7 +150,13 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
                     })?;
                 settings.set_cert_resolver(resolver);
                 settings.enable_h2();
-                proxy.add_tls_with_settings(&addr, None, settings);
+                // One TLS record (16 KiB) of read buffer, not Pingora's 64 KiB.
+                proxy.add_listener(ListenerConfig::tcp(addr).tls(settings).l4_buffer(
+                    L4BufferSettings {
+                        read: Some(16 * 1024),
+                        write: None,
+                    },
+                ));
             }
         }
     }
@@ -183,13 +199,14 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     Ok(server)
 }
 
-/// Hands the request-head size limit and deadline to Pingora's HTTP/1 reader (process-wide; at
-/// start and on every reload).
+/// Hands the request-head size limit and deadline, and the body read size, to Pingora's
+/// HTTP/1 code (process-wide; at start and on every reload).
 pub(crate) fn apply_head_limits(limits: &gateway_config::RequestLimits) {
     pingora::protocols::http::v1::server::set_request_head_limits(
         limits.head_bytes as usize,
         Some(limits.head_timeout),
     );
+    pingora::protocols::http::v1::set_body_buffer_size(limits.body_buffer_bytes as usize);
 }
 
 /// Raises the soft file-descriptor limit to the hard one (as Go and nginx's

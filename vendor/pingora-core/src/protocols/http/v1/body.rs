@@ -29,6 +29,21 @@ use crate::utils::BufRef;
 
 // TODO: make this dynamically adjusted
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
+
+// PATCH (failover gateway): the body read size is process-wide and set at start by
+// `set_body_buffer_size`: each body read (request or response) is at most this many bytes, so a
+// client that reads slowly makes the proxy hold at most a few such chunks of its response.
+static BODY_BUF_SIZE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(BODY_BUFFER_SIZE);
+
+/// Sets the size of each HTTP/1 body read, process-wide (1 KiB to 1 MiB; Pingora's default is
+/// 64 KiB).
+pub fn set_body_buffer_size(bytes: usize) {
+    BODY_BUF_SIZE.store(
+        bytes.clamp(1024, 1024 * 1024),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
@@ -158,7 +173,7 @@ impl BodyReader {
         BodyReader {
             body_state: PS::ToStart,
             body_buf: None,
-            body_buf_size: BODY_BUFFER_SIZE,
+            body_buf_size: BODY_BUF_SIZE.load(std::sync::atomic::Ordering::Relaxed),
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,

@@ -15,6 +15,8 @@
 //! HTTP/1.x implementation
 
 pub(crate) mod body;
+// PATCH (failover gateway): see `body::set_body_buffer_size`.
+pub use body::set_body_buffer_size;
 pub mod client;
 pub mod common;
 pub(crate) mod header;
