@@ -28,6 +28,8 @@ pub(crate) enum ErrorPage {
     BadRequest,
     /// The request body is over the route's `max_body_bytes`: 413.
     BodyTooLarge,
+    /// The request body was still arriving when the route's total deadline passed: 408.
+    BodyTimeout,
     /// The gateway failed: 500.
     Internal,
     /// The client is gone or timed out: nothing to answer.
@@ -69,6 +71,7 @@ impl ErrorPage {
             Self::Status(code) => code,
             Self::BadRequest => 400,
             Self::BodyTooLarge => 413,
+            Self::BodyTimeout => 408,
             Self::Internal => 500,
             Self::ClientGone => 0,
         }
@@ -84,6 +87,7 @@ impl ErrorPage {
             Self::Status(_) => "error",
             Self::BadRequest => "bad request",
             Self::BodyTooLarge => "body too large",
+            Self::BodyTimeout => "request body too slow",
             Self::Internal => "internal error",
             Self::ClientGone => "client gone",
         }

@@ -623,6 +623,19 @@ impl ProxyHttp for GatewayProxy {
         let Some(chunk) = body.as_ref() else {
             return Ok(());
         };
+        // The route's total deadline runs while the body is read too: a client trickling its
+        // upload cannot hold the request (and an upstream connection) past it.
+        if ctx.deadline.is_some_and(|end| Instant::now() >= end) {
+            crate::clientlog::record("body_timeout", &"timeouts.request");
+            ctx.refusal = Some(ErrorPage::BodyTimeout);
+            session.set_keepalive(None);
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request deadline passed while the body was read",
+            );
+            e.as_down();
+            return Err(e);
+        }
         let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
             return Ok(());
         };

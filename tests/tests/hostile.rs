@@ -548,3 +548,38 @@ async fn slow_readers_cost_bounded_memory_and_others_are_served() {
     assert_eq!(resp.status, 200, "another client is not served");
     drop(readers);
 }
+
+#[tokio::test]
+async fn a_trickled_request_body_gets_408_at_the_routes_deadline_and_ejects_nothing() {
+    let route = Route::new("app", &["fra"])
+        .reject_when_all_down()
+        .request_timeout(Duration::from_secs(1));
+    let (gw, fra) = start_with(route).await;
+    let before = fra.requests();
+    let mut tcp = raw(
+        &gw,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await;
+    reached(&fra, before, 1).await;
+    // One byte every 100 ms: each read is quick, the whole body would take 100 s. Bounded: at
+    // most 300 bytes.
+    let mut answer = Vec::new();
+    for _ in 0..300 {
+        if tcp.write_all(b"a").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "the trickled body got: `{text}`"
+    );
+    assert_nothing_counted(&gw, "a trickled body").await;
+}
