@@ -15,3 +15,4 @@ pub mod engine;
 pub mod overload;
 pub mod report;
 pub mod scenario;
+pub mod slowclients;

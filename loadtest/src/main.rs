@@ -53,6 +53,30 @@ enum Command {
     /// Healthy regions, more load than the gateway can serve: nothing may be marked down, and
     /// what is not served is shed as 503 overloaded.
     Overload(OverloadArgs),
+    /// Slow-client attacks (slow headers, slow body, slow read) while another client is
+    /// served: the gateway's memory and descriptors per 1000 attackers, attackers it closed,
+    /// and whether the other client was served during and after
+    Slowclients(SlowArgs),
+}
+
+/// Arguments of `loadtest slowclients`.
+#[derive(clap::Args)]
+struct SlowArgs {
+    /// Attacking connections (opened at about 200 per second).
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// How long the attackers stay connected.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Attacks to run, each against a fresh gateway (default: all three).
+    #[arg(long, value_enum)]
+    attack: Vec<loadtest::slowclients::Attack>,
+    /// The gateway binary (default: next to this binary).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// Print the JSON result instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `loadtest overload`.
@@ -217,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Failover(args) => failover(args).await,
         Command::Bench(args) => loadtest::bench::run(args).await,
         Command::Overload(args) => overload(args).await,
+        Command::Slowclients(args) => slowclients(args).await,
     }
 }
 
@@ -259,6 +284,31 @@ async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         print!("{}", loadtest::overload::markdown(&result));
+    }
+    Ok(())
+}
+
+/// `loadtest slowclients`: each attack against a fresh gateway, reported as Markdown (or JSON).
+async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
+    use loadtest::slowclients::{Attack, SlowSpec};
+    let spec = SlowSpec {
+        gateway: match args.gateway {
+            Some(bin) => bin,
+            None => testbed::launcher::gateway_bin()?,
+        },
+        connections: args.connections,
+        duration: args.duration,
+        attacks: if args.attack.is_empty() {
+            vec![Attack::Headers, Attack::Body, Attack::Read]
+        } else {
+            args.attack
+        },
+    };
+    let results = loadtest::slowclients::run(&spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", loadtest::slowclients::markdown(&results));
     }
     Ok(())
 }
