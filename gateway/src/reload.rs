@@ -157,7 +157,7 @@ impl Reloader {
         // protocol; publishing them first means a new region has its endpoints when the first
         // request over the new snapshot arrives.
         self.monitor.apply(&new);
-        crate::server::apply_head_limits(&new.server.limits);
+        crate::server::apply_client_limits(&new.server.limits);
         self.snapshot.store(Arc::new(snapshot));
         // New routes and tier layouts get their first decision now, not at the next event.
         self.failover.poke();

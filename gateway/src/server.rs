@@ -87,7 +87,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
-    apply_head_limits(&config.server.limits);
+    apply_client_limits(&config.server.limits);
 
     let metrics = crate::telemetry::install();
     let config = Arc::new(config);
@@ -201,7 +201,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
 
 /// Hands the request-head size limit and deadline, and the body read size, to Pingora's
 /// HTTP/1 code (process-wide; at start and on every reload).
-pub(crate) fn apply_head_limits(limits: &gateway_config::RequestLimits) {
+pub(crate) fn apply_client_limits(limits: &gateway_config::RequestLimits) {
     pingora::protocols::http::v1::server::set_request_head_limits(
         limits.head_bytes as usize,
         Some(limits.head_timeout),
