@@ -24,6 +24,11 @@ pub const MAX_IN_FLIGHT: u32 = 10_000;
 pub const MAX_CONNECTIONS: u32 = 8192;
 /// `server.request_head_timeout`.
 pub const REQUEST_HEAD_TIMEOUT: &str = "10s";
+/// `server.keepalive_timeout` (nginx's `keepalive_timeout` is 75 s, HAProxy's
+/// `timeout http-keep-alive` defaults to `timeout client`).
+pub const KEEPALIVE_TIMEOUT: &str = "60s";
+/// `server.send_timeout` (nginx's `send_timeout`).
+pub const SEND_TIMEOUT: &str = "60s";
 /// `server.max_request_head_bytes` (nginx: 4 buffers of 8 KiB).
 pub const MAX_REQUEST_HEAD_BYTES: u32 = 32 * 1024;
 /// `server.max_header_bytes` (nginx: one 8 KiB buffer per line).

@@ -220,11 +220,16 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-/// Limits on a client's request head (`server.request_head_timeout`, `max_*`).
+/// Limits on what a client sends and how slowly (`server.request_head_timeout`,
+/// `keepalive_timeout`, `send_timeout`, `max_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Time to send a whole HTTP/1 request head, from its first byte (408).
     pub head_timeout: Duration,
+    /// Idle time allowed before a request head's first byte (connection closed).
+    pub keepalive_timeout: Duration,
+    /// Time one response write may wait for the client (connection closed).
+    pub send_timeout: Duration,
     /// Bytes of an HTTP/1 request head (431).
     pub head_bytes: u32,
     /// Bytes of one header, name and value (431).

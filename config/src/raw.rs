@@ -160,8 +160,23 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::REQUEST_HEAD_TIMEOUT))]
     pub request_head_timeout: Option<String>,
-    /// Bytes of an HTTP/1 request head at most, request line and headers (default 32768, at
-    /// most 1048575): above it `431`.
+    /// How long a client connection may stay idle waiting for a request head (default `60s`):
+    /// on a new connection until its first byte, and between kept-alive HTTP/1 requests. Then
+    /// the connection is closed without an answer. An idle connection costs a few KiB.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::KEEPALIVE_TIMEOUT))]
+    pub keepalive_timeout: Option<String>,
+    /// How long one write of a response to a client may wait for the client to take it
+    /// (default `60s`; within a route's `timeouts.request`, whatever of that is left): a client
+    /// that stops reading is disconnected then, and counted as a client error (`send_timeout`).
+    /// Until then the upstream is not read further (backpressure): the gateway holds at most a
+    /// few `body_buffer_bytes` of the response.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::SEND_TIMEOUT))]
+    pub send_timeout: Option<String>,
+    /// Bytes of a request head at most, request line and headers (default 32768, at
+    /// most 1048575): above it `431`. For HTTP/2 it is also the advertised
+    /// SETTINGS_MAX_HEADER_LIST_SIZE, read at start (a change needs a restart there).
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_REQUEST_HEAD_BYTES))]
     pub max_request_head_bytes: Option<u32>,

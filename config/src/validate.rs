@@ -536,6 +536,16 @@ impl<'a> Validator<'a> {
                     raw.and_then(|s| s.request_head_timeout.as_ref()),
                     duration(defaults::REQUEST_HEAD_TIMEOUT),
                 ),
+                keepalive_timeout: self.positive_duration(
+                    "server.keepalive_timeout",
+                    raw.and_then(|s| s.keepalive_timeout.as_ref()),
+                    duration(defaults::KEEPALIVE_TIMEOUT),
+                ),
+                send_timeout: self.positive_duration(
+                    "server.send_timeout",
+                    raw.and_then(|s| s.send_timeout.as_ref()),
+                    duration(defaults::SEND_TIMEOUT),
+                ),
                 head_bytes: self.limit(
                     "server.max_request_head_bytes",
                     raw.and_then(|s| s.max_request_head_bytes),

@@ -116,7 +116,7 @@ pub(crate) fn forward_request(
 /// What is wrong with a request head, by the client's fault: answered with its status and
 /// the connection closed, never forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Violation {
+pub enum Violation {
     /// HTTP/1.1 without `Host` (RFC 9112 §3.2): 400.
     MissingHost,
     /// The request target is longer than `server.max_uri_bytes`: 414.
@@ -150,10 +150,7 @@ impl Violation {
 
 /// Checks a parsed request head against `limits` (the head's total size and deadline are
 /// checked while it is read, in Pingora).
-pub(crate) fn violation(
-    req: &RequestHeader,
-    limits: &gateway_config::RequestLimits,
-) -> Option<Violation> {
+pub fn violation(req: &RequestHeader, limits: &gateway_config::RequestLimits) -> Option<Violation> {
     if req.version == http::Version::HTTP_11 && !req.headers.contains_key(header::HOST) {
         return Some(Violation::MissingHost);
     }

@@ -2,8 +2,8 @@
 //!
 //! The binary (`main.rs`) parses arguments and calls [`server::build_server`]. The demo, the
 //! simulated regions and the launchers live in the `testbed` crate, which this crate does not
-//! depend on. Modules are private to the crate unless something outside uses them (`sticky`
-//! for its fuzz target, `bgp_agent` for the `bgp-agent` and `drain` subcommands), so the dead-code lint sees everything.
+//! depend on. Modules are private to the crate unless something outside uses them (`sticky`,
+//! `headers` and `routing` for their fuzz targets, `bgp_agent` for the `bgp-agent` and `drain` subcommands), so the dead-code lint sees everything.
 
 pub(crate) mod admin;
 pub(crate) mod admission;
@@ -14,7 +14,7 @@ mod clientlog;
 pub(crate) mod controller;
 mod errors;
 pub(crate) mod failover;
-mod headers;
+pub mod headers;
 pub(crate) mod lag;
 pub(crate) mod peer;
 pub(crate) mod proxy;

@@ -312,6 +312,15 @@ impl ProxyHttp for GatewayProxy {
                 ctx.deadline = Some(ctx.started + limit);
             }
         }
+        // A client that stops taking the response is cut when one write has waited
+        // `server.send_timeout`, or the route's deadline, whichever comes first; meanwhile the
+        // upstream is not read further (backpressure), so it costs a few body buffers.
+        let send = ctx.snapshot.config.server.limits.send_timeout;
+        let send = ctx.deadline.map_or(send, |end| {
+            send.min(end.saturating_duration_since(Instant::now()))
+                .max(std::time::Duration::from_millis(1))
+        });
+        session.as_mut().set_write_timeout(Some(send));
         if let Some(plan) = ctx.plan() {
             plan.failover.budget.on_request();
             if let Some(settings) = &plan.route.sticky {
@@ -763,7 +772,12 @@ impl GatewayProxy {
             .unwrap_or_else(|| ("none".into(), "none".into()));
         crate::telemetry::truncated(ctx.route_name(), &region, &endpoint, cause.label());
         if cause == TruncationCause::Client {
-            crate::clientlog::record("truncated", e);
+            let reason = if *e.etype() == ErrorType::WriteTimedout {
+                "send_timeout"
+            } else {
+                "truncated"
+            };
+            crate::clientlog::record(reason, e);
             session.shutdown().await;
             return;
         }

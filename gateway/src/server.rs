@@ -62,6 +62,9 @@ pub struct ServerOptions {
     pub upgrade_sock: Option<std::path::PathBuf>,
 }
 
+/// Response bytes one HTTP/2 stream to a client may have queued (see `build_server`).
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// Builds the Pingora server for `config`. Call `run` on the result to serve.
 pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Server, StartError> {
     let threads = options
@@ -119,6 +122,12 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     // connection (the rest wait on its side).
     let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
     h2.max_concurrent_streams(config.server.client_h2_streams);
+    // The same head limit as HTTP/1 (the h2 crate's default header list is 16 MiB).
+    h2.max_header_list_size(config.server.limits.head_bytes);
+    // What one stream may have queued for a client that does not take it: the rest waits in
+    // the upstream (h2's default is 400 KiB per stream, times 100 streams). Receive windows
+    // stay at the protocol's 64 KiB per stream and per connection.
+    h2.max_send_buffer_size(H2_SEND_BUFFER);
     app.h2_options = Some(h2);
     let connections = Arc::new(Connections::default());
     let mut proxy = pingora::services::listening::Service::new(
@@ -199,13 +208,14 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     Ok(server)
 }
 
-/// Hands the request-head size limit and deadline, and the body read size, to Pingora's
-/// HTTP/1 code (process-wide; at start and on every reload).
+/// Hands the request-head size limit and deadline, the client idle timeout and the body read
+/// size to Pingora's HTTP/1 code (process-wide; at start and on every reload).
 pub(crate) fn apply_client_limits(limits: &gateway_config::RequestLimits) {
     pingora::protocols::http::v1::server::set_request_head_limits(
         limits.head_bytes as usize,
         Some(limits.head_timeout),
     );
+    pingora::protocols::http::v1::server::set_client_keepalive_timeout(limits.keepalive_timeout);
     pingora::protocols::http::v1::set_body_buffer_size(limits.body_buffer_bytes as usize);
 }
 

@@ -583,3 +583,89 @@ async fn a_trickled_request_body_gets_408_at_the_routes_deadline_and_ejects_noth
     );
     assert_nothing_counted(&gw, "a trickled body").await;
 }
+
+/// A gateway over one healthy endpoint with `server` settings added (YAML lines, indented).
+async fn start_with_server(server: &str) -> (Gateway, RegionServer) {
+    let fra = region("fra", "fra-1").await;
+    let yaml = config()
+        .region("fra", Region::of(std::slice::from_ref(&fra)))
+        .route(Route::new("app", &["fra"]).reject_when_all_down());
+    let text = format!("{}server:\n{server}", yaml.to_yaml("").expect("yaml"));
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    (gw, fra)
+}
+
+/// Whether the gateway closes `tcp` within 20 s (reading, and dropping, what it sends).
+async fn closed_by_gateway(tcp: &mut TcpStream) -> bool {
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut sink))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_after_the_keepalive_timeout() {
+    let (gw, _fra) = start_with_server("  keepalive_timeout: 2s\n").await;
+    // A connection that never sends a byte.
+    let mut silent = TcpStream::connect(gw.addr).await.expect("connect");
+    // A kept-alive connection after one request.
+    let mut kept = TcpStream::connect(gw.addr).await.expect("connect");
+    kept.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).await.expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the first request is answered"
+    );
+    // With the default (60 s) neither would be closed within the 20 s each waits here.
+    assert!(
+        closed_by_gateway(&mut silent).await,
+        "a silent connection is still open"
+    );
+    assert!(
+        closed_by_gateway(&mut kept).await,
+        "an idle kept-alive connection is still open"
+    );
+    assert_nothing_counted(&gw, "idle connections").await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_at_the_send_timeout() {
+    const BODY: usize = 8 * 1024 * 1024;
+    let (gw, _fra) = start_with_server("  send_timeout: 1s\n").await;
+    // More than the socket buffers between the two hold, read through a tiny window, and then
+    // not read at all for a while.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut tcp = socket.connect(gw.addr).await.expect("connect");
+    tcp.write_all(format!("GET /stream/{BODY} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut first = [0u8; 1024];
+    let n = tcp.read(&mut first).await.expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    eventually("the stalled download is counted as a send timeout", || {
+        let gw = &gw;
+        async move {
+            let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+            metrics.lines().any(|l| {
+                l.starts_with("gateway_client_errors_total{")
+                    && l.contains("reason=\"send_timeout\"")
+                    && !l.ends_with(" 0")
+            })
+        }
+    })
+    .await;
+    // What was still in the sockets arrives, then the end: the download was cut short, not
+    // completed.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut rest)).await;
+    assert!(
+        n + rest.len() < BODY,
+        "the client got {} bytes: the gateway kept sending to a client that had stopped reading",
+        n + rest.len()
+    );
+    assert_nothing_counted(&gw, "a stalled download").await;
+}

@@ -24,6 +24,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocols::http::v1;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -296,76 +297,16 @@ where
                 h2c = buf == H2_PREFACE;
             }
         }
+        // PATCH (failover gateway): each protocol's connection loop is a future of its own,
+        // boxed, so a connection holds only the state of the protocol it speaks; HTTP/1 waits
+        // for each request head holding a few KiB at most (see `serve_http1`).
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
-
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
-
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
-            .await;
+            Box::pin(serve_http2(self, stream, shutdown)).await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
-            }
+            Box::pin(serve_http1(self, stream, shutdown)).await;
         }
         None
     }
@@ -373,6 +314,141 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// An HTTP/2 connection: the handshake, then each stream served by `process_new_http`.
+async fn serve_http2<T>(app: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    // create a shared connection digest
+    let digest = Arc::new(Digest {
+        ssl_digest: stream.get_ssl_digest(),
+        // TODO: log h2 handshake time
+        timing_digest: stream.get_timing_digest(),
+        proxy_digest: stream.get_proxy_digest(),
+        socket_digest: stream.get_socket_digest(),
+    });
+
+    let h2_options = app.h2_options();
+    let h2_conn = match server::handshake(stream, h2_options).await {
+        Err(e) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Ok(c) => c,
+    };
+
+    // The accept-loop body — including the graceful-shutdown state
+    // machine — lives in `server::accept_downstream_sessions` so that
+    // the same code path is exercised by tests in `protocols::http::v2`.
+    let app = app.clone();
+    let shutdown_for_session = shutdown.clone();
+    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    server::accept_downstream_sessions(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
+}
+
+/// PATCH (failover gateway): an HTTP/1.x connection, request after request. Between requests
+/// (and before the first) the connection waits in [`wait_request_head`], holding no session
+/// and at most the head's bytes; the session and the proxy's per-request state exist only
+/// from a complete head (or one over its limits or past its deadline, which the session then
+/// rejects) until the response is done. Bytes a pipelining client sent past the previous
+/// request are parsed at once.
+async fn serve_http1<T>(app: &Arc<T>, mut stream: Stream, shutdown: &ShutdownWatch)
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    let mut reused: Option<Option<HttpPersistentSettings>> = None;
+    loop {
+        let pipelined = reused
+            .as_ref()
+            .and_then(|settings| settings.as_ref())
+            .is_some_and(|settings| {
+                settings
+                    .pipelined_prefix
+                    .as_ref()
+                    .is_some_and(|prefix| !prefix.is_empty())
+            });
+        let head = if pipelined {
+            None
+        } else {
+            match next_request_head(&mut stream, shutdown).await {
+                Some(head) => Some(head),
+                None => return,
+            }
+        };
+        let mut session = ServerSession::new_http1(stream);
+        match reused.take() {
+            None => {
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    session.set_keepalive(Some(v1::server::client_keepalive_secs()));
+                }
+                session.set_keepalive_reuses_remaining(
+                    app.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+            }
+            Some(Some(settings)) => settings.apply_to_session(&mut session),
+            Some(None) => {}
+        }
+        if let Some((bytes, started)) = head {
+            session.set_pipelined_prefix(bytes);
+            session.set_request_head_started(started);
+        }
+        match app.process_new_http(session, shutdown).await {
+            Some(next) => {
+                let (next_stream, settings) = next.consume();
+                stream = next_stream;
+                reused = Some(settings);
+            }
+            None => return,
+        }
+    }
+}
+
+/// The next request head of an HTTP/1 connection ([`wait_request_head`]). At shutdown (and
+/// when it comes while waiting) a head on its way is still read for up to 1 s, and served
+/// with `Connection: close`; an idle connection is closed after that linger.
+async fn next_request_head(
+    stream: &mut Stream,
+    shutdown: &ShutdownWatch,
+) -> Option<(BytesMut, std::time::Instant)> {
+    const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+    let wait = v1::server::wait_request_head(stream);
+    tokio::pin!(wait);
+    let mut watch = shutdown.clone();
+    if !*watch.borrow() {
+        tokio::select! {
+            biased;
+            head = &mut wait => return head,
+            _ = watch.changed() => {}
+        }
+    }
+    pingora_timeout::timeout(SHUTDOWN_LINGER, &mut wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

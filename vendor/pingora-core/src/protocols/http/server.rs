@@ -954,6 +954,15 @@ impl Session {
         }
     }
 
+    /// PATCH (failover gateway): the first byte of the request head came at `at`, before the
+    /// session existed. No-op for non-H1 sessions. See
+    /// [`HttpSession::set_request_head_started`](crate::protocols::http::v1::server::HttpSession::set_request_head_started).
+    pub fn set_request_head_started(&mut self, at: std::time::Instant) {
+        if let Self::H1(s) = self {
+            s.set_request_head_started(at);
+        }
+    }
+
     /// Queue a downstream proxy task for cancel-safe writing.
     ///
     /// # Panics

@@ -751,12 +751,15 @@ impl Peek for Stream {
         // it never equals the preface.
         use tokio::io::AsyncReadExt;
         const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        // Also bound the wait: this peek runs before every request on a kept-alive plaintext
-        // connection, where no other timeout applies, so silent connections were never closed.
-        const PEEK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+        // Also bound the wait: this peek is the wait for a new plaintext connection's first
+        // bytes, where no other timeout applies, so silent connections were never closed. The
+        // bound is the client idle timeout (`set_client_keepalive_timeout`, default 60 s).
+        let peek_timeout = std::time::Duration::from_secs(
+            crate::protocols::http::v1::server::client_keepalive_secs(),
+        );
         let mut filled = 0;
         while filled < buf.len() {
-            let n = tokio::time::timeout(PEEK_TIMEOUT, self.read(&mut buf[filled..]))
+            let n = tokio::time::timeout(peek_timeout, self.read(&mut buf[filled..]))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
             if n == 0 {

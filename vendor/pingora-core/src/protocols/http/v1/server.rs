@@ -31,7 +31,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 // PATCH (failover gateway): process-wide request head limits, set once at start by
 // `set_request_head_limits`. A head longer than the byte limit, or with more header lines than
@@ -56,6 +56,103 @@ pub fn set_request_head_limits(max_bytes: usize, deadline: Option<Duration>) {
         deadline.map_or(0, |d| (d.as_millis() as u64).max(1)),
         Ordering::Relaxed,
     );
+}
+
+// PATCH (failover gateway): how long a client connection may wait for its next request head
+// (before the first request and between kept-alive requests); Pingora's fixed default was 60 s.
+static KEEPALIVE_SECS: AtomicU64 = AtomicU64::new(60);
+
+/// Sets the process-wide idle timeout of client connections: the wait for the first byte of a
+/// request head, on a new connection and between kept-alive requests (at least 1 s).
+pub fn set_client_keepalive_timeout(idle: Duration) {
+    KEEPALIVE_SECS.store(idle.as_secs().max(1), Ordering::Relaxed);
+}
+
+/// The idle timeout of client connections in seconds (see [`set_client_keepalive_timeout`]).
+pub fn client_keepalive_secs() -> u64 {
+    KEEPALIVE_SECS.load(Ordering::Relaxed)
+}
+
+// PATCH (failover gateway): what a connection holds while it waits for a request head. The
+// first read of the head starts in a buffer this small (nginx's `client_header_buffer_size`
+// is 1 KiB), doubling only while a longer head keeps coming.
+const PREREAD_BUF_SIZE: usize = 1024;
+
+/// PATCH (failover gateway): waits for the next request head on `stream` while holding only
+/// the bytes it read. Before the first byte it holds no buffer at all (a zero-length read waits
+/// for readability); then it reads into a small buffer, doubling it, until the head ends, it
+/// passes the head limit, or the head deadline passes. Returns the bytes and when the first one
+/// came, to hand to [`HttpSession::set_pipelined_prefix`] and
+/// [`HttpSession::set_request_head_started`], whose `read_request` then answers or rejects
+/// the head as it would have; `None` when the client closed, errored or stayed idle for
+/// [`client_keepalive_secs`] (the connection is closed without an answer, as before).
+///
+/// This is what lets thousands of idle or trickling connections cost a few KiB each: the
+/// proxy's per-request state (tens of KiB) exists only once a head is there.
+pub async fn wait_request_head(
+    stream: &mut crate::protocols::Stream,
+) -> Option<(BytesMut, std::time::Instant)> {
+    use std::pin::Pin;
+    let idle = Duration::from_secs(client_keepalive_secs());
+    let readable = std::future::poll_fn(|cx| {
+        let mut empty = tokio::io::ReadBuf::new(&mut []);
+        // A zero-length read never means end of stream here: it only waits until the socket
+        // has something (data, end or error), which the real read below then finds out.
+        Pin::new(&mut *stream).poll_read(cx, &mut empty)
+    });
+    match timeout(idle, readable).await {
+        Ok(Ok(())) => {}
+        _ => return None,
+    }
+    let head_limit = HEAD_LIMIT_BYTES.load(Ordering::Relaxed);
+    let deadline = match HEAD_DEADLINE_MS.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    let mut buf = BytesMut::with_capacity(PREREAD_BUF_SIZE);
+    let mut started: Option<std::time::Instant> = None;
+    loop {
+        let wait = match (started, deadline) {
+            (Some(t), Some(d)) => match (t + d).checked_duration_since(std::time::Instant::now()) {
+                Some(left) => left,
+                // `read_request` answers 408 with what came so far.
+                None => return started.map(|t| (buf, t)),
+            },
+            _ => idle,
+        };
+        let scanned = buf.len().saturating_sub(2);
+        let read = match timeout(wait, stream.read_buf(&mut buf)).await {
+            Ok(read) => read,
+            Err(_) if started.is_some() && deadline.is_some() => continue,
+            Err(_) => return None,
+        };
+        match read {
+            Ok(n) if n > 0 => {}
+            // Closed or reset mid-head: as `read_request` did, close without an answer.
+            _ => {
+                if !buf.is_empty() {
+                    debug!("client closed after {} bytes of a request head", buf.len());
+                }
+                return None;
+            }
+        }
+        let first = *started.get_or_insert_with(std::time::Instant::now);
+        // Only the new bytes (and the two before them) are searched: a head trickled a byte per
+        // read costs linear time, not quadratic.
+        if buf.len() > head_limit || head_complete(&buf[scanned..]) {
+            return Some((buf, first));
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len());
+        }
+    }
+}
+
+/// Whether `buf` holds a whole request head (an empty line after the request line; bare LF
+/// line ends count, as the parser takes them). Leading empty lines end nothing: the parser then
+/// reads on by itself.
+fn head_complete(buf: &[u8]) -> bool {
+    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
 }
 
 use super::body::{BodyReader, BodyWriter};
@@ -184,6 +281,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// PATCH (failover gateway): when the first byte of this session's request head came, if
+    /// it was read before the session existed ([`wait_request_head`]); the head deadline counts
+    /// from it.
+    head_started: Option<std::time::Instant>,
 }
 
 impl HttpSession {
@@ -232,6 +333,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            head_started: None,
         }
     }
 
@@ -347,7 +449,9 @@ impl HttpSession {
                 );
             }
             if head_ends.is_none() && already_read > 0 {
-                head_ends = head_deadline.map(|d| std::time::Instant::now() + d);
+                let started = self.head_started.take();
+                head_ends = head_deadline
+                    .map(|d| started.unwrap_or_else(std::time::Instant::now) + d);
             }
 
             // On the first iteration after a pipelined prefix was injected,
@@ -1087,6 +1191,12 @@ impl HttpSession {
     /// previous session yielded overread bytes. The prefix is consumed on the
     /// first [`Self::read_request`] call; the parser treats the prefix + any
     /// further stream reads as the next request's header + body bytes.
+    /// PATCH (failover gateway): the first byte of the request head came at `at`, before
+    /// this session existed (see [`wait_request_head`]): the head deadline counts from it.
+    pub fn set_request_head_started(&mut self, at: std::time::Instant) {
+        self.head_started = Some(at);
+    }
+
     pub fn set_pipelined_prefix(&mut self, prefix: BytesMut) {
         debug_assert!(
             self.pipelined_prefix.is_none(),
