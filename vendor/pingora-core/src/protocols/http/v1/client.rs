@@ -31,6 +31,9 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
+/// PATCH (failover gateway): see `read_response`.
+const FIRST_RESPONSE_HEAD_READ: usize = 1024;
+
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
@@ -376,13 +379,21 @@ impl HttpSession {
                 ));
             }
 
+            // PATCH (failover gateway): the first read of a response head gets 1 KiB (most
+            // heads are a few hundred bytes), later ones 4 KiB more: a request waiting for its
+            // answer (a slow upload, a slow upstream) holds 1 KiB, not 4.
+            let want = if self.response_header_read_buf.is_empty() {
+                FIRST_RESPONSE_HEAD_READ
+            } else {
+                INIT_HEADER_BUF_SIZE
+            };
             if self
                 .response_header_read_buf
                 .capacity()
                 .saturating_sub(self.response_header_read_buf.len())
-                < INIT_HEADER_BUF_SIZE
+                < want
             {
-                self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
+                self.response_header_read_buf.reserve(want);
             }
 
             let read_fut = self
