@@ -161,8 +161,9 @@ pub struct RawServer {
     #[schemars(!default, extend("default" = defaults::REQUEST_HEAD_TIMEOUT))]
     pub request_head_timeout: Option<String>,
     /// How long a client connection may stay idle waiting for a request head (default `60s`):
-    /// on a new connection until its first byte, and between kept-alive HTTP/1 requests. Then
-    /// the connection is closed without an answer. An idle connection costs a few KiB.
+    /// on a new connection until its first byte, between kept-alive HTTP/1 requests, and on an
+    /// HTTP/2 connection with no stream open. Then the connection is closed without an answer.
+    /// An idle HTTP/1 connection costs the gateway about 5 KiB.
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::KEEPALIVE_TIMEOUT))]
     pub keepalive_timeout: Option<String>,

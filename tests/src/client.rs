@@ -161,6 +161,11 @@ impl H2 {
         Self { sender }
     }
 
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends a request and collects the response (trailers included).
     pub async fn send(&mut self, req: Request<ReqBody>) -> Collected {
         self.sender.ready().await.expect("connection ready");

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway_tests::client::{get, H1};
+use gateway_tests::client::{get, H1, H2};
 use gateway_tests::{config, eventually, region, Gateway, RegionServer};
 use testbed::yaml::{Probe, Region, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -628,6 +628,14 @@ async fn idle_client_connections_are_closed_after_the_keepalive_timeout() {
         closed_by_gateway(&mut kept).await,
         "an idle kept-alive connection is still open"
     );
+    // An HTTP/2 connection with no stream open.
+    let mut h2 = H2::connect_h2c(gw.addr).await;
+    assert_eq!(h2.send(get("a", "/one")).await.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !h2.is_closed() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h2.is_closed(), "an idle HTTP/2 connection is still open");
     assert_nothing_counted(&gw, "idle connections").await;
 }
 

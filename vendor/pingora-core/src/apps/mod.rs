@@ -344,7 +344,13 @@ where
     // the same code path is exercised by tests in `protocols::http::v2`.
     let app = app.clone();
     let shutdown_for_session = shutdown.clone();
-    let h2_idle_timeout = app.server_options().and_then(|o| o.h2_idle_timeout);
+    // PATCH (failover gateway): without an explicit `h2_idle_timeout`, an HTTP/2 connection
+    // with no stream open is closed after the client idle timeout, as HTTP/1 ones are
+    // (Pingora kept it open forever).
+    let h2_idle_timeout = app
+        .server_options()
+        .and_then(|o| o.h2_idle_timeout)
+        .or_else(|| Some(Duration::from_secs(v1::server::client_keepalive_secs())));
     server::accept_downstream_sessions(
         h2_conn,
         digest,
