@@ -540,6 +540,44 @@ async fn concurrent_calls_share_http2_upstream_connections() {
 }
 
 #[tokio::test]
+async fn a_large_response_head_arriving_in_pieces_passes_unchanged() {
+    use gateway_tests::client::H1;
+    use gateway_tests::raw::{RawUpstream, Step};
+    // 40 headers of 500 bytes (20 KB: many times the first 1 KiB read of a response head),
+    // written in three pieces with pauses between them.
+    let headers: String = (0..40)
+        .map(|i| format!("x-big-{i}: {}\r\n", "v".repeat(500)))
+        .collect();
+    let head = format!("HTTP/1.1 200 OK\r\n{headers}Content-Length: 4\r\n\r\n");
+    let (a, rest) = head.as_bytes().split_at(700);
+    let (b, c) = rest.split_at(9000);
+    let pieces = [a.to_vec(), b.to_vec(), c.to_vec()];
+    let up = RawUpstream::start(move |_| {
+        vec![
+            Step::Write(Bytes::from(pieces[0].clone())),
+            Step::Pause(Duration::from_millis(50)),
+            Step::Write(Bytes::from(pieces[1].clone())),
+            Step::Pause(Duration::from_millis(50)),
+            Step::Write(Bytes::from(pieces[2].clone())),
+            Step::Write(Bytes::from_static(b"body")),
+        ]
+    })
+    .await;
+    let config = one_region(Region::one("fra-1", up.addr()));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let resp = H1::connect(gw.addr).await.send(get("app.test", "/big")).await;
+    assert_eq!(resp.status, 200);
+    for i in 0..40 {
+        assert_eq!(
+            resp.header(&format!("x-big-{i}")),
+            Some("v".repeat(500).as_str()),
+            "header x-big-{i}"
+        );
+    }
+    assert_eq!(&resp.body[..], b"body");
+}
+
+#[tokio::test]
 async fn the_first_body_bytes_reach_the_client_while_the_upstream_pauses() {
     use gateway_tests::raw::{read_until_closed, split_response, RawUpstream, Signal, Step};
     // The upstream sends its header and 5 of 10 bytes, then waits until the client has seen
