@@ -565,7 +565,10 @@ async fn a_large_response_head_arriving_in_pieces_passes_unchanged() {
     .await;
     let config = one_region(Region::one("fra-1", up.addr()));
     let (gw, _) = Gateway::start(&config, &[]).await;
-    let resp = H1::connect(gw.addr).await.send(get("app.test", "/big")).await;
+    let resp = H1::connect(gw.addr)
+        .await
+        .send(get("app.test", "/big"))
+        .await;
     assert_eq!(resp.status, 200);
     for i in 0..40 {
         assert_eq!(

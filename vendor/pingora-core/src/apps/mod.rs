@@ -383,6 +383,7 @@ where
     T: HttpServerApp + Send + Sync + 'static,
 {
     let mut reused: Option<Option<HttpPersistentSettings>> = None;
+    let mut watch = shutdown.clone();
     loop {
         let pipelined = reused
             .as_ref()
@@ -396,7 +397,7 @@ where
         let head = if pipelined {
             None
         } else {
-            match next_request_head(&mut stream, shutdown).await {
+            match next_request_head(&mut stream, &mut watch).await {
                 Some(head) => Some(head),
                 None => return,
             }
@@ -438,12 +439,11 @@ where
 /// with `Connection: close`; an idle connection is closed after that linger.
 async fn next_request_head(
     stream: &mut Stream,
-    shutdown: &ShutdownWatch,
+    watch: &mut ShutdownWatch,
 ) -> Option<(BytesMut, std::time::Instant)> {
     const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
     let wait = v1::server::wait_request_head(stream);
     tokio::pin!(wait);
-    let mut watch = shutdown.clone();
     if !*watch.borrow() {
         tokio::select! {
             biased;
