@@ -677,3 +677,30 @@ async fn a_client_that_stops_reading_is_disconnected_at_the_send_timeout() {
     );
     assert_nothing_counted(&gw, "a stalled download").await;
 }
+
+#[tokio::test]
+async fn http2_header_lists_over_the_head_limit_are_not_forwarded() {
+    let (gw, fra) = start().await;
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let mut h2 = gateway_tests::raw::h2_client(tcp).await;
+    let before = fra.requests();
+    // Six headers of 7000 bytes: each under `max_header_bytes` (8192) and few, but 42 KB in
+    // all, over `max_request_head_bytes` (32768). The h2 crate alone would take 16 MiB.
+    let mut req = http::Request::get("http://a/big-list");
+    for i in 0..6 {
+        req = req.header(format!("x-part-{i}"), "v".repeat(7000));
+    }
+    let req = req.body(()).expect("request");
+    let answer = match h2.send_request(req, true) {
+        Ok((resp, _)) => match resp.await {
+            Ok(resp) => format!("status {}", resp.status()),
+            Err(e) => format!("stream error {e}"),
+        },
+        // The client may refuse to send what the gateway advertised it will not take.
+        Err(e) => format!("refused by the client: {e}"),
+    };
+    assert!(!answer.starts_with("status 200"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fra.requests(), before, "forwarded: {answer}");
+    assert_nothing_counted(&gw, "an HTTP/2 header list over the limit").await;
+}
