@@ -11,8 +11,13 @@
 //! Memory is the sum of `VmRSS` over the proxy's process tree (the gateway: one process; nginx:
 //! master and worker; HAProxy with `-db`: one process), read once the proxy answers through to
 //! the region (the gateway: `/readyz`, after its health probes; HAProxy and nginx: one proxied
-//! GET), again 1 s before the attackers leave (the figure of the first version of this command,
-//! measured the same way), and every 250 ms in between (the peak).
+//! GET), then every 250 ms while the attackers are there (the peak), and once `duration - 1 s`
+//! after the last attacker was opened: the one figure of the first version of this command,
+//! kept as it was so that its results stay comparable. By then every attacker opened more than
+//! 1 s before the last has left (they are opened over 5 s and stay `duration` each), so that
+//! late sample shows what the proxy kept, not what it held: the descriptors tell. The kernel's
+//! TCP buffer memory (`/proc/net/sockstat`, the whole machine: both ends of every loopback
+//! connection) is sampled with the peak, for the slow read, whose 1 MiB answers end up there.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -120,14 +125,19 @@ pub struct AttackResult {
     pub processes: usize,
     /// The proxy's RSS before the attack (MiB).
     pub rss_before_mib: f64,
-    /// RSS growth 1 s before the attackers left, per 1000 of them (MiB); 0 if it shrank.
+    /// RSS growth at the late sample (`duration - 1 s` after the last attacker was opened, when
+    /// most have left; the first version's only figure), per 1000 attackers (MiB); 0 if it
+    /// shrank.
     pub rss_growth_mib_per_1000: f64,
     /// Highest RSS while the attackers were there minus before, per 1000 of them (MiB).
     pub rss_peak_growth_mib_per_1000: f64,
-    /// Open descriptors 1 s before the attackers left minus before the attack.
+    /// Open descriptors at the late sample minus before the attack.
     pub fds_growth: i64,
     /// Most open descriptors while the attackers were there minus before the attack.
     pub fds_peak_growth: i64,
+    /// The kernel's TCP buffer memory at its highest while the attackers were there minus
+    /// before, per 1000 attackers (MiB; the whole machine, both ends of the connections).
+    pub kernel_tcp_peak_growth_mib_per_1000: f64,
     /// Attacking connections the proxy had closed by the end of the attack.
     pub closed_by_proxy: usize,
     /// The other client's requests during the attack, and how many were not 200.
@@ -249,6 +259,9 @@ async fn one(spec: &SlowSpec, attack: Attack, proxy: Proxy) -> anyhow::Result<At
         ),
         fds_growth: end.fds as i64 - before.fds as i64,
         fds_peak_growth: peak.fds.max(end.fds) as i64 - before.fds as i64,
+        kernel_tcp_peak_growth_mib_per_1000: per_1000(
+            peak.tcp_kib.max(end.tcp_kib).saturating_sub(before.tcp_kib),
+        ),
         closed_by_proxy: phase.closed,
         probe_during: during,
         probe_after: after,
@@ -259,7 +272,7 @@ async fn one(spec: &SlowSpec, attack: Attack, proxy: Proxy) -> anyhow::Result<At
 
 /// What the attack phase saw.
 struct Phase {
-    /// The proxy's usage 1 s before the attackers left.
+    /// The proxy's usage at the late sample.
     end: Usage,
     connected: usize,
     closed: usize,
@@ -490,6 +503,7 @@ async fn peak_loop(pid: u32, stop: Arc<AtomicBool>) -> Usage {
         peak.rss_kib = peak.rss_kib.max(u.rss_kib);
         peak.fds = peak.fds.max(u.fds);
         peak.processes = peak.processes.max(u.processes);
+        peak.tcp_kib = peak.tcp_kib.max(u.tcp_kib);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     peak
@@ -501,6 +515,8 @@ struct Usage {
     rss_kib: u64,
     fds: usize,
     processes: usize,
+    /// The kernel's TCP buffers, the whole machine.
+    tcp_kib: u64,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -509,7 +525,21 @@ fn usage(pid: u32) -> Usage {
         rss_kib: pids.iter().map(|p| rss_kib(*p)).sum(),
         fds: pids.iter().map(|p| fds(*p)).sum(),
         processes: pids.len(),
+        tcp_kib: tcp_kib(),
     }
+}
+
+/// `mem` of the `TCP:` line of `/proc/net/sockstat`, in pages (4 KiB on x86-64).
+fn tcp_kib() -> u64 {
+    std::fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("TCP:"))?.to_string();
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "mem")?;
+            words.next()?.parse::<u64>().ok()
+        })
+        .map_or(0, |pages| pages * 4)
 }
 
 /// `pid` and its descendants (at most 64), from `/proc/<pid>/task/<tid>/children`.
@@ -754,41 +784,34 @@ async fn spawn_proxy(
 /// The results as a Markdown table, with the load of the machine.
 pub fn markdown(report: &SlowReport) -> String {
     let mut out = String::from(
-        "| attack | proxy | RSS before (MiB) | RSS growth per 1000, end (MiB) | peak (MiB) | gateway ÷ this proxy (end; peak) | fds growth end (peak) | attackers connected / closed by the proxy | other client during (sent / not 200) | after (sent / not 200) | error log lines |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| attack | proxy | RSS before (MiB) | RSS growth per 1000 attackers, peak (MiB) | at the late sample (MiB) | gateway ÷ this proxy (peak) | fds growth, peak (late sample) | kernel TCP memory growth per 1000, peak (MiB, machine) | attackers connected / closed by the proxy | other client during (sent / not 200) | after (sent / not 200) | error log lines |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let ratio = |gw: f64, other: f64| {
-        if other > 0.05 {
-            format!("{:.1}×", gw / other)
-        } else {
-            "-".into()
-        }
-    };
     for r in &report.results {
         let gw = report
             .results
             .iter()
             .find(|g| g.attack == r.attack && g.proxy == Proxy::Gateway);
-        let ratios = match gw {
-            Some(g) if r.proxy != Proxy::Gateway => format!(
-                "{}; {}",
-                ratio(g.rss_growth_mib_per_1000, r.rss_growth_mib_per_1000),
-                ratio(
-                    g.rss_peak_growth_mib_per_1000,
-                    r.rss_peak_growth_mib_per_1000
+        let ratio = match gw {
+            Some(g) if r.proxy != Proxy::Gateway && r.rss_peak_growth_mib_per_1000 > 0.05 => {
+                format!(
+                    "{:.1}×",
+                    g.rss_peak_growth_mib_per_1000 / r.rss_peak_growth_mib_per_1000
                 )
-            ),
+            }
+            Some(_) if r.proxy != Proxy::Gateway => "-".into(),
             _ => "".into(),
         };
         out.push_str(&format!(
-            "| {:?} | {} | {:.1} | {:.1} | {:.1} | {} | {} ({}) | {} / {} | {} / {} | {} / {} | {} |\n",
+            "| {:?} | {} | {:.1} | {:.1} | {:.1} | {} | {} ({}) | {:.0} | {} / {} | {} / {} | {} / {} | {} |\n",
             r.attack,
             r.proxy.label(),
             r.rss_before_mib,
-            r.rss_growth_mib_per_1000,
             r.rss_peak_growth_mib_per_1000,
-            ratios,
-            r.fds_growth,
+            r.rss_growth_mib_per_1000,
+            ratio,
             r.fds_peak_growth,
+            r.fds_growth,
+            r.kernel_tcp_peak_growth_mib_per_1000,
             r.connected,
             r.closed_by_proxy,
             r.probe_during.0,
@@ -799,13 +822,18 @@ pub fn markdown(report: &SlowReport) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n{} attackers per attack ({}), each staying {:.0} s; RSS summed over the proxy's processes; \"end\" is 1 s before the attackers leave, \"peak\" the highest of the samples every 250 ms. A slow-read attacker never reads or writes again after the first bytes, so a close by the proxy is not seen. Error log lines: the gateway's `ERROR` lines, nginx's `error_log` at `error`, HAProxy's stderr. Load average at the start {}, at the end {}.\n",
+        "\n{} attackers per attack ({}), opened at about 200 per second, each staying {:.0} s. RSS and descriptors summed over the proxy's processes. Peak: the highest of samples every 250 ms. Late sample: {:.0} s after the last attacker was opened{} (the first version's only figure, kept for comparison). Kernel TCP memory: `/proc/net/sockstat`, the whole machine, both ends of every connection. A slow-read attacker never reads or writes again after the first bytes, so a close by the proxy is not seen. Error log lines: the gateway's `ERROR` lines, nginx's `error_log` at `error`, HAProxy's stderr. Load average at the start {}, at the end {}.\n",
         report.connections,
         match report.attacker {
             Attacker::Builtin => "built-in attackers",
             Attacker::Slowhttptest => "slowhttptest",
         },
         report.duration_s,
+        (report.duration_s - 1.0).max(0.0),
+        match report.attacker {
+            Attacker::Builtin => ", when the ones opened before it have left",
+            Attacker::Slowhttptest => " (slowhttptest keeps all until its `-l`, 1 s later)",
+        },
         report.loadavg_start,
         report.loadavg_end,
     ));
