@@ -79,6 +79,9 @@ struct SlowArgs {
     /// attackers.
     #[arg(long)]
     slowhttptest: bool,
+    /// Also write report.json and report.md into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// The gateway binary (default: next to this binary).
     #[arg(long)]
     gateway: Option<PathBuf>,
@@ -336,7 +339,22 @@ async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
             Attacker::Builtin
         },
     };
+    anyhow::ensure!(
+        !args.slowhttptest || loadtest::slowclients::slowhttptest_installed(),
+        "slowhttptest is not installed (apt-get install slowhttptest)"
+    );
     let report = loadtest::slowclients::run(&spec).await?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        std::fs::write(
+            dir.join("report.md"),
+            loadtest::slowclients::markdown(&report),
+        )?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
