@@ -843,7 +843,7 @@ pub fn markdown(report: &SlowReport) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n{} attackers per attack ({}), opened at about 200 per second, each staying {:.0} s. RSS and descriptors summed over the proxy's processes. Peak: the highest of samples every 250 ms. Late sample: {:.0} s after the last attacker was opened{} (the first version's only figure, kept for comparison). Kernel TCP memory: `/proc/net/sockstat`, the whole machine, both ends of every connection ({:.0} MiB at most before an attack). A slow-read attacker never reads or writes again after the first bytes, so a close by the proxy is not seen. Error log lines: the gateway's `ERROR` lines, nginx's `error_log` at `error`, HAProxy's stderr. Load average at the start {}, at the end {}.\n",
+        "\n{} attackers per attack ({}), opened at about 200 per second, each staying {:.0} s. RSS and descriptors summed over the proxy's processes. Peak: the highest of samples every 250 ms. Late sample (the first version's only figure, kept for comparison): {:.0} s after the last attacker was opened{}. Kernel TCP memory: `/proc/net/sockstat`, the whole machine, both ends of every connection ({:.0} MiB at most before an attack).{} Error log lines: the gateway's `ERROR` lines, nginx's `error_log` at `error`, HAProxy's stderr. Load average at the start {}, at the end {}.\n",
         report.connections,
         match report.attacker {
             Attacker::Builtin => "built-in attackers",
@@ -853,13 +853,17 @@ pub fn markdown(report: &SlowReport) -> String {
         (report.duration_s - 1.0).max(0.0),
         match report.attacker {
             Attacker::Builtin => ", when the ones opened before it have left",
-            Attacker::Slowhttptest => " (slowhttptest keeps all until its `-l`, 1 s later)",
+            Attacker::Slowhttptest => ", 1 s before slowhttptest's `-l` ends them all",
         },
         report
             .results
             .iter()
             .map(|r| r.kernel_tcp_before_mib)
             .fold(0.0, f64::max),
+        match report.attacker {
+            Attacker::Builtin => " A slow-read attacker never reads or writes again after the first bytes, so a close by the proxy is not seen.",
+            Attacker::Slowhttptest => " Closed: slowhttptest's count (all connected ones when it says \"No open connections left\").",
+        },
         report.loadavg_start,
         report.loadavg_end,
     ));
@@ -883,6 +887,48 @@ mod tests {
             parse_slowhttptest("Exit status: Hit test time limit\n", csv),
             (10, 4, Some("Hit test time limit".into()))
         );
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_attack_and_proxy_and_the_gateway_ratio() {
+        let row = |proxy, peak| AttackResult {
+            attack: Attack::Body,
+            proxy,
+            attacker: Attacker::Builtin,
+            connections: 1000,
+            connected: 1000,
+            processes: 1,
+            rss_before_mib: 14.0,
+            rss_growth_mib_per_1000: peak,
+            rss_peak_growth_mib_per_1000: peak,
+            fds_growth: 0,
+            fds_peak_growth: 2000,
+            kernel_tcp_before_mib: 0.0,
+            kernel_tcp_peak_growth_mib_per_1000: 0.0,
+            closed_by_proxy: 0,
+            probe_during: (200, 0),
+            probe_after: (50, 0),
+            error_lines: 0,
+            slowhttptest_exit: None,
+        };
+        let report = SlowReport {
+            connections: 1000,
+            duration_s: 15.0,
+            attacker: Attacker::Builtin,
+            loadavg_start: "1.00 1.00 1.00".into(),
+            loadavg_end: "1.00 1.00 1.00".into(),
+            results: vec![
+                row(Proxy::Gateway, 52.0),
+                row(Proxy::Haproxy, 4.0),
+                row(Proxy::Nginx, 0.0),
+            ],
+        };
+        let md = markdown(&report);
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| Body")).collect();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].starts_with("| Body | gateway | 14.0 | 52.0 | 52.0 |  |"));
+        assert!(rows[1].starts_with("| Body | HAProxy | 14.0 | 4.0 | 4.0 | 13.0× |"));
+        assert!(rows[2].starts_with("| Body | nginx | 14.0 | 0.0 | 0.0 | - |"));
     }
 
     #[test]
