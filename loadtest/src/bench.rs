@@ -57,7 +57,7 @@ struct Target {
 }
 
 /// Keeps a target's process (and its files) alive until dropped.
-enum Guard {
+pub(crate) enum Guard {
     None,
     Child {
         child: Child,
@@ -165,7 +165,7 @@ fn ensure_installed(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
+pub(crate) fn which(bin: &str) -> Option<PathBuf> {
     [
         "/usr/sbin",
         "/usr/bin",
@@ -179,7 +179,7 @@ fn which(bin: &str) -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
     let start = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         anyhow::ensure!(

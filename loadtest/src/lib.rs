@@ -6,6 +6,7 @@
 //! - [`scenario`]: failover scenarios against a real gateway process.
 //! - [`bench`]: the gateway against direct, nginx and HAProxy on the same upstream.
 //! - [`overload`]: healthy regions and more load than the gateway can serve.
+//! - [`slowclients`]: slow-client attacks on the gateway, HAProxy and nginx side by side.
 //!
 //! The simulated regions, their control API and the gateway launcher come from the `testbed`
 //! crate; durations on the command line are parsed by `gateway_config::parse_duration`.

@@ -53,9 +53,9 @@ enum Command {
     /// Healthy regions, more load than the gateway can serve: nothing may be marked down, and
     /// what is not served is shed as 503 overloaded.
     Overload(OverloadArgs),
-    /// Slow-client attacks (slow headers, slow body, slow read) while another client is
-    /// served: the gateway's memory and descriptors per 1000 attackers, attackers it closed,
-    /// and whether the other client was served during and after
+    /// Slow-client attacks (slow headers, slow body, slow read) on the gateway, HAProxy and
+    /// nginx while another client is served: each one's memory and descriptors per 1000
+    /// attackers, attackers it closed, and whether the other client was served during and after
     Slowclients(SlowArgs),
 }
 
@@ -68,9 +68,20 @@ struct SlowArgs {
     /// How long the attackers stay connected.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     duration: Duration,
-    /// Attacks to run, each against a fresh gateway (default: all three).
-    #[arg(long, value_enum)]
+    /// Attacks to run, each against a fresh proxy (default: all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
     attack: Vec<loadtest::slowclients::Attack>,
+    /// Proxies to attack, one after the other, each fresh for each attack in front of the same
+    /// kind of simulated region (default: the gateway, and HAProxy and nginx if installed).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    proxies: Vec<loadtest::slowclients::Proxy>,
+    /// Attack with slowhttptest (`-H`, `-B`, `-X`; install it first) instead of the built-in
+    /// attackers.
+    #[arg(long)]
+    slowhttptest: bool,
+    /// Also write report.json and report.md into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// The gateway binary (default: next to this binary).
     #[arg(long)]
     gateway: Option<PathBuf>,
@@ -288,9 +299,27 @@ async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `loadtest slowclients`: each attack against a fresh gateway, reported as Markdown (or JSON).
+/// `loadtest slowclients`: each attack against each proxy, every time a fresh one, reported as
+/// Markdown (or JSON).
 async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
-    use loadtest::slowclients::{Attack, SlowSpec};
+    use loadtest::slowclients::{Attack, Attacker, Proxy, SlowSpec};
+    let proxies = if args.proxies.is_empty() {
+        let all = [Proxy::Gateway, Proxy::Haproxy, Proxy::Nginx];
+        for p in all.iter().filter(|p| !p.installed()) {
+            eprintln!("slowclients: {} is not installed, left out", p.label());
+        }
+        all.into_iter().filter(|p| p.installed()).collect()
+    } else {
+        for p in &args.proxies {
+            anyhow::ensure!(
+                p.installed(),
+                "{} is not installed (apt-get install {}), or leave it out of --proxies",
+                p.label(),
+                p.label().to_lowercase()
+            );
+        }
+        args.proxies
+    };
     let spec = SlowSpec {
         gateway: match args.gateway {
             Some(bin) => bin,
@@ -303,12 +332,33 @@ async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
         } else {
             args.attack
         },
+        proxies,
+        attacker: if args.slowhttptest {
+            Attacker::Slowhttptest
+        } else {
+            Attacker::Builtin
+        },
     };
-    let results = loadtest::slowclients::run(&spec).await?;
+    anyhow::ensure!(
+        !args.slowhttptest || loadtest::slowclients::slowhttptest_installed(),
+        "slowhttptest is not installed (apt-get install slowhttptest)"
+    );
+    let report = loadtest::slowclients::run(&spec).await?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        std::fs::write(
+            dir.join("report.md"),
+            loadtest::slowclients::markdown(&report),
+        )?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", loadtest::slowclients::markdown(&results));
+        print!("{}", loadtest::slowclients::markdown(&report));
     }
     Ok(())
 }
