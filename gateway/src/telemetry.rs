@@ -119,7 +119,7 @@ fn describe() {
     );
     describe_counter!(
         "gateway_fail_open_total",
-        "Requests that tried the allowed regions' endpoints although every one looked down (on_all_down: fail_open), by route."
+        "Requests that tried allowed regions' endpoints that looked down (on_all_down: fail_open): every allowed region looked down, or a retry had tried every endpoint of those that looked up; by route."
     );
     describe_counter!(
         "gateway_sticky_total",
