@@ -6,6 +6,9 @@
 //! - [`scenario`]: failover scenarios against a real gateway process.
 //! - [`bench`]: the gateway against direct, nginx and HAProxy on the same upstream.
 //! - [`overload`]: healthy regions and more load than the gateway can serve.
+//! - [`slowclients`]: slow-client attacks and what they cost the gateway.
+//! - [`soak`]: a chaos soak: faults, reloads and hostile clients beside steady traffic, and
+//!   nothing may be lost.
 //!
 //! The simulated regions, their control API and the gateway launcher come from the `testbed`
 //! crate; durations on the command line are parsed by `gateway_config::parse_duration`.
@@ -16,3 +19,4 @@ pub mod overload;
 pub mod report;
 pub mod scenario;
 pub mod slowclients;
+pub mod soak;
