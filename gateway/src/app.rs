@@ -122,6 +122,10 @@ impl BackgroundService for ControlService {
             ));
         }
         tokio::spawn(app.reloader.clone().watch(shutdown.clone()));
+        tokio::spawn(crate::telemetry::upkeep(
+            app.metrics.clone(),
+            shutdown.clone(),
+        ));
         let monitor = app.monitor.clone();
         tokio::spawn(async move {
             monitor.wait_first_round().await;
