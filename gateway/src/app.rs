@@ -122,17 +122,10 @@ impl BackgroundService for ControlService {
             ));
         }
         tokio::spawn(app.reloader.clone().watch(shutdown.clone()));
-        // Histogram samples queue in the recorder until drained: without a scrape of /metrics
-        // they would pile up for ever (a slow leak under traffic), so they are folded into the
-        // buckets every 5 s.
-        let metrics = app.metrics.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                metrics.run_upkeep();
-            }
-        });
+        tokio::spawn(crate::telemetry::upkeep(
+            app.metrics.clone(),
+            shutdown.clone(),
+        ));
         let monitor = app.monitor.clone();
         tokio::spawn(async move {
             monitor.wait_first_round().await;

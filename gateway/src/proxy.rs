@@ -127,7 +127,8 @@ pub struct RequestCtx {
     route_slot: Option<Slot>,
     /// Held while the current attempt is in flight to its region (capacity).
     region_slot: Option<Slot>,
-    /// Every allowed region looked down and the route fails open: attempts ignore health.
+    /// The route fails open (every allowed region looked down, or a retry had tried every
+    /// endpoint of those that looked up): attempts ignore health.
     fail_open: bool,
 }
 
@@ -163,12 +164,12 @@ impl RequestCtx {
             return false;
         };
         let retries_done = self.tried.len().saturating_sub(1) as u32;
+        // A retry that finds no untried endpoint in a region that looks up may still fail
+        // open (see `upstream_peer`).
+        let fails_open = self.fail_open || plan.route.on_all_down == OnAllDown::FailOpen;
         retries_done < plan.route.retry.attempts
-            && if self.fail_open {
-                has_untried_fail_open(&self.snapshot, plan, &self.tried)
-            } else {
-                has_untried(&self.snapshot, plan, &self.tried)
-            }
+            && ((!self.fail_open && has_untried(&self.snapshot, plan, &self.tried))
+                || (fails_open && has_untried_fail_open(&self.snapshot, plan, &self.tried)))
             && (!budgeted || plan.failover.budget.try_retry())
     }
 
@@ -358,17 +359,21 @@ impl ProxyHttp for GatewayProxy {
                 choose_fail_open(&snapshot, plan, &ctx.tried).ok_or(NoChoice::Exhausted)
             }
             None => match choose(&snapshot, plan, &ctx.tried) {
-                Err(NoChoice::AllRegionsDown) if plan.route.on_all_down == OnAllDown::FailOpen => {
-                    // Health may be wrong (the apps are probably fine): try the allowed
-                    // regions' endpoints in tier order rather than failing everyone at once.
+                // Health may be wrong (the apps are probably fine): when every allowed region
+                // looks down, or a retry has tried every endpoint of those that look up (the
+                // last one just failed, and health has not seen it yet), try the allowed
+                // regions' other endpoints in tier order rather than failing the request.
+                Err(why @ (NoChoice::AllRegionsDown | NoChoice::Exhausted))
+                    if plan.route.on_all_down == OnAllDown::FailOpen =>
+                {
                     match choose_fail_open(&snapshot, plan, &ctx.tried) {
                         Some(choice) => {
                             ctx.fail_open = true;
                             plan.metrics.failed_open();
-                            tracing::debug!(route = %plan.route.name, "every allowed region looks down: failing open");
+                            tracing::debug!(route = %plan.route.name, "no allowed region that looks up has an endpoint left: failing open");
                             Ok(choice)
                         }
-                        None => Err(NoChoice::AllRegionsDown),
+                        None => Err(why),
                     }
                 }
                 other => other,

@@ -2,13 +2,38 @@
 //!
 //! The recorder is installed once per process; `/metrics` renders it. Request-path metrics use
 //! handles registered when a routing snapshot is built, so a request only bumps atomics.
+//!
+//! The recorder keeps every histogram sample (each request's duration, each probe's) until it
+//! folds them into their buckets, which rendering `/metrics` does and so does [`upkeep`], run
+//! by the control service every [`UPKEEP_EVERY`]: without it, a gateway that nobody scrapes
+//! grows by every sample it ever recorded (found by `loadtest soak`, which scrapes only at the
+//! end: about 250 KiB a minute at 200 requests a second).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How often [`upkeep`] folds histogram samples into their buckets (what the exporter's own
+/// `install_recorder` would do, every 5 s).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the histogram samples `handle`'s recorder holds into their buckets every
+/// [`UPKEEP_EVERY`] until `shutdown` changes, so that its memory does not depend on how often
+/// `/metrics` is scraped.
+pub async fn upkeep(handle: PrometheusHandle, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
 
 /// Installs the Prometheus recorder (once) and returns the handle that renders it.
 pub fn install() -> PrometheusHandle {
@@ -119,7 +144,7 @@ fn describe() {
     );
     describe_counter!(
         "gateway_fail_open_total",
-        "Requests that tried the allowed regions' endpoints although every one looked down (on_all_down: fail_open), by route."
+        "Requests that tried allowed regions' endpoints that looked down (on_all_down: fail_open): every allowed region looked down, or a retry had tried every endpoint of those that looked up; by route."
     );
     describe_counter!(
         "gateway_sticky_total",

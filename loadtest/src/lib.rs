@@ -7,6 +7,8 @@
 //! - [`bench`]: the gateway against direct, nginx and HAProxy on the same upstream.
 //! - [`overload`]: healthy regions and more load than the gateway can serve.
 //! - [`slowclients`]: slow-client attacks on the gateway, HAProxy and nginx side by side.
+//! - [`soak`]: a chaos soak: faults, reloads and hostile clients beside steady traffic, and
+//!   nothing may be lost.
 //!
 //! The simulated regions, their control API and the gateway launcher come from the `testbed`
 //! crate; durations on the command line are parsed by `gateway_config::parse_duration`.
@@ -17,3 +19,4 @@ pub mod overload;
 pub mod report;
 pub mod scenario;
 pub mod slowclients;
+pub mod soak;

@@ -57,6 +57,49 @@ enum Command {
     /// nginx while another client is served: each one's memory and descriptors per 1000
     /// attackers, attackers it closed, and whether the other client was served during and after
     Slowclients(SlowArgs),
+    /// A chaos soak: steady GETs through a gateway while regions fail and recover one at a
+    /// time, the config is rewritten (valid and invalid in turn) and hostile clients attack;
+    /// exits non-zero unless nothing was lost and memory and descriptors stayed flat
+    Soak(SoakArgs),
+}
+
+/// Arguments of `loadtest soak`.
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// How long the traffic runs (then a few seconds of settling).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    duration: Duration,
+    /// Requests per second of the steady traffic (idempotent GETs).
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// A fault starts this often (regions and fault kinds in turn).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    fault_every: Duration,
+    /// How long each fault lasts (shorter than --fault-every).
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    fault_for: Duration,
+    /// The config file is rewritten this often, valid and invalid in turn.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    reload_every: Duration,
+    /// Probe interval (timeout 3/4 of it, fall 2, rise 2).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    probe_interval: Duration,
+    /// `server.request_head_timeout` (slow heads must be answered or closed by it).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    head_timeout: Duration,
+    /// Gateway worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// The gateway binary (default: next to this binary).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// Write report.json, report.md, chart.svg and the gateway's log (gateway.log) into this
+    /// directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the JSON result instead of the Markdown summary.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `loadtest slowclients`.
@@ -253,7 +296,67 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => loadtest::bench::run(args).await,
         Command::Overload(args) => overload(args).await,
         Command::Slowclients(args) => slowclients(args).await,
+        Command::Soak(args) => soak(args).await,
     }
+}
+
+/// `loadtest soak`: one soak, reported as Markdown (or JSON); an error when the verdict fails.
+async fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    let spec = loadtest::soak::SoakSpec {
+        gateway: match args.gateway {
+            Some(bin) => bin,
+            None => testbed::launcher::gateway_bin()?,
+        },
+        duration: args.duration,
+        rate: args.rate,
+        threads: args.threads,
+        fault_every: args.fault_every,
+        fault_for: args.fault_for,
+        reload_every: args.reload_every,
+        probe_interval: args.probe_interval,
+        head_timeout: args.head_timeout,
+    };
+    spec.validate()?;
+    if !args.json {
+        eprintln!(
+            "soak: {:?} at {} req/s against {} (faults, reloads and hostile clients)",
+            spec.duration,
+            spec.rate,
+            spec.gateway.display()
+        );
+    }
+    let result = loadtest::soak::run(&spec).await?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
+        std::fs::write(dir.join("report.md"), loadtest::soak::markdown(&result))?;
+        std::fs::write(dir.join("gateway.log"), &result.log)?;
+        let title = format!(
+            "soak: {:.0} s at {} req/s, faults, reloads and hostile clients",
+            result.duration_s, result.rate
+        );
+        loadtest::soak::chart(&dir.join("chart.svg"), &title, &result)
+            .map_err(anyhow::Error::msg)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", loadtest::soak::markdown(&result));
+        if let Some(dir) = &args.out {
+            println!("\nreports in {}", dir.display());
+        }
+    }
+    let failed: Vec<String> = result
+        .checks
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| format!("{}: {} (must be {})", c.name, c.figure, c.limit))
+        .collect();
+    anyhow::ensure!(failed.is_empty(), "soak FAILED:\n  {}", failed.join("\n  "));
+    Ok(())
 }
 
 /// `loadtest overload`: one run, reported as Markdown (or JSON).
@@ -498,7 +601,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         "scenario": name, "rate": rate, "repeat": repeat, "fault_at_s": spec.fault_at.as_secs_f64(),
         "fault_for_s": spec.fault_for.as_secs_f64(), "hold_down_s": spec.hold_down.as_secs_f64(),
         "probe_interval_ms": spec.probe_interval.as_millis() as u64, "threads": spec.threads,
-        "machine": machine(), "aggregate": aggregate, "runs": runs,
+        "machine": report::machine(), "aggregate": aggregate, "runs": runs,
     });
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
     std::fs::write(
@@ -514,34 +617,6 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A short description of this machine for reports.
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().next().map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<u64>()
-                    .unwrap_or(0)
-                    / 1024
-                    / 1024
-            })
-        })
-        .unwrap_or(0);
-    format!("{cpus} CPUs ({model}), {mem} GiB")
 }
 
 fn fmt_ms(v: Option<f64>) -> String {
@@ -570,7 +645,7 @@ fn failover_markdown(
 ) -> String {
     let mut md = format!(
         "# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n",
-        machine()
+        report::machine()
     );
     md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | settled ms | window p50 ms | window p99 ms | window max ms | failback ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {

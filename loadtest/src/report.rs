@@ -313,7 +313,9 @@ pub(crate) fn legend<'a, DB: plotters::prelude::DrawingBackend + 'a>(
         .map_err(|e| e.to_string())
 }
 
-fn draw_markers<DB: plotters::prelude::DrawingBackend>(
+/// Vertical lines at each marker's time across `0..y_max`, labelled (labels staggered over four
+/// heights so that neighbours do not overlap).
+pub(crate) fn draw_markers<DB: plotters::prelude::DrawingBackend>(
     c: &mut Chart<'_, DB>,
     markers: &[Marker],
     y_max: f64,
@@ -335,6 +337,34 @@ fn draw_markers<DB: plotters::prelude::DrawingBackend>(
         .map_err(|e| format!("{e:?}"))?;
     }
     Ok(())
+}
+
+/// A short description of this machine for reports.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    format!("{cpus} CPUs ({model}), {mem} GiB")
 }
 
 /// Formats a summary as a Markdown table row set.

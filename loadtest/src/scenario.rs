@@ -33,13 +33,25 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn mode(self) -> Mode {
+    /// The simulated region's mode that injects this fault.
+    pub fn mode(self) -> Mode {
         match self {
             Fault::Crash => Mode::Refuse,
             Fault::Blackhole => Mode::Blackhole,
             Fault::Status5xx => Mode::Status(503),
             Fault::Slow => Mode::Slow(Duration::from_secs(2)),
             Fault::Flap => Mode::Flap(Duration::from_millis(300)),
+        }
+    }
+
+    /// The name on the command line and in reports (`crash`, `5xx`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Blackhole => "blackhole",
+            Fault::Status5xx => "5xx",
+            Fault::Slow => "slow",
+            Fault::Flap => "flap",
         }
     }
 }

@@ -96,6 +96,10 @@ pub struct Server {
     /// `adaptive_limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adaptive_limit: Option<bool>,
+    /// `request_head_timeout`: an HTTP/1 request head must be complete this long after its
+    /// first byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_head_timeout: Option<Dur>,
 }
 
 /// `dns`.
@@ -207,8 +211,8 @@ pub struct Route {
     /// `match`.
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     pub matches: Option<Match>,
-    /// `regions`: tiers in priority order, one region each.
-    pub regions: Vec<String>,
+    /// `regions`: tiers in priority order.
+    pub regions: Vec<Tier>,
     /// `allowed_regions`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_regions: Option<Vec<String>>,
@@ -230,6 +234,33 @@ pub struct Route {
     /// `max_body_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+}
+
+/// `routes[].regions[]`: one priority tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Tier {
+    /// A single region: `fra`.
+    One(String),
+    /// Regions sharing the tier by weight: `{fra: 70, ber: 30}`.
+    Weighted(IndexMap<String, u32>),
+}
+
+impl Tier {
+    /// A tier of region `name` alone.
+    pub fn one(name: &str) -> Self {
+        Self::One(name.into())
+    }
+
+    /// A tier shared by `(region, weight)`, in this order.
+    pub fn weighted(shares: &[(&str, u32)]) -> Self {
+        Self::Weighted(
+            shares
+                .iter()
+                .map(|(name, weight)| (name.to_string(), *weight))
+                .collect(),
+        )
+    }
 }
 
 /// `routes[].match`.
@@ -269,6 +300,9 @@ pub struct Timeouts {
     /// `request`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<Dur>,
+    /// `idle`: how long a pooled upstream connection may stay idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Dur>,
 }
 
 /// `routes[].sticky`: session affinity.
@@ -582,9 +616,14 @@ impl Probe {
 impl Route {
     /// Route `name` over `tiers` (one region each, in priority order), matching every request.
     pub fn new(name: &str, tiers: &[&str]) -> Self {
+        Self::tiered(name, tiers.iter().map(|t| Tier::one(t)).collect())
+    }
+
+    /// Route `name` over `tiers` (single or weighted), matching every request.
+    pub fn tiered(name: &str, tiers: Vec<Tier>) -> Self {
         Self {
             name: name.into(),
-            regions: tiers.iter().map(|t| t.to_string()).collect(),
+            regions: tiers,
             ..Self::default()
         }
     }
@@ -650,6 +689,7 @@ impl Route {
         self.timeouts = Some(Timeouts {
             connect: Some(Dur(connect)),
             request: Some(Dur(request)),
+            idle: None,
         });
         self
     }
@@ -659,7 +699,15 @@ impl Route {
         self.timeouts = Some(Timeouts {
             connect: None,
             request: Some(Dur(request)),
+            idle: None,
         });
+        self
+    }
+
+    /// `timeouts: { idle }`: pooled upstream connections idle this long are closed (other
+    /// timeouts already set are kept).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.timeouts.get_or_insert_with(Timeouts::default).idle = Some(Dur(idle));
         self
     }
 
@@ -838,6 +886,52 @@ mod tests {
         assert_eq!(config.server.grace_period, Duration::from_secs(3));
         assert_eq!(config.routes[0].path_prefix, "/eu/");
         assert!(text.contains("address: app.test:8080"), "{text}");
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn weighted_tiers_head_deadline_and_idle_timeout_mean_what_was_written() {
+        let fleet = Fleet::start(&[("fra", 1), ("ber", 1), ("ams", 1)])
+            .await
+            .expect("fleet");
+        let probe = Probe::http(
+            "/healthz",
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        );
+        let yaml = GatewayYaml::new(ports())
+            .server(Server {
+                request_head_timeout: Some(Dur(Duration::from_secs(2))),
+                ..Server::default()
+            })
+            .fleet(&fleet, &probe)
+            .route(
+                Route::tiered(
+                    "app",
+                    vec![
+                        Tier::weighted(&[("fra", 70), ("ber", 30)]),
+                        Tier::one("ams"),
+                    ],
+                )
+                .idle_timeout(Duration::from_secs(5)),
+            );
+        let text = yaml.to_yaml("").expect("yaml");
+        let config = gateway_config::parse(&text, std::path::Path::new("t.yaml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            config.server.limits.head_timeout,
+            Duration::from_secs(2),
+            "{text}"
+        );
+        let route = &config.routes[0];
+        assert_eq!(route.timeouts.idle, Duration::from_secs(5), "{text}");
+        assert_eq!(route.tiers.len(), 2, "{text}");
+        let first: Vec<(String, u32)> = route.tiers[0]
+            .regions
+            .iter()
+            .map(|(region, weight)| (region.to_string(), weight.get()))
+            .collect();
+        assert_eq!(first, [("fra".to_string(), 70), ("ber".to_string(), 30)]);
         fleet.shutdown().await;
     }
 

@@ -257,6 +257,17 @@ impl Gateway {
         render(config, ports, self.dir.path())
     }
 
+    /// The gateway's resident memory (`VmRSS`) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the gateway's pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Sends a signal (`TERM`, `HUP`, ...) to the gateway.
     pub fn signal(&self, name: &str) {
         if let Err(e) = self.0.signal(name) {

@@ -500,17 +500,6 @@ async fn the_default_body_limit_is_one_mib_as_nginx() {
     assert_eq!(fra.requests(), 0);
 }
 
-/// The gateway's resident memory in KiB.
-fn rss_kib(gw: &Gateway) -> u64 {
-    let pid = gw.pid().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_cost_bounded_memory_and_others_are_served() {
     const READERS: usize = 200;
@@ -520,7 +509,7 @@ async fn slow_readers_cost_bounded_memory_and_others_are_served() {
         .await
         .send(get("a", "/stream/100000"))
         .await;
-    let before = rss_kib(&gw);
+    let before = gw.rss_kib();
     let mut readers = Vec::new();
     for _ in 0..READERS {
         // A reader with a tiny receive window that reads the first bytes of a 1 MiB answer
@@ -537,7 +526,7 @@ async fn slow_readers_cost_bounded_memory_and_others_are_served() {
         readers.push(tcp);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let per_reader = rss_kib(&gw).saturating_sub(before) / READERS as u64;
+    let per_reader = gw.rss_kib().saturating_sub(before) / READERS as u64;
     // Measured: about 40 KiB per slow reader with this build's buffers (a debug build), 80 to
     // 100 KiB with Pingora's 64 KiB read buffers; the bound leaves room for allocator noise.
     assert!(

@@ -159,6 +159,52 @@ async fn fail_open_serves_when_health_is_wrong_and_never_leaves_the_allowed_regi
     );
 }
 
+/// Found by `loadtest soak`: the only region that looked up crashed while health was wrong
+/// about the other (passive ejections still running after it recovered). A request whose
+/// first attempt went to the crashed region was answered 502 after trying its endpoints only:
+/// its retry looked only at regions that looked up, so it never failed open to the region
+/// that was fine.
+#[tokio::test]
+async fn a_retry_fails_open_when_the_last_region_that_looks_up_fails() {
+    let fra = [region("fra", "fra-1").await];
+    let ber = [region("ber", "ber-1").await];
+    // fra is probed once at start, then not for an hour: only live traffic tells it failed,
+    // after three refusals (one per request: fra has one endpoint).
+    let fra_probe = "    probe: { http: { path: /healthz }, interval: 1h, timeout: 150ms, jitter: 0% }\n    passive: { consecutive_failures: 3, ejection: 5s, max_ejection: 60s }\n";
+    // ber's probe expects a status the app never sends: health says down, the app is fine.
+    let ber_probe = "    probe: { http: { path: /healthz, expect_status: [204] }, interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }\n";
+    let text = yaml(
+        &fra,
+        &ber,
+        fra_probe,
+        ber_probe,
+        "  - { name: app, regions: [fra, ber] }\n",
+        "",
+    );
+    let (gw, _) = Gateway::start(&text, &[]).await;
+    eventually("ber marked down", || async {
+        gw.region_is("ber", false).await
+    })
+    .await;
+    assert!(gw.region_is("fra", true).await);
+
+    fra[0].set_mode(Mode::Refuse);
+    // Requests 1 and 2 find fra up; the third ejects it; from the fourth on every allowed
+    // region looks down from the start. Each must be served by ber.
+    for i in 1..=5 {
+        let resp = send(&gw, "/x").await;
+        assert_eq!(
+            resp.status,
+            200,
+            "request {i}: {}\n{}",
+            String::from_utf8_lossy(&resp.body),
+            gw.stderr_plain()
+        );
+        assert_eq!(resp.header("x-region"), Some("ber"), "request {i}");
+    }
+    assert_metric(&gw, "gateway_fail_open_total{route=\"app\"}", 5).await;
+}
+
 #[tokio::test]
 async fn over_the_in_flight_limits_requests_get_an_overloaded_503_and_health_stays_up() {
     let fra = [region("fra", "fra-1").await];
