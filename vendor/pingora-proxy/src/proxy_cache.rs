@@ -70,7 +70,8 @@ where
 
         // cache purge logic: PURGE short-circuits rest of request
         if self.inner.is_purge(session, ctx) {
-            return self.proxy_purge(session, ctx).await;
+            // PATCH (failover gateway): boxed, see below.
+            return Box::pin(self.proxy_purge(session, ctx)).await;
         }
 
         // bypass cache lookup if we predict to be uncacheable
@@ -82,6 +83,21 @@ where
             return None;
         }
 
+        // PATCH (failover gateway): the lookup is boxed, so a proxy without a cache does not
+        // carry its state (1.8 KiB) in every request's future.
+        Box::pin(self.proxy_cache_lookup(session, ctx)).await
+    }
+
+    /// The cache lookup of [`Self::proxy_cache`], once the cache is enabled for the request.
+    async fn proxy_cache_lookup(
+        self: &Arc<Self>,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+    ) -> Option<(bool, Option<Box<Error>>)>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        SV::CTX: Send + Sync,
+    {
         // cache lookup logic
         let mut cache_lock_retries = 0;
         loop {

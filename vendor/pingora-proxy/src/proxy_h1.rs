@@ -45,7 +45,9 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // PATCH (failover gateway): boxed from the start (it is boxed for the upstream anyway), so
+        // the future does not keep the header's 350 bytes while the bodies are pumped.
+        let mut req = Box::new(session.req_header().clone());
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);
@@ -119,7 +121,7 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        match client_session.write_request_header(Box::new(req)).await {
+        match client_session.write_request_header(req).await {
             // PATCH (failover gateway): record that the header reached the upstream.
             Ok(_) => session.set_upstream_request_header_sent(true),
             Err(e) => {

@@ -241,7 +241,17 @@ impl TransportConnector {
             .await
             .or_err(InternalError, "offload runtime failure")??
         } else {
-            do_connect(peer, bind_to, alpn_override, &self.tls_ctx.ctx, None).await?
+            // PATCH (failover gateway): boxed, so the connect and TLS handshake state (about 8 KiB)
+            // is allocated only when a new connection is made, not held inline in every request's
+            // proxy future (a request on a pooled connection never needs it).
+            Box::pin(do_connect(
+                peer,
+                bind_to,
+                alpn_override,
+                &self.tls_ctx.ctx,
+                None,
+            ))
+            .await?
         };
 
         Ok(stream)

@@ -20,7 +20,9 @@ use crate::listeners::ALPN;
 use crate::protocols::http::client::HttpSession;
 use crate::protocols::http::v1::client::HttpSession as Http1Session;
 use crate::upstreams::peer::Peer;
+use futures::future::Either;
 use pingora_error::Result;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,20 +134,25 @@ where
         }
     }
 
-    pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
-        &self,
+    // PATCH (failover gateway): the future of the session's own release, chosen at once,
+    // instead of an `async fn` holding the 480-byte session twice more.
+    pub fn release_http_session<'a, P: Peer + Send + Sync + 'static>(
+        &'a self,
         session: HttpSession<C::Session>,
-        peer: &P,
+        peer: &'a P,
         idle_timeout: Option<Duration>,
-    ) {
+    ) -> impl Future<Output = ()> + 'a {
         match session {
-            HttpSession::H1(h1) => self.h1.release_http_session(h1, peer, idle_timeout).await,
-            HttpSession::H2(h2) => self.h2.release_http_session(h2, peer, idle_timeout),
-            HttpSession::Custom(c) => {
-                self.custom
-                    .release_http_session(c, peer, idle_timeout)
-                    .await;
+            HttpSession::H1(h1) => {
+                Either::Left(self.h1.release_http_session(h1, peer, idle_timeout))
             }
+            HttpSession::H2(h2) => {
+                self.h2.release_http_session(h2, peer, idle_timeout);
+                Either::Right(Either::Left(std::future::ready(())))
+            }
+            HttpSession::Custom(c) => Either::Right(Either::Right(
+                self.custom.release_http_session(c, peer, idle_timeout),
+            )),
         }
     }
 

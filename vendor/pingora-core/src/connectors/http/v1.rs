@@ -16,7 +16,9 @@ use crate::connectors::{ConnectorOptions, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
 use crate::upstreams::peer::Peer;
 
+use futures::FutureExt;
 use pingora_error::Result;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,17 +52,21 @@ impl Connector {
         Some(http)
     }
 
-    pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
-        &self,
+    // PATCH (failover gateway): the reuse future mapped instead of awaited in an `async fn`,
+    // which held the 480-byte session three more times.
+    pub fn release_http_session<'a, P: Peer + Send + Sync + 'static>(
+        &'a self,
         mut session: HttpSession,
-        peer: &P,
+        peer: &'a P,
         idle_timeout: Option<Duration>,
-    ) {
+    ) -> impl Future<Output = ()> + 'a {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
-        }
+        session.reuse().map(move |stream| {
+            if let Some(stream) = stream {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), idle_timeout);
+            }
+        })
     }
 
     /// Return the number of times a pooled connection was found to contain

@@ -668,20 +668,24 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    // PATCH (failover gateway): an `async move` block instead of an `async fn`, which held the
+    // 480-byte session twice (the argument and its copy).
+    pub fn reuse(mut self) -> impl std::future::Future<Output = Option<Stream>> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
 
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
-        match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
+        async move {
+            // TODO: this function is unnecessarily slow for keepalive case
+            // because that case does not need async
+            match self.keepalive_timeout {
+                KeepaliveStatus::Off => {
+                    debug!("HTTP shutdown connection");
+                    self.shutdown().await;
+                    None
+                }
+                _ => Some(self.underlying_stream),
             }
-            _ => Some(self.underlying_stream),
         }
     }
 

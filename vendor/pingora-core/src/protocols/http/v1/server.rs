@@ -1643,27 +1643,42 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        if self.prepare_reuse().await? {
+            Ok(Some(self.into_reusable()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    // PATCH (failover gateway): [`Self::reuse`] split into its awaiting part, on `&mut self`, and
+    // the final move, so a boxed session can be finished in place
+    // (`ServerSession::finish_boxed`) instead of moving the whole session into the future.
+    /// The awaiting part of [`Self::reuse`]: shut the connection down (false) or drain the
+    /// request body; true when the stream can be reused ([`Self::into_reusable`]).
+    pub(crate) async fn prepare_reuse(&mut self) -> Result<bool> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
-            Ok(None)
+            Ok(false)
         } else {
             self.drain_request_body().await?;
             if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
                 debug!("bytes overread on request, disallowing reuse");
-                Ok(None)
+                Ok(false)
             } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(true)
             }
         }
+    }
+
+    /// The underlying stream and any pipelined prefix, once [`Self::prepare_reuse`] said true.
+    pub(crate) fn into_reusable(mut self) -> ReusableHttpStream {
+        let pipelined_prefix = self
+            .pipelining_enabled
+            .then(|| self.take_body_overread())
+            .flatten()
+            .filter(|prefix| !prefix.is_empty());
+        ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
     }
 
     /// Write a `100 Continue` response to the client.
