@@ -85,9 +85,24 @@ impl Ports {
     }
 }
 
-/// A loopback port that was free a moment ago (bound to port 0 and released).
+/// A loopback port that was free a moment ago (bound to port 0 and released), and not handed
+/// out before by this process: the kernel may give a just-released port again at once, and two
+/// listeners of one config on the same port make the gateway refuse the config.
 pub fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind(loopback(0))?.local_addr()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Bounded: the ephemeral range holds thousands of ports; a few tries find a new one.
+    for _ in 0..64 {
+        let addr = std::net::TcpListener::bind(loopback(0))?.local_addr()?;
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return Ok(addr);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no loopback port that was not handed out already",
+    ))
 }
 
 /// `127.0.0.1:port`.
