@@ -420,7 +420,8 @@ async fn slowhttptest_attack(
         }
     }
     drop(guard);
-    let stdout = strip_ansi(&std::fs::read_to_string(dir.path().join("stdout"))?);
+    let stdout =
+        testbed::launcher::strip_ansi(&std::fs::read_to_string(dir.path().join("stdout"))?);
     let csv = std::fs::read_to_string(prefix.with_extension("csv")).unwrap_or_default();
     let (connected, closed, exit) = parse_slowhttptest(&stdout, &csv);
     Ok(Phase {
@@ -462,24 +463,6 @@ fn parse_slowhttptest(stdout: &str, csv: &str) -> (usize, usize, Option<String>)
         closed = closed.max(connected);
     }
     (connected, closed, exit)
-}
-
-/// `text` without ANSI CSI sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// GETs every 100 ms until `stop`: (requests, not 200). Each gets 5 s.
@@ -531,8 +514,8 @@ struct Usage {
 fn usage(pid: u32) -> Usage {
     let pids = tree(pid);
     Usage {
-        rss_kib: pids.iter().map(|p| rss_kib(*p)).sum(),
-        fds: pids.iter().map(|p| fds(*p)).sum(),
+        rss_kib: pids.iter().map(|p| testbed::launcher::rss_kib(*p)).sum(),
+        fds: pids.iter().map(|p| testbed::launcher::open_fds(*p)).sum(),
         processes: pids.len(),
         tcp_kib: tcp_kib(),
     }
@@ -583,21 +566,6 @@ fn tree(pid: u32) -> Vec<u32> {
         i += 1;
     }
     out
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// A running proxy.
@@ -879,7 +847,7 @@ mod tests {
         let stdout = "\u{1b}[1;32mclosed:      \u{1b}[1;32m        3\nExit status:\u{1b}[1;36m No open connections left\n";
         let csv = "Seconds,Closed,Pending,Connected,Service Available\n0,0,1,0,20\n1,0,0,20,20\n2,2,0,18,20\n";
         assert_eq!(
-            parse_slowhttptest(&strip_ansi(stdout), csv),
+            parse_slowhttptest(&testbed::launcher::strip_ansi(stdout), csv),
             (20, 20, Some("No open connections left".into()))
         );
         let csv = "Seconds,Closed,Pending,Connected,Service Available\n0,0,5,5,1\n1,4,0,6,1\n";

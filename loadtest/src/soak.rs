@@ -599,7 +599,10 @@ pub async fn run(spec: &SoakSpec) -> anyhow::Result<SoakResult> {
         .collect::<anyhow::Result<Vec<String>>>()?;
     // Let the probes' connections open before the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = (rss_kib(pid), fds(pid));
+    let before = (
+        testbed::launcher::rss_kib(pid),
+        testbed::launcher::open_fds(pid),
+    );
 
     let gw = Arc::new(gw);
     let fleet = Arc::new(fleet);
@@ -647,7 +650,10 @@ pub async fn run(spec: &SoakSpec) -> anyhow::Result<SoakResult> {
         fleet.set_mode(name, Mode::Ok)?;
     }
     tokio::time::sleep(IDLE + Duration::from_secs(2)).await;
-    let after_settle = (rss_kib(pid), fds(pid));
+    let after_settle = (
+        testbed::launcher::rss_kib(pid),
+        testbed::launcher::open_fds(pid),
+    );
     let metrics = gw
         .admin_call("GET", "/metrics", None)
         .await
@@ -849,7 +855,10 @@ async fn sample_loop(
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let t_s = start.elapsed().as_secs_f64();
-        let (rss, fd) = (rss_kib(pid), fds(pid));
+        let (rss, fd) = (
+            testbed::launcher::rss_kib(pid),
+            testbed::launcher::open_fds(pid),
+        );
         let mut down = Vec::new();
         if let Ok((200, body)) =
             testbed::launcher::http_request(admin, "GET", "/status", "admin", None).await
@@ -928,21 +937,6 @@ fn passive_failures(metrics: &str, region: &str) -> u64 {
         .filter(|l| l.starts_with("gateway_passive_failures_total{") && l.contains(&label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 fn mib(kib: u64) -> String {

@@ -85,6 +85,23 @@ impl Ports {
     }
 }
 
+/// The resident memory (`VmRSS`) of process `pid` in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The open file descriptors of process `pid` (0 once it is gone).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 /// A loopback port that was free a moment ago (bound to port 0 and released), and not handed
 /// out before by this process: the kernel may give a just-released port again at once, and two
 /// listeners of one config on the same port make the gateway refuse the config.
@@ -528,7 +545,7 @@ pub async fn http_request(
 }
 
 /// `text` without ANSI CSI sequences (ESC `[` parameters, then one final letter).
-fn strip_ansi(text: &str) -> String {
+pub fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
