@@ -300,13 +300,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The gateway binary given on the command line, or the one next to this binary.
+fn gateway_or_default(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match given {
+        Some(bin) => bin,
+        None => testbed::launcher::gateway_bin()?,
+    })
+}
+
 /// `loadtest soak`: one soak, reported as Markdown (or JSON); an error when the verdict fails.
 async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     let spec = loadtest::soak::SoakSpec {
-        gateway: match args.gateway {
-            Some(bin) => bin,
-            None => testbed::launcher::gateway_bin()?,
-        },
+        gateway: gateway_or_default(args.gateway)?,
         duration: args.duration,
         rate: args.rate,
         threads: args.threads,
@@ -362,10 +367,7 @@ async fn soak(args: SoakArgs) -> anyhow::Result<()> {
 /// `loadtest overload`: one run, reported as Markdown (or JSON).
 async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
     let spec = loadtest::overload::OverloadSpec {
-        gateway: match args.gateway {
-            Some(bin) => bin,
-            None => testbed::launcher::gateway_bin()?,
-        },
+        gateway: gateway_or_default(args.gateway)?,
         threads: args.threads,
         pin_cpu: args.pin_cpu,
         connections: args.connections,
@@ -424,10 +426,7 @@ async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
         args.proxies
     };
     let spec = SlowSpec {
-        gateway: match args.gateway {
-            Some(bin) => bin,
-            None => testbed::launcher::gateway_bin()?,
-        },
+        gateway: gateway_or_default(args.gateway)?,
         connections: args.connections,
         duration: args.duration,
         attacks: if args.attack.is_empty() {
@@ -550,10 +549,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         after: args.after,
         hold_down: args.hold_down,
         probe_interval: args.probe_interval,
-        gateway: match args.gateway {
-            Some(bin) => bin,
-            None => testbed::launcher::gateway_bin()?,
-        },
+        gateway: gateway_or_default(args.gateway)?,
         threads: args.threads,
     };
     let name = serde_json::to_value(spec.fault)?
