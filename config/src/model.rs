@@ -202,8 +202,8 @@ pub struct ServerSettings {
     pub threads: Option<usize>,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive_pool: usize,
-    /// Request id header name, lowercase.
-    pub request_id_header: String,
+    /// Request id header name.
+    pub request_id_header: http::HeaderName,
     /// Time given to in-flight requests on shutdown.
     pub grace_period: Duration,
     /// Requests in flight through the process at most.

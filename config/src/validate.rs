@@ -451,13 +451,17 @@ impl<'a> Validator<'a> {
             .and_then(|s| s.request_id_header.clone())
             .unwrap_or_else(|| defaults::REQUEST_ID_HEADER.into())
             .to_ascii_lowercase();
-        if http::HeaderName::from_bytes(request_id_header.as_bytes()).is_err() {
-            self.err(
-                "server.request_id_header",
-                format!("`{request_id_header}` is not a valid header name"),
-                "use a token such as `x-request-id`",
-            );
-        }
+        let request_id_header = match http::HeaderName::from_bytes(request_id_header.as_bytes()) {
+            Ok(name) => name,
+            Err(_) => {
+                self.err(
+                    "server.request_id_header",
+                    format!("`{request_id_header}` is not a valid header name"),
+                    "use a token such as `x-request-id`",
+                );
+                http::HeaderName::from_static(defaults::REQUEST_ID_HEADER)
+            }
+        };
         ServerSettings {
             threads: threads.filter(|t| *t > 0),
             upstream_keepalive_pool: raw

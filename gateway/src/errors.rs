@@ -126,7 +126,7 @@ impl TruncationCause {
 /// Writes the gateway's own JSON answer (`Retry-After: 1` on 503), echoing the request id.
 pub(crate) async fn respond_json(
     session: &mut Session,
-    request_id: Option<(&str, &HeaderValue)>,
+    request_id: Option<(&Bytes, &HeaderValue)>,
     code: u16,
     body: String,
 ) -> Result<()> {
@@ -138,7 +138,7 @@ pub(crate) async fn respond_json(
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }
     if let Some((name, id)) = request_id {
-        resp.insert_header(name.to_string(), id.clone())?;
+        resp.insert_header(name.clone(), id.clone())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session

@@ -54,7 +54,9 @@ pub(crate) fn forward_request(
         }
     }
     let listed: Vec<HeaderName> = connection_tokens(&upstream.headers);
-    let te_trailers = upstream
+    // From the client's header: Pingora's own hop-by-hop pass has already taken `TE` off the
+    // upstream copy.
+    let te_trailers = downstream
         .headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
@@ -99,18 +101,57 @@ pub(crate) fn forward_request(
         }
         upstream.insert_header("x-forwarded-host", host)?;
     }
-    if let Some(ip) = client_ip.map(|ip| ip.to_string()) {
+    if let Some(ip) = client_ip {
+        let mut text = [0u8; 48];
+        let ip = ip_text(ip, &mut text);
         let value = match upstream
             .headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
         {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
+            Some(prev) if !prev.trim().is_empty() => {
+                HeaderValue::from_bytes(&[prev.as_bytes(), b", ", ip].concat())
+            }
+            _ => HeaderValue::from_bytes(ip),
         };
+        let value = value.map_err(|_| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
         upstream.insert_header("x-forwarded-for", value)?;
     }
     Ok(())
+}
+
+/// `ip` as text in `buf` (48 bytes hold any IPv6 address): IPv4 digit by digit, the common
+/// case on the request path, where `Display` and its formatting machinery cost more than the
+/// rest of the header work.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+    let mut len = 0;
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut rest = &mut buf[..];
+            let _ = write!(rest, "{v6}");
+            len = 48 - rest.len();
+        }
+    }
+    &buf[..len]
 }
 
 /// What is wrong with a request head, by the client's fault: answered with its status and
@@ -265,6 +306,33 @@ mod tests {
         strip_response_hop_by_hop(&mut ok);
         assert!(ok.headers.get("connection").is_none() && ok.headers.get("x-secret").is_none());
         assert_eq!(ok.headers["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        let cases: [IpAddr; 6] = [
+            [0, 0, 0, 0].into(),
+            [127, 0, 0, 1].into(),
+            [10, 99, 100, 255].into(),
+            [192, 0, 2, 9].into(),
+            "2001:db8::1".parse().expect("ip"),
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().expect("ip"),
+        ];
+        for ip in cases {
+            let mut buf = [0u8; 48];
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn te_trailers_is_forwarded_after_pingora_took_it_off_the_upstream_copy() {
+        let mut req = RequestHeader::build("POST", b"/grpc", None).expect("request");
+        req.append_header("host", "grpc.test").expect("header");
+        req.append_header("te", "trailers").expect("header");
+        let mut upstream = req.clone();
+        upstream.remove_header("te");
+        forward_request(&req, &mut upstream, false, None, false).expect("ok");
+        assert_eq!(upstream.headers["te"], "trailers");
     }
 
     #[test]

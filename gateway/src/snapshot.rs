@@ -35,6 +35,8 @@ pub struct RoutingSnapshot {
     pub book: Arc<FailoverBook>,
     /// Certificates of the TLS listeners.
     pub certificates: Certificates,
+    /// `server.request_id_header` as written on the wire (cloned per request without copying).
+    pub request_id_header: bytes::Bytes,
 }
 
 /// A route with its tiers resolved.
@@ -128,6 +130,9 @@ impl RoutingSnapshot {
             })
             .collect();
         Self {
+            request_id_header: bytes::Bytes::copy_from_slice(
+                config.server.request_id_header.as_str().as_bytes(),
+            ),
             table: RouteTable::new(&config.routes),
             routes,
             regions,

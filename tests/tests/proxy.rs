@@ -55,6 +55,7 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
         .header("x-hop", "secret")
         .header("keep-alive", "timeout=5")
         .header("proxy-connection", "keep-alive")
+        .header("te", "trailers, deflate")
         .header("x-request-id", "given-id-123")
         .body(client::empty())
         .expect("request");
@@ -72,6 +73,8 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
     assert_eq!(h["x-forwarded-host"][0], "app.example:8080");
     assert_eq!(h["host"][0], "app.example:8080");
     assert_eq!(h["x-request-id"][0], "given-id-123");
+    // `TE` is hop-by-hop, but `trailers` in it is passed on (gRPC servers require it).
+    assert_eq!(h["te"][0], "trailers");
     for hop in ["x-hop", "keep-alive", "proxy-connection"] {
         assert!(
             h.get(hop).is_none(),
@@ -88,6 +91,10 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
         .expect("generated id")
         .to_string();
     assert_eq!(generated.len(), 32, "{generated}");
+    assert!(
+        generated.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{generated}"
+    );
     assert_eq!(
         second.json()["headers"]["x-request-id"][0],
         generated.as_str()

@@ -175,7 +175,29 @@ impl ConnectionNominations {
     }
 }
 
+/// Whether `name` is one of the fields [`strip_standard_hop_by_hop_headers`] and the upgrade
+/// policies remove.
+// PATCH (failover gateway): one pass over the names decides whether any removal is needed;
+// most requests carry none of these, and each `remove_header` hashes into two maps.
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
+}
+
+fn has_standard_hop_by_hop(req: &RequestHeader) -> bool {
+    req.headers.keys().any(is_standard_hop_by_hop)
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !has_standard_hop_by_hop(req) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -360,20 +382,22 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_standard_hop_by_hop(req) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
-        H1UpgradePolicy::Deny => {
+        H1UpgradePolicy::Deny if has_standard_hop_by_hop(req) => {
             req.remove_header(&header::CONNECTION);
             req.remove_header(&header::UPGRADE);
             req.remove_header(HTTP2_SETTINGS);
         }
-        H1UpgradePolicy::Preserve => {}
+        H1UpgradePolicy::Deny | H1UpgradePolicy::Preserve => {}
     }
 
     Ok(())

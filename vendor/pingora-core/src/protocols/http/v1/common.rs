@@ -32,6 +32,11 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
 pub const CRLF: &[u8; 2] = b"\r\n";
+
+// PATCH (failover gateway): header maps parsed from the wire are built with this many spare
+// slots, for the fields a proxy adds before forwarding; a map built full rehashes (twice: the
+// values and the case-preserving names) on the first insert.
+pub(crate) const HEADER_HEADROOM: usize = 8;
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";
 pub const HEADER_KV_DELIMITER: &[u8; 2] = b": ";

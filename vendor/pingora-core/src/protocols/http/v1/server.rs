@@ -535,7 +535,10 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // PATCH (failover gateway): room for the fields a proxy adds
+                            // (forwarding headers, a request id), so that adding them to this
+                            // header or its upstream copy does not rehash both header maps.
+                            Some(req.headers.len() + super::common::HEADER_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
