@@ -104,7 +104,7 @@ enum Command {
 // mimalloc instead of glibc's malloc: the proxy allocates and frees dozens of small objects per
 // request (see the performance notes of issue 12 for the instruction counts).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gateway_alloc::Mimalloc = gateway_alloc::Mimalloc;
 
 fn main() -> ExitCode {
     init_logging();
