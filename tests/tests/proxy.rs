@@ -494,6 +494,68 @@ async fn upstream_connections_are_reused() {
     );
 }
 
+/// Sockets of this network namespace in `CLOSE_WAIT` (the peer closed, this side did not yet)
+/// whose remote end is `addr` (IPv4).
+fn close_wait_to(addr: std::net::SocketAddr) -> usize {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        return 0;
+    };
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn idle_pooled_upstream_connections_are_closed_when_expired_or_closed_by_the_server() {
+    use gateway_tests::raw::{RawUpstream, Step};
+    use testbed::yaml::{Dur, Timeouts};
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    // `kept` keeps its connections open; `closing` closes each one after its answer.
+    let kept = RawUpstream::start(|_| vec![Step::Write(Bytes::from_static(OK))]).await;
+    let closing =
+        RawUpstream::start(|_| vec![Step::Write(Bytes::from_static(OK)), Step::Close]).await;
+    let mut idle_1s = Route::new("kept", &["kept"]).host("kept.test");
+    idle_1s.timeouts = Some(Timeouts {
+        connect: None,
+        request: None,
+        idle: Some(Dur(Duration::from_secs(1))),
+    });
+    let config = config()
+        .region("kept", Region::one("kept-1", kept.addr()).probe(rare_probes()))
+        .region(
+            "closing",
+            Region::one("closing-1", closing.addr()).probe(rare_probes()),
+        )
+        .route(idle_1s)
+        .route(Route::new("closing", &["closing"]).host("closing.test"));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut c = H1::connect(gw.addr).await;
+    assert_eq!(c.send(get("kept.test", "/")).await.status, 200);
+    assert_eq!(c.send(get("closing.test", "/")).await.status, 200);
+    // Nothing uses either pooled connection again: the gateway closes the one idle past
+    // `timeouts.idle`, and its side of the one the server closed.
+    gateway_tests::eventually("the gateway closes the expired idle connection", || async {
+        kept.closed_by_peer() == 1
+    })
+    .await;
+    gateway_tests::eventually("no gateway socket left in CLOSE_WAIT", || async {
+        close_wait_to(closing.addr()) == 0
+    })
+    .await;
+    assert_eq!(closing.requests(), 1);
+}
+
 #[tokio::test]
 async fn concurrent_calls_share_http2_upstream_connections() {
     use gateway_tests::raw::{grpc_message, h2_client, h2_exchange, H2Step, H2Upstream};
