@@ -172,6 +172,8 @@ pub struct ProbeResult {
     pub cpu_s: f64,
     /// `cpu_s` as a share of one core (%).
     pub percent_of_core: f64,
+    /// Endpoints `/status` showed healthy after the window (read after the CPU, which it costs).
+    pub healthy_endpoints: Option<u64>,
 }
 
 /// Everything one run measured.
@@ -604,6 +606,11 @@ impl Bench {
         tokio::time::sleep(self.args.probe_window).await;
         let window_s = started.elapsed().as_secs_f64();
         let cpu_s = ticks().saturating_sub(before) as f64 / proxies::TICKS_PER_SECOND;
+        let status = gw.status(None).await.unwrap_or_default();
+        let healthy_endpoints = status["regions"]
+            .as_array()
+            .and_then(|regions| regions.iter().find(|r| r["name"] == "probed"))
+            .and_then(|r| r["healthy_endpoints"].as_u64());
         drop(gw);
         fleet.shutdown().await;
         let r = ProbeResult {
@@ -612,10 +619,11 @@ impl Bench {
             window_s,
             cpu_s,
             percent_of_core: cpu_s / window_s * 100.0,
+            healthy_endpoints,
         };
         eprintln!(
-            "probes {ENDPOINTS} endpoints every {:?}: {:.2} % of one core",
-            interval, r.percent_of_core
+            "probes {ENDPOINTS} endpoints every {:?}: {:.2} % of one core, {:?} healthy",
+            interval, r.percent_of_core, r.healthy_endpoints
         );
         Ok(r)
     }
@@ -814,8 +822,13 @@ pub fn markdown(report: &BenchReport) -> String {
     }
     if let Some(p) = &report.probes {
         md.push_str(&format!(
-            "## probes: {} endpoints, HTTP probe every {:.0} s, no traffic\n\n| gateway CPU in {:.0} s | share of one core |\n|---|---|\n| {:.2} s | {:.2} % |\n\n",
-            p.endpoints, p.interval_s, p.window_s, p.cpu_s, p.percent_of_core
+            "## probes: {} endpoints, HTTP probe every {:.0} s, no traffic\n\n| gateway CPU in {:.0} s | share of one core | endpoints healthy after |\n|---|---|---|\n| {:.2} s | {:.2} % | {} |\n\n",
+            p.endpoints,
+            p.interval_s,
+            p.window_s,
+            p.cpu_s,
+            p.percent_of_core,
+            p.healthy_endpoints.map_or("?".into(), |n| n.to_string()),
         ));
     }
     md.push_str(&goals::markdown(&report.goals));

@@ -202,6 +202,7 @@ mod tests {
                 window_s: 20.0,
                 cpu_s: 1.2,
                 percent_of_core: 6.0,
+                healthy_endpoints: Some(1000),
             }),
             ..BenchReport::default()
         };
