@@ -754,8 +754,9 @@ async fn h2load(addr: SocketAddr, duration: Duration) -> anyhow::Result<H2loadRu
     parse_h2load(&stdout).with_context(|| format!("h2load said: {stdout}"))
 }
 
-/// Reads h2load's `finished in 5.00s, 79534.20 req/s, ...`, `requests: ... N succeeded, N
-/// failed, N errored, N timeout` and `status codes: ... N 5xx` lines.
+/// Reads h2load's `finished in 5.00s, 79534.20 req/s, ...`, `requests: N total, ...` and
+/// `status codes: N 2xx, ...` lines: every request without a 2xx counts as failed. `None`
+/// unless h2 was negotiated (`Application protocol: h2`).
 fn parse_h2load(stdout: &str) -> Option<H2loadRun> {
     let line = |prefix: &str| stdout.lines().find_map(|l| l.trim().strip_prefix(prefix));
     let count = |text: &str, what: &str| -> Option<u64> {
@@ -764,20 +765,18 @@ fn parse_h2load(stdout: &str) -> Option<H2loadRun> {
             (word == what).then(|| n.parse().ok())?
         })
     };
+    if line("Application protocol:")?.trim() != "h2" {
+        return None;
+    }
     let rps = line("finished in ")?
         .split(',')
         .find_map(|p| p.trim().strip_suffix(" req/s")?.parse().ok())?;
-    let requests = line("requests: ")?;
-    let statuses = line("status codes: ").unwrap_or_default();
-    let failed = ["failed", "errored", "timeout"]
-        .iter()
-        .filter_map(|w| count(requests, w))
-        .sum::<u64>()
-        + count(statuses, "5xx").unwrap_or(0);
+    let total = count(line("requests: ")?, "total")?;
+    let ok = count(line("status codes: ")?, "2xx")?;
     Some(H2loadRun {
         rps,
-        succeeded: count(requests, "succeeded")?,
-        failed,
+        succeeded: ok,
+        failed: total.saturating_sub(ok),
     })
 }
 
@@ -988,15 +987,16 @@ mod tests {
 
     #[test]
     fn h2load_output_is_read() {
-        let out = "starting benchmark...\nfinished in 5.00s, 79534.20 req/s, 3.12MB/s\nrequests: 397671 total, 397927 started, 397671 done, 397660 succeeded, 11 failed, 0 errored, 0 timeout\nstatus codes: 397660 2xx, 0 3xx, 0 4xx, 11 5xx\n";
+        let out = "starting benchmark...\nApplication protocol: h2\nfinished in 5.00s, 79534.20 req/s, 3.12MB/s\nrequests: 397671 total, 397927 started, 397671 done, 397660 succeeded, 11 failed, 0 errored, 0 timeout\nstatus codes: 397650 2xx, 0 3xx, 10 4xx, 11 5xx\n";
         assert_eq!(
             parse_h2load(out),
             Some(H2loadRun {
                 rps: 79534.20,
-                succeeded: 397660,
-                failed: 22,
+                succeeded: 397650,
+                failed: 21,
             })
         );
+        assert_eq!(parse_h2load(&out.replace(": h2", ": http/1.1")), None);
         assert_eq!(parse_h2load("no output"), None);
     }
 
