@@ -49,12 +49,7 @@ pub struct BenchArgs {
     /// lowest proxy's without nginx).
     #[arg(long)]
     pub rate: Option<u32>,
-    /// The groups to run, comma-separated (default: all): h1 (the gateway, nginx, HAProxy,
-    /// nginx-min, haproxy-min and direct: HTTP/1.1 and h2c maximum, CPU µs/request, latency at
-    /// a fixed rate), features (the gateway with 1000 host routes, a sticky cookie and probes
-    /// vs nginx), routes (10 vs 10 000 host routes), workers (two workers on two cores), tls
-    /// (TLS with h2, many streams, by h2load), idle (RSS with many idle keep-alive clients),
-    /// probes (the gateway's CPU while probing 1000 endpoints every second).
+    /// The groups to run, comma-separated (default: all, in the order below).
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<Group>>,
     /// Clients of the idle group.
