@@ -178,7 +178,7 @@ pub struct SlowReport {
 
 /// Runs each attack against each proxy, every time a fresh one.
 pub async fn run(spec: &SlowSpec) -> anyhow::Result<SlowReport> {
-    raise_fd_limit();
+    raise_fd_limit(0);
     let loadavg_start = loadavg();
     let mut results = Vec::new();
     for attack in &spec.attacks {
@@ -211,9 +211,13 @@ pub async fn run(spec: &SlowSpec) -> anyhow::Result<SlowReport> {
 
 /// The proxies' children inherit this process's limit: the soft one up to the hard one, as the
 /// gateway does for itself (1000 attackers are 2000 descriptors in a proxy, and as many here).
-fn raise_fd_limit() {
+/// With the privilege to (root), the hard limit is first raised to `at_least` when below it.
+pub(crate) fn raise_fd_limit(at_least: u64) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if hard < at_least && setrlimit(Resource::RLIMIT_NOFILE, at_least, at_least).is_ok() {
+            return;
+        }
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
@@ -547,7 +551,7 @@ fn tcp_kib() -> u64 {
 }
 
 /// `pid` and its descendants (at most 64), from `/proc/<pid>/task/<tid>/children`.
-fn tree(pid: u32) -> Vec<u32> {
+pub(crate) fn tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     let mut i = 0;
     while i < out.len() && out.len() < 64 {

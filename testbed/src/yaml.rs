@@ -100,6 +100,9 @@ pub struct Server {
     /// first byte.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_head_timeout: Option<Dur>,
+    /// `max_connections`: client connections held at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 /// `dns`.

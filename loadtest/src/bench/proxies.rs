@@ -1,0 +1,450 @@
+//! The proxies under test and how each is configured: nginx and HAProxy with the gateway's
+//! header work or without it (`-min`), the gateway with one route or many, each with one or two
+//! workers, optionally terminating TLS (h2 and HTTP/1.1 by ALPN) in front of the same
+//! plaintext HTTP/1.1 upstream.
+//!
+//! "The gateway's header work" is what `gateway/src/headers.rs` and the proxy's
+//! `upstream_request_filter`/`response_filter` do to every proxied request: `Host` passed on,
+//! `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` (`http`/`https`),
+//! `X-Forwarded-Host` (the `Host`), and `X-Request-Id` (the client's, else a new random one) on
+//! the upstream request and on the answer.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use testbed::launcher::{free_port, GatewayProcess};
+use testbed::yaml::{GatewayYaml, Listener, Probe, Region, Route, Server, Sticky};
+
+use crate::scenario::start_gateway;
+use crate::slowclients::tree;
+
+/// Client connections every proxy is configured to hold at once (nginx `worker_connections`,
+/// HAProxy `maxconn`, the gateway's `server.max_connections`): room for the idle group's
+/// 10 000 clients and the upstream connections.
+pub(super) const MAX_CONNECTIONS: u32 = 16_384;
+
+/// The descriptor limit asked for this process (and inherited by the proxies it starts); only
+/// with the privilege to raise the hard limit (`CAP_SYS_RESOURCE`), else the hard limit.
+pub(super) const FD_LIMIT: u64 = 65_536;
+
+/// This process's descriptor limit (soft), which nginx (`worker_rlimit_nofile`) and HAProxy
+/// (`ulimit-n`) are told to keep: neither may raise it past the inherited hard limit, and
+/// HAProxy refuses to start when `maxconn` asks for more than it can get (it counts two
+/// descriptors per connection; `no strict-limits` makes that a warning: idle clients hold one).
+fn fd_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft)
+}
+
+/// How a proxy under test is set up.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Setup<'a> {
+    /// nginx and HAProxy add the gateway's forwarding and request-id headers (the gateway
+    /// always does).
+    pub headers: bool,
+    /// nginx `worker_processes`, HAProxy `nbthread`, the gateway's `--threads`.
+    pub workers: usize,
+    /// The CPUs the proxy may run on, as `taskset -c` reads them.
+    pub cpus: &'static str,
+    /// Also listen with TLS (h2 and HTTP/1.1 by ALPN) with this certificate.
+    pub tls: Option<&'a TlsFiles>,
+}
+
+/// What the gateway routes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum GatewayRoutes {
+    /// One route matching every request.
+    One,
+    /// `count` routes, route *i* matching host `r<i>.bench.test`; the benched one is
+    /// `benched`, with a sticky cookie when `sticky`.
+    Hosts {
+        count: usize,
+        benched: usize,
+        sticky: bool,
+    },
+}
+
+impl GatewayRoutes {
+    /// The `Host` the benched requests carry.
+    pub(super) fn host(self) -> String {
+        match self {
+            GatewayRoutes::One => "bench.test".into(),
+            GatewayRoutes::Hosts { benched, .. } => format!("r{benched}.bench.test"),
+        }
+    }
+}
+
+/// A self-signed certificate for `bench.test` and `127.0.0.1` in PEM files.
+#[derive(Debug)]
+pub(super) struct TlsFiles {
+    _dir: tempfile::TempDir,
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// Certificate then key (HAProxy's `crt`).
+    pub combined: PathBuf,
+}
+
+impl TlsFiles {
+    /// A new key and certificate in a temporary directory.
+    pub(super) fn generate() -> anyhow::Result<Self> {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["bench.test".into(), "127.0.0.1".into()])?;
+        let (cert_pem, key_pem) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+        let dir = tempfile::tempdir()?;
+        let files = Self {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            combined: dir.path().join("combined.pem"),
+            _dir: dir,
+        };
+        std::fs::write(&files.cert, &cert_pem)?;
+        std::fs::write(&files.key, &key_pem)?;
+        std::fs::write(&files.combined, format!("{cert_pem}{key_pem}"))?;
+        Ok(files)
+    }
+}
+
+/// One proxy (or none) between the generator and the upstream.
+pub(super) struct Target {
+    /// The row's name.
+    pub name: String,
+    /// HTTP/1.1 listener.
+    pub h1: SocketAddr,
+    /// h2c (prior knowledge) listener.
+    pub h2c: Option<SocketAddr>,
+    /// TLS listener (h2 or HTTP/1.1 by ALPN).
+    pub tls: Option<SocketAddr>,
+    /// The `Host` of the benched requests.
+    pub host: String,
+    /// The process whose tree's CPU time is counted (nginx: the master and its workers).
+    pub root: Option<u32>,
+    /// The process whose memory is measured (nginx: its first worker).
+    pub worker: Option<u32>,
+    _guard: Guard,
+}
+
+/// Keeps a target's process (and its files) alive until dropped.
+pub(crate) enum Guard {
+    None,
+    Child {
+        child: Child,
+        _dir: Option<tempfile::TempDir>,
+    },
+    Gateway {
+        _process: GatewayProcess,
+        _files: Option<tempfile::TempDir>,
+    },
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Child { child, .. } = self {
+            // SIGTERM first: nginx's and HAProxy's masters then stop their workers (SIGKILL
+            // would orphan them); SIGKILL only if it is still there after 5 s.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            for _ in 0..50 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Target {
+    /// No proxy: the upstream itself.
+    pub(super) fn direct(upstream: SocketAddr) -> Self {
+        Self {
+            name: "direct".into(),
+            h1: upstream,
+            h2c: Some(upstream),
+            tls: None,
+            host: "bench.test".into(),
+            root: None,
+            worker: None,
+            _guard: Guard::None,
+        }
+    }
+
+    /// The proxy's CPU time so far (user + system over its process tree, in clock ticks).
+    pub(super) fn cpu_ticks(&self) -> Option<u64> {
+        tree_cpu_ticks(self.root?)
+    }
+}
+
+/// User + system CPU time of `root` and its descendants, in clock ticks.
+pub(super) fn tree_cpu_ticks(root: u32) -> Option<u64> {
+    tree(root).into_iter().map(cpu_ticks).sum()
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the comm field.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
+pub(super) const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Restricts `pid` (all its threads) to `cpus`, when the machine has at least two.
+pub(super) fn pin(pid: u32, cpus: &str) {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// nginx's directives for the gateway's header work (the request id taken from the client,
+/// else `$request_id`, 128 random bits).
+const NGINX_HEADERS: &str = " proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Request-Id $bench_request_id; add_header X-Request-Id $bench_request_id always;";
+
+/// `$bench_request_id`: the client's `X-Request-Id`, else a new one.
+const NGINX_REQUEST_ID_MAP: &str =
+    "  map $http_x_request_id $bench_request_id { default $http_x_request_id; \"\" $request_id; }\n";
+
+/// nginx in front of `upstream`: HTTP/1.1 and h2c listeners (and TLS with `setup.tls`),
+/// keep-alive to the upstream.
+pub(super) async fn start_nginx(
+    name: &str,
+    upstream: SocketAddr,
+    setup: Setup<'_>,
+) -> anyhow::Result<Target> {
+    let (map, headers) = if setup.headers {
+        (NGINX_REQUEST_ID_MAP, NGINX_HEADERS)
+    } else {
+        ("", "")
+    };
+    let (workers, nofile) = (setup.workers, fd_limit());
+    let config = |dir: &Path, listeners: Listeners| {
+        let Listeners { h1, h2c, .. } = listeners;
+        let p = dir.display();
+        let tls = listeners.tls_with(setup).map_or(String::new(), |(addr, files)| {
+            format!(
+                "    listen {addr} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n",
+                files.cert.display(),
+                files.key.display()
+            )
+        });
+        format!(
+            "worker_processes {workers};\nworker_rlimit_nofile {nofile};\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log crit;\nevents {{ worker_connections {MAX_CONNECTIONS}; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  keepalive_requests 1000000;\n{map}  upstream origin {{ server {upstream}; keepalive 256; }}\n  server {{\n    listen {h1};\n    listen {h2c} http2;\n{tls}    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";{headers} }}\n  }}\n}}\n",
+        )
+    };
+    let args = |dir: &Path| vec!["-p".into(), dir.into(), "-c".into()];
+    start_proxy("nginx", name, setup, ("nginx.conf", config), args).await
+}
+
+/// HAProxy's rules for the gateway's header work (`uuid()`: 122 random bits).
+const HAPROXY_HEADERS: &str = "  unique-id-format %[uuid()]\n  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }\n  http-request set-var(txn.request_id) req.hdr(x-request-id)\n  http-response set-header X-Request-Id %[var(txn.request_id)]\n  option forwardfor\n  http-request set-header X-Forwarded-Proto https if { ssl_fc }\n  http-request set-header X-Forwarded-Proto http unless { ssl_fc }\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]\n";
+
+/// HAProxy in front of `upstream`, like [`start_nginx`].
+pub(super) async fn start_haproxy(
+    name: &str,
+    upstream: SocketAddr,
+    setup: Setup<'_>,
+) -> anyhow::Result<Target> {
+    let headers = if setup.headers { HAPROXY_HEADERS } else { "" };
+    let (workers, nofile) = (setup.workers, fd_limit());
+    let config = |_: &Path, listeners: Listeners| {
+        let Listeners { h1, h2c, .. } = listeners;
+        let tls = listeners
+            .tls_with(setup)
+            .map_or(String::new(), |(addr, files)| {
+                format!(
+                    "  bind {addr} ssl crt {} alpn h2,http/1.1\n",
+                    files.combined.display()
+                )
+            });
+        format!(
+            "global\n  nbthread {workers}\n  maxconn {MAX_CONNECTIONS}\n  ulimit-n {nofile}\n  no strict-limits\ndefaults\n  mode http\n  maxconn {MAX_CONNECTIONS}\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {h1}\n  bind {h2c} proto h2\n{tls}{headers}  default_backend b\nbackend b\n  server origin {upstream} maxconn 4000\n",
+        )
+    };
+    let args = |_: &Path| vec!["-db".into(), "-f".into()];
+    start_proxy("haproxy", name, setup, ("haproxy.cfg", config), args).await
+}
+
+/// The listen addresses of one nginx or HAProxy.
+#[derive(Debug, Clone, Copy)]
+struct Listeners {
+    h1: SocketAddr,
+    h2c: SocketAddr,
+    tls: Option<SocketAddr>,
+}
+
+impl Listeners {
+    fn free(setup: Setup<'_>) -> anyhow::Result<Self> {
+        Ok(Self {
+            h1: free_port()?,
+            h2c: free_port()?,
+            tls: setup.tls.map(|_| free_port()).transpose()?,
+        })
+    }
+
+    /// The TLS listener and its certificate, when there is one.
+    fn tls_with<'a>(&self, setup: Setup<'a>) -> Option<(SocketAddr, &'a TlsFiles)> {
+        self.tls.zip(setup.tls)
+    }
+}
+
+/// Starts the installed proxy `bin` (nginx, HAProxy) as row `name` on new listeners: writes
+/// `config(dir, listeners)` into the file `file` of a new directory and runs
+/// `bin <args(dir)> <config path>`, stderr into that directory (shown if it does not start).
+/// Once the HTTP/1.1 listener accepts, the process and its children are restricted to
+/// `setup.cpus`; the one whose memory is measured is its first child (nginx's worker), else the
+/// process itself.
+async fn start_proxy(
+    bin: &'static str,
+    name: &str,
+    setup: Setup<'_>,
+    (file, config): (&str, impl FnOnce(&Path, Listeners) -> String),
+    args: impl FnOnce(&Path) -> Vec<OsString>,
+) -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir()?;
+    let listeners = Listeners::free(setup)?;
+    let path = dir.path().join(file);
+    std::fs::write(&path, config(dir.path(), listeners))?;
+    let stderr = dir.path().join("stderr");
+    let child = Command::new(super::which(bin).with_context(|| format!("{bin} not installed"))?)
+        .args(args(dir.path()))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn()?;
+    let pid = child.id();
+    // Stops the proxy if it does not come up.
+    let guard = Guard::Child {
+        child,
+        _dir: Some(dir),
+    };
+    super::wait_port(listeners.h1).await.with_context(|| {
+        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+        format!("{name} did not start: {said}")
+    })?;
+    for p in tree(pid) {
+        pin(p, setup.cpus);
+    }
+    let worker = tree(pid).get(1).copied().unwrap_or(pid);
+    Ok(Target {
+        name: name.into(),
+        h1: listeners.h1,
+        h2c: Some(listeners.h2c),
+        tls: listeners.tls,
+        host: "bench.test".into(),
+        root: Some(pid),
+        worker: Some(worker),
+        _guard: guard,
+    })
+}
+
+/// The gateway as row `name` in front of `upstream` (probed every second), routing `routes`,
+/// with `setup.workers` threads on `setup.cpus`.
+pub(super) async fn start_gateway_target(
+    bin: &Path,
+    name: &str,
+    upstream: SocketAddr,
+    routes: GatewayRoutes,
+    setup: Setup<'_>,
+) -> anyhow::Result<Target> {
+    let files = tempfile::tempdir()?;
+    let secret = files.path().join("sticky-k1.key");
+    std::fs::write(&secret, "bench-sticky-secret-0123456789abcdef0123456789")?;
+    let tls = setup.tls.map(|_| free_port()).transpose()?;
+    let gw = start_gateway(bin, setup.workers, |ports| {
+        let probe = Probe::http(
+            "/healthz",
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        );
+        let mut yaml = GatewayYaml::new(ports)
+            .server(Server {
+                upstream_keepalive_pool: Some(512),
+                max_connections: Some(MAX_CONNECTIONS),
+                ..Server::default()
+            })
+            .region("origin", Region::one("origin-1", upstream).probe(probe));
+        if let (Some(addr), Some(files)) = (tls, setup.tls) {
+            let (cert, key) = (
+                files.cert.display().to_string(),
+                files.key.display().to_string(),
+            );
+            yaml = yaml.listener(Listener::tls("tls", &addr.to_string(), &[(&cert, &key)]));
+        }
+        match routes {
+            GatewayRoutes::One => yaml.route(Route::new("all", &["origin"])),
+            GatewayRoutes::Hosts {
+                count,
+                benched,
+                sticky,
+            } => {
+                for i in 0..count {
+                    let mut route =
+                        Route::new(&format!("r{i}"), &["origin"]).host(&format!("r{i}.bench.test"));
+                    if sticky && i == benched {
+                        route = route.sticky(Sticky::default().insecure());
+                    }
+                    yaml = yaml.route(route);
+                }
+                if sticky {
+                    yaml = yaml.sticky_keys(&[("k1", &secret.display().to_string())]);
+                }
+                yaml
+            }
+        }
+    })
+    .await
+    .with_context(|| format!("start {name}"))?;
+    let pid = gw.pid().context("the gateway is not running")?;
+    pin(pid, setup.cpus);
+    Ok(Target {
+        name: name.into(),
+        h1: gw.addr,
+        h2c: Some(gw.addr),
+        tls,
+        host: routes.host(),
+        root: Some(pid),
+        worker: Some(pid),
+        _guard: Guard::Gateway {
+            _process: gw,
+            _files: Some(files),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benched_host_is_the_benched_route() {
+        assert_eq!(GatewayRoutes::One.host(), "bench.test");
+        let routes = GatewayRoutes::Hosts {
+            count: 1000,
+            benched: 500,
+            sticky: true,
+        };
+        assert_eq!(routes.host(), "r500.bench.test");
+    }
+
+    #[test]
+    fn a_certificate_is_written_for_haproxy_too() {
+        let files = TlsFiles::generate().expect("certificate");
+        let combined = std::fs::read_to_string(&files.combined).expect("combined");
+        assert!(combined.contains("BEGIN CERTIFICATE") && combined.contains("PRIVATE KEY"));
+    }
+}
