@@ -3,8 +3,10 @@
 //! Pingora waits for an upstream response until its read timeout. When a region is blackholed
 //! (it accepts connections and never answers) that would make users wait the full timeout. Every
 //! upstream connection therefore holds its endpoint's abort token: when health marks the
-//! endpoint down, reads and writes on its connections fail at once, and the proxy retries
-//! idempotent requests elsewhere (see `error_while_proxy` in [`crate::proxy`]).
+//! endpoint down, reads and writes on its connections that wait fail at once, and the proxy
+//! retries idempotent requests elsewhere (see `error_while_proxy` in [`crate::proxy`]). Bytes
+//! the socket already has are still passed on: the token is polled only when the socket would
+//! wait, which also keeps its locks off the path of every read and write that completes at once.
 
 use std::future::Future;
 use std::io;
@@ -83,16 +85,29 @@ impl std::fmt::Debug for AbortableSocket {
     }
 }
 
+fn aborted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "endpoint marked down")
+}
+
 impl AbortableSocket {
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.aborted || self.cancelled.as_mut().poll(cx).is_ready() {
-            self.aborted = true;
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "endpoint marked down",
-            ));
+    /// `io` as it is, unless it would wait and the endpoint is marked down: then the abort
+    /// error (and every later call fails too). Polling the token registers the task's waker
+    /// with it, so a wait in progress ends when the endpoint goes down.
+    fn unless_aborted<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.aborted {
+            return Poll::Ready(Err(aborted()));
         }
-        Ok(())
+        match io(Pin::new(&mut self.inner), cx) {
+            Poll::Pending if self.cancelled.as_mut().poll(cx).is_ready() => {
+                self.aborted = true;
+                Poll::Ready(Err(aborted()))
+            }
+            done => done,
+        }
     }
 }
 
@@ -102,11 +117,8 @@ impl AsyncRead for AbortableSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        self.get_mut()
+            .unless_aborted(cx, |inner, cx| inner.poll_read(cx, buf))
     }
 }
 
@@ -116,11 +128,8 @@ impl AsyncWrite for AbortableSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(e) = this.check(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        self.get_mut()
+            .unless_aborted(cx, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
