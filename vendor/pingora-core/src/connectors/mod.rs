@@ -267,7 +267,13 @@ impl TransportConnector {
             // test_reusable_stream: we assume server would never actively send data
             // first on an idle stream.
             #[cfg(unix)]
-            let matches = peer.matches_fd(stream.id());
+            let matches = match recorded_peer(&stream) {
+                // PATCH (failover gateway): the address the connection was made to, recorded
+                // when it was made: no `getpeername` per reuse (one syscall in five per
+                // proxied request). Through a proxy, or without a record: ask the socket.
+                Some(addr) if peer.get_proxy().is_none() => &addr == peer.address(),
+                _ => peer.matches_fd(stream.id()),
+            };
             #[cfg(windows)]
             let matches = {
                 use std::os::windows::io::{AsRawSocket, RawSocket};
@@ -445,6 +451,19 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// The peer address recorded in `stream`'s socket digest when it was connected, if any
+/// (never asks the socket).
+// PATCH (failover gateway): see `reused_stream`.
+#[cfg(unix)]
+fn recorded_peer(stream: &Stream) -> Option<crate::protocols::l4::socket::SocketAddr> {
+    stream
+        .get_socket_digest()?
+        .peer_addr
+        .get()
+        .cloned()
+        .flatten()
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
