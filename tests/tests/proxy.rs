@@ -103,6 +103,26 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
 }
 
 #[tokio::test]
+async fn a_connection_idle_past_the_grace_second_serves_its_next_requests_in_full() {
+    // After a second without a request a plaintext connection gives back its read and write
+    // buffers (vendor patches 10 and 17); the next requests get them back.
+    let fra = region("fra", "fra-1").await;
+    let (gw, _) = Gateway::start(&one_region(Region::one("fra-1", fra.addr())), &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    assert_eq!(conn.send(get("app.test", "/first")).await.status, 200);
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let resp = conn.send(get("app.test", "/stream/300000")).await;
+        assert_eq!(resp.status, 200, "round {round}");
+        assert_eq!(resp.body.len(), 300_000, "round {round}");
+        let small = conn.send(get("app.test", "/again")).await;
+        assert_eq!(small.status, 200, "round {round}");
+        assert_eq!(small.json()["path"], "/again");
+    }
+    assert!(conn.is_open());
+}
+
+#[tokio::test]
 async fn chunked_upload_and_large_streamed_download() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;

@@ -528,6 +528,8 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    // PATCH (failover gateway): the write buffer's capacity as last set (see `set_buffer`).
+    write_capacity: usize,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -623,6 +625,31 @@ impl Stream {
         }
     }
 
+    /// PATCH (failover gateway): gives back the write buffer of a connection that waits idle
+    /// (nothing buffered either way, no read buffer) and returns its capacity, to pass to
+    /// [`Self::unpark_write_buffer`] when the connection has something to do again. `None`
+    /// when there is no buffer, or when it or a read buffer is in use: then nothing changes.
+    pub fn park_write_buffer(&mut self) -> Option<usize> {
+        let unbuffered_read = matches!(self.stream, Some(BufferedStream::UnbufferedRead(_)));
+        let capacity = self.write_capacity;
+        if !unbuffered_read || capacity == 0 || !self.stream().writer().buffer().is_empty() {
+            return None;
+        }
+        self.set_buffer(L4BufferSettings {
+            read: Some(0),
+            write: Some(0),
+        });
+        Some(capacity)
+    }
+
+    /// PATCH (failover gateway): the write buffer [`Self::park_write_buffer`] gave back.
+    pub fn unpark_write_buffer(&mut self, capacity: usize) {
+        self.set_buffer(L4BufferSettings {
+            read: Some(0),
+            write: Some(capacity),
+        });
+    }
+
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
@@ -630,6 +657,7 @@ impl Stream {
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
         let stream = mem::take(&mut self.stream);
+        self.write_capacity = buffer.write_capacity();
         let stream = stream.map(|s| {
             BufferedStream::with_capacity(
                 buffer.read_capacity(),
@@ -651,6 +679,7 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -674,6 +703,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -698,6 +728,7 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,

@@ -150,13 +150,30 @@ async fn first_bytes(stream: &mut crate::protocols::Stream, idle: Duration) -> O
         Err(_) => {}
     }
     drop(buf);
+    // A plaintext connection's 1460-byte write buffer is a quarter of what it holds while idle.
+    let parked = stream
+        .as_any_mut()
+        .downcast_mut::<crate::protocols::l4::stream::Stream>()
+        .and_then(|l4| l4.park_write_buffer());
+    let unpark = |stream: &mut crate::protocols::Stream| {
+        if let (Some(capacity), Some(l4)) = (
+            parked,
+            stream
+                .as_any_mut()
+                .downcast_mut::<crate::protocols::l4::stream::Stream>(),
+        ) {
+            l4.unpark_write_buffer(capacity);
+        }
+    };
     let readable = std::future::poll_fn(|cx| {
         let mut empty = tokio::io::ReadBuf::new(&mut []);
         // A zero-length read never means end of stream here: it only waits until the socket
         // has something (data, end or error), which the real read below then finds out.
         Pin::new(&mut *stream).poll_read(cx, &mut empty)
     });
-    match timeout(idle.saturating_sub(grace), readable).await {
+    let woke = timeout(idle.saturating_sub(grace), readable).await;
+    unpark(stream);
+    match woke {
         Ok(Ok(())) => {}
         _ => return None,
     }
