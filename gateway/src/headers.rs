@@ -114,7 +114,8 @@ pub(crate) fn forward_request(
             }
             _ => HeaderValue::from_bytes(ip),
         };
-        let value = value.map_err(|_| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
+        let value =
+            value.map_err(|_| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
         upstream.insert_header("x-forwarded-for", value)?;
     }
     Ok(())
@@ -316,7 +317,9 @@ mod tests {
             [10, 99, 100, 255].into(),
             [192, 0, 2, 9].into(),
             "2001:db8::1".parse().expect("ip"),
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().expect("ip"),
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                .parse()
+                .expect("ip"),
         ];
         for ip in cases {
             let mut buf = [0u8; 48];

@@ -598,7 +598,11 @@ mod grid_tests {
             let rounded = on_grid(at);
             assert!(rounded >= at && rounded - at < PROBE_GRID, "{ms} ms");
             let offset = rounded.duration_since(first).as_nanos();
-            assert_eq!(offset % PROBE_GRID.as_nanos(), 0, "{ms} ms: not on the grid");
+            assert_eq!(
+                offset % PROBE_GRID.as_nanos(),
+                0,
+                "{ms} ms: not on the grid"
+            );
         }
         // Before the grid's start (another runtime's clock): unchanged.
         let early = first - Duration::from_secs(1);

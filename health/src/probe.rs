@@ -339,7 +339,10 @@ mod tests {
         let first = default_roots();
         assert!(!first.is_empty(), "neither system nor bundled roots");
         let second = default_roots();
-        assert!(Arc::ptr_eq(&first, &second), "roots loaded again within a minute");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "roots loaded again within a minute"
+        );
     }
 
     #[test]

@@ -92,7 +92,9 @@ async fn http1_keepalive_proxy_headers_and_request_id() {
         .to_string();
     assert_eq!(generated.len(), 32, "{generated}");
     assert!(
-        generated.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        generated
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
         "{generated}"
     );
     assert_eq!(
@@ -552,7 +554,10 @@ async fn idle_pooled_upstream_connections_are_closed_when_expired_or_closed_by_t
         idle: Some(Dur(Duration::from_secs(1))),
     });
     let config = config()
-        .region("kept", Region::one("kept-1", kept.addr()).probe(rare_probes()))
+        .region(
+            "kept",
+            Region::one("kept-1", kept.addr()).probe(rare_probes()),
+        )
         .region(
             "closing",
             Region::one("closing-1", closing.addr()).probe(rare_probes()),
