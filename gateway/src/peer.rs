@@ -31,7 +31,9 @@ pub(crate) fn for_attempt(
     peer.group_key = generation;
     let opts = &mut peer.options;
     opts.custom_l4 = Some(Arc::new(AbortableConnect {
+        endpoint: choice.endpoint.clone(),
         token,
+        generation,
         connect_timeout: timeouts.connect,
     }));
     opts.connection_timeout = Some(timeouts.connect);

@@ -3,18 +3,21 @@
 //! Pingora waits for an upstream response until its read timeout. When a region is blackholed
 //! (it accepts connections and never answers) that would make users wait the full timeout. Every
 //! upstream connection therefore holds its endpoint's abort token: when health marks the
-//! endpoint down, reads and writes on its connections that wait fail at once, and the proxy
-//! retries idempotent requests elsewhere (see `error_while_proxy` in [`crate::proxy`]). Bytes
-//! the socket already has are still passed on: the token is polled only when the socket would
-//! wait, which also keeps its locks off the path of every read and write that completes at once.
+//! endpoint down, every later read and write on its connections fails, those waiting at once,
+//! and the proxy retries idempotent requests elsewhere (see `error_while_proxy` in
+//! [`crate::proxy`]). Each read and write first checks the endpoint's down count (one atomic
+//! load); the token itself, whose state sits behind a lock, is polled only when the socket would
+//! wait, to be woken by the mark-down.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gateway_health::EndpointHealth;
 use pingora::connectors::L4Connect;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::l4::stream::Stream;
@@ -27,8 +30,12 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 /// Connects with a timeout and ties the connection to an abort token.
 #[derive(Debug)]
 pub struct AbortableConnect {
+    /// The endpoint connected to.
+    pub endpoint: Arc<EndpointHealth>,
     /// Cancelled when the endpoint is marked down.
     pub token: CancellationToken,
+    /// The endpoint's down count when `token` was handed out.
+    pub generation: u64,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
 }
@@ -39,7 +46,7 @@ impl L4Connect for AbortableConnect {
         let inet = *addr
             .as_inet()
             .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an inet address"))?;
-        if self.token.is_cancelled() {
+        if self.endpoint.marked_down_since(self.generation) {
             return Error::e_explain(
                 ErrorType::ConnectError,
                 format!("{inet}: endpoint marked down"),
@@ -62,6 +69,8 @@ impl L4Connect for AbortableConnect {
         let _ = stream.set_nodelay(true);
         let socket = AbortableSocket {
             inner: stream,
+            endpoint: self.endpoint.clone(),
+            generation: self.generation,
             cancelled: Box::pin(self.token.clone().cancelled_owned()),
             aborted: false,
         };
@@ -72,6 +81,8 @@ impl L4Connect for AbortableConnect {
 /// A TCP stream whose I/O fails once its token is cancelled.
 struct AbortableSocket {
     inner: TcpStream,
+    endpoint: Arc<EndpointHealth>,
+    generation: u64,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     aborted: bool,
 }
@@ -90,15 +101,16 @@ fn aborted() -> io::Error {
 }
 
 impl AbortableSocket {
-    /// `io` as it is, unless it would wait and the endpoint is marked down: then the abort
-    /// error (and every later call fails too). Polling the token registers the task's waker
-    /// with it, so a wait in progress ends when the endpoint goes down.
+    /// `io` as it is, unless the endpoint was marked down: then the abort error, for this and
+    /// every later call. When `io` would wait, polling the token registers the task's waker
+    /// with it, so the wait ends when the endpoint goes down.
     fn unless_aborted<T>(
         &mut self,
         cx: &mut Context<'_>,
         io: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if self.aborted {
+        if self.aborted || self.endpoint.marked_down_since(self.generation) {
+            self.aborted = true;
             return Poll::Ready(Err(aborted()));
         }
         match io(Pin::new(&mut self.inner), cx) {
@@ -154,5 +166,67 @@ impl VirtualSocket for AbortableSocket {
             // pool's idle timeout.
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_config::{EndpointId, RegionName};
+    use gateway_health::{Failure, HealthHub, HealthPolicy, Passive, TargetKey};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Issue 12's "no optimisation changes behaviour": once the endpoint is marked down, a read
+    /// fails even when the socket already holds the upstream's bytes.
+    #[tokio::test]
+    async fn a_marked_down_endpoint_fails_reads_even_with_bytes_waiting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hub = HealthHub::new();
+        let region = hub.region(&RegionName::try_new("fra").expect("name"));
+        let policy = HealthPolicy {
+            rise: 1,
+            fall: 1,
+            consecutive_failures: Some(1),
+            ejection: Duration::from_secs(60),
+            max_ejection: Duration::from_secs(60),
+        };
+        let key = TargetKey {
+            id: EndpointId::try_new("fra-1").expect("id"),
+            addr,
+        };
+        let endpoint = hub.endpoint(&region, key, policy);
+        let (token, generation) = endpoint.abort_token();
+        let connect = AbortableConnect {
+            endpoint: endpoint.clone(),
+            token,
+            generation,
+            connect_timeout: Duration::from_secs(10),
+        };
+        let mut client = connect
+            .connect(&SocketAddr::Inet(addr))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+
+        server.write_all(b"first").await.expect("write");
+        let mut buf = [0u8; 5];
+        client.read_exact(&mut buf).await.expect("read while up");
+        assert_eq!(&buf, b"first");
+
+        // Bytes in the client's receive buffer, then the mark-down.
+        server.write_all(b"second").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(endpoint.report_failure(Failure::Definite), Passive::Ejected);
+        let err = client.read(&mut buf).await.expect_err("aborted");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+        let err = client.write_all(b"x").await.expect_err("aborted");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+
+        // A connection for the new generation is not aborted.
+        let (token, generation) = endpoint.abort_token();
+        assert!(!endpoint.marked_down_since(generation));
+        assert!(!token.is_cancelled());
     }
 }

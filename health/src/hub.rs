@@ -87,6 +87,9 @@ pub struct EndpointHealth {
     region: Weak<RegionHealth>,
     routable: AtomicBool,
     passive_streak: AtomicU32,
+    /// How often this endpoint was marked down: the generation of its abort tokens. Also the
+    /// connection-pool key, so connections aborted by a past "down" are never reused.
+    generation: AtomicU64,
     inner: Mutex<EndpointInner>,
     hub: Weak<HubInner>,
 }
@@ -95,9 +98,6 @@ struct EndpointInner {
     state: EndpointState,
     policy: HealthPolicy,
     abort: CancellationToken,
-    /// Counts abort tokens handed out; part of the connection-pool key so connections aborted
-    /// by a past "down" are never reused.
-    generation: u64,
     last_probe: Option<ProbeRecord>,
     /// When the last counted timeout was seen (see [`EndpointHealth::report_failure`]).
     last_timeout: Option<Instant>,
@@ -171,7 +171,13 @@ impl EndpointHealth {
     /// requests still waiting on a dead endpoint can be failed over at once.
     pub fn abort_token(&self) -> (CancellationToken, u64) {
         let inner = self.lock();
-        (inner.abort.clone(), inner.generation)
+        (inner.abort.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    /// Whether this endpoint was marked down since `generation` (from [`Self::abort_token`])
+    /// was handed out: one atomic load, for checks on every read and write of a connection.
+    pub fn marked_down_since(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::Acquire) != generation
     }
 
     /// Reports a live request attempt that succeeded.
@@ -285,9 +291,9 @@ impl EndpointHealth {
         if !t.to.routable() {
             // Fail requests still waiting on this endpoint, and start a new token for new ones.
             let mut inner = self.lock();
+            self.generation.fetch_add(1, Ordering::AcqRel);
             inner.abort.cancel();
             inner.abort = CancellationToken::new();
-            inner.generation += 1;
         }
         let Some(hub) = self.hub.upgrade() else {
             return;
@@ -660,11 +666,11 @@ impl HealthHub {
             region: Arc::downgrade(region),
             routable: AtomicBool::new(true),
             passive_streak: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
             inner: Mutex::new(EndpointInner {
                 state: EndpointState::new(),
                 policy,
                 abort: CancellationToken::new(),
-                generation: 0,
                 last_probe: None,
                 last_timeout: None,
             }),

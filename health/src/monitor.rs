@@ -555,10 +555,13 @@ async fn run_probes(
         }
         first.take();
         let spread = interval.mul_f64(f64::from(jitter_permille) / 1000.0);
-        let delay = interval.saturating_sub(spread) + spread.mul_f64(2.0 * fastrand::f64());
+        let now = tokio::time::Instant::now();
+        let earliest = now + interval.saturating_sub(spread);
+        let latest = now + interval + spread;
+        let at = earliest + spread.mul_f64(2.0 * fastrand::f64());
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(on_grid(tokio::time::Instant::now() + delay)) => {}
+            _ = tokio::time::sleep_until(on_grid(at, earliest..=latest)) => {}
         }
     }
 }
@@ -566,21 +569,31 @@ async fn run_probes(
 /// Probes start on a grid of this step, so that a fleet's probes (each its own task and timer)
 /// wake the probing thread once per step with all that are due, not once each: 1000 endpoints
 /// probed every second woke it 1000 times a second, and the context switches were a quarter of
-/// its CPU. A probe starts up to this much later than its interval and jitter say.
+/// its CPU. The grid never takes a start out of its `interval ± jitter` window (see
+/// [`on_grid`]), so probing keeps its documented timing.
 const PROBE_GRID: Duration = Duration::from_millis(5);
 
-/// `at`, rounded up to the next multiple of [`PROBE_GRID`] since the first call (`at` itself if
-/// it is before that: tests run runtimes with clocks of their own).
-fn on_grid(at: tokio::time::Instant) -> tokio::time::Instant {
+/// `at` moved onto the grid of [`PROBE_GRID`] steps since the first call: the next grid point
+/// if it is inside `window`, else the previous one if that is, else `at` itself (a window
+/// narrower than a step, as with no jitter, or a clock from before the grid's start: tests run
+/// runtimes with clocks of their own).
+fn on_grid(
+    at: tokio::time::Instant,
+    window: std::ops::RangeInclusive<tokio::time::Instant>,
+) -> tokio::time::Instant {
     static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
     let Some(since) = at.checked_duration_since(epoch) else {
         return at;
     };
-    let since = since.as_nanos();
     let step = PROBE_GRID.as_nanos();
-    let steps = since.div_ceil(step);
-    epoch + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+    let point =
+        |steps: u128| epoch + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX));
+    let since = since.as_nanos();
+    [point(since.div_ceil(step)), point(since / step)]
+        .into_iter()
+        .find(|p| window.contains(p))
+        .unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -588,25 +601,41 @@ mod grid_tests {
     use super::*;
 
     #[test]
-    fn probe_starts_are_rounded_up_to_the_grid_by_less_than_one_step() {
+    fn probe_starts_move_onto_the_grid_only_within_their_window() {
         // The grid starts at the first call.
-        let _ = on_grid(tokio::time::Instant::now());
         let now = tokio::time::Instant::now();
-        let first = on_grid(now);
-        for ms in [0u64, 1, 4, 5, 6, 999, 1000, 1003] {
-            let at = now + Duration::from_millis(ms);
-            let rounded = on_grid(at);
-            assert!(rounded >= at && rounded - at < PROBE_GRID, "{ms} ms");
-            let offset = rounded.duration_since(first).as_nanos();
-            assert_eq!(
-                offset % PROBE_GRID.as_nanos(),
-                0,
-                "{ms} ms: not on the grid"
+        let _ = on_grid(now, now..=now);
+        let now = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let first = on_grid(now, now..=now + PROBE_GRID);
+        let on_the_grid = |t: tokio::time::Instant| {
+            t.duration_since(first).as_nanos() % PROBE_GRID.as_nanos() == 0
+        };
+        assert!(on_the_grid(first));
+        // A 1 s interval with 10 % jitter: every start lands on the grid, inside the window,
+        // less than one step from where it was drawn.
+        let (earliest, latest) = (now + ms(900), now + ms(1100));
+        for offset in [0u64, 1, 4, 5, 6, 99, 100, 101, 150, 199, 200] {
+            let at = earliest + ms(offset);
+            let moved = on_grid(at, earliest..=latest);
+            assert!(
+                (earliest..=latest).contains(&moved),
+                "{offset} ms: out of the window"
             );
+            assert!(on_the_grid(moved), "{offset} ms: not on the grid");
+            let by = if moved >= at { moved - at } else { at - moved };
+            assert!(by < PROBE_GRID, "{offset} ms: moved by {by:?}");
         }
+        // The latest start of the window, just past a grid point: rounded down, not out.
+        let latest = first + ms(1001);
+        assert_eq!(on_grid(latest, first + ms(999)..=latest), first + ms(1000));
+        // No jitter (or a window narrower than a step with no grid point in it): unchanged.
+        let at = first + ms(1002);
+        assert_eq!(on_grid(at, at..=at), at);
+        assert_eq!(on_grid(at, at..=first + ms(1004)), at);
         // Before the grid's start (another runtime's clock): unchanged.
         let early = first - Duration::from_secs(1);
-        assert_eq!(on_grid(early), early);
+        assert_eq!(on_grid(early, early..=early + ms(100)), early);
     }
 }
 
