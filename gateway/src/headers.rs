@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
@@ -31,6 +32,39 @@ const FORWARDING: [&str; 5] = [
     "x-forwarded-host",
     "x-forwarded-port",
 ];
+
+/// A field the gateway adds to what it forwards: its name, validated once, and its spelling on
+/// the wire (lowercase, as written before: `insert_header` with a `&str` kept that spelling).
+pub(crate) struct AddedField {
+    name: HeaderName,
+    wire: Bytes,
+}
+
+impl AddedField {
+    const fn new(lowercase: &'static str) -> Self {
+        Self {
+            name: HeaderName::from_static(lowercase),
+            wire: Bytes::from_static(lowercase.as_bytes()),
+        }
+    }
+
+    /// Sets the field on `request`, replacing any value it had; no parse and no allocation
+    /// for the name.
+    pub(crate) fn insert_request(
+        &self,
+        request: &mut RequestHeader,
+        value: HeaderValue,
+    ) -> Result<()> {
+        request.insert_parsed_header(&self.name, &self.wire, value)
+    }
+}
+
+/// `X-Forwarded-For`.
+pub(crate) const X_FORWARDED_FOR: AddedField = AddedField::new("x-forwarded-for");
+/// `X-Forwarded-Host`.
+pub(crate) const X_FORWARDED_HOST: AddedField = AddedField::new("x-forwarded-host");
+/// `X-Forwarded-Proto`.
+pub(crate) const X_FORWARDED_PROTO: AddedField = AddedField::new("x-forwarded-proto");
 
 /// Prepares the upstream request from the client's: drops hop-by-hop headers and those listed
 /// in `Connection`, keeps `TE: trailers` and an upgrade's `Upgrade`, sets the forwarding
@@ -99,14 +133,14 @@ pub(crate) fn forward_request(
         if !upstream.headers.contains_key(header::HOST) {
             upstream.insert_header(header::HOST, host.clone())?;
         }
-        upstream.insert_header("x-forwarded-host", host)?;
+        X_FORWARDED_HOST.insert_request(upstream, host)?;
     }
     if let Some(ip) = client_ip {
         let mut text = [0u8; 48];
         let ip = ip_text(ip, &mut text);
         let value = match upstream
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR.name)
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) if !prev.trim().is_empty() => {
@@ -116,7 +150,7 @@ pub(crate) fn forward_request(
         };
         let value =
             value.map_err(|_| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
-        upstream.insert_header("x-forwarded-for", value)?;
+        X_FORWARDED_FOR.insert_request(upstream, value)?;
     }
     Ok(())
 }

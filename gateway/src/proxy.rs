@@ -502,9 +502,11 @@ impl ProxyHttp for GatewayProxy {
             trusted,
         )?;
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        headers::X_FORWARDED_PROTO.insert_request(upstream, proto)?;
         if let Some(id) = &ctx.request_id {
-            upstream.insert_header(ctx.snapshot.request_id_header.clone(), id.clone())?;
+            let name = &ctx.snapshot.config.server.request_id_header;
+            upstream.insert_parsed_header(name, &ctx.snapshot.request_id_header, id.clone())?;
         }
         Ok(())
     }
@@ -520,7 +522,8 @@ impl ProxyHttp for GatewayProxy {
         ctx.response = ResponsePhase::Started;
         headers::strip_response_hop_by_hop(response);
         if let Some(id) = &ctx.request_id {
-            response.insert_header(ctx.snapshot.request_id_header.clone(), id.clone())?;
+            let name = &ctx.snapshot.config.server.request_id_header;
+            response.insert_parsed_header(name, &ctx.snapshot.request_id_header, id.clone())?;
         }
         self.sticky_response(response, ctx)?;
         Ok(())
