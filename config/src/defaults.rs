@@ -79,6 +79,14 @@ pub const PASSIVE_CONSECUTIVE_FAILURES: u32 = 3;
 pub const EJECTION: &str = "5s";
 /// `regions.<name>.passive.max_ejection` (at least the ejection).
 pub const MAX_EJECTION: &str = "60s";
+/// `regions.<name>.passive.latency.enabled`.
+pub const LATENCY_EJECTION: bool = true;
+/// `regions.<name>.passive.latency.factor`.
+pub const LATENCY_FACTOR: f64 = 3.0;
+/// `regions.<name>.passive.latency.min_samples`.
+pub const LATENCY_MIN_SAMPLES: u32 = 10;
+/// `regions.<name>.passive.latency.min_latency`.
+pub const LATENCY_MIN: &str = "100ms";
 /// `routes[].match.path_prefix` and `routes[].sticky.path`.
 pub const PATH: &str = "/";
 /// `routes[].failback.hold_down`.
@@ -122,6 +130,7 @@ mod tests {
             CHECK_TIMEOUT,
             EJECTION,
             MAX_EJECTION,
+            LATENCY_MIN,
             HOLD_DOWN,
             CONNECT_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -455,6 +455,20 @@ pub struct PassiveSettings {
     /// Share of the region's endpoints passive ejection may have ejected at once, per mille
     /// (at least one endpoint).
     pub max_ejected_permille: u32,
+    /// Latency outlier ejection; `None` when disabled.
+    pub latency: Option<LatencyEjection>,
+}
+
+/// Latency outlier ejection: `min_samples` consecutive answers slower than `factor` times the
+/// median of the region's other endpoints, and than `min_latency`, eject an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyEjection {
+    /// The factor, per mille (3× is 3000).
+    pub factor_permille: u32,
+    /// Consecutive slow answers that eject.
+    pub min_samples: NonZeroU32,
+    /// Answers faster than this never count as slow.
+    pub min_latency: Duration,
 }
 
 /// A route.

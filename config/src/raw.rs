@@ -430,6 +430,35 @@ pub struct RawPassive {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_EJECTED))]
     pub max_ejected: Option<String>,
+    /// Latency outlier ejection: an endpoint whose answers stay far slower than the rest of
+    /// its region's is ejected like a failing one (same ejection times, doubling, and the
+    /// `max_ejected` cap). On by default.
+    #[serde(default)]
+    pub latency: Option<RawLatencyEjection>,
+}
+
+/// Latency outlier ejection settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawLatencyEjection {
+    /// Whether slow endpoints are ejected (default true).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::LATENCY_EJECTION))]
+    pub enabled: Option<bool>,
+    /// How many times slower than the median of the region's other endpoints (their recent
+    /// average time to first byte) an answer must be to count as slow (default 3, at least 1.5).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::LATENCY_FACTOR))]
+    pub factor: Option<f64>,
+    /// Consecutive slow answers that eject (default 10).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::LATENCY_MIN_SAMPLES))]
+    pub min_samples: Option<u32>,
+    /// Answers faster than this never count as slow, however fast the others are (default
+    /// `100ms`).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::LATENCY_MIN))]
+    pub min_latency: Option<String>,
 }
 
 /// A route.

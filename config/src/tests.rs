@@ -285,3 +285,53 @@ fn request_is_a_total_deadline_that_can_be_off_and_read_follows_it() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn latency_ejection_defaults_on_and_checks_its_settings() {
+    let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
+    assert_eq!(
+        c.regions[0].passive.latency,
+        Some(LatencyEjection {
+            factor_permille: 3000,
+            min_samples: std::num::NonZeroU32::new(10).expect("nonzero"),
+            min_latency: std::time::Duration::from_millis(100),
+        })
+    );
+    let with = |passive: &str| {
+        MINIMAL.replacen(
+            "  fra:\n    endpoints:\n",
+            &format!("  fra:\n    passive: {passive}\n    endpoints:\n"),
+            1,
+        )
+    };
+    let off = parse(
+        &with("{ latency: { enabled: false } }"),
+        Path::new("test.yaml"),
+    )
+    .expect("valid");
+    assert_eq!(off.regions[0].passive.latency, None);
+    let tuned = parse(
+        &with("{ latency: { factor: 2.5, min_samples: 4, min_latency: 250ms } }"),
+        Path::new("test.yaml"),
+    )
+    .expect("valid");
+    let tuned = tuned.regions[0].passive.latency.expect("on");
+    assert_eq!(tuned.factor_permille, 2500);
+    assert_eq!(tuned.min_samples.get(), 4);
+    assert_eq!(tuned.min_latency, std::time::Duration::from_millis(250));
+
+    let found = issues(&with(
+        "{ latency: { factor: 1.2, min_samples: 0, min_latency: 0s } }",
+    ));
+    let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "regions.fra.passive.latency.factor",
+            "regions.fra.passive.latency.min_samples",
+            "regions.fra.passive.latency.min_latency",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].fix.contains("1.5"), "{found:#?}");
+}

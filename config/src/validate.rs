@@ -1166,7 +1166,48 @@ impl<'a> Validator<'a> {
                 crate::values::parse_percent_permille(defaults::MAX_EJECTED).unwrap_or(500),
                 1000,
             ),
+            latency: self.latency_ejection(
+                &format!("{p}.latency"),
+                raw.and_then(|r| r.latency.as_ref()),
+            ),
         }
+    }
+
+    fn latency_ejection(
+        &mut self,
+        p: &str,
+        raw: Option<&RawLatencyEjection>,
+    ) -> Option<LatencyEjection> {
+        let factor = raw
+            .and_then(|r| r.factor)
+            .unwrap_or(defaults::LATENCY_FACTOR);
+        let factor_permille = if factor.is_finite() && (1.5..=1000.0).contains(&factor) {
+            (factor * 1000.0).round() as u32
+        } else {
+            self.err(
+                &format!("{p}.factor"),
+                format!("`{factor}` is out of range"),
+                "use a factor from 1.5 to 1000, such as 3",
+            );
+            (defaults::LATENCY_FACTOR * 1000.0) as u32
+        };
+        let min_samples = self.nonzero(
+            &format!("{p}.min_samples"),
+            raw.and_then(|r| r.min_samples),
+            defaults::LATENCY_MIN_SAMPLES,
+        );
+        let min_latency = self.positive_duration(
+            &format!("{p}.min_latency"),
+            raw.and_then(|r| r.min_latency.as_ref()),
+            duration(defaults::LATENCY_MIN),
+        );
+        raw.and_then(|r| r.enabled)
+            .unwrap_or(defaults::LATENCY_EJECTION)
+            .then_some(LatencyEjection {
+                factor_permille,
+                min_samples,
+                min_latency,
+            })
     }
 
     /// An optional limit that must be positive when given.

@@ -397,6 +397,7 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
             .map(millis)
             .unwrap_or(0)
     };
+    let now = tokio::time::Instant::now();
     json!({
         "ready": ready,
         "draining": gateway.readiness.draining(),
@@ -440,6 +441,11 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                         "address": st.key.addr.to_string(),
                         "health": format!("{:?}", st.health).to_lowercase(),
                         "ejected_for_ms": st.ejected_for.map(millis),
+                        "latency": json!({
+                            "ttfb_ms": e.latency.estimate(now).map(|d| d.as_secs_f64() * 1000.0),
+                            "samples": e.latency.samples(),
+                            "in_flight": e.latency.in_flight(),
+                        }),
                         "last_probe": st.last_probe.map(|p| json!({
                             "ok": p.ok, "at_unix_ms": unix_ms(p.at), "duration_ms": millis(p.duration), "detail": p.detail,
                         })),

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_config::OnAllDown;
-use gateway_health::{Failure, Passive};
+use gateway_health::{Failure, Passive, Slowness};
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -25,7 +25,7 @@ use crate::lag::Lag;
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
 use crate::selection::{
-    choose, choose_fail_open, has_untried, has_untried_fail_open, Choice, NoChoice,
+    choose, choose_fail_open, has_untried, has_untried_fail_open, Choice, InFlight, NoChoice,
 };
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 use crate::telemetry::LabelSet;
@@ -66,6 +66,15 @@ impl GatewayProxy {
             crate::telemetry::timeout_excused();
             tracing::debug!(endpoint = %choice.endpoint.key.id, lag_ms = self.lag.current().as_millis() as u64, "upstream timeout while the gateway is saturated: not counted");
             return false;
+        }
+        if let Failure::Timeout { started } = kind {
+            // The wait was real: latency-aware choice moves traffic away before ejection does.
+            // (Its outlier verdict is moot: the timeout itself counts below.)
+            let now = tokio::time::Instant::now();
+            choice
+                .endpoint
+                .latency
+                .observe(now.saturating_duration_since(started), now);
         }
         let passive = choice.endpoint.report_failure(kind);
         let region = ctx.snapshot.regions[choice.region].name.as_str();
@@ -127,6 +136,8 @@ pub struct RequestCtx {
     route_slot: Option<Slot>,
     /// Held while the current attempt is in flight to its region (capacity).
     region_slot: Option<Slot>,
+    /// Held while the current attempt is in flight to its endpoint (latency-aware choice).
+    endpoint_attempt: Option<InFlight>,
     /// The route fails open (every allowed region looked down, or a retry had tried every
     /// endpoint of those that looked up): attempts ignore health.
     fail_open: bool,
@@ -236,6 +247,7 @@ impl ProxyHttp for GatewayProxy {
             process_slot: None,
             route_slot: None,
             region_slot: None,
+            endpoint_attempt: None,
             fail_open: false,
         }
     }
@@ -422,6 +434,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.region_slot = Some(Slot::enter(
             &snapshot.regions[choice.region].health.in_flight,
         ));
+        ctx.endpoint_attempt = Some(InFlight::start(&choice.endpoint));
         ctx.tried.push(choice);
         ctx.attempt_started = tokio::time::Instant::now();
         ctx.body_bytes = 0;
@@ -435,6 +448,17 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = response.status.as_u16();
+        if let Some(c) = ctx.current() {
+            let now = tokio::time::Instant::now();
+            let slowness = c
+                .endpoint
+                .observe(now.saturating_duration_since(ctx.attempt_started), now);
+            if slowness != Slowness::Fine {
+                let region = ctx.snapshot.regions[c.region].name.as_str();
+                crate::telemetry::slow_answer(region, slowness);
+                tracing::debug!(region, endpoint = %c.endpoint.key.id, ?slowness, "slow answer");
+            }
+        }
         if status == 101 || status < 500 {
             if let Some(c) = ctx.current() {
                 c.endpoint.report_success();

@@ -1,7 +1,10 @@
 //! Upstream selection: which region, then which endpoint, for one attempt of a request.
 //!
 //! First attempt: the route's active tier (see [`crate::failover`]); within the tier, up
-//! regions by weight; within a region, healthy endpoints by round robin. Retries never reuse an
+//! regions by weight; within a region, the better of two healthy endpoints (power of two
+//! choices: the lower peak-EWMA time to first byte times attempts in flight, see
+//! [`gateway_health::latency`]), so a slow endpoint gets less traffic before any probe or
+//! ejection notices it. Retries never reuse an
 //! endpoint already tried for the request, and after a failure in a region they prefer the other
 //! allowed regions (the active tier's, then lower tiers, then higher ones) before the failed
 //! region's other endpoints. Only regions of the route's tiers are ever candidates, and those
@@ -12,6 +15,7 @@ use std::sync::Arc;
 
 use gateway_config::Region;
 use gateway_health::hub::RegionMembers;
+use gateway_health::latency::Latency;
 use gateway_health::EndpointHealth;
 
 use crate::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
@@ -41,6 +45,24 @@ impl Choice {
             endpoint: endpoint.clone(),
             settings: members.config.clone()?,
         })
+    }
+}
+
+/// Counts an attempt in flight to its endpoint (for latency-aware choice) until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<EndpointHealth>);
+
+impl InFlight {
+    /// Starts counting an attempt to `endpoint`.
+    pub fn start(endpoint: &Arc<EndpointHealth>) -> Self {
+        endpoint.latency.start();
+        Self(endpoint.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.latency.finish();
     }
 }
 
@@ -192,7 +214,9 @@ fn tier_order(plan: &RoutePlan, tier: usize, snapshot: &RoutingSnapshot) -> Vec<
     order
 }
 
-/// An untried routable endpoint of `region`, round robin.
+/// An untried routable endpoint of `region`: of two candidates, the one with the lower latency
+/// load. The first candidate goes round robin, the second is drawn at random among the others,
+/// so that every endpoint is compared and a tie keeps the round robin's spread.
 pub(crate) fn pick_endpoint(
     snapshot: &RoutingSnapshot,
     region: RegionIndex,
@@ -204,9 +228,42 @@ pub(crate) fn pick_endpoint(
     if n == 0 {
         return None;
     }
+    let eligible = |e: &&Arc<EndpointHealth>| {
+        e.is_routable() && !tried.iter().any(|c| Arc::ptr_eq(&c.endpoint, e))
+    };
     let start = target.health.cursor.fetch_add(1, Ordering::Relaxed);
-    (0..n)
-        .map(|k| &members.endpoints[(start + k) % n])
-        .find(|e| e.is_routable() && !tried.iter().any(|c| Arc::ptr_eq(&c.endpoint, e)))
-        .and_then(|e| Choice::of(region, e, &members))
+    let (offset, first) = (0..n)
+        .map(|k| (k, &members.endpoints[(start + k) % n]))
+        .find(|(_, e)| eligible(e))?;
+    let chosen = match second_candidate(&members.endpoints, start + offset, eligible) {
+        Some(second) => {
+            let now = tokio::time::Instant::now();
+            if std::ptr::eq(
+                Latency::better(&first.latency, &second.latency, now),
+                &second.latency,
+            ) {
+                second
+            } else {
+                first
+            }
+        }
+        None => first,
+    };
+    Choice::of(region, chosen, &members)
+}
+
+/// An eligible endpoint other than the one at `first`, from a random place onwards.
+fn second_candidate<'a>(
+    endpoints: &'a [Arc<EndpointHealth>],
+    first: usize,
+    eligible: impl Fn(&&'a Arc<EndpointHealth>) -> bool,
+) -> Option<&'a Arc<EndpointHealth>> {
+    let n = endpoints.len();
+    if n < 2 {
+        return None;
+    }
+    let from = fastrand::usize(1..n);
+    (0..n - 1)
+        .map(|k| &endpoints[(first + 1 + (from - 1 + k) % (n - 1)) % n])
+        .find(|e| eligible(e))
 }

@@ -81,6 +81,19 @@ fn describe() {
         "1 while an endpoint address is routable."
     );
     describe_gauge!(
+        "gateway_endpoint_latency_seconds",
+        Unit::Seconds,
+        "Live time to first byte of an endpoint address (peak-EWMA, 10 s decay), as latency-aware choice sees it."
+    );
+    describe_counter!(
+        "gateway_slow_answers_total",
+        "Live answers far slower than the rest of their region's (latency outlier ejection), by region and outcome (counted, held: at the max_ejected cap, ejected)."
+    );
+    describe_gauge!(
+        "gateway_endpoint_in_flight",
+        "Attempts in flight to an endpoint address through this gateway."
+    );
+    describe_gauge!(
         "gateway_region_up",
         "1 while a region is up (healthy and not drained)."
     );
@@ -292,6 +305,19 @@ pub fn passive_failure(region: &str, timeout: bool) {
         .increment(1);
 }
 
+/// Counts a live answer that latency outlier ejection found slow, by what it did
+/// (`counted`, `held`: the region was at its `max_ejected` cap, `ejected`).
+pub fn slow_answer(region: &str, slowness: gateway_health::Slowness) {
+    let outcome = match slowness {
+        gateway_health::Slowness::Fine => return,
+        gateway_health::Slowness::Counted => "counted",
+        gateway_health::Slowness::HeldByCap => "held",
+        gateway_health::Slowness::Ejected => "ejected",
+    };
+    metrics::counter!("gateway_slow_answers_total", "region" => region.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
 /// Counts a request refused or failed by what its client did (`reason`: see
 /// [`crate::headers::Violation::label`], or `aborted`, `truncated`).
 pub fn client_event(reason: &'static str) {
@@ -386,9 +412,15 @@ pub fn export_health<'a>(regions: impl Iterator<Item = &'a gateway_health::Regio
             metrics::gauge!("gateway_region_check_passing", "region" => name.clone(), "check" => c.name.clone())
                 .set(f64::from(u8::from(c.is_passing())));
         }
+        let now = tokio::time::Instant::now();
         for e in &members.endpoints {
-            metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => e.key.id.to_string(), "address" => e.key.addr.to_string())
+            let (id, address) = (e.key.id.to_string(), e.key.addr.to_string());
+            metrics::gauge!("gateway_endpoint_up", "region" => name.clone(), "endpoint" => id.clone(), "address" => address.clone())
                 .set(f64::from(u8::from(e.is_routable())));
+            metrics::gauge!("gateway_endpoint_latency_seconds", "region" => name.clone(), "endpoint" => id.clone(), "address" => address.clone())
+                .set(e.latency.estimate(now).map_or(f64::NAN, |d| d.as_secs_f64()));
+            metrics::gauge!("gateway_endpoint_in_flight", "region" => name.clone(), "endpoint" => id, "address" => address)
+                .set(f64::from(e.latency.in_flight()));
         }
     }
 }

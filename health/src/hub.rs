@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::latency::Latency;
 use crate::state::{Cause, EndpointState, Health, HealthPolicy, Transition};
 
 /// A probed target: an endpoint id and one address it resolved to.
@@ -90,6 +91,8 @@ pub struct EndpointHealth {
     /// How often this endpoint was marked down: the generation of its abort tokens. Also the
     /// connection-pool key, so connections aborted by a past "down" are never reused.
     generation: AtomicU64,
+    /// Live time to first byte and attempts in flight, for latency-aware choice.
+    pub latency: Latency,
     inner: Mutex<EndpointInner>,
     hub: Weak<HubInner>,
 }
@@ -123,6 +126,19 @@ pub enum Failure {
         /// When the attempt that timed out began.
         started: Instant,
     },
+}
+
+/// What a live answer's time did (see [`EndpointHealth::observe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slowness {
+    /// Not slow, or latency ejection is off or has nothing to compare with.
+    Fine,
+    /// Slow, counted towards ejection.
+    Counted,
+    /// Slow enough to eject, but the region is at its `max_ejected` cap.
+    HeldByCap,
+    /// Ejected for slowness.
+    Ejected,
 }
 
 /// What a reported live failure did.
@@ -238,6 +254,69 @@ impl EndpointHealth {
             }
             None if !self.is_routable() => Passive::Ejected,
             None => Passive::Counted,
+        }
+    }
+
+    /// Records a live attempt's time to its first byte (or to its timeout) at `now`: into the
+    /// latency that choice reads, and for latency outlier ejection
+    /// (`regions.<name>.passive.latency`): an answer slower than `min_latency` and than
+    /// `factor` times the median of the region's other routable endpoints' recent average
+    /// counts as slow, any other answer ends the run, and `min_samples` slow answers in a row
+    /// eject the endpoint like failures do, under the same `max_ejected` cap as timeouts (a
+    /// slow moment of the gateway's own slows every endpoint alike, which the comparison
+    /// already discounts; the cap bounds what a wrong verdict can take out).
+    pub fn observe(&self, rtt: Duration, now: Instant) -> Slowness {
+        self.latency.observe(rtt, now);
+        let streak = &self.latency.slow_streak;
+        let Some(region) = self.region.upgrade() else {
+            return Slowness::Fine;
+        };
+        let members = region.members();
+        let policy = members.config.as_ref().and_then(|c| c.passive.latency);
+        let Some(policy) = policy.filter(|p| rtt >= p.min_latency && self.is_routable()) else {
+            streak.store(0, Ordering::Relaxed);
+            return Slowness::Fine;
+        };
+        let mut others: Vec<Duration> = members
+            .endpoints
+            .iter()
+            .filter(|e| !std::ptr::eq(e.as_ref(), self) && e.is_routable())
+            .filter_map(|e| e.latency.mean())
+            .collect();
+        if others.is_empty() {
+            streak.store(0, Ordering::Relaxed);
+            return Slowness::Fine;
+        }
+        others.sort_unstable();
+        // The upper median: with two others, the slower one; a verdict needs a clear margin.
+        let reference = others[others.len() / 2];
+        if rtt.as_nanos() * 1000 <= reference.as_nanos() * u128::from(policy.factor_permille) {
+            streak.store(0, Ordering::Relaxed);
+            return Slowness::Fine;
+        }
+        if streak.fetch_add(1, Ordering::Relaxed) + 1 < policy.min_samples.get() {
+            return Slowness::Counted;
+        }
+        let serial = region
+            .ejection_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !region.may_eject(self, now) {
+            return Slowness::HeldByCap;
+        }
+        streak.store(0, Ordering::Relaxed);
+        let transition = {
+            let mut inner = self.lock();
+            let policy = inner.policy;
+            inner.state.on_slow(now, &policy)
+        };
+        drop(serial);
+        match transition {
+            Some(t) => {
+                self.apply(t);
+                Slowness::Ejected
+            }
+            None => Slowness::Fine,
         }
     }
 
@@ -667,6 +746,7 @@ impl HealthHub {
             routable: AtomicBool::new(true),
             passive_streak: AtomicU32::new(0),
             generation: AtomicU64::new(0),
+            latency: Latency::new(),
             inner: Mutex::new(EndpointInner {
                 state: EndpointState::new(),
                 policy,

@@ -64,6 +64,9 @@ pub enum Cause {
     ProbesPassed,
     /// Live-traffic failures ejected the endpoint for this long.
     Ejected(Duration),
+    /// Its answers stayed far slower than the rest of its region's: latency outlier ejection
+    /// took it out for this long.
+    Slow(Duration),
 }
 
 /// A health transition.
@@ -187,6 +190,26 @@ impl EndpointState {
         if self.passive_streak < threshold || self.health == Health::Down {
             return None;
         }
+        self.eject(Cause::Ejected, now, policy)
+    }
+
+    /// Ejects an up endpoint whose live answers stayed far slower than its region's (the
+    /// caller decides that), for the same times as failures do, doubling with them.
+    pub fn on_slow(&mut self, now: Instant, policy: &HealthPolicy) -> Option<Transition> {
+        if self.health != Health::Up {
+            return None;
+        }
+        self.eject(Cause::Slow, now, policy)
+    }
+
+    /// Down for `ejection`, doubled for each ejection since the endpoint last stayed up for
+    /// `max_ejection`, at most `max_ejection`.
+    fn eject(
+        &mut self,
+        cause: fn(Duration) -> Cause,
+        now: Instant,
+        policy: &HealthPolicy,
+    ) -> Option<Transition> {
         if self
             .up_since
             .is_some_and(|since| now.duration_since(since) >= policy.max_ejection)
@@ -201,7 +224,7 @@ impl EndpointState {
         self.ejections += 1;
         self.ejected_until = Some(now + duration);
         self.passive_streak = 0;
-        self.set(Health::Down, Cause::Ejected(duration), now)
+        self.set(Health::Down, cause(duration), now)
     }
 
     fn set(&mut self, to: Health, cause: Cause, now: Instant) -> Option<Transition> {

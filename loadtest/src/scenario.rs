@@ -30,6 +30,9 @@ pub enum Fault {
     Slow,
     /// Refuses and recovers every 300 ms.
     Flap,
+    /// One of the primary region's two endpoints accepts connections and never answers; the
+    /// other stays healthy, so the region stays up.
+    Partial,
 }
 
 impl Fault {
@@ -41,6 +44,7 @@ impl Fault {
             Fault::Status5xx => Mode::Status(503),
             Fault::Slow => Mode::Slow(Duration::from_secs(2)),
             Fault::Flap => Mode::Flap(Duration::from_millis(300)),
+            Fault::Partial => Mode::Blackhole,
         }
     }
 
@@ -52,6 +56,15 @@ impl Fault {
             Fault::Status5xx => "5xx",
             Fault::Slow => "slow",
             Fault::Flap => "flap",
+            Fault::Partial => "partial",
+        }
+    }
+
+    /// How many of the primary region's endpoints the fault hits (`None`: all of them).
+    pub fn endpoints(self) -> Option<usize> {
+        match self {
+            Fault::Partial => Some(1),
+            _ => None,
         }
     }
 }
@@ -183,10 +196,20 @@ pub async fn run_once(
     });
     tokio::time::sleep_until((start + spec.fault_at).into()).await;
     let fault_at = start.elapsed();
-    fleet.set_mode("fra", spec.fault.mode())?;
+    let primary = fleet.region("fra")?;
+    let hit = &primary[..spec
+        .fault
+        .endpoints()
+        .unwrap_or(primary.len())
+        .min(primary.len())];
+    for server in hit {
+        server.set_mode(spec.fault.mode());
+    }
     tokio::time::sleep_until((start + spec.fault_at + spec.fault_for).into()).await;
     let recover_at = start.elapsed();
-    fleet.set_mode("fra", Mode::Ok)?;
+    for server in hit {
+        server.set_mode(Mode::Ok);
+    }
     let records = load_task.await?;
     let (down_at, up_again_at) = watcher.await?;
     drop(gw);

@@ -203,3 +203,34 @@ async fn probe_recovery_resets_the_passive_streak() {
         Some(Cause::Ejected(Duration::from_secs(5)))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_ejection_takes_the_failure_ejection_times_and_doubles_with_them() {
+    let mut s = EndpointState::new();
+    assert_eq!(
+        s.on_slow(Instant::now(), &POLICY),
+        None,
+        "only an up endpoint is ejected"
+    );
+    step(&mut s, true);
+    let t = s.on_slow(Instant::now(), &POLICY).expect("ejected");
+    assert_eq!(
+        (t.to, t.cause),
+        (Health::Down, Cause::Slow(Duration::from_secs(5)))
+    );
+    assert_eq!(s.on_slow(Instant::now(), &POLICY), None, "already down");
+    // Probes re-admit it after the ejection, as after failures.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    step(&mut s, true);
+    assert_eq!(step(&mut s, true).map(|t| t.to), Some(Health::Up));
+    // The next ejection, slow or failing, is twice as long.
+    let now = Instant::now();
+    let mut t = None;
+    for _ in 0..3 {
+        t = t.or(s.on_traffic(false, now, &POLICY));
+    }
+    assert_eq!(
+        t.map(|t| t.cause),
+        Some(Cause::Ejected(Duration::from_secs(10)))
+    );
+}
