@@ -315,12 +315,17 @@ fn status_page(status: &serde_json::Value) -> String {
             .into_iter()
             .flatten()
             .map(|e| {
+                let ttfb = e["latency"]["ttfb_ms"]
+                    .as_f64()
+                    .map(|ms| format!(" {ms:.1} ms"))
+                    .unwrap_or_default();
                 format!(
-                    "{} {} <span class=\"{}\">{}</span>",
+                    "{} {} <span class=\"{}\">{}</span>{}",
                     esc(e["id"].as_str().unwrap_or("")),
                     esc(e["address"].as_str().unwrap_or("")),
                     if e["health"] == "down" { "down" } else { "up" },
-                    esc(e["health"].as_str().unwrap_or(""))
+                    esc(e["health"].as_str().unwrap_or("")),
+                    ttfb
                 )
             })
             .collect();

@@ -33,6 +33,9 @@ pub enum Fault {
     /// One of the primary region's two endpoints accepts connections and never answers; the
     /// other stays healthy, so the region stays up.
     Partial,
+    /// Every primary endpoint loses 10 % of requests, health checks included: half stall, half
+    /// have their connection closed before an answer.
+    Lossy,
 }
 
 impl Fault {
@@ -45,6 +48,7 @@ impl Fault {
             Fault::Slow => Mode::Slow(Duration::from_secs(2)),
             Fault::Flap => Mode::Flap(Duration::from_millis(300)),
             Fault::Partial => Mode::Blackhole,
+            Fault::Lossy => Mode::Lossy(100),
         }
     }
 
@@ -57,6 +61,7 @@ impl Fault {
             Fault::Slow => "slow",
             Fault::Flap => "flap",
             Fault::Partial => "partial",
+            Fault::Lossy => "lossy",
         }
     }
 

@@ -50,12 +50,17 @@ pub enum Mode {
     Reset,
     /// Alternate between `Refuse` and `Ok`, each for this long.
     Flap(Duration),
+    /// Lose this many requests in a thousand, health checks included: half of them stall (never
+    /// answered, the connection held), half have their connection closed before any answer
+    /// (as a reset by the network would). The others are answered normally.
+    Lossy(u32),
 }
 
 impl std::str::FromStr for Mode {
     type Err = String;
 
-    /// Parses `ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset` or `flap=300ms`.
+    /// Parses `ok`, `refuse`, `blackhole`, `status=503`, `slow=500ms`, `reset`, `flap=300ms` or
+    /// `lossy=10%` (the `%` may be left out, as in a URL path).
     /// Delays are durations as in the config (`500ms`, `2s`); a bare number is milliseconds.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('=') {
@@ -85,6 +90,14 @@ impl std::str::FromStr for Mode {
                 })
                 .map(Self::Flap)
                 .map_err(|e| format!("bad period `{period}` ({e}; e.g. `flap=300ms`)")),
+            Some(("lossy", share)) => share
+                .strip_suffix('%')
+                .unwrap_or(share)
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .map(|p| Self::Lossy((p * 10.0).round() as u32))
+                .ok_or_else(|| format!("bad share `{share}` (e.g. `lossy=10%`)")),
             Some((other, _)) => Err(format!("unknown mode `{other}`")),
         }
     }
@@ -109,6 +122,7 @@ impl std::fmt::Display for Mode {
             Self::Slow(d) => write!(f, "slow={}ms", d.as_millis()),
             Self::Reset => f.write_str("reset"),
             Self::Flap(d) => write!(f, "flap={}ms", d.as_millis()),
+            Self::Lossy(permille) => write!(f, "lossy={}%", f64::from(*permille) / 10.0),
         }
     }
 }
@@ -316,7 +330,22 @@ async fn accept_loop(
                                 counters.unsafe_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                         }
-                        async move { Ok::<_, Infallible>(handle(req, &identity, mode).await) }
+                        async move {
+                            if let Mode::Lossy(permille) = mode {
+                                let draw = fastrand::u32(0..1000);
+                                if draw < permille / 2 {
+                                    std::future::pending::<()>().await;
+                                } else if draw < permille {
+                                    // An error from the service makes hyper close the
+                                    // connection without an answer.
+                                    return Err(std::io::Error::new(
+                                        std::io::ErrorKind::ConnectionReset,
+                                        "injected loss",
+                                    ));
+                                }
+                            }
+                            Ok::<_, std::io::Error>(handle(req, &identity, mode).await)
+                        }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -332,7 +361,7 @@ async fn accept_loop(
 
 async fn handle(req: Request<Incoming>, id: &Identity, mode: Mode) -> Response<AppBody> {
     match mode {
-        Mode::Ok | Mode::Refuse | Mode::Flap(_) => {}
+        Mode::Ok | Mode::Refuse | Mode::Flap(_) | Mode::Lossy(_) => {}
         Mode::Blackhole => std::future::pending::<()>().await,
         Mode::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
@@ -561,9 +590,21 @@ mod tests {
             "slow=500ms",
             "reset",
             "flap=300ms",
+            "lossy=10%",
+            "lossy=0.5%",
         ] {
             let mode: Mode = text.parse().expect(text);
             assert_eq!(mode.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_loss_share_is_a_percentage_up_to_100() {
+        assert_eq!("lossy=10%".parse(), Ok(Mode::Lossy(100)));
+        // Without the `%`, as in a URL path of the control API.
+        assert_eq!("lossy=10".parse(), Ok(Mode::Lossy(100)));
+        for bad in ["lossy=101%", "lossy=lots%", "lossy=-1"] {
+            assert!(bad.parse::<Mode>().is_err(), "{bad}");
         }
     }
 
