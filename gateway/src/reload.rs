@@ -158,13 +158,6 @@ impl Reloader {
         // request over the new snapshot arrives.
         self.monitor.apply(&new);
         crate::server::apply_client_limits(&new.server.limits);
-        self.snapshot.store(Arc::new(snapshot));
-        // New routes and tier layouts get their first decision now, not at the next event.
-        self.failover.poke();
-        self.version
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        telemetry::config_active(Some(&current.config.hash), &new.hash);
-        telemetry::reload(ReloadResult::Ok);
         let mut detail = diff.summary();
         let cleared: Vec<String> = was_pending
             .describe()
@@ -187,7 +180,26 @@ impl Reloader {
         if !restart.is_empty() {
             tracing::warn!(changes = ?restart, "these changes apply only after a restart or binary upgrade (listeners are bound at start)");
         }
-        self.record(trigger, "ok", detail, restart);
+        {
+            // The new snapshot and the record of this reload become visible together: whoever
+            // was served by the new config (its admin token, say) and then asks `/status` sees
+            // this reload, not the one before (`last` waits for this lock).
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            self.snapshot.store(Arc::new(snapshot));
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *status = Some(ReloadStatus {
+                at: SystemTime::now(),
+                trigger: trigger.to_string(),
+                result: "ok",
+                detail,
+                restart_needed: restart,
+            });
+        }
+        // New routes and tier layouts get their first decision now, not at the next event.
+        self.failover.poke();
+        telemetry::config_active(Some(&current.config.hash), &new.hash);
+        telemetry::reload(ReloadResult::Ok);
         self.applied.notify_one();
         Ok(diff)
     }
