@@ -136,14 +136,15 @@ async fn call_session(gw: &Gateway, id: &str) -> (u16, String) {
     (resp.status, endpoint)
 }
 
-#[tokio::test]
-async fn an_endpoint_far_slower_than_its_region_is_ejected_and_readmitted_once_it_recovers() {
+/// A gateway over region `fra` of two endpoints with `fra_lines` (probe, passive), and route
+/// `api` whose sessions are pinned by the `x-session-id` header: such sessions keep sending
+/// requests to their endpoint whatever latency-aware choice would prefer, so its slow answers
+/// are seen.
+async fn pinned_sessions(fra_lines: &str) -> (Gateway, [RegionServer; 2]) {
     let fra = [
         gateway_tests::region("fra", "fra-1").await,
         gateway_tests::region("fra", "fra-2").await,
     ];
-    // Sessions pinned by header keep sending requests to the slow endpoint whatever
-    // latency-aware choice would prefer, so its slow answers are seen.
     let text = format!(
         r#"admin: {{ bind: "{{admin}}" }}
 listeners:
@@ -152,31 +153,43 @@ sticky_keys: [{{ id: k1, secret_file: "{{dir}}/k1.key" }}]
 regions:
   fra:
     endpoints: {fra}
-    probe: {{ interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }}
-    passive: {{ ejection: 1s, max_ejection: 1s, latency: {{ factor: 3, min_samples: 3, min_latency: 100ms }} }}
-routes:
+{fra_lines}routes:
   - {{ name: api, regions: [fra], retry: {{ attempts: 0 }}, sticky: {{ header: x-session-id }} }}
 "#,
         fra = endpoints(&fra),
     );
     let (gw, _) = Gateway::start(&text, KEY).await;
-    let id = session_pinned_to(&gw, "fra-2").await;
-    // fra-1 has answered too (the search for the id went round both).
-    assert!(fra[0].requests() > 0);
+    (gw, fra)
+}
+
+#[tokio::test]
+async fn an_endpoint_far_slower_than_its_region_is_ejected_and_readmitted_once_it_recovers() {
+    let (gw, fra) = pinned_sessions(
+        "    probe: { interval: 200ms, timeout: 150ms, rise: 2, fall: 2, jitter: 0% }\n    passive: { ejection: 1s, max_ejection: 1s, latency: { factor: 3, min_samples: 3, min_latency: 100ms } }\n",
+    )
+    .await;
+    let (fast, slow) = (
+        session_pinned_to(&gw, "fra-1").await,
+        session_pinned_to(&gw, "fra-2").await,
+    );
+    // fra-1's answers are what fra-2's are compared with.
+    for _ in 0..3 {
+        assert_eq!(call_session(&gw, &fast).await, (200, "fra-1".to_string()));
+    }
 
     fra[1].set_mode(Mode::Slow(Duration::from_millis(300)));
     // Two slow answers count, the third ejects.
     for _ in 0..2 {
-        assert_eq!(call_session(&gw, &id).await, (200, "fra-2".to_string()));
+        assert_eq!(call_session(&gw, &slow).await, (200, "fra-2".to_string()));
     }
     let s = endpoint_status(&gw, "fra-2").await;
     assert!(s["ejected_for_ms"].is_null(), "not yet: {s}");
-    assert_eq!(call_session(&gw, &id).await, (200, "fra-2".to_string()));
+    assert_eq!(call_session(&gw, &slow).await, (200, "fra-2".to_string()));
     let s = endpoint_status(&gw, "fra-2").await;
     assert!(!s["ejected_for_ms"].is_null(), "ejected: {s}");
     assert_eq!(s["health"], "down", "{s}");
     // Meanwhile the session is served by the rest of the region.
-    assert_eq!(call_session(&gw, &id).await, (200, "fra-1".to_string()));
+    assert_eq!(call_session(&gw, &slow).await, (200, "fra-1".to_string()));
     let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
     let ejected = "gateway_slow_answers_total{region=\"fra\",outcome=\"ejected\"} 1";
     let counted = "gateway_slow_answers_total{region=\"fra\",outcome=\"counted\"} 2";
@@ -198,30 +211,18 @@ routes:
 
 #[tokio::test]
 async fn latency_ejection_can_be_turned_off() {
-    let fra = [
-        gateway_tests::region("fra", "fra-1").await,
-        gateway_tests::region("fra", "fra-2").await,
-    ];
-    let text = format!(
-        r#"admin: {{ bind: "{{admin}}" }}
-listeners:
-  - {{ name: http, bind: "{{listen}}" }}
-sticky_keys: [{{ id: k1, secret_file: "{{dir}}/k1.key" }}]
-regions:
-  fra:
-    endpoints: {fra}
-    probe: {{ interval: 1h, timeout: 1s }}
-    passive: {{ latency: {{ enabled: false, min_samples: 1 }} }}
-routes:
-  - {{ name: api, regions: [fra], retry: {{ attempts: 0 }}, sticky: {{ header: x-session-id }} }}
-"#,
-        fra = endpoints(&fra),
+    let (gw, fra) = pinned_sessions(
+        "    probe: { interval: 1h, timeout: 1s }\n    passive: { latency: { enabled: false, min_samples: 1 } }\n",
+    )
+    .await;
+    let (fast, slow) = (
+        session_pinned_to(&gw, "fra-1").await,
+        session_pinned_to(&gw, "fra-2").await,
     );
-    let (gw, _) = Gateway::start(&text, KEY).await;
-    let id = session_pinned_to(&gw, "fra-2").await;
+    assert_eq!(call_session(&gw, &fast).await, (200, "fra-1".to_string()));
     fra[1].set_mode(Mode::Slow(Duration::from_millis(300)));
     for _ in 0..3 {
-        assert_eq!(call_session(&gw, &id).await, (200, "fra-2".to_string()));
+        assert_eq!(call_session(&gw, &slow).await, (200, "fra-2".to_string()));
     }
     let s = endpoint_status(&gw, "fra-2").await;
     assert!(s["ejected_for_ms"].is_null(), "{s}");
