@@ -268,6 +268,12 @@ impl EndpointHealth {
     pub fn observe(&self, rtt: Duration, now: Instant) -> Slowness {
         self.latency.observe(rtt, now);
         let streak = &self.latency.slow_streak;
+        if rtt.as_nanos() < u128::from(self.latency.slow_floor.load(Ordering::Relaxed)) {
+            if streak.load(Ordering::Relaxed) != 0 {
+                streak.store(0, Ordering::Relaxed);
+            }
+            return Slowness::Fine;
+        }
         let Some(region) = self.region.upgrade() else {
             return Slowness::Fine;
         };
@@ -780,6 +786,16 @@ impl HealthHub {
 
     /// Replaces a region's members and recomputes its health.
     pub fn set_members(&self, region: &Arc<RegionHealth>, members: RegionMembers) {
+        let floor = members
+            .config
+            .as_ref()
+            .and_then(|c| c.passive.latency)
+            .map_or(u64::MAX, |p| {
+                u64::try_from(p.min_latency.as_nanos()).unwrap_or(u64::MAX)
+            });
+        for e in &members.endpoints {
+            e.latency.slow_floor.store(floor, Ordering::Relaxed);
+        }
         region.members.store(Arc::new(members));
         region.recompute(&self.inner);
     }

@@ -43,6 +43,11 @@ pub struct Latency {
     mean: AtomicU64,
     /// Consecutive samples far above the region's (see [`crate::hub::EndpointHealth::observe`]).
     pub(crate) slow_streak: AtomicU32,
+    /// The region's `passive.latency.min_latency` in nanoseconds (`u64::MAX`: latency ejection
+    /// off), copied here when the region's members are published, so that the common fast
+    /// answer is let go without touching the region (its reference count and members are
+    /// shared by every worker thread).
+    pub(crate) slow_floor: AtomicU64,
 }
 
 /// Weight of each new sample in [`Latency::mean`].
@@ -65,6 +70,7 @@ impl Latency {
             samples: AtomicU64::new(0),
             mean: AtomicU64::new(u64::MAX),
             slow_streak: AtomicU32::new(0),
+            slow_floor: AtomicU64::new(u64::MAX),
         }
     }
 
