@@ -95,6 +95,16 @@ pub const HOLD_DOWN: &str = "30s";
 pub const RETRY_ATTEMPTS: u32 = 2;
 /// `routes[].retry.budget`, in per mille.
 pub const RETRY_BUDGET_PERMILLE: u32 = 200;
+/// `routes[].retry.early.enabled`.
+pub const EARLY_RETRY: bool = false;
+/// `routes[].retry.early.factor`.
+pub const EARLY_FACTOR: f64 = 3.0;
+/// `routes[].retry.early.min_delay`.
+pub const EARLY_MIN: &str = "20ms";
+/// `routes[].retry.early.max_delay`.
+pub const EARLY_MAX: &str = "1s";
+/// `routes[].retry.early.budget`, in per mille.
+pub const EARLY_BUDGET_PERMILLE: u32 = 100;
 /// `routes[].timeouts.connect`.
 pub const CONNECT_TIMEOUT: &str = "250ms";
 /// `routes[].timeouts.request` (and `.read`, unless set).

@@ -553,6 +553,23 @@ pub struct RetryPolicy {
     pub on_status: BTreeSet<u16>,
     /// Retries allowed as per mille of requests (200 = 20%).
     pub budget_permille: u32,
+    /// Early retry of late first bytes; `None` when disabled.
+    pub early: Option<EarlyRetry>,
+}
+
+/// Early retry: a `GET`, `HEAD` or `OPTIONS` without a body whose first response byte is later
+/// than `clamp(p99 × factor, min_delay, max_delay)` (p99 of the route's recent times to first
+/// byte) is cut and retried on another endpoint, within `budget_permille` of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyRetry {
+    /// The factor, per mille (3× is 3000).
+    pub factor_permille: u32,
+    /// The shortest deadline.
+    pub min_delay: Duration,
+    /// The longest deadline (and the deadline before there is enough to learn from).
+    pub max_delay: Duration,
+    /// Early retries allowed as per mille of requests over 10 seconds.
+    pub budget_permille: u32,
 }
 
 /// Timeouts of a route.

@@ -553,6 +553,41 @@ pub struct RawRetry {
     #[serde(default)]
     #[schemars(!default, extend("default" = "20%"))]
     pub budget: Option<String>,
+    /// Early retry: a `GET`, `HEAD` or `OPTIONS` without a body whose response has not begun
+    /// by a deadline learnt from the route's own latency is cut and sent to another endpoint
+    /// (another region first), within its own budget. Off by default.
+    #[serde(default)]
+    pub early: Option<RawEarlyRetry>,
+}
+
+/// Early retry settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawEarlyRetry {
+    /// Whether late first bytes are retried early (default false).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::EARLY_RETRY))]
+    pub enabled: Option<bool>,
+    /// The deadline is this many times the route's recent 99th percentile time to first
+    /// byte (default 3, from 1 to 100) ...
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::EARLY_FACTOR))]
+    pub factor: Option<f64>,
+    /// ... but never shorter than this (default `20ms`) ...
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::EARLY_MIN))]
+    pub min_delay: Option<String>,
+    /// ... nor longer (default `1s`; also the deadline until the route has 50 answers to
+    /// learn from).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::EARLY_MAX))]
+    pub max_delay: Option<String>,
+    /// Share of requests that may be retried early over the last 10 seconds, e.g. `"10%"`
+    /// (default 10%; 10 more are always allowed), so a slow fleet is not sent twice the
+    /// load.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = "10%"))]
+    pub budget: Option<String>,
 }
 
 /// A retry condition: a keyword or an HTTP status.

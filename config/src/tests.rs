@@ -335,3 +335,54 @@ fn latency_ejection_defaults_on_and_checks_its_settings() {
     );
     assert!(found[0].fix.contains("1.5"), "{found:#?}");
 }
+
+#[test]
+fn early_retry_is_off_by_default_and_checks_its_settings() {
+    use std::time::Duration;
+    let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].retry.early, None);
+    let with = |early: &str| {
+        MINIMAL.replace(
+            "    regions: [fra, ber]\n",
+            &format!("    regions: [fra, ber]\n    retry: {{ early: {early} }}\n"),
+        )
+    };
+    let on = parse(&with("{ enabled: true }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(
+        on.routes[0].retry.early,
+        Some(EarlyRetry {
+            factor_permille: 3000,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(1),
+            budget_permille: 100,
+        })
+    );
+    let tuned = parse(
+        &with("{ enabled: true, factor: 2, min_delay: 50ms, max_delay: 50ms, budget: 5% }"),
+        Path::new("test.yaml"),
+    )
+    .expect("valid");
+    let tuned = tuned.routes[0].retry.early.expect("on");
+    assert_eq!(tuned.factor_permille, 2000);
+    assert_eq!(
+        tuned.min_delay, tuned.max_delay,
+        "equal bounds: a fixed deadline"
+    );
+    assert_eq!(tuned.budget_permille, 50);
+
+    let found = issues(&with(
+        "{ enabled: true, factor: 0.5, min_delay: 2s, max_delay: 1s, budget: 150%, delay: 1s }",
+    ));
+    let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "routes[0].retry.early.factor",
+            "routes[0].retry.early.max_delay",
+            "routes[0].retry.early.budget",
+            "routes[0].retry.early.delay",
+        ],
+        "{found:#?}"
+    );
+    assert!(found.iter().all(|i| i.line > 0), "{found:#?}");
+}

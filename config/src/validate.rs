@@ -1514,6 +1514,7 @@ impl<'a> Validator<'a> {
                 defaults::RETRY_BUDGET_PERMILLE,
                 1000,
             ),
+            early: self.early_retry(&format!("{p}.early"), raw.and_then(|r| r.early.as_ref())),
         };
         if let Some(on) = raw.and_then(|r| r.on.as_ref()) {
             policy.on_connect = false;
@@ -1543,6 +1544,51 @@ impl<'a> Validator<'a> {
             }
         }
         policy
+    }
+
+    fn early_retry(&mut self, p: &str, raw: Option<&RawEarlyRetry>) -> Option<EarlyRetry> {
+        let factor = raw.and_then(|r| r.factor).unwrap_or(defaults::EARLY_FACTOR);
+        let factor_permille = if factor.is_finite() && (1.0..=100.0).contains(&factor) {
+            (factor * 1000.0).round() as u32
+        } else {
+            self.err(
+                &format!("{p}.factor"),
+                format!("`{factor}` is out of range"),
+                "use a factor from 1 to 100, such as 3",
+            );
+            (defaults::EARLY_FACTOR * 1000.0) as u32
+        };
+        let min_delay = self.positive_duration(
+            &format!("{p}.min_delay"),
+            raw.and_then(|r| r.min_delay.as_ref()),
+            duration(defaults::EARLY_MIN),
+        );
+        let max_delay = self.positive_duration(
+            &format!("{p}.max_delay"),
+            raw.and_then(|r| r.max_delay.as_ref()),
+            duration(defaults::EARLY_MAX),
+        );
+        if max_delay < min_delay {
+            self.err(
+                &format!("{p}.max_delay"),
+                format!("{max_delay:?} is shorter than min_delay ({min_delay:?})"),
+                "make max_delay at least min_delay (equal values give a fixed deadline)",
+            );
+        }
+        let budget_permille = self.percent(
+            &format!("{p}.budget"),
+            raw.and_then(|r| r.budget.as_ref()),
+            defaults::EARLY_BUDGET_PERMILLE,
+            1000,
+        );
+        raw.and_then(|r| r.enabled)
+            .unwrap_or(defaults::EARLY_RETRY)
+            .then_some(EarlyRetry {
+                factor_permille,
+                min_delay,
+                max_delay,
+                budget_permille,
+            })
     }
 
     fn timeouts(&mut self, p: &str, raw: Option<&RawTimeouts>) -> RouteTimeouts {

@@ -483,6 +483,16 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "max_in_flight": p.route.max_in_flight,
                 "in_flight": p.failover.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 "active_regions": active.map(|t| p.tier_health[t].iter().filter(|r| r.is_up()).map(|r| r.name.to_string()).collect::<Vec<_>>()),
+                "early_retry": p.early.as_ref().map(|e| {
+                    let (sent, refused) = e.state.counts();
+                    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+                    json!({
+                        "deadline_ms": ms(e.state.deadline(&e.settings)),
+                        "ttfb_p99_ms": e.state.p99().map(ms),
+                        "sent": sent,
+                        "refused": refused,
+                    })
+                }),
             })
         }).collect::<Vec<_>>(),
         "failover_events": s.book.recent().iter().rev().map(|e| json!({

@@ -22,11 +22,14 @@
 //! Requests and `/status` only read ([`RouteFailover::serving`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use gateway_health::RegionHealth;
+
+pub use crate::budget::RetryBudget;
+use crate::early::EarlyState;
 
 /// Events kept for status pages.
 const RECENT_EVENTS: usize = 64;
@@ -89,6 +92,8 @@ pub struct RouteFailover {
     active: AtomicActive,
     /// Retry budget of the route.
     pub budget: RetryBudget,
+    /// Early-retry state of the route (kept when the tiers change too).
+    pub early: Arc<EarlyState>,
     /// Rotates weighted choices within a tier.
     tickets: AtomicUsize,
     /// Requests in flight on the route (admission control).
@@ -106,6 +111,7 @@ impl FailoverBook {
         route: &Arc<str>,
         tiers: Vec<Vec<String>>,
         budget_permille: u32,
+        early_budget_permille: u32,
     ) -> Arc<RouteFailover> {
         let tiers: Vec<Vec<String>> = tiers
             .into_iter()
@@ -116,6 +122,7 @@ impl FailoverBook {
             .collect();
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = routes.get(route) {
+            existing.early.budget.set_permille(early_budget_permille);
             if existing.tiers == tiers {
                 existing.budget.set_permille(budget_permille);
                 return existing.clone();
@@ -135,6 +142,10 @@ impl FailoverBook {
         let state = Arc::new(RouteFailover {
             active: AtomicActive::new(active),
             budget: RetryBudget::new(budget_permille),
+            early: routes.get(route).map_or_else(
+                || Arc::new(EarlyState::new(early_budget_permille)),
+                |old| old.early.clone(),
+            ),
             tickets: AtomicUsize::new(0),
             // A new tier layout is a new state; the requests in flight stay counted.
             in_flight: routes
@@ -375,82 +386,6 @@ pub(crate) fn next_change<R: RegionState>(
         .min()
 }
 
-/// Caps retries at a share of requests (with a small floor), over a sliding two-second window,
-/// so that a sick fleet is not stormed with retries.
-pub struct RetryBudget {
-    permille: AtomicU64,
-    epoch: tokio::time::Instant,
-    /// Second index of the current window slot.
-    slot: AtomicU64,
-    requests: [AtomicU64; 2],
-    retries: [AtomicU64; 2],
-}
-
-/// Retries always allowed per window, whatever the request count.
-const RETRY_FLOOR: u64 = 10;
-
-impl RetryBudget {
-    /// A budget allowing `permille`/1000 of requests to be retried.
-    pub fn new(permille: u32) -> Self {
-        Self {
-            permille: AtomicU64::new(u64::from(permille)),
-            epoch: tokio::time::Instant::now(),
-            slot: AtomicU64::new(0),
-            requests: [AtomicU64::new(0), AtomicU64::new(0)],
-            retries: [AtomicU64::new(0), AtomicU64::new(0)],
-        }
-    }
-
-    fn set_permille(&self, permille: u32) {
-        self.permille.store(u64::from(permille), Ordering::Relaxed);
-    }
-
-    fn index(&self) -> usize {
-        let now = self.epoch.elapsed().as_secs();
-        let slot = self.slot.load(Ordering::Relaxed);
-        if now != slot
-            && self
-                .slot
-                .compare_exchange(slot, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            let idx = (now % 2) as usize;
-            // A new second: its slot starts empty; if more than a second passed, both do.
-            if now > slot + 1 {
-                let other = 1 - idx;
-                self.requests[other].store(0, Ordering::Relaxed);
-                self.retries[other].store(0, Ordering::Relaxed);
-            }
-            self.requests[idx].store(0, Ordering::Relaxed);
-            self.retries[idx].store(0, Ordering::Relaxed);
-        }
-        (now % 2) as usize
-    }
-
-    /// Counts a request.
-    pub fn on_request(&self) {
-        let i = self.index();
-        self.requests[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Takes one retry from the budget, or says no.
-    pub fn try_retry(&self) -> bool {
-        let i = self.index();
-        let requests: u64 = self
-            .requests
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
-        let retries: u64 = self.retries.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        let allowed = RETRY_FLOOR + requests * self.permille.load(Ordering::Relaxed) / 1000;
-        if retries >= allowed {
-            return false;
-        }
-        self.retries[i].fetch_add(1, Ordering::Relaxed);
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,19 +598,5 @@ mod tests {
         for (name, active, tiers, want) in rows {
             assert_eq!(next_change(*active, tiers, HOLD), *want, "{name}");
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn budget_allows_a_share_plus_a_floor() {
-        let b = RetryBudget::new(200);
-        for _ in 0..100 {
-            b.on_request();
-        }
-        let granted = (0..100).filter(|_| b.try_retry()).count();
-        assert_eq!(granted, 10 + 20);
-        // Two seconds later the window has moved on.
-        tokio::time::advance(Duration::from_secs(2)).await;
-        let granted = (0..100).filter(|_| b.try_retry()).count();
-        assert_eq!(granted, 10);
     }
 }

@@ -15,6 +15,7 @@ use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::upstreams::peer::FIRST_BYTE_DEADLINE;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::admission::{ProcessLimit, ShedReason, Slot};
@@ -335,6 +336,9 @@ impl ProxyHttp for GatewayProxy {
         session.as_mut().set_write_timeout(Some(send));
         if let Some(plan) = ctx.plan() {
             plan.failover.budget.on_request();
+            if let Some(early) = &plan.early {
+                early.state.budget.on_request();
+            }
             if let Some(settings) = &plan.route.sticky {
                 ctx.sticky = Some(Affinity::of_request(
                     &session.req_header().headers,
@@ -427,8 +431,24 @@ impl ProxyHttp for GatewayProxy {
             }
             None => timeouts.read,
         };
-        let peer =
+        let mut peer =
             crate::peer::for_attempt(&choice, &timeouts, read_timeout, session.is_upgrade_req());
+        // Only a first attempt (not one failing open) may be cut early, and only when there is
+        // another endpoint to send it to.
+        if let Some(early) = plan.early.as_ref().filter(|_| ctx.tried.is_empty()) {
+            let body_empty = session.as_mut().is_body_empty();
+            if !ctx.fail_open
+                && plan.route.retry.attempts > 0
+                && crate::early::eligible(
+                    session.req_header(),
+                    body_empty,
+                    session.is_upgrade_req(),
+                )
+                && has_untried(&snapshot, plan, std::slice::from_ref(&choice))
+            {
+                peer.options.first_byte = Some(early.first_byte());
+            }
+        }
         plan.metrics.attempt(choice.region, !ctx.tried.is_empty());
         // The previous attempt's slot is released as this one takes its own.
         ctx.region_slot = Some(Slot::enter(
@@ -450,9 +470,11 @@ impl ProxyHttp for GatewayProxy {
         let status = response.status.as_u16();
         if let Some(c) = ctx.current() {
             let now = tokio::time::Instant::now();
-            let slowness = c
-                .endpoint
-                .observe(now.saturating_duration_since(ctx.attempt_started), now);
+            let ttfb = now.saturating_duration_since(ctx.attempt_started);
+            if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
+                early.state.record(ttfb);
+            }
+            let slowness = c.endpoint.observe(ttfb, now);
             if slowness != Slowness::Fine {
                 let region = ctx.snapshot.regions[c.region].name.as_str();
                 crate::telemetry::slow_answer(region, slowness);
@@ -600,6 +622,22 @@ impl ProxyHttp for GatewayProxy {
         let Some(current) = ctx.current().cloned() else {
             return e;
         };
+        if *e.etype() == FIRST_BYTE_DEADLINE {
+            // Cut at the early-retry deadline, its budget already taken: not a failure of the
+            // endpoint, but the wait was real (latency-aware choice sees it).
+            let now = tokio::time::Instant::now();
+            current
+                .endpoint
+                .latency
+                .observe(now.saturating_duration_since(ctx.attempt_started), now);
+            if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
+                early.sent();
+            }
+            ctx.last_failure = Some(ErrorType::ReadTimedout);
+            let retry = ctx.may_retry_with(false);
+            e.set_retry(retry);
+            return e;
+        }
         let failure = failure_of(&e);
         if failure == retry::Failure::Client {
             // The client went away or sent something broken: the upstream did nothing wrong,

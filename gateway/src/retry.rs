@@ -118,6 +118,7 @@ mod tests {
             on_timeout,
             on_status: [502, 503, 504].into(),
             budget_permille: 200,
+            early: None,
         }
     }
 

@@ -10,6 +10,7 @@ use gateway_config::{GatewayConfig, RegionName, Route};
 use gateway_health::{HealthHub, RegionHealth};
 
 use crate::admission::ShedReason;
+use crate::early::EarlyPlan;
 use crate::failover::{FailoverBook, RouteFailover};
 use crate::routing::RouteTable;
 use crate::sticky::Outcome;
@@ -51,6 +52,8 @@ pub struct RoutePlan {
     pub failover: Arc<RouteFailover>,
     /// Metric handles.
     pub metrics: RouteMetrics,
+    /// Early retry of late first bytes, when the route has it.
+    pub early: Option<EarlyPlan>,
 }
 
 /// A region as the proxy sees it.
@@ -108,21 +111,26 @@ impl RoutingSnapshot {
                     .iter()
                     .map(|t| t.iter().map(|(i, _)| regions[*i].health.clone()).collect())
                     .collect();
+                let failover = book.route(
+                    &route.name,
+                    route
+                        .tiers
+                        .iter()
+                        .map(|t| t.regions.iter().map(|(n, _)| n.to_string()).collect())
+                        .collect(),
+                    route.retry.budget_permille,
+                    route.retry.early.map_or(0, |e| e.budget_permille),
+                );
                 RoutePlan {
                     metrics: RouteMetrics::new::<Outcome, ShedReason>(
                         &route.name,
                         &region_names,
                         route.sticky.is_some(),
                     ),
-                    failover: book.route(
-                        &route.name,
-                        route
-                            .tiers
-                            .iter()
-                            .map(|t| t.regions.iter().map(|(n, _)| n.to_string()).collect())
-                            .collect(),
-                        route.retry.budget_permille,
-                    ),
+                    early: route.retry.early.map(|settings| {
+                        EarlyPlan::new(&route.name, settings, failover.early.clone())
+                    }),
+                    failover,
                     tiers,
                     tier_health,
                     route: route.clone(),

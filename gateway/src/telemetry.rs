@@ -163,6 +163,17 @@ fn describe() {
         "gateway_sticky_total",
         "Sticky-session outcomes by route: honoured, repinned, issued, invalid_<reason>."
     );
+    describe_counter!(
+        "gateway_early_retries_total",
+        "First attempts whose first byte was later than the route's early-retry deadline, by route and outcome: sent (cut and retried on another endpoint) or refused (the early-retry budget was spent; the attempt kept waiting)."
+    );
+}
+
+/// `gateway_early_retries_total` of `route`: `[sent, refused]`.
+pub fn early_retry_counters(route: &str) -> [Counter; 2] {
+    ["sent", "refused"].map(|outcome| {
+        metrics::counter!("gateway_early_retries_total", "route" => route.to_string(), "outcome" => outcome)
+    })
 }
 
 /// Status classes, in label order.

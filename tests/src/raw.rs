@@ -63,6 +63,9 @@ pub enum Step {
     Reset,
     /// Close the connection cleanly (FIN).
     Close,
+    /// Never answer: wait until the gateway closes the connection (counted in
+    /// [`RawUpstream::closed_by_peer`], so a test sees a cancelled attempt).
+    StallUntilClosed,
 }
 
 /// Which steps answer the `n`-th request (0-based, counted across connections).
@@ -224,6 +227,12 @@ async fn serve_raw(
                 }
                 Step::Close => {
                     let _ = stream.shutdown().await;
+                    return;
+                }
+                Step::StallUntilClosed => {
+                    let mut chunk = [0u8; 4096];
+                    while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
+                    closed_by_peer.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
             }

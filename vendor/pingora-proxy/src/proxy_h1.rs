@@ -122,8 +122,13 @@ where
         debug!("Sending header to upstream {:?}", req);
 
         match client_session.write_request_header(req).await {
-            // PATCH (failover gateway): record that the header reached the upstream.
-            Ok(_) => session.set_upstream_request_header_sent(true),
+            // PATCH (failover gateway): record that the header reached the upstream, and arm
+            // the first-byte deadline from then.
+            Ok(_) => {
+                session.set_upstream_request_header_sent(true);
+                client_session.first_byte =
+                    pingora_core::upstreams::peer::ArmedFirstByte::arm(&peer.options.first_byte);
+            }
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }

@@ -271,6 +271,9 @@ where
         }
 
         client_session.read_timeout = peer.options.read_timeout;
+        // PATCH (failover gateway): the first-byte deadline counts from the request header.
+        client_session.first_byte =
+            pingora_core::upstreams::peer::ArmedFirstByte::arm(&peer.options.first_byte);
 
         let mut downstream_custom_message_writer = session
             .downstream_session

@@ -28,7 +28,7 @@ use crate::utils::tls::{get_organization_unit, CertKey};
 use ahash::AHasher;
 use derivative::Derivative;
 use pingora_error::{
-    ErrorType::{InternalError, SocketError},
+    ErrorType::{self, InternalError, SocketError},
     OrErr, Result,
 };
 #[cfg(feature = "s2n")]
@@ -490,6 +490,56 @@ pub enum H1UpgradePolicy {
     Deny,
 }
 
+// PATCH (failover gateway): a deadline for the response head's first byte.
+/// A deadline for the first byte of the response head, counted from when the session is armed
+/// for the request (after the request header is written). When it passes with no byte read,
+/// `cut` is asked: `true` ends the read with [`FIRST_BYTE_DEADLINE`] (the caller retries
+/// elsewhere), `false` keeps waiting under the plain read timeout.
+#[derive(Clone)]
+pub struct FirstByteDeadline {
+    /// How long after the request the first byte may take.
+    pub after: Duration,
+    /// Asked once when the deadline passes: whether to end the read.
+    pub cut: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// The error type of a response head read cut at its [`FirstByteDeadline`].
+pub const FIRST_BYTE_DEADLINE: ErrorType = ErrorType::Custom("FirstByteDeadline");
+
+/// A [`FirstByteDeadline`] armed at a point in time.
+#[derive(Clone)]
+pub struct ArmedFirstByte {
+    at: tokio::time::Instant,
+    deadline: FirstByteDeadline,
+}
+
+impl ArmedFirstByte {
+    /// `deadline` counted from now.
+    pub fn arm(deadline: &Option<FirstByteDeadline>) -> Option<Self> {
+        deadline.as_ref().map(|d| Self {
+            at: tokio::time::Instant::now() + d.after,
+            deadline: d.clone(),
+        })
+    }
+
+    /// How long the next read may wait under `read_timeout`, and whether the deadline (not the
+    /// read timeout) is what bounds it.
+    pub fn bound(&self, read_timeout: Option<Duration>) -> (Option<Duration>, bool) {
+        let left = self
+            .at
+            .saturating_duration_since(tokio::time::Instant::now());
+        match read_timeout {
+            Some(t) if t <= left => (Some(t), false),
+            _ => (Some(left), true),
+        }
+    }
+
+    /// Whether the read is to end now (the deadline passed): asks `cut`.
+    pub fn cut(&self) -> bool {
+        (self.deadline.cut)()
+    }
+}
+
 /// The preferences to connect to a remote server
 ///
 /// See [`Peer`] for the meaning of the fields
@@ -560,6 +610,10 @@ pub struct PeerOptions {
         Option<Arc<dyn Fn(&TcpSocket) -> Result<()> + Send + Sync + 'static>>,
     #[derivative(Debug = "ignore")]
     pub proxy_digest_user_data_hook: Option<ProxyDigestUserDataHook>,
+    /// PATCH (failover gateway): the first-byte deadline of the response head, see
+    /// [`FirstByteDeadline`].
+    #[derivative(Debug = "ignore")]
+    pub first_byte: Option<FirstByteDeadline>,
     /// Hook that allows returning an optional `SslDigestExtension`.
     /// Any returned value will be saved into the `SslDigest`.
     ///
@@ -609,6 +663,7 @@ impl PeerOptions {
             custom_l4: None,
             upstream_tcp_sock_tweak_hook: None,
             proxy_digest_user_data_hook: None,
+            first_byte: None,
             #[cfg(feature = "openssl_derived")]
             upstream_tls_handshake_complete_hook: None,
         }

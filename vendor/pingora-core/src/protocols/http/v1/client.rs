@@ -30,6 +30,7 @@ use super::common::*;
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
+use crate::upstreams::peer::{ArmedFirstByte, FIRST_BYTE_DEADLINE};
 
 /// PATCH (failover gateway): see `read_response`.
 const FIRST_RESPONSE_HEAD_READ: usize = 1024;
@@ -53,6 +54,8 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
     pub write_timeout: Option<Duration>,
+    /// PATCH (failover gateway): the first-byte deadline of the response head, if armed.
+    pub first_byte: Option<ArmedFirstByte>,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
@@ -95,6 +98,7 @@ impl HttpSession {
             response_header: None,
             request_written: None,
             read_timeout: None,
+            first_byte: None,
             write_timeout: None,
             digest,
             bytes_sent: 0,
@@ -400,9 +404,24 @@ impl HttpSession {
             let read_fut = self
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
-            let read_result = match self.read_timeout {
+            // PATCH (failover gateway): until the first byte, a read waits at most until the
+            // first-byte deadline; when it passes, the deadline's owner says whether to cut.
+            let (wait, by_deadline) = match &self.first_byte {
+                Some(armed) => armed.bound(self.read_timeout),
+                None => (self.read_timeout, false),
+            };
+            let read_result = match wait {
                 Some(t) => match timeout(t, read_fut).await {
                     Ok(res) => res,
+                    Err(_) if by_deadline => {
+                        if self.first_byte.take().is_some_and(|armed| armed.cut()) {
+                            return self.fail_response_header_read(Error::explain(
+                                FIRST_BYTE_DEADLINE,
+                                "no response byte before the first-byte deadline",
+                            ));
+                        }
+                        continue;
+                    }
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
                             ReadTimedout,
@@ -412,6 +431,9 @@ impl HttpSession {
                 },
                 None => read_fut.await,
             };
+            if matches!(read_result, Ok(n) if n > 0) {
+                self.first_byte = None;
+            }
 
             match read_result {
                 Ok(0) => {

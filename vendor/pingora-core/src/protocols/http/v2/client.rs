@@ -36,6 +36,7 @@ use crate::connectors::http::v2::ConnectionRef;
 use crate::protocols::http::authority::validate_request_authority_fields;
 use crate::protocols::http::v1::common::validate_content_length_without_transfer_encoding;
 use crate::protocols::{Digest, SocketAddr, UniqueIDType};
+use crate::upstreams::peer::{ArmedFirstByte, FIRST_BYTE_DEADLINE};
 
 pub const PING_TIMEDOUT: ErrorType = ErrorType::new("PingTimedout");
 
@@ -65,6 +66,8 @@ pub struct Http2Session {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
     pub write_timeout: Option<Duration>,
+    /// PATCH (failover gateway): the first-byte deadline of the response head, if armed.
+    pub first_byte: Option<ArmedFirstByte>,
     pub conn: ConnectionRef,
     // Indicate that whether a END_STREAM is already sent
     ended: bool,
@@ -89,6 +92,7 @@ impl Http2Session {
             response_body_reader: None,
             read_timeout: None,
             write_timeout: None,
+            first_byte: None,
             conn,
             ended: false,
             body_recv: 0,
@@ -199,6 +203,26 @@ impl Http2Session {
             panic!("H2 response header is already read")
         }
 
+        // PATCH (failover gateway): until the head, the wait ends at the first-byte deadline
+        // if its owner says to cut then; otherwise it goes on under the read timeout.
+        if let Some(armed) = self.first_byte.take() {
+            let (wait, by_deadline) = armed.bound(self.read_timeout);
+            if by_deadline {
+                let wait = wait.unwrap_or_default();
+                let early = timeout(wait, std::future::poll_fn(|cx| self.poll_response_header(cx)));
+                match early.await {
+                    Ok(res) => return self.finish_response_header(res),
+                    Err(_) if armed.cut() => {
+                        let e = Error::explain(
+                            FIRST_BYTE_DEADLINE,
+                            "no response head before the first-byte deadline",
+                        );
+                        return Err(self.handle_err(e));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
         let read_timeout = self.read_timeout;
         let res = match read_timeout {
             Some(t) => timeout(t, std::future::poll_fn(|cx| self.poll_response_header(cx)))
@@ -207,6 +231,14 @@ impl Http2Session {
                 .map_err(|e| self.handle_err(e))?,
             None => std::future::poll_fn(|cx| self.poll_response_header(cx)).await,
         };
+        self.finish_response_header(res)
+    }
+
+    // PATCH (failover gateway): the rest of `read_response_header`, shared by both waits.
+    fn finish_response_header(
+        &mut self,
+        res: std::result::Result<http::Response<RecvStream>, h2::Error>,
+    ) -> Result<()> {
         let (resp, body_reader) = res.map_err(handle_read_header_error)?.into_parts();
         let response_header = ResponseHeader::from(resp);
         validate_response_header(&response_header)?;
