@@ -242,6 +242,9 @@ struct FailoverArgs {
     /// Gateway worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Turn on the route's early retry (`retry.early`, default settings).
+    #[arg(long)]
+    early_retry: bool,
     /// Report directory (default reports/failover-<scenario>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -558,6 +561,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         probe_interval: args.probe_interval,
         gateway: gateway_or_default(args.gateway)?,
         threads: args.threads,
+        early_retry: args.early_retry,
     };
     let name = serde_json::to_value(spec.fault)?
         .as_str()
@@ -599,11 +603,14 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         "failback_ms": scenario::spread(runs.iter().map(|r| r.failback_ms)),
         "window_p99_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.p99_ms))),
         "window_max_ms": scenario::spread(runs.iter().map(|r| Some(r.window.latency.max_ms))),
+        "early_sent": scenario::spread(runs.iter().map(|r| Some(r.early_sent as f64))),
+        "early_share_pct": scenario::spread(runs.iter().map(|r| Some(early_share(r)))),
     });
     let doc = serde_json::json!({
         "scenario": name, "rate": rate, "repeat": repeat, "fault_at_s": spec.fault_at.as_secs_f64(),
         "fault_for_s": spec.fault_for.as_secs_f64(), "hold_down_s": spec.hold_down.as_secs_f64(),
         "probe_interval_ms": spec.probe_interval.as_millis() as u64, "threads": spec.threads,
+        "early_retry": spec.early_retry,
         "machine": report::machine(), "aggregate": aggregate, "runs": runs,
     });
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&doc)?)?;
@@ -626,9 +633,14 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.0}"))
 }
 
+/// Early retries sent as a share of the run's requests, in percent.
+fn early_share(r: &scenario::RunResult) -> f64 {
+    100.0 * r.early_sent as f64 / r.summary.requests.max(1) as f64
+}
+
 fn run_line(r: &scenario::RunResult) -> String {
     format!(
-        "  requests {} failed {} | detect {} ms | last primary {} ms | settled {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms\n",
+        "  requests {} failed {} | detect {} ms | last primary {} ms | settled {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms | early retries {} ({:.2} %, {} refused)\n",
         r.summary.requests,
         r.summary.failed,
         fmt_ms(r.detect_ms),
@@ -636,7 +648,10 @@ fn run_line(r: &scenario::RunResult) -> String {
         fmt_ms(r.settled_ms),
         r.window.latency.p99_ms,
         r.window.latency.max_ms,
-        fmt_ms(r.failback_ms)
+        fmt_ms(r.failback_ms),
+        r.early_sent,
+        early_share(r),
+        r.early_refused,
     )
 }
 
@@ -650,7 +665,7 @@ fn failover_markdown(
         "# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n",
         report::machine()
     );
-    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | settled ms | window p50 ms | window p99 ms | window max ms | failback ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | settled ms | window p50 ms | window p99 ms | window max ms | failback ms | early retries | early share % | refused |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
         let errors: Vec<String> = r
             .summary
@@ -666,7 +681,7 @@ fn failover_markdown(
             )
             .collect();
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {} |\n",
             i + 1,
             r.summary.requests,
             r.summary.failed,
@@ -682,7 +697,10 @@ fn failover_markdown(
             r.window.latency.p50_ms,
             r.window.latency.p99_ms,
             r.window.latency.max_ms,
-            fmt_ms(r.failback_ms)
+            fmt_ms(r.failback_ms),
+            r.early_sent,
+            early_share(r),
+            r.early_refused,
         ));
     }
     md.push_str(&format!("\nAggregate (median, min, max): ```{}```\n\nCharts: chart-1.svg ... (throughput by region, failures, latency; fault, detection, recovery and failback marked).\n", aggregate));

@@ -36,6 +36,8 @@ pub enum Fault {
     /// Every primary endpoint loses 10 % of requests, health checks included: half stall, half
     /// have their connection closed before an answer.
     Lossy,
+    /// No fault: the steady state (how often early retry fires when nothing is wrong).
+    None,
 }
 
 impl Fault {
@@ -49,6 +51,7 @@ impl Fault {
             Fault::Flap => Mode::Flap(Duration::from_millis(300)),
             Fault::Partial => Mode::Blackhole,
             Fault::Lossy => Mode::Lossy(100),
+            Fault::None => Mode::Ok,
         }
     }
 
@@ -62,6 +65,7 @@ impl Fault {
             Fault::Flap => "flap",
             Fault::Partial => "partial",
             Fault::Lossy => "lossy",
+            Fault::None => "none",
         }
     }
 
@@ -95,6 +99,8 @@ pub struct ScenarioSpec {
     pub gateway: PathBuf,
     /// Gateway worker threads.
     pub threads: usize,
+    /// The route retries late first bytes early (`retry.early`).
+    pub early_retry: bool,
 }
 
 /// Measurements of one run.
@@ -115,6 +121,10 @@ pub struct RunResult {
     pub settled_ms: Option<f64>,
     /// Recovery → first request answered by the primary again.
     pub failback_ms: Option<f64>,
+    /// Early retries sent over the run (`/status`; 0 without early retry).
+    pub early_sent: u64,
+    /// Early retries the budget refused over the run.
+    pub early_refused: u64,
     /// Chart markers.
     pub markers: Vec<Marker>,
     /// Timeline.
@@ -127,11 +137,15 @@ fn config(spec: &ScenarioSpec, fleet: &Fleet, ports: Ports) -> GatewayYaml {
     let interval = spec.probe_interval;
     let timeout = Duration::from_millis(interval.as_millis() as u64 * 3 / 4);
     let probe = Probe::http("/healthz", interval, timeout).rise_fall(2, 2);
-    GatewayYaml::new(ports).fleet(fleet, &probe).route(
-        Route::new("app", &["fra", "ber"])
-            .hold_down(spec.hold_down)
-            .retry_attempts(3),
-    )
+    let route = Route::new("app", &["fra", "ber"])
+        .hold_down(spec.hold_down)
+        .retry_attempts(3);
+    let route = if spec.early_retry {
+        route.early_retry()
+    } else {
+        route
+    };
+    GatewayYaml::new(ports).fleet(fleet, &probe).route(route)
 }
 
 /// Starts `gateway run` with `config` (given the ports it is to listen on) in a temp dir, its
@@ -217,16 +231,13 @@ pub async fn run_once(
     }
     let records = load_task.await?;
     let (down_at, up_again_at) = watcher.await?;
+    let early = gw.status(None).await?["routes"][0]["early_retry"].clone();
     drop(gw);
     fleet.shutdown().await;
-    Ok(analyse(
-        &records,
-        total,
-        fault_at,
-        recover_at,
-        down_at,
-        up_again_at,
-    ))
+    let mut result = analyse(&records, total, fault_at, recover_at, down_at, up_again_at);
+    result.early_sent = early["sent"].as_u64().unwrap_or(0);
+    result.early_refused = early["refused"].as_u64().unwrap_or(0);
+    Ok(result)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -321,6 +332,8 @@ fn analyse(
         first_secondary_ms: first_secondary.map(|t| ms(t.saturating_sub(fault_at))),
         settled_ms: settled.map(ms),
         failback_ms: failback.map(|t| ms(t.saturating_sub(recover_at))),
+        early_sent: 0,
+        early_refused: 0,
         markers,
         timeline: report::timeline(records, Duration::from_millis(100)),
     }

@@ -285,6 +285,16 @@ pub struct Retry {
     /// `budget`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<Percent>,
+    /// `early`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early: Option<EarlyRetry>,
+}
+
+/// `routes[].retry.early` (only `enabled`; the rest default).
+#[derive(Debug, Clone, Serialize)]
+pub struct EarlyRetry {
+    /// `enabled`.
+    pub enabled: bool,
 }
 
 /// `routes[].failback`.
@@ -666,7 +676,19 @@ impl Route {
         self.retry = Some(Retry {
             attempts,
             budget: None,
+            early: None,
         });
+        self
+    }
+
+    /// `retry: { early: { enabled: true } }`, beside the attempts set before (default 2).
+    pub fn early_retry(mut self) -> Self {
+        let retry = self.retry.get_or_insert(Retry {
+            attempts: 2,
+            budget: None,
+            early: None,
+        });
+        retry.early = Some(EarlyRetry { enabled: true });
         self
     }
 
@@ -675,6 +697,7 @@ impl Route {
         self.retry = Some(Retry {
             attempts,
             budget: Some(Percent(budget_percent)),
+            early: None,
         });
         self
     }

@@ -329,12 +329,16 @@ pub enum H2Step {
     Pause(Duration),
     /// Kill the whole TCP connection with a reset (`SO_LINGER` 0): a crashed pod.
     KillConnection,
+    /// Never answer: wait until the gateway resets the stream (counted in
+    /// [`H2Upstream::resets`], so a test sees a cancelled attempt).
+    StallUntilReset,
 }
 
 /// An h2c upstream whose streams play scripted steps; `n` counts streams across connections.
 pub struct H2Upstream {
     streams: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    resets: Arc<AtomicUsize>,
     listening: Listening,
 }
 
@@ -347,17 +351,24 @@ impl H2Upstream {
         let script: Arc<dyn Fn(usize) -> Vec<H2Step> + Send + Sync> = Arc::new(script);
         let streams = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (s, c) = (streams.clone(), connections.clone());
+        let resets = Arc::new(AtomicUsize::new(0));
+        let (s, c, r) = (streams.clone(), connections.clone(), resets.clone());
         let listening = Listening::start("bind h2 upstream", move |tcp, _| {
-            let (script, s, c) = (script.clone(), s.clone(), c.clone());
-            serve_h2(tcp, max_streams, script, s, c)
+            let (script, s, c, r) = (script.clone(), s.clone(), c.clone(), r.clone());
+            serve_h2(tcp, max_streams, script, s, c, r)
         })
         .await;
         Self {
             streams,
             connections,
+            resets,
             listening,
         }
+    }
+
+    /// Streams that waited in [`H2Step::StallUntilReset`] and were reset by the gateway.
+    pub fn resets(&self) -> usize {
+        self.resets.load(Ordering::SeqCst)
     }
 
     /// The listening address.
@@ -382,6 +393,7 @@ async fn serve_h2(
     script: Arc<dyn Fn(usize) -> Vec<H2Step> + Send + Sync>,
     streams: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    resets: Arc<AtomicUsize>,
 ) {
     let _ = tcp.set_zero_linger();
     let Ok(mut conn) = h2::server::Builder::new()
@@ -398,7 +410,7 @@ async fn serve_h2(
             accepted = conn.accept() => {
                 let Some(Ok((req, respond))) = accepted else { return };
                 let n = streams.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(play_h2(req, respond, script(n), kill.clone()));
+                tokio::spawn(play_h2(req, respond, script(n), kill.clone(), resets.clone()));
             }
             // Dropping the connection (and with it the socket, linger 0) sends a TCP RST.
             _ = kill.notified() => return,
@@ -411,6 +423,7 @@ async fn play_h2(
     mut respond: h2::server::SendResponse<Bytes>,
     steps: Vec<H2Step>,
     kill: Arc<tokio::sync::Notify>,
+    resets: Arc<AtomicUsize>,
 ) {
     // Read the request body to its end first (gRPC requests are small).
     let mut body = req.into_body();
@@ -455,6 +468,15 @@ async fn play_h2(
             H2Step::Pause(d) => tokio::time::sleep(d).await,
             H2Step::KillConnection => {
                 kill.notify_one();
+                return;
+            }
+            H2Step::StallUntilReset => {
+                if std::future::poll_fn(|cx| respond.poll_reset(cx))
+                    .await
+                    .is_ok()
+                {
+                    resets.fetch_add(1, Ordering::SeqCst);
+                }
                 return;
             }
         }

@@ -215,3 +215,50 @@ routes:
         "one extra attempt per early retry"
     );
 }
+
+#[tokio::test]
+async fn a_late_get_to_an_http2_upstream_is_cut_with_a_stream_reset() {
+    use gateway_tests::raw::{H2Step, H2Upstream};
+    let fra = H2Upstream::start(100, |_| vec![H2Step::StallUntilReset]).await;
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+regions:
+  fra:
+    endpoints: [{{ id: fra-1, address: "{fra}" }}]
+    protocol: http2
+    probe: {{ interval: 1h, timeout: 1s }}
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - name: app
+    regions: [fra, ber]
+    timeouts: {{ read: 3s }}
+    retry: {{ early: {{ enabled: true, min_delay: 100ms, max_delay: 100ms }} }}
+"#,
+        fra = fra.addr(),
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    for i in 1..=3 {
+        let started = Instant::now();
+        let resp = conn.send(get("a", "/x")).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["region"], "ber", "request {i}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "request {i}"
+        );
+        assert_eq!(fra.streams(), i, "every first attempt went to fra");
+        eventually("fra sees the cut attempt's stream reset", || async {
+            fra.resets() == i
+        })
+        .await;
+    }
+    let early = early_status(&gw).await;
+    assert_eq!(early["sent"], 3, "{early}");
+}
