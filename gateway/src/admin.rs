@@ -119,22 +119,12 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     }
     match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => text(StatusCode::OK, "ok\n"),
-        ("GET", "/readyz") => {
-            if state.gateway.readiness.shutting_down() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-            } else if state.gateway.readiness.draining() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if is_ready(state).await {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            }
-        }
+        ("GET", "/readyz") => match not_ready(state).await {
+            None => text(StatusCode::OK, "ready\n"),
+            Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
+        },
         ("GET", "/status") => {
-            let ready = state.gateway.readiness.listening()
-                && state.gateway.monitor.first_round_done()
-                && !state.gateway.readiness.shutting_down()
-                && !state.gateway.readiness.draining();
+            let ready = not_ready(state).await.is_none();
             let body = status_json(&state.gateway, ready);
             json_response(StatusCode::OK, &body)
         }
@@ -356,6 +346,21 @@ fn status_page(status: &serde_json::Value) -> String {
     }
     html.push_str("</table></body></html>\n");
     html
+}
+
+/// Why the gateway is not ready (`shutting down`, `draining`, `not ready`), or `None` when it
+/// is: the one answer both `/readyz` and `/status` give.
+async fn not_ready(state: &AdminState) -> Option<&'static str> {
+    let readiness = &state.gateway.readiness;
+    if readiness.shutting_down() {
+        Some("shutting down")
+    } else if readiness.draining() {
+        Some("draining")
+    } else if !is_ready(state).await {
+        Some("not ready")
+    } else {
+        None
+    }
 }
 
 /// Ready once the first probe round is done and every client listener accepts connections.

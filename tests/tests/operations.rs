@@ -935,3 +935,37 @@ async fn memory_stays_flat_under_load_when_nobody_scrapes_metrics() {
         "RSS grew {grown} KiB over {n} requests while nobody scraped /metrics (limit {limit} KiB)"
     );
 }
+
+// Issue 14: `/status` said `"ready": false` until `/readyz` had been asked once.
+#[tokio::test]
+async fn status_readiness_agrees_with_readyz_without_readyz_being_asked_first() {
+    let two = two_regions().await;
+    let (gw, _) = Gateway::launch(&two_config(&two, "fra", &[]), &[]);
+    // Only `/status` is asked until it says ready.
+    eventually("/status says ready", || async {
+        match client::get_status(gw.admin, "/status").await {
+            Ok((200, body)) => {
+                serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|s| s["ready"] == true)
+            }
+            _ => false,
+        }
+    })
+    .await;
+    let readyz = |gw: &Gateway| {
+        let admin = gw.admin;
+        async move {
+            client::get_status(admin, "/readyz")
+                .await
+                .expect("readyz")
+                .0
+        }
+    };
+    assert_eq!(readyz(&gw).await, 200);
+    // Drained: both say not ready; undrained: both ready again.
+    gw.admin_call("POST", "/drain", None).await;
+    assert_eq!(gw.status(None).await["ready"], false);
+    assert_eq!(readyz(&gw).await, 503);
+    gw.admin_call("POST", "/undrain", None).await;
+    assert_eq!(gw.status(None).await["ready"], true);
+    assert_eq!(readyz(&gw).await, 200);
+}

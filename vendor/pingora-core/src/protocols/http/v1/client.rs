@@ -410,10 +410,12 @@ impl HttpSession {
                 Some(armed) => armed.bound(self.read_timeout),
                 None => (self.read_timeout, false),
             };
+            // The deadline is tens of milliseconds: tokio's 1 ms timer, not Pingora's 10 ms
+            // wheel (which could add up to 20 ms to it).
             let read_result = match wait {
-                Some(t) => match timeout(t, read_fut).await {
+                Some(t) if by_deadline => match pingora_timeout::tokio_timeout(t, read_fut).await {
                     Ok(res) => res,
-                    Err(_) if by_deadline => {
+                    Err(_) => {
                         if self.first_byte.take().is_some_and(|armed| armed.cut()) {
                             return self.fail_response_header_read(Error::explain(
                                 FIRST_BYTE_DEADLINE,
@@ -422,6 +424,9 @@ impl HttpSession {
                         }
                         continue;
                     }
+                },
+                Some(t) => match timeout(t, read_fut).await {
+                    Ok(res) => res,
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
                             ReadTimedout,

@@ -209,7 +209,11 @@ impl Http2Session {
             let (wait, by_deadline) = armed.bound(self.read_timeout);
             if by_deadline {
                 let wait = wait.unwrap_or_default();
-                let early = timeout(wait, std::future::poll_fn(|cx| self.poll_response_header(cx)));
+                // tokio's 1 ms timer, not Pingora's 10 ms wheel: the deadline is short.
+                let early = pingora_timeout::tokio_timeout(
+                    wait,
+                    std::future::poll_fn(|cx| self.poll_response_header(cx)),
+                );
                 match early.await {
                     Ok(res) => return self.finish_response_header(res),
                     Err(_) if armed.cut() => {
