@@ -105,6 +105,10 @@ pub const EARLY_MIN: &str = "20ms";
 pub const EARLY_MAX: &str = "1s";
 /// `routes[].retry.early.budget`, in per mille.
 pub const EARLY_BUDGET_PERMILLE: u32 = 100;
+/// `routes[].degraded.for`.
+pub const DEGRADED_FOR: &str = "2s";
+/// `routes[].degraded.recover_after`.
+pub const DEGRADED_RECOVER: &str = "10s";
 /// `routes[].timeouts.connect`.
 pub const CONNECT_TIMEOUT: &str = "250ms";
 /// `routes[].timeouts.request` (and `.read`, unless set).

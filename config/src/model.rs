@@ -498,6 +498,20 @@ pub struct Route {
     pub max_in_flight: Option<u32>,
     /// Bytes of a request body at most, if limited.
     pub max_body_bytes: Option<u64>,
+    /// Failover for slowness, when enabled.
+    pub degraded: Option<Degraded>,
+}
+
+/// When a region counts as degraded for a route: its median endpoint time to first byte above
+/// `ttfb` for `for_` (with fresh answers), until `recover_after` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Degraded {
+    /// The SLO.
+    pub ttfb: Duration,
+    /// How long slow before degraded.
+    pub for_: Duration,
+    /// How long degraded before it is offered traffic again.
+    pub recover_after: Duration,
 }
 
 /// What a route does when every allowed region looks down.

@@ -501,6 +501,28 @@ pub struct RawRoute {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_BODY_BYTES))]
     pub max_body_bytes: Option<u64>,
+    /// Failover for slowness (opt-in): a region whose endpoints answer this route slower than
+    /// an SLO for a while is treated as down for it while another region is up.
+    #[serde(default)]
+    pub degraded: Option<RawDegraded>,
+}
+
+/// When a region counts as degraded for a route.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawDegraded {
+    /// The SLO: a region whose median endpoint time to first byte (each endpoint's recent
+    /// average over live traffic) is above this, e.g. `300ms`, is slow.
+    pub ttfb: String,
+    /// Slow this long, with fresh answers all along, makes it degraded (default `2s`).
+    #[serde(default, rename = "for")]
+    #[schemars(!default, extend("default" = defaults::DEGRADED_FOR))]
+    pub for_: Option<String>,
+    /// Degraded this long, it is offered traffic again (default `10s`), after the failback
+    /// hold-down like any region that comes back; still slow, it is degraded again.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::DEGRADED_RECOVER))]
+    pub recover_after: Option<String>,
 }
 
 /// Request matching.

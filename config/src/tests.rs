@@ -386,3 +386,41 @@ fn early_retry_is_off_by_default_and_checks_its_settings() {
     );
     assert!(found.iter().all(|i| i.line > 0), "{found:#?}");
 }
+
+#[test]
+fn degraded_is_opt_in_and_checks_its_durations() {
+    use std::time::Duration;
+    let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.routes[0].degraded, None);
+    let with = |d: &str| {
+        MINIMAL.replace(
+            "    regions: [fra, ber]\n",
+            &format!("    regions: [fra, ber]\n    degraded: {d}\n"),
+        )
+    };
+    let on = parse(&with("{ ttfb: 300ms }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(
+        on.routes[0].degraded,
+        Some(Degraded {
+            ttfb: Duration::from_millis(300),
+            for_: Duration::from_secs(2),
+            recover_after: Duration::from_secs(10),
+        })
+    );
+    let found = issues(&with("{ ttfb: 0s, for: soon, recover_after: 0s }"));
+    let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "routes[0].degraded.ttfb",
+            "routes[0].degraded.for",
+            "routes[0].degraded.recover_after",
+        ],
+        "{found:#?}"
+    );
+    let missing = issues(&with("{ for: 1s }"));
+    assert!(
+        missing.iter().any(|i| i.message.contains("ttfb")),
+        "{missing:#?}"
+    );
+}

@@ -1453,6 +1453,23 @@ impl<'a> Validator<'a> {
                     Some(0) => None,
                     Some(n) => Some(n),
                 },
+                degraded: r.degraded.as_ref().map(|d| Degraded {
+                    ttfb: self.positive_duration(
+                        &format!("{p}.degraded.ttfb"),
+                        Some(&d.ttfb),
+                        Duration::from_millis(300),
+                    ),
+                    for_: self.positive_duration(
+                        &format!("{p}.degraded.for"),
+                        d.for_.as_ref(),
+                        duration(defaults::DEGRADED_FOR),
+                    ),
+                    recover_after: self.positive_duration(
+                        &format!("{p}.degraded.recover_after"),
+                        d.recover_after.as_ref(),
+                        duration(defaults::DEGRADED_RECOVER),
+                    ),
+                }),
             });
         }
         out

@@ -488,6 +488,14 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "max_in_flight": p.route.max_in_flight,
                 "in_flight": p.failover.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 "active_regions": active.map(|t| p.tier_health[t].iter().filter(|r| r.is_up()).map(|r| r.name.to_string()).collect::<Vec<_>>()),
+                "degraded": p.route.degraded.map(|d| json!({
+                    "ttfb_slo_ms": d.ttfb.as_millis() as u64,
+                    "regions": p.tier_health.iter().flatten().zip(p.degradation.iter().flatten()).map(|(h, c)| json!({
+                        "region": h.name.as_str(),
+                        "degraded": c.is_degraded(),
+                        "ttfb_ms": c.last_ttfb().map(|t| t.as_secs_f64() * 1000.0),
+                    })).collect::<Vec<_>>(),
+                })),
                 "early_retry": p.early.as_ref().map(|e| {
                     let (sent, refused) = e.state.counts();
                     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;

@@ -4,7 +4,9 @@
 //! The controller task decides again when the health hub publishes an event, when it is woken
 //! through a [`FailoverHandle`] (a drain, an applied reload), and when the earliest timed change
 //! comes due (a hold-down completing, a drain running out: [`crate::failover::next_change`]). There is no
-//! polling loop. Each switch is stored, logged, counted and recorded once, here.
+//! polling loop, except while a route has `degraded` (failover for slowness): then the regions'
+//! latency is looked at every [`crate::degraded::TICK`]. Each switch is stored, logged,
+//! counted and recorded once, here.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +16,8 @@ use gateway_health::{HealthEvent, RegionHealth};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::failover::{decide, next_change, Active, FailoverEvent, SwitchKind};
+use crate::degraded::{Degradation, Observation, TICK};
+use crate::failover::{decide, next_change, Active, FailoverEvent, RegionState, SwitchKind};
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 
 /// A wake-up, with someone waiting for the decisions to be applied or not.
@@ -108,15 +111,121 @@ fn apply(snapshot: &RoutingSnapshot, plan: &RoutePlan) -> Option<Duration> {
     let state = &plan.failover;
     let hold_down = plan.route.failback_hold_down;
     let from = state.active();
-    if let Some(switch) = decide(from, &plan.tier_health, hold_down) {
-        state.set_active(switch.to);
-        if let Some(kind) = switch.kind {
-            snapshot
-                .book
-                .record(describe(plan, from, switch.to, kind, hold_down));
+    let Some(settings) = plan.route.degraded else {
+        if let Some(switch) = decide(from, &plan.tier_health, hold_down) {
+            state.set_active(switch.to);
+            if let Some(kind) = switch.kind {
+                snapshot
+                    .book
+                    .record(describe(plan, from, switch.to, kind, hold_down, None));
+            }
+        }
+        return next_change(state.active(), &plan.tier_health, hold_down);
+    };
+    // Failover for slowness: the regions' latency is looked at every tick, and the decision
+    // sees a degraded region as down while another region of the route could serve.
+    let now = tokio::time::Instant::now();
+    let cells = plan
+        .tier_health
+        .iter()
+        .flatten()
+        .zip(plan.degradation.iter().flatten());
+    for (health, cell) in cells.clone() {
+        if cell.observe(Observation::of(health), &settings, now) {
+            tracing::warn!(route = %plan.route.name, region = %health.name, ttfb_ms = cell.last_ttfb().map(|t| t.as_millis() as u64), slo_ms = settings.ttfb.as_millis() as u64, "region degraded for the route: slower than its SLO");
         }
     }
-    next_change(state.active(), &plan.tier_health, hold_down)
+    let fast_up = cells
+        .clone()
+        .filter(|(h, d)| h.is_up() && !d.is_degraded())
+        .count();
+    let views: Vec<Vec<View>> = plan
+        .tier_health
+        .iter()
+        .zip(&plan.degradation)
+        .map(|(tier, cells)| {
+            tier.iter()
+                .zip(cells)
+                .map(|(health, degradation)| View {
+                    health,
+                    degradation,
+                    counts: fast_up >= 1,
+                    now,
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(switch) = decide(from, &views, hold_down) {
+        state.set_active(switch.to);
+        if let Some(kind) = switch.kind {
+            let slow: Vec<String> = from
+                .tier()
+                .and_then(|t| plan.degradation.get(t).zip(plan.tier_health.get(t)))
+                .map(|(cells, tier)| {
+                    cells
+                        .iter()
+                        .zip(tier)
+                        .filter(|(d, h)| d.is_degraded() && h.is_up())
+                        .map(|(d, h)| {
+                            let ttfb = d.last_ttfb().unwrap_or_default();
+                            format!("{} ({} ms)", h.name, ttfb.as_millis())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let cause = (kind == SwitchKind::Failover && !slow.is_empty()).then(|| {
+                format!(
+                    "degraded: {} slower than the route's SLO of {} ms (median time to first byte) for {:?}",
+                    slow.join(", "),
+                    settings.ttfb.as_millis(),
+                    settings.for_
+                )
+            });
+            snapshot
+                .book
+                .record(describe(plan, from, switch.to, kind, hold_down, cause));
+        }
+    }
+    let next = next_change(state.active(), &views, hold_down);
+    Some(next.map_or(TICK, |n| n.min(TICK)))
+}
+
+/// A region as the failover decision sees it for a route with `degraded`: down while
+/// degraded (when `counts`: another region of the route is up and not degraded), and up again
+/// only from when it was offered traffic again (so the failback hold-down counts from then).
+struct View<'a> {
+    health: &'a Arc<RegionHealth>,
+    degradation: &'a Degradation,
+    counts: bool,
+    now: tokio::time::Instant,
+}
+
+impl View<'_> {
+    fn degraded(&self) -> bool {
+        self.counts && self.degradation.is_degraded()
+    }
+}
+
+impl RegionState for View<'_> {
+    fn up(&self) -> bool {
+        self.health.is_up() && !self.degraded()
+    }
+    fn up_for(&self) -> Option<Duration> {
+        if self.degraded() {
+            return None;
+        }
+        let up = self.health.up_duration()?;
+        Some(match self.degradation.recovered_for(self.now) {
+            Some(back) => up.min(back),
+            None => up,
+        })
+    }
+    fn has_failed(&self) -> bool {
+        self.health.has_failed() || self.degradation.recovered_for(self.now).is_some()
+    }
+    fn drained_for(&self) -> Option<Duration> {
+        self.health.drain_remaining()
+    }
 }
 
 /// The event people see for a switch of `plan` from `from` to `to`.
@@ -126,6 +235,7 @@ fn describe(
     to: Active,
     kind: SwitchKind,
     hold_down: Duration,
+    cause_override: Option<String>,
 ) -> FailoverEvent {
     let tier = |a: Active| a.tier().and_then(|t| plan.tier_health.get(t));
     let names = |a: Active| -> Vec<String> {
@@ -162,7 +272,7 @@ fn describe(
         from: names(from),
         to: names(to),
         kind,
-        cause,
+        cause: cause_override.unwrap_or(cause),
         elapsed,
     }
 }

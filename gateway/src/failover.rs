@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use gateway_health::RegionHealth;
 
 pub use crate::budget::RetryBudget;
+use crate::degraded::Degradations;
 use crate::early::EarlyState;
 
 /// Events kept for status pages.
@@ -94,6 +95,8 @@ pub struct RouteFailover {
     pub budget: RetryBudget,
     /// Early-retry state of the route (kept when the tiers change too).
     pub early: Arc<EarlyState>,
+    /// Each region's degradation for the route (kept when the tiers change too).
+    pub degradations: Arc<Degradations>,
     /// Rotates weighted choices within a tier.
     tickets: AtomicUsize,
     /// Requests in flight on the route (admission control).
@@ -146,6 +149,10 @@ impl FailoverBook {
                 || Arc::new(EarlyState::new(early_budget_permille)),
                 |old| old.early.clone(),
             ),
+            degradations: routes
+                .get(route)
+                .map(|old| old.degradations.clone())
+                .unwrap_or_default(),
             tickets: AtomicUsize::new(0),
             // A new tier layout is a new state; the requests in flight stay counted.
             in_flight: routes

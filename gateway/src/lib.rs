@@ -13,6 +13,7 @@ pub mod bgp_agent;
 pub(crate) mod budget;
 mod clientlog;
 pub(crate) mod controller;
+pub(crate) mod degraded;
 pub(crate) mod early;
 mod errors;
 pub(crate) mod failover;

@@ -188,16 +188,23 @@ fn tier_order(plan: &RoutePlan, tier: usize, snapshot: &RoutingSnapshot) -> Vec<
     let Some(regions) = plan.tiers.get(tier) else {
         return Vec::new();
     };
-    let up: Vec<(RegionIndex, u32)> = regions
-        .iter()
-        .copied()
-        .filter(|(r, _)| {
-            let target = &snapshot.regions[*r];
-            target.health.is_up() && target.has_room()
-        })
-        .collect();
+    // A region degraded for the route (slower than its SLO, `degraded.rs`) comes last, after
+    // the weighted pick among the others: tried only when they have nothing left.
+    let mut up: Vec<(RegionIndex, u32)> = Vec::with_capacity(regions.len());
+    let mut slow = Vec::new();
+    for (position, &(r, w)) in regions.iter().enumerate() {
+        let target = &snapshot.regions[r];
+        if !(target.health.is_up() && target.has_room()) {
+            continue;
+        }
+        if plan.skips_degraded(tier, position) {
+            slow.push(r);
+        } else {
+            up.push((r, w));
+        }
+    }
     if up.len() <= 1 {
-        return up.into_iter().map(|(r, _)| r).collect();
+        return up.into_iter().map(|(r, _)| r).chain(slow).collect();
     }
     let total: u64 = up.iter().map(|(_, w)| u64::from(*w)).sum();
     let ticket = (plan.failover.next_ticket() as u64) % total.max(1);
@@ -211,6 +218,7 @@ fn tier_order(plan: &RoutePlan, tier: usize, snapshot: &RoutingSnapshot) -> Vec<
         .map_or(up[0].0, |(r, _)| *r);
     let mut order = vec![first];
     order.extend(up.iter().map(|(r, _)| *r).filter(|r| *r != first));
+    order.extend(slow);
     order
 }
 

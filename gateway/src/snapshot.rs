@@ -10,6 +10,7 @@ use gateway_config::{GatewayConfig, RegionName, Route};
 use gateway_health::{HealthHub, RegionHealth};
 
 use crate::admission::ShedReason;
+use crate::degraded::Degradation;
 use crate::early::EarlyPlan;
 use crate::failover::{FailoverBook, RouteFailover};
 use crate::routing::RouteTable;
@@ -54,6 +55,24 @@ pub struct RoutePlan {
     pub metrics: RouteMetrics,
     /// Early retry of late first bytes, when the route has it.
     pub early: Option<EarlyPlan>,
+    /// Each tier region's degradation for the route, as `tier_health` (empty without
+    /// `degraded`).
+    pub degradation: Vec<Vec<Arc<Degradation>>>,
+}
+
+impl RoutePlan {
+    /// Whether region `position` of tier `tier` is to be skipped for slowness: degraded, while
+    /// another region of the tier is up and not degraded.
+    pub fn skips_degraded(&self, tier: usize, position: usize) -> bool {
+        let Some(cells) = self.degradation.get(tier) else {
+            return false;
+        };
+        cells.get(position).is_some_and(|d| d.is_degraded())
+            && cells
+                .iter()
+                .zip(&self.tier_health[tier])
+                .any(|(d, h)| h.is_up() && !d.is_degraded())
+    }
 }
 
 /// A region as the proxy sees it.
@@ -121,7 +140,20 @@ impl RoutingSnapshot {
                     route.retry.budget_permille,
                     route.retry.early.map_or(0, |e| e.budget_permille),
                 );
+                let degradation = if route.degraded.is_some() {
+                    tiers
+                        .iter()
+                        .map(|t| {
+                            t.iter()
+                                .map(|(i, _)| failover.degradations.of(regions[*i].name.as_str()))
+                                .collect()
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 RoutePlan {
+                    degradation,
                     metrics: RouteMetrics::new::<Outcome, ShedReason>(
                         &route.name,
                         &region_names,

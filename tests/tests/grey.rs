@@ -228,3 +228,96 @@ async fn latency_ejection_can_be_turned_off() {
     assert!(s["ejected_for_ms"].is_null(), "{s}");
     assert_eq!(s["health"], "up", "{s}");
 }
+
+/// Sends GETs one at a time until one is answered by `region` (or the harness's deadline
+/// passes); returns how many were sent.
+async fn until_answered_by(conn: &mut H1, region: &str) -> usize {
+    let start = std::time::Instant::now();
+    for sent in 1.. {
+        let resp = conn.send(get("a", "/x")).await;
+        assert_eq!(resp.status, 200);
+        if resp.json()["region"] == region {
+            return sent;
+        }
+        assert!(
+            start.elapsed() < gateway_tests::DEADLINE,
+            "never answered by {region}"
+        );
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_region_slower_than_the_routes_slo_is_failed_over_and_offered_traffic_again_later() {
+    let fra = [gateway_tests::region("fra", "fra-1").await];
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {{ interval: 1h, timeout: 1s }}
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - name: app
+    regions: [fra, ber]
+    failback: {{ hold_down: 500ms }}
+    degraded: {{ ttfb: 100ms, for: 1s, recover_after: 2s }}
+"#,
+        fra = endpoints(&fra),
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    for _ in 0..5 {
+        assert_eq!(conn.send(get("a", "/x")).await.json()["region"], "fra");
+    }
+    let route = |s: &serde_json::Value| s["routes"][0]["degraded"]["regions"][0].clone();
+    assert_eq!(route(&gw.status(None).await)["degraded"], false);
+
+    // fra answers in 300 ms, three times the SLO; probes (TCP) still pass, so only the
+    // degradation moves the route. It takes `for` with ten fresh answers.
+    fra[0].set_mode(Mode::Slow(Duration::from_millis(300)));
+    let sent = until_answered_by(&mut conn, "ber").await;
+    assert!(
+        sent > 10,
+        "degraded after {sent} requests, before ten slow answers"
+    );
+    let s = gw.status(None).await;
+    assert_eq!(route(&s)["degraded"], true, "{s}");
+    assert!(route(&s)["ttfb_ms"].as_f64() > Some(100.0), "{s}");
+    let events = s["failover_events"].as_array().expect("events").clone();
+    let failover = events
+        .iter()
+        .find(|e| e["kind"] == "failover")
+        .unwrap_or_else(|| panic!("no failover event in {s}"));
+    assert!(
+        failover["cause"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("degraded: fra")),
+        "{failover}"
+    );
+    assert_eq!(failover["to"], serde_json::json!(["ber"]));
+    // Meanwhile health says fra is up: it is the route that left it.
+    assert_eq!(s["regions"][0]["up"], true, "{s}");
+
+    // fra is fast again. After `recover_after` (2 s) and the hold-down (500 ms) the route
+    // fails back and the fresh answers clear the degradation.
+    fra[0].set_mode(Mode::Ok);
+    until_answered_by(&mut conn, "fra").await;
+    for _ in 0..12 {
+        assert_eq!(conn.send(get("a", "/x")).await.json()["region"], "fra");
+    }
+    let s = gw.status(None).await;
+    assert_eq!(route(&s)["degraded"], false, "{s}");
+    assert!(
+        s["failover_events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "failback")),
+        "{s}"
+    );
+}
