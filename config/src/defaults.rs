@@ -103,6 +103,8 @@ pub const EARLY_FACTOR: f64 = 3.0;
 pub const EARLY_MIN: &str = "20ms";
 /// `routes[].retry.early.max_delay`.
 pub const EARLY_MAX: &str = "1s";
+/// `routes[].retry.early.hedge`.
+pub const EARLY_HEDGE: bool = true;
 /// `routes[].retry.early.budget`, in per mille.
 pub const EARLY_BUDGET_PERMILLE: u32 = 100;
 /// `routes[].degraded.for`.

@@ -584,6 +584,8 @@ pub struct EarlyRetry {
     pub max_delay: Duration,
     /// Early retries allowed as per mille of requests over 10 seconds.
     pub budget_permille: u32,
+    /// Race the first attempt (hedge) instead of abandoning it (HTTP/1.1 upstreams).
+    pub hedge: bool,
 }
 
 /// Timeouts of a route.

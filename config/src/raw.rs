@@ -610,6 +610,12 @@ pub struct RawEarlyRetry {
     #[serde(default)]
     #[schemars(!default, extend("default" = "10%"))]
     pub budget: Option<String>,
+    /// Race instead of abandoning (default true): the first attempt stays, the same request
+    /// goes to the other endpoint too, and whichever answers first is used (the other is
+    /// cancelled). Only to HTTP/1.1 upstreams; an HTTP/2 first attempt is always cut.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::EARLY_HEDGE))]
+    pub hedge: Option<bool>,
 }
 
 /// A retry condition: a keyword or an HTTP status.

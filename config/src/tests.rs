@@ -355,10 +355,11 @@ fn early_retry_is_off_by_default_and_checks_its_settings() {
             min_delay: Duration::from_millis(20),
             max_delay: Duration::from_secs(1),
             budget_permille: 100,
+            hedge: true,
         })
     );
     let tuned = parse(
-        &with("{ enabled: true, factor: 2, min_delay: 50ms, max_delay: 50ms, budget: 5% }"),
+        &with("{ enabled: true, factor: 2, min_delay: 50ms, max_delay: 50ms, budget: 5%, hedge: false }"),
         Path::new("test.yaml"),
     )
     .expect("valid");
@@ -369,6 +370,7 @@ fn early_retry_is_off_by_default_and_checks_its_settings() {
         "equal bounds: a fixed deadline"
     );
     assert_eq!(tuned.budget_permille, 50);
+    assert!(!tuned.hedge);
 
     let found = issues(&with(
         "{ enabled: true, factor: 0.5, min_delay: 2s, max_delay: 1s, budget: 150%, delay: 1s }",

@@ -1605,6 +1605,7 @@ impl<'a> Validator<'a> {
                 min_delay,
                 max_delay,
                 budget_permille,
+                hedge: raw.and_then(|r| r.hedge).unwrap_or(defaults::EARLY_HEDGE),
             })
     }
 

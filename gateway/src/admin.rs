@@ -497,13 +497,15 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                     })).collect::<Vec<_>>(),
                 })),
                 "early_retry": p.early.as_ref().map(|e| {
-                    let (sent, refused) = e.state.counts();
+                    let (sent, refused, won) = e.state.counts();
                     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
                     json!({
                         "deadline_ms": ms(e.state.deadline(&e.settings)),
                         "ttfb_p99_ms": e.state.p99().map(ms),
+                        "hedge": e.settings.hedge,
                         "sent": sent,
                         "refused": refused,
+                        "won": won,
                     })
                 }),
             })

@@ -2,11 +2,12 @@
 //! times to first byte, and the budget that bounds how many requests are cut at it.
 //!
 //! A `GET`, `HEAD` or `OPTIONS` without a body whose first attempt has not answered by
-//! `clamp(p99 × factor, min_delay, max_delay)` is cut (its connection closed, so the upstream
-//! sees the cancellation) and sent to another endpoint, another region first, like a retry.
-//! The cut is decided when the deadline passes (vendor patch 19, `FirstByteDeadline`): if the
-//! budget has nothing left, the attempt simply goes on waiting. Unlike a race of two attempts
-//! (hedging), the first attempt is not kept: the app never does the work twice at once.
+//! `clamp(p99 × factor, min_delay, max_delay)` gets a second attempt at another endpoint,
+//! another region first: raced against the first (hedging, `hedge.rs`, HTTP/1.1 upstreams) or,
+//! without `hedge` or to HTTP/2, instead of it (the first is cut, its connection closed or
+//! its stream reset, and the request retried). It is decided when the deadline passes (vendor
+//! patch 19, `FirstByteDeadline`): if the budget has nothing left, the attempt simply goes on
+//! waiting.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct EarlyState {
     pub budget: Budget<10>,
     sent: AtomicU64,
     refused: AtomicU64,
+    won: AtomicU64,
 }
 
 impl EarlyState {
@@ -57,6 +59,7 @@ impl EarlyState {
             budget: Budget::new(permille),
             sent: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            won: AtomicU64::new(0),
         }
     }
 
@@ -133,11 +136,13 @@ impl EarlyState {
         deadline
     }
 
-    /// Early retries sent and refused by the budget so far.
-    pub fn counts(&self) -> (u64, u64) {
+    /// Early retries (or hedges) sent, refused by the budget, and hedges that answered first,
+    /// so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.sent.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
+            self.won.load(Ordering::Relaxed),
         )
     }
 
@@ -161,12 +166,13 @@ pub struct EarlyPlan {
     pub state: Arc<EarlyState>,
     cut: Arc<dyn Fn() -> bool + Send + Sync>,
     sent: Counter,
+    won: Counter,
 }
 
 impl EarlyPlan {
     /// The plan of `route` with `settings` over `state`.
     pub fn new(route: &str, settings: EarlyRetry, state: Arc<EarlyState>) -> Self {
-        let [sent, refused] = crate::telemetry::early_retry_counters(route);
+        let [sent, refused, won] = crate::telemetry::early_retry_counters(route);
         let cut_state = state.clone();
         Self {
             settings,
@@ -179,7 +185,14 @@ impl EarlyPlan {
                 cut
             }),
             sent,
+            won,
         }
+    }
+
+    /// Counts a hedge whose answer came first.
+    pub fn won(&self) {
+        self.state.won.fetch_add(1, Ordering::Relaxed);
+        self.won.increment(1);
     }
 
     /// Counts an early retry that was sent.
@@ -193,6 +206,7 @@ impl EarlyPlan {
         FirstByteDeadline {
             after: self.state.deadline(&self.settings),
             cut: self.cut.clone(),
+            hedge: None,
         }
     }
 }
@@ -232,6 +246,7 @@ mod tests {
             min_delay: Duration::from_millis(20),
             max_delay: Duration::from_secs(1),
             budget_permille: 100,
+            hedge: true,
         }
     }
 
@@ -313,7 +328,7 @@ mod tests {
         // 10 always, plus 10% of 200.
         let cuts = (0..100).filter(|_| state.cut()).count();
         assert_eq!(cuts, 30);
-        assert_eq!(state.counts(), (0, 70));
+        assert_eq!(state.counts(), (0, 70, 0));
     }
 
     #[test]

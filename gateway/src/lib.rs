@@ -18,6 +18,7 @@ pub(crate) mod early;
 mod errors;
 pub(crate) mod failover;
 pub mod headers;
+pub(crate) mod hedge;
 pub(crate) mod lag;
 pub(crate) mod peer;
 pub(crate) mod proxy;

@@ -14,6 +14,7 @@ use gateway_health::{Failure, Passive, Slowness};
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::ALPN;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::FIRST_BYTE_DEADLINE;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -22,6 +23,7 @@ use crate::admission::{ProcessLimit, ShedReason, Slot};
 use crate::affinity::Affinity;
 use crate::errors::{json_echo, json_string, respond_json, ErrorPage, TruncationCause};
 use crate::headers;
+use crate::hedge::{HedgeSlot, RequestHedge};
 use crate::lag::Lag;
 use crate::retry;
 use crate::routing::{host_without_port, RouteIndex};
@@ -142,6 +144,8 @@ pub struct RequestCtx {
     /// The route fails open (every allowed region looked down, or a retry had tried every
     /// endpoint of those that looked up): attempts ignore health.
     fail_open: bool,
+    /// The current attempt's hedge, when it may be hedged (`hedge.rs`).
+    hedge: Option<Arc<HedgeSlot>>,
 }
 
 /// Where the response to the client stands. Before its header goes out, a failure may still be
@@ -250,6 +254,7 @@ impl ProxyHttp for GatewayProxy {
             region_slot: None,
             endpoint_attempt: None,
             fail_open: false,
+            hedge: None,
         }
     }
 
@@ -357,6 +362,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         ctx.status_retry = false;
+        ctx.hedge = None;
         let snapshot = ctx.snapshot.clone();
         let plan = ctx
             .route
@@ -446,7 +452,20 @@ impl ProxyHttp for GatewayProxy {
                 )
                 && has_untried(&snapshot, plan, std::slice::from_ref(&choice))
             {
-                peer.options.first_byte = Some(early.first_byte());
+                let mut first_byte = early.first_byte();
+                if early.settings.hedge && matches!(peer.options.alpn, ALPN::H1) {
+                    let slot = Arc::new(HedgeSlot::default());
+                    first_byte.hedge = Some(Arc::new(RequestHedge {
+                        snapshot: snapshot.clone(),
+                        route: ctx.route.unwrap_or_default(),
+                        first: choice.clone(),
+                        timeouts,
+                        read_timeout,
+                        slot: slot.clone(),
+                    }));
+                    ctx.hedge = Some(slot);
+                }
+                peer.options.first_byte = Some(first_byte);
             }
         }
         plan.metrics.attempt(choice.region, !ctx.tried.is_empty());
@@ -468,6 +487,23 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = response.status.as_u16();
+        if let Some(hedged) = ctx.hedge.take().and_then(|slot| slot.take_winner()) {
+            // The hedge answered first: the answer is its endpoint's. The first attempt's wait
+            // was real (latency-aware choice sees it); its connection is closed.
+            let now = tokio::time::Instant::now();
+            if let Some(first) = ctx.current() {
+                first
+                    .endpoint
+                    .latency
+                    .observe(now.saturating_duration_since(ctx.attempt_started), now);
+            }
+            if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
+                early.won();
+            }
+            ctx.tried.push(hedged.choice);
+            ctx.attempt_started = hedged.started;
+            ctx.endpoint_attempt = Some(hedged.in_flight);
+        }
         if let Some(c) = ctx.current() {
             let now = tokio::time::Instant::now();
             let ttfb = now.saturating_duration_since(ctx.attempt_started);

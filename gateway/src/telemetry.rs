@@ -165,13 +165,13 @@ fn describe() {
     );
     describe_counter!(
         "gateway_early_retries_total",
-        "First attempts whose first byte was later than the route's early-retry deadline, by route and outcome: sent (cut and retried on another endpoint) or refused (the early-retry budget was spent; the attempt kept waiting)."
+        "First attempts whose first byte was later than the route's early-retry deadline, by route and outcome: sent (hedged, or cut and retried, on another endpoint), refused (the early-retry budget was spent; the attempt kept waiting) or won (a hedge answered first)."
     );
 }
 
-/// `gateway_early_retries_total` of `route`: `[sent, refused]`.
-pub fn early_retry_counters(route: &str) -> [Counter; 2] {
-    ["sent", "refused"].map(|outcome| {
+/// `gateway_early_retries_total` of `route`: `[sent, refused, won]`.
+pub fn early_retry_counters(route: &str) -> [Counter; 3] {
+    ["sent", "refused", "won"].map(|outcome| {
         metrics::counter!("gateway_early_retries_total", "route" => route.to_string(), "outcome" => outcome)
     })
 }

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gateway_tests::client::{full, get, H1};
 use gateway_tests::raw::{RawUpstream, Step};
-use gateway_tests::{endpoints, eventually, Gateway, Mode, RegionServer};
+use gateway_tests::{endpoints, eventually, Gateway, Mode};
 
-/// Route `app` over `fra` (the stalling raw upstream) then `ber`, TCP probes an hour apart
-/// (a stalled app still accepts connections), a fixed early-retry deadline of 100 ms and reads
-/// that give up after 3 s.
-fn stalled_primary(fra: &RawUpstream, ber: &[RegionServer]) -> String {
+/// Route `app` over `fra` (a raw upstream) then `ber`, TCP probes an hour apart (a stalled app
+/// still accepts connections), a fixed early-retry deadline of 100 ms, hedging or not, and
+/// reads that give up after 3 s.
+fn stalled_primary(fra: &RawUpstream, ber: &str, hedge: bool) -> String {
     format!(
         r#"admin: {{ bind: "{{admin}}" }}
 listeners:
@@ -29,10 +29,9 @@ routes:
   - name: app
     regions: [fra, ber]
     timeouts: {{ read: 3s }}
-    retry: {{ early: {{ enabled: true, min_delay: 100ms, max_delay: 100ms }} }}
+    retry: {{ early: {{ enabled: true, min_delay: 100ms, max_delay: 100ms, hedge: {hedge} }} }}
 "#,
         fra = fra.addr(),
-        ber = endpoints(ber),
     )
 }
 
@@ -43,10 +42,11 @@ async fn early_status(gw: &Gateway) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_late_get_is_cut_answered_by_the_other_region_and_the_upstream_sees_the_cut() {
+async fn without_hedging_a_late_get_is_cut_answered_by_the_other_region_and_the_upstream_sees_the_cut(
+) {
     let fra = RawUpstream::start(|_| vec![Step::StallUntilClosed]).await;
     let ber = [gateway_tests::region("ber", "ber-1").await];
-    let (gw, _) = Gateway::start(&stalled_primary(&fra, &ber), &[]).await;
+    let (gw, _) = Gateway::start(&stalled_primary(&fra, &endpoints(&ber), false), &[]).await;
     let early = early_status(&gw).await;
     assert_eq!(early["deadline_ms"], 100.0, "{early}");
 
@@ -107,7 +107,7 @@ async fn a_late_get_is_cut_answered_by_the_other_region_and_the_upstream_sees_th
 async fn posts_and_requests_with_bodies_are_never_cut_early() {
     let fra = RawUpstream::start(|_| vec![Step::StallUntilClosed]).await;
     let ber = [gateway_tests::region("ber", "ber-1").await];
-    let (gw, _) = Gateway::start(&stalled_primary(&fra, &ber), &[]).await;
+    let (gw, _) = Gateway::start(&stalled_primary(&fra, &endpoints(&ber), true), &[]).await;
 
     let with_body = |method: &str| {
         http::Request::builder()
@@ -261,4 +261,100 @@ routes:
     }
     let early = early_status(&gw).await;
     assert_eq!(early["sent"], 3, "{early}");
+}
+
+/// A raw upstream answering every request with `body` after `delay`.
+async fn answering_after(delay: Duration, body: &'static str) -> RawUpstream {
+    RawUpstream::start(move |_| {
+        vec![
+            Step::Pause(delay),
+            Step::Write(Bytes::from(format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))),
+        ]
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_hedged_get_returns_the_faster_answer_and_the_slower_attempt_is_cancelled() {
+    // fra answers in 800 ms, ber at once: the hedge sent to ber at 100 ms answers first.
+    let fra = answering_after(Duration::from_millis(800), "fra").await;
+    let ber = answering_after(Duration::ZERO, "ber").await;
+    let ber_endpoint = format!("[{{ id: ber-1, address: \"{}\" }}]", ber.addr());
+    let (gw, _) = Gateway::start(&stalled_primary(&fra, &ber_endpoint, true), &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    for i in 1..=3 {
+        let started = Instant::now();
+        let resp = conn.send(get("a", "/x")).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(&resp.body[..], b"ber", "request {i}");
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "request {i}: not fra's answer"
+        );
+        assert_eq!(
+            (fra.requests(), ber.requests()),
+            (i, i),
+            "request {i}: both were asked"
+        );
+        // The slower attempt's connection is closed: fra sees its request cancelled.
+        eventually("fra sees the slower attempt cancelled", || async {
+            fra.closed_by_peer() == i
+        })
+        .await;
+    }
+    let early = early_status(&gw).await;
+    assert_eq!(
+        (&early["sent"], &early["won"], &early["refused"]),
+        (&3.into(), &3.into(), &0.into()),
+        "{early}"
+    );
+    // Not a retry, not a failure of fra.
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    for line in [
+        "gateway_early_retries_total{route=\"app\",outcome=\"won\"} 3",
+        "gateway_upstream_retries_total{route=\"app\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    let s = gw.status(None).await;
+    assert_eq!(s["regions"][0]["endpoints"][0]["health"], "up", "{s}");
+}
+
+#[tokio::test]
+async fn a_hedged_get_keeps_the_first_attempt_when_it_answers_first() {
+    // fra answers in 250 ms; the hedge sent to ber at 100 ms would take a second: fra's
+    // answer wins and ber's attempt is the one cancelled.
+    let fra = answering_after(Duration::from_millis(250), "fra").await;
+    let ber = answering_after(Duration::from_secs(1), "ber").await;
+    let ber_endpoint = format!("[{{ id: ber-1, address: \"{}\" }}]", ber.addr());
+    let (gw, _) = Gateway::start(&stalled_primary(&fra, &ber_endpoint, true), &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    let resp = conn.send(get("a", "/x")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(&resp.body[..], b"fra");
+    assert_eq!(ber.requests(), 1, "the hedge was sent");
+    eventually("ber sees the hedge cancelled", || async {
+        ber.closed_by_peer() == 1
+    })
+    .await;
+    // fra's connection was kept: the next request reuses it.
+    let resp = conn.send(get("a", "/x")).await;
+    assert_eq!(&resp.body[..], b"fra");
+    assert_eq!(
+        fra.closed_by_peer(),
+        0,
+        "fra's connection is pooled, not closed"
+    );
+    let early = early_status(&gw).await;
+    assert_eq!(
+        (&early["sent"], &early["won"]),
+        (&2.into(), &0.into()),
+        "{early}"
+    );
 }

@@ -499,8 +499,23 @@ pub enum H1UpgradePolicy {
 pub struct FirstByteDeadline {
     /// How long after the request the first byte may take.
     pub after: Duration,
-    /// Asked once when the deadline passes: whether to end the read.
+    /// Asked once when the deadline passes: whether to end the read (or, with `hedge`, to
+    /// race a second server).
     pub cut: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// HTTP/1 only: instead of ending the read when `cut` says so, send the same request head
+    /// over a connection to another server and keep whichever answers first (the other
+    /// connection is closed). Without it, or on HTTP/2, the read ends.
+    pub hedge: Option<Arc<dyn Hedge>>,
+}
+
+/// PATCH (failover gateway): the second server of a hedged request (see
+/// [`FirstByteDeadline::hedge`]).
+pub trait Hedge: Send + Sync {
+    /// A connection to another server for the same request, or `None` (no hedge: the first
+    /// attempt goes on waiting).
+    fn connect(&self) -> futures::future::BoxFuture<'static, Option<crate::protocols::Stream>>;
+    /// The hedge's connection sent the first response byte: it carries the response now.
+    fn won(&self);
 }
 
 /// The error type of a response head read cut at its [`FirstByteDeadline`].
@@ -537,6 +552,11 @@ impl ArmedFirstByte {
     /// Whether the read is to end now (the deadline passed): asks `cut`.
     pub fn cut(&self) -> bool {
         (self.deadline.cut)()
+    }
+
+    /// The hedge to race instead of cutting, if any.
+    pub fn hedge(&self) -> Option<Arc<dyn Hedge>> {
+        self.deadline.hedge.clone()
     }
 }
 

@@ -30,7 +30,8 @@ use super::common::*;
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
-use crate::upstreams::peer::{ArmedFirstByte, FIRST_BYTE_DEADLINE};
+use crate::upstreams::peer::{ArmedFirstByte, Hedge, FIRST_BYTE_DEADLINE};
+use std::sync::Arc;
 
 /// PATCH (failover gateway): see `read_response`.
 const FIRST_RESPONSE_HEAD_READ: usize = 1024;
@@ -56,6 +57,9 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     /// PATCH (failover gateway): the first-byte deadline of the response head, if armed.
     pub first_byte: Option<ArmedFirstByte>,
+    /// PATCH (failover gateway): the response came over a hedge's connection, to another
+    /// server than the one this session was made for: never pooled.
+    hedged: bool,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
@@ -99,6 +103,7 @@ impl HttpSession {
             request_written: None,
             read_timeout: None,
             first_byte: None,
+            hedged: false,
             write_timeout: None,
             digest,
             bytes_sent: 0,
@@ -416,13 +421,24 @@ impl HttpSession {
                 Some(t) if by_deadline => match pingora_timeout::tokio_timeout(t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {
-                        if self.first_byte.take().is_some_and(|armed| armed.cut()) {
+                        let Some(armed) = self.first_byte.take().filter(|a| a.cut()) else {
+                            continue;
+                        };
+                        let Some(hedge) = armed.hedge() else {
                             return self.fail_response_header_read(Error::explain(
                                 FIRST_BYTE_DEADLINE,
                                 "no response byte before the first-byte deadline",
                             ));
+                        };
+                        match self.race_hedge(hedge).await {
+                            Some(res) => res,
+                            None => {
+                                return self.fail_response_header_read(Error::explain(
+                                    ReadTimedout,
+                                    "while reading response headers (hedged)",
+                                ));
+                            }
                         }
-                        continue;
                     }
                 },
                 Some(t) => match timeout(t, read_fut).await {
@@ -470,6 +486,74 @@ impl HttpSession {
                     return self.fail_response_header_read(e);
                 }
             }
+        }
+    }
+
+    // PATCH (failover gateway): a hedged request head. The same head goes to `hedge`'s server;
+    // the first connection to send a byte carries the response (the other is dropped, so its
+    // server sees the request cancelled). A hedge that cannot connect or fails leaves the
+    // original; an original that fails while the hedge is pending waits for the hedge. The
+    // result is what the original's read would have given (bytes now in the head buffer), or
+    // `None` when the read timeout passed first.
+    async fn race_hedge(&mut self, hedge: Arc<dyn Hedge>) -> Option<std::io::Result<usize>> {
+        let wire = self
+            .request_written
+            .as_deref()
+            .and_then(http_req_header_to_wire)
+            .map(|w| w.freeze());
+        let hedged = async move {
+            let wire = wire?;
+            let mut stream = hedge.connect().await?;
+            stream.write_all(&wire).await.ok()?;
+            stream.flush().await.ok()?;
+            let mut buf = BytesMut::with_capacity(FIRST_RESPONSE_HEAD_READ);
+            match stream.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => Some((stream, buf, hedge)),
+                _ => None,
+            }
+        };
+        let race = async {
+            tokio::pin!(hedged);
+            let mut original = None;
+            loop {
+                let winner = tokio::select! {
+                    read = self.underlying_stream.read_buf(&mut self.response_header_read_buf), if original.is_none() => Err(read),
+                    done = &mut hedged => Ok(done),
+                };
+                match winner {
+                    // The original answered (or failed) first. Bytes win; a failure waits for
+                    // the hedge.
+                    Err(read) => {
+                        if matches!(read, Ok(n) if n > 0) {
+                            return read;
+                        }
+                        original = Some(read);
+                    }
+                    Ok(Some((stream, buf, hedge))) => {
+                        let n = buf.len();
+                        self.underlying_stream = stream;
+                        self.response_header_read_buf = buf;
+                        self.hedged = true;
+                        hedge.won();
+                        return Ok(n);
+                    }
+                    Ok(None) => {
+                        // The hedge failed: the original's outcome, or its next read.
+                        return match original {
+                            Some(read) => read,
+                            None => {
+                                self.underlying_stream
+                                    .read_buf(&mut self.response_header_read_buf)
+                                    .await
+                            }
+                        };
+                    }
+                }
+            }
+        };
+        match self.read_timeout {
+            Some(t) => timeout(t, race).await.ok(),
+            None => Some(race.await),
         }
     }
 
@@ -699,7 +783,8 @@ impl HttpSession {
     // PATCH (failover gateway): an `async move` block instead of an `async fn`, which held the
     // 480-byte session twice (the argument and its copy).
     pub fn reuse(mut self) -> impl std::future::Future<Output = Option<Stream>> {
-        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
+        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() || self.hedged
+        {
             self.set_keepalive(None);
         }
 
