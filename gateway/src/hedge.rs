@@ -41,12 +41,11 @@ pub struct HedgeSlot {
 }
 
 impl HedgeSlot {
-    /// The hedge, if it was sent and answered first.
+    /// The hedge, if it was sent and answered first. Either way the slot is emptied (a hedge
+    /// that lost stops counting in flight to its endpoint).
     pub fn take_winner(&self) -> Option<Hedged> {
-        if !self.won.load(Ordering::Acquire) {
-            return None;
-        }
-        self.sent.lock().ok()?.take()
+        let sent = self.sent.lock().ok()?.take();
+        sent.filter(|_| self.won.load(Ordering::Acquire))
     }
 }
 

@@ -357,4 +357,12 @@ async fn a_hedged_get_keeps_the_first_attempt_when_it_answers_first() {
         (&2.into(), &0.into()),
         "{early}"
     );
+    // The hedges that lost no longer count in flight to ber.
+    let s = gw.status(None).await;
+    let ber_status = &s["regions"][1];
+    assert_eq!(ber_status["name"], "ber");
+    assert_eq!(
+        ber_status["endpoints"][0]["latency"]["in_flight"], 0,
+        "{ber_status}"
+    );
 }
