@@ -640,7 +640,7 @@ fn early_share(r: &scenario::RunResult) -> f64 {
 
 fn run_line(r: &scenario::RunResult) -> String {
     format!(
-        "  requests {} failed {} | detect {} ms | last primary {} ms | settled {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms | early retries {} ({:.2} %, {} refused)\n",
+        "  requests {} failed {} | detect {} ms | last primary {} ms | settled {} ms | window p99 {:.1} ms max {:.1} ms | failback {} ms | early retries {} ({:.2} %, {} refused, {} hedges won)\n",
         r.summary.requests,
         r.summary.failed,
         fmt_ms(r.detect_ms),
@@ -652,6 +652,7 @@ fn run_line(r: &scenario::RunResult) -> String {
         r.early_sent,
         early_share(r),
         r.early_refused,
+        r.early_won,
     )
 }
 
@@ -665,7 +666,7 @@ fn failover_markdown(
         "# failover scenario: {name} at {rate} req/s\n\nMachine: {}\n\n",
         report::machine()
     );
-    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | settled ms | window p50 ms | window p99 ms | window max ms | failback ms | early retries | early share % | refused |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| run | requests | failed | errors | detect ms | last primary ms | first secondary ms | settled ms | window p50 ms | window p99 ms | window max ms | failback ms | early retries | early share % | refused | hedges won |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
         let errors: Vec<String> = r
             .summary
@@ -681,7 +682,7 @@ fn failover_markdown(
             )
             .collect();
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {} | {} |\n",
             i + 1,
             r.summary.requests,
             r.summary.failed,
@@ -701,6 +702,7 @@ fn failover_markdown(
             r.early_sent,
             early_share(r),
             r.early_refused,
+            r.early_won,
         ));
     }
     md.push_str(&format!("\nAggregate (median, min, max): ```{}```\n\nCharts: chart-1.svg ... (throughput by region, failures, latency; fault, detection, recovery and failback marked).\n", aggregate));

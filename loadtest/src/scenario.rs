@@ -121,10 +121,12 @@ pub struct RunResult {
     pub settled_ms: Option<f64>,
     /// Recovery → first request answered by the primary again.
     pub failback_ms: Option<f64>,
-    /// Early retries sent over the run (`/status`; 0 without early retry).
+    /// Early retries or hedges sent over the run (`/status`; 0 without early retry).
     pub early_sent: u64,
     /// Early retries the budget refused over the run.
     pub early_refused: u64,
+    /// Hedges that answered first over the run.
+    pub early_won: u64,
     /// Chart markers.
     pub markers: Vec<Marker>,
     /// Timeline.
@@ -237,6 +239,7 @@ pub async fn run_once(
     let mut result = analyse(&records, total, fault_at, recover_at, down_at, up_again_at);
     result.early_sent = early["sent"].as_u64().unwrap_or(0);
     result.early_refused = early["refused"].as_u64().unwrap_or(0);
+    result.early_won = early["won"].as_u64().unwrap_or(0);
     Ok(result)
 }
 
@@ -334,6 +337,7 @@ fn analyse(
         failback_ms: failback.map(|t| ms(t.saturating_sub(recover_at))),
         early_sent: 0,
         early_refused: 0,
+        early_won: 0,
         markers,
         timeline: report::timeline(records, Duration::from_millis(100)),
     }
