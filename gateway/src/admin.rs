@@ -224,9 +224,16 @@ async fn region_action(
     };
     match action {
         "drain" => {
-            let text_for = query
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("for=")))
-                .unwrap_or("30m");
+            let param = |name: &str| {
+                query.and_then(|q| {
+                    q.split('&').find_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        (k == name).then(|| percent_decode(v))
+                    })
+                })
+            };
+            let text_for = param("for").unwrap_or_else(|| "30m".into());
+            let text_for = text_for.as_str();
             let duration = match gateway_config::values::parse_duration(text_for) {
                 Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(7 * 24 * 3600) => d,
                 _ => {
@@ -236,11 +243,21 @@ async fn region_action(
                     )
                 }
             };
-            region.health.drain(duration);
+            let note = gateway_health::DrainNote {
+                reason: param("reason").unwrap_or_default(),
+                by: param("by").unwrap_or_default(),
+            };
+            if note.reason.len() > 500 || note.by.len() > 200 {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "reason (500 bytes) or by (200 bytes) too long"}),
+                );
+            }
+            region.health.drain(duration, note.clone());
             state.gateway.failover.settle().await;
             json_response(
                 StatusCode::OK,
-                &serde_json::json!({"region": name, "drained_for_ms": duration.as_millis() as u64}),
+                &serde_json::json!({"region": name, "drained_for_ms": duration.as_millis() as u64, "reason": note.reason, "by": note.by}),
             )
         }
         "undrain" => {
@@ -256,6 +273,31 @@ async fn region_action(
             "unknown action: use drain or undrain\n",
         ),
     }
+}
+
+/// A query value with `%XX` escapes and `+` (space) decoded; invalid escapes stay as they are,
+/// and bytes that are not UTF-8 become U+FFFD.
+fn percent_decode(value: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -321,7 +363,23 @@ fn status_page(status: &serde_json::Value) -> String {
             .collect();
         let drained = r["drained_for_ms"]
             .as_u64()
-            .map(|ms| format!(" (drained, {} s left)", ms / 1000))
+            .map(|ms| {
+                let note = &r["drain"];
+                format!(
+                    " (drained, {} s left{}{})",
+                    ms / 1000,
+                    note["reason"]
+                        .as_str()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!(": {}", esc(t)))
+                        .unwrap_or_default(),
+                    note["by"]
+                        .as_str()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!(", by {}", esc(t)))
+                        .unwrap_or_default()
+                )
+            })
             .unwrap_or_default();
         html.push_str(&format!(
             "<tr><td>{}</td><td class=\"{}\">{}{}</td><td>{}</td></tr>",
@@ -439,6 +497,7 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "up": r.health.is_up(),
                 "healthy": r.health.is_healthy(),
                 "drained_for_ms": r.health.drain_remaining().map(millis),
+                "drain": r.health.drain_note().map(|n| json!({"reason": n.reason, "by": n.by})),
                 "up_for_ms": r.health.up_duration().map(millis),
                 "healthy_endpoints": healthy,
                 "capacity": r.capacity,
@@ -526,4 +585,18 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            super::percent_decode("fire+drill%20fra%2Fber"),
+            "fire drill fra/ber"
+        );
+        assert_eq!(super::percent_decode("100%"), "100%");
+        assert_eq!(super::percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(super::percent_decode("%C3%A9t%C3%A9"), "été");
+    }
 }

@@ -309,44 +309,6 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gateway drain`: `POST /drain` on the admin API (readiness false, still serving), then
-/// waits `wait` so BGP withdraws and routers converge before the caller (a Kubernetes
-/// `preStop`, systemd `ExecStop`) lets SIGTERM follow.
-pub async fn drain(
-    admin: std::net::SocketAddr,
-    token_file: Option<&Path>,
-    wait: Duration,
-) -> anyhow::Result<()> {
-    let client: AdminClient = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = http::Request::post(format!("http://{admin}/drain"));
-    if let Some(f) = token_file {
-        let token =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        req = req.header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", token.trim()),
-        );
-    }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(req.body(Empty::new())?),
-    )
-    .await
-    .context("POST /drain timed out")?
-    .context("POST /drain")?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "POST /drain answered {}",
-        resp.status()
-    );
-    tracing::info!(
-        wait_ms = wait.as_millis() as u64,
-        "gateway drained; waiting for BGP to converge"
-    );
-    tokio::time::sleep(wait).await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -447,7 +447,8 @@ mod tests {
     async fn a_drain_moves_traffic_and_its_end_starts_the_hold_down() {
         let bed = Bed::start();
         assert_eq!(bed.active().await, Active::Tier(0));
-        bed.region(0).drain(Duration::from_secs(10));
+        bed.region(0)
+            .drain(Duration::from_secs(10), Default::default());
         assert_eq!(bed.active().await, Active::Tier(1));
         sleep(11).await;
         assert_eq!(

@@ -11,6 +11,7 @@ pub(crate) mod affinity;
 pub(crate) mod app;
 pub mod bgp_agent;
 pub(crate) mod budget;
+pub mod cli;
 mod clientlog;
 pub(crate) mod controller;
 pub(crate) mod degraded;

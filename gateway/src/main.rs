@@ -1,8 +1,9 @@
-//! `gateway`: run, check, schema.
+//! `gateway`: run, check, schema, the BGP agent and the admin commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::server::{build_server, ServerOptions};
 use pingora::server::RunArgs;
@@ -86,19 +87,73 @@ enum Command {
         #[arg(long, value_parser = ["announced", "withdrawn"])]
         print_include: Option<String>,
     },
-    /// Drain the running gateway (readiness false, still serving), then wait for BGP to
-    /// converge: for a Kubernetes preStop hook or systemd ExecStop, before SIGTERM.
+    /// Drain a region for a while (traffic fails over, recorded with a reason and who did
+    /// it), or, without REGION, the whole gateway (readiness false, still serving), then wait
+    /// for BGP to converge: for a Kubernetes preStop hook or systemd ExecStop, before SIGTERM.
     Drain {
-        /// The gateway's admin API.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin: std::net::SocketAddr,
-        /// File with the admin bearer token (when the admin API has one).
+        /// The region to drain; absent: the whole gateway.
+        region: Option<String>,
+        /// How long the region stays drained (at most 7d).
+        #[arg(long = "for", default_value = "30m")]
+        for_: String,
+        /// Why, shown in `/status` and the gateway's log.
         #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// Time to wait after draining (withdrawal plus router convergence).
+        reason: Option<String>,
+        /// Who (default: $USER@host).
+        #[arg(long)]
+        by: Option<String>,
+        /// Whole gateway only: time to wait after draining (withdrawal plus router
+        /// convergence).
         #[arg(long, default_value = "10s")]
         wait: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
+    /// Lift a region's drain, or, without REGION, the whole gateway's.
+    Undrain {
+        /// The region; absent: the whole gateway.
+        region: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the running gateway's state on one screen: routes and what serves them, regions,
+    /// drains, endpoints, recent failover events.
+    Status {
+        /// Print `/status` as JSON instead.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Reload the running gateway's config now (as SIGHUP does) and print the result.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How the admin commands reach the gateway.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The gateway's config file: its admin address and token are used (no token to type).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The admin API's address (default: the config's `admin.bind`, else 127.0.0.1:9901).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// File with the admin bearer token (default: the config's `admin.token_file`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn target(&self) -> anyhow::Result<gateway::cli::Target> {
+        gateway::cli::Target::resolve(
+            self.config.as_deref(),
+            self.admin,
+            self.token_file.as_deref(),
+        )
+    }
 }
 
 // mimalloc instead of glibc's malloc: the proxy allocates and frees dozens of small objects per
@@ -223,16 +278,75 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Drain {
-            admin,
-            token_file,
+            region,
+            for_,
+            reason,
+            by,
             wait,
+            admin,
         } => {
-            let wait = flag_duration("--wait", &wait)?;
-            runtime()?.block_on(gateway::bgp_agent::drain(
-                admin,
-                token_file.as_deref(),
-                wait,
-            ))?;
+            let target = admin.target()?;
+            runtime()?.block_on(async {
+                match region {
+                    Some(region) => {
+                        let by = by.unwrap_or_else(gateway::cli::who);
+                        let path = format!(
+                            "/regions/{}/drain?for={}&reason={}&by={}",
+                            gateway::cli::query_escape(&region),
+                            gateway::cli::query_escape(&for_),
+                            gateway::cli::query_escape(reason.as_deref().unwrap_or("")),
+                            gateway::cli::query_escape(&by),
+                        );
+                        target.call("POST", &path).await?;
+                        println!("region {region} drained for {for_} by {by}");
+                    }
+                    None => {
+                        let wait = flag_duration("--wait", &wait)?;
+                        target.call("POST", "/drain").await?;
+                        tracing::info!(
+                            wait_ms = wait.as_millis() as u64,
+                            "gateway drained; waiting for BGP to converge"
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Undrain { region, admin } => {
+            let target = admin.target()?;
+            let path = match &region {
+                Some(r) => format!("/regions/{}/undrain", gateway::cli::query_escape(r)),
+                None => "/undrain".to_string(),
+            };
+            runtime()?.block_on(target.call("POST", &path))?;
+            match region {
+                Some(r) => println!("region {r} undrained"),
+                None => println!("gateway undrained"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json, admin } => {
+            let target = admin.target()?;
+            let (_, body) = runtime()?.block_on(target.call("GET", "/status"))?;
+            let status: serde_json::Value =
+                serde_json::from_str(&body).context("the admin API's /status is not JSON")?;
+            if json {
+                println!("{status:#}");
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                print!("{}", gateway::cli::render_status(&status, now));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { admin } => {
+            let target = admin.target()?;
+            let (_, body) = runtime()?.block_on(target.call("POST", "/reload"))?;
+            println!("{}", body.trim());
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
@@ -275,7 +389,7 @@ fn flag_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> 
     gateway_config::parse_duration(text).map_err(|e| anyhow::anyhow!("{flag} {text}: {e}"))
 }
 
-/// The small runtime of the helper subcommands (`bgp-agent`, `drain`).
+/// The small runtime of the helper subcommands (`bgp-agent` and the admin commands).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -504,7 +504,18 @@ pub struct RegionHealth {
     /// Operator drain: milliseconds since the hub's epoch until which the region counts as
     /// down (0: not drained).
     drained_until_ms: AtomicU64,
+    /// Who drained the region and why (while drained).
+    drain_note: Mutex<Option<DrainNote>>,
     epoch: Instant,
+}
+
+/// Who drained a region and why, for `/status` and the audit log line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DrainNote {
+    /// Why (free text; empty when none was given).
+    pub reason: String,
+    /// Who or what (a user and host, a tool's name; empty when unknown).
+    pub by: String,
 }
 
 impl std::fmt::Debug for RegionHealth {
@@ -559,10 +570,19 @@ impl RegionHealth {
 
     /// Drains the region for `duration`: it counts as down (traffic fails over) until the drain
     /// expires or is lifted.
-    pub fn drain(&self, duration: Duration) {
+    pub fn drain(&self, duration: Duration, note: DrainNote) {
         let until = self.now_ms() + duration.as_millis().max(1) as u64;
+        tracing::warn!(region = %self.name, for_ms = duration.as_millis() as u64, reason = %note.reason, by = %note.by, "region drained by operator");
+        if let Ok(mut kept) = self.drain_note.lock() {
+            *kept = Some(note);
+        }
         self.drained_until_ms.store(until, Ordering::Release);
-        tracing::warn!(region = %self.name, for_ms = duration.as_millis() as u64, "region drained by operator");
+    }
+
+    /// Who drained the region and why, while a drain is in force.
+    pub fn drain_note(&self) -> Option<DrainNote> {
+        self.drain_remaining()?;
+        self.drain_note.lock().ok()?.clone()
     }
 
     /// Lifts a drain at once.
@@ -573,6 +593,9 @@ impl RegionHealth {
                 .min(self.drained_until_ms.load(Ordering::Acquire)),
             Ordering::Release,
         );
+        if let Ok(mut kept) = self.drain_note.lock() {
+            *kept = None;
+        }
         if was.is_some() {
             tracing::warn!(region = %self.name, "region drain lifted by operator");
         }
@@ -721,6 +744,7 @@ impl HealthHub {
                     recompute_lock: Mutex::new(()),
                     ejection_lock: Mutex::new(()),
                     drained_until_ms: AtomicU64::new(0),
+                    drain_note: Mutex::new(None),
                     epoch: self.inner.epoch,
                 })
             })

@@ -14,7 +14,8 @@ pub mod probe;
 pub mod state;
 
 pub use hub::{
-    EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth, Slowness, TargetKey,
+    DrainNote, EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth, Slowness,
+    TargetKey,
 };
 pub use monitor::HealthMonitor;
 pub use state::{Health, HealthPolicy};
