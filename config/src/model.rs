@@ -218,6 +218,28 @@ pub struct ServerSettings {
     pub limits: RequestLimits,
     /// Peers whose forwarding headers are trusted.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The access log.
+    pub access_log: AccessLog,
+}
+
+/// Where access log lines go and how many successes are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// The destination.
+    pub output: AccessLogOutput,
+    /// Successful requests logged, per mille (errors always).
+    pub sample_permille: u32,
+}
+
+/// An access log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogOutput {
+    /// No access log.
+    Off,
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// Limits on what a client sends and how slowly (`server.request_head_timeout`,

@@ -205,6 +205,9 @@ pub struct RawServer {
     /// from any other client they are dropped and replaced by the gateway's own. Default: none.
     #[serde(default)]
     pub trusted_proxies: Option<Vec<String>>,
+    /// The access log: one JSON line per request (fields in the README).
+    #[serde(default)]
+    pub access_log: Option<RawAccessLog>,
 }
 
 /// A regional cluster.
@@ -435,6 +438,22 @@ pub struct RawPassive {
     /// `max_ejected` cap). On by default.
     #[serde(default)]
     pub latency: Option<RawLatencyEjection>,
+}
+
+/// Access log settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// `off` (default), `stdout`, or a file path (relative to the config file; appended to,
+    /// reopened on SIGUSR1 for logrotate).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = "off"))]
+    pub output: Option<String>,
+    /// Share of successful requests (status below 400) logged, e.g. `"10%"` (default 100%);
+    /// errors, gateway answers and failed requests are always logged.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = "100%"))]
+    pub sample: Option<String>,
 }
 
 /// Latency outlier ejection settings.

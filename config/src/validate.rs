@@ -534,6 +534,31 @@ impl<'a> Validator<'a> {
                     }
                 })
                 .collect(),
+            access_log: AccessLog {
+                output: match raw
+                    .and_then(|s| s.access_log.as_ref())
+                    .and_then(|a| a.output.as_deref())
+                {
+                    None | Some("off") => AccessLogOutput::Off,
+                    Some("stdout") => AccessLogOutput::Stdout,
+                    Some("") => {
+                        self.err(
+                            "server.access_log.output",
+                            "empty output",
+                            "use `off`, `stdout` or a file path such as /var/log/gateway/access.log",
+                        );
+                        AccessLogOutput::Off
+                    }
+                    Some(path) => AccessLogOutput::File(self.base_dir.join(path)),
+                },
+                sample_permille: self.percent(
+                    "server.access_log.sample",
+                    raw.and_then(|s| s.access_log.as_ref())
+                        .and_then(|a| a.sample.as_ref()),
+                    1000,
+                    1000,
+                ),
+            },
             limits: RequestLimits {
                 head_timeout: self.duration(
                     "server.request_head_timeout",

@@ -79,13 +79,26 @@ impl Affinity {
     }
 
     /// The `Set-Cookie` value for a response served by `served`, unless the request's cookie
-    /// already named it; counts the outcome (honoured, repinned, issued).
+    /// already named it; counts the outcome (honoured, repinned, issued) and returns its label.
     pub fn response_cookie(
         &self,
         snapshot: &RoutingSnapshot,
         plan: &RoutePlan,
         settings: &StickySettings,
         served: &Choice,
+    ) -> (Option<String>, &'static str) {
+        let mut label = "";
+        let cookie = self.cookie_for(snapshot, plan, settings, served, &mut label);
+        (cookie, label)
+    }
+
+    fn cookie_for(
+        &self,
+        snapshot: &RoutingSnapshot,
+        plan: &RoutePlan,
+        settings: &StickySettings,
+        served: &Choice,
+        label: &mut &'static str,
     ) -> Option<String> {
         let region = snapshot.regions[served.region].name.as_str();
         let endpoint = served.endpoint.key.id.as_str();
@@ -95,6 +108,7 @@ impl Affinity {
             None => Outcome::Issued,
         };
         plan.metrics.sticky(outcome);
+        *label = crate::telemetry::LabelSet::label(outcome);
         if outcome == Outcome::Honoured {
             return None;
         }

@@ -5,6 +5,7 @@
 //! depend on. Modules are private to the crate unless something outside uses them (`sticky`,
 //! `headers` and `routing` for their fuzz targets, `bgp_agent` for the `bgp-agent` and `drain` subcommands), so the dead-code lint sees everything.
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod admission;
 pub(crate) mod affinity;

@@ -146,6 +146,12 @@ pub struct RequestCtx {
     fail_open: bool,
     /// The current attempt's hedge, when it may be hedged (`hedge.rs`).
     hedge: Option<Arc<HedgeSlot>>,
+    /// For the access log: why each retry was made, the sticky outcome, why the request was
+    /// shed, whether a hedge answered.
+    retries: Vec<String>,
+    sticky_outcome: Option<&'static str>,
+    shed: Option<&'static str>,
+    hedge_won: bool,
 }
 
 /// Where the response to the client stands. Before its header goes out, a failure may still be
@@ -255,6 +261,10 @@ impl ProxyHttp for GatewayProxy {
             endpoint_attempt: None,
             fail_open: false,
             hedge: None,
+            retries: Vec::new(),
+            sticky_outcome: None,
+            shed: None,
+            hedge_won: false,
         }
     }
 
@@ -322,6 +332,7 @@ impl ProxyHttp for GatewayProxy {
             if let Some(plan) = ctx.plan() {
                 plan.metrics.shed(reason);
             }
+            ctx.shed = Some(reason.label());
             respond_json(session, request_id(ctx), 503, overloaded_body(ctx, reason)).await?;
             return Ok(true);
         }
@@ -409,6 +420,7 @@ impl ProxyHttp for GatewayProxy {
             }
             Err(NoChoice::AtCapacity) => {
                 plan.metrics.shed(ShedReason::Capacity);
+                ctx.shed = Some(ShedReason::Capacity.label());
                 ctx.refusal = Some(ErrorPage::Overloaded(ShedReason::Capacity));
                 let message = format!(
                     "route {}: every allowed region is at capacity",
@@ -501,6 +513,7 @@ impl ProxyHttp for GatewayProxy {
                 early.won();
             }
             ctx.tried.push(hedged.choice);
+            ctx.hedge_won = true;
             ctx.attempt_started = hedged.started;
             ctx.endpoint_attempt = Some(hedged.in_flight);
         }
@@ -537,6 +550,7 @@ impl ProxyHttp for GatewayProxy {
         };
         if allowed {
             ctx.status_retry = true;
+            ctx.retries.push(format!("status {status}"));
             ctx.last_failure = Some(ErrorType::HTTPStatus(status));
             let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
             e.as_up();
@@ -638,6 +652,9 @@ impl ProxyHttp for GatewayProxy {
             Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
             _ => false,
         });
+        if e.retry() {
+            ctx.retries.push("connect".into());
+        }
         e
     }
 
@@ -671,6 +688,9 @@ impl ProxyHttp for GatewayProxy {
             }
             ctx.last_failure = Some(ErrorType::ReadTimedout);
             let retry = ctx.may_retry_with(false);
+            if retry {
+                ctx.retries.push("early".into());
+            }
             e.set_retry(retry);
             return e;
         }
@@ -706,6 +726,16 @@ impl ProxyHttp for GatewayProxy {
             Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
             _ => false,
         };
+        if retry {
+            ctx.retries.push(
+                if marked_down {
+                    "marked_down"
+                } else {
+                    failure.label()
+                }
+                .into(),
+            );
+        }
         e.set_retry(retry);
         e
     }
@@ -847,6 +877,9 @@ impl ProxyHttp for GatewayProxy {
                 ctx.started.elapsed().as_secs_f64(),
             );
         }
+        if crate::access_log::wants(status) {
+            crate::access_log::write(access_line(session, e, ctx, status));
+        }
         tracing::debug!(
             route = ctx.route_name(),
             status,
@@ -897,7 +930,7 @@ impl GatewayProxy {
 
     /// Issues or replaces the sticky cookie when the endpoint that served is not the one the
     /// request's cookie named (or there was no valid cookie), and counts the outcome.
-    fn sticky_response(&self, response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    fn sticky_response(&self, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         let (Some(plan), Some(affinity), Some(served)) =
             (ctx.plan(), ctx.sticky.as_ref(), ctx.current())
         else {
@@ -906,11 +939,59 @@ impl GatewayProxy {
         let Some(settings) = &plan.route.sticky else {
             return Ok(());
         };
-        if let Some(cookie) = affinity.response_cookie(&ctx.snapshot, plan, settings, served) {
+        let (cookie, outcome) = affinity.response_cookie(&ctx.snapshot, plan, settings, served);
+        if let Some(cookie) = cookie {
             response.append_header(header::SET_COOKIE, cookie)?;
         }
+        ctx.sticky_outcome = Some(outcome);
         Ok(())
     }
+}
+
+/// The request's access log line (field names in the README's table).
+fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) -> String {
+    let req = session.req_header();
+    let header = |name: header::HeaderName| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let served = ctx.current();
+    let digest = session.digest();
+    serde_json::json!({
+        "time": crate::access_log::now_rfc3339(),
+        "request_id": ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        "client_ip": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+        "method": req.method.as_str(),
+        "host": header(header::HOST).or_else(|| req.uri.authority().map(|a| a.to_string())),
+        "path": req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "protocol": format!("{:?}", req.version),
+        "status": status,
+        "bytes_in": session.as_ref().body_bytes_read(),
+        "bytes_out": session.as_ref().body_bytes_sent(),
+        "duration_ms": (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        "route": ctx.plan().map(|p| &*p.route.name),
+        "region": served.map(|c| ctx.snapshot.regions[c.region].name.as_str()),
+        "endpoint": served.map(|c| c.endpoint.key.id.as_str()),
+        "upstream_address": served.map(|c| c.endpoint.key.addr.to_string()),
+        "upstream_protocol": served.map(|c| match c.settings.protocol {
+            gateway_config::UpstreamProtocol::Http1 => "http1",
+            gateway_config::UpstreamProtocol::Http2 => "http2",
+            gateway_config::UpstreamProtocol::Auto => "auto",
+        }),
+        "tier": served.and_then(|c| ctx.plan()?.tiers.iter().position(|t| t.iter().any(|(r, _)| *r == c.region))),
+        "attempts": ctx.tried.len(),
+        "retries": &ctx.retries,
+        "hedge_won": ctx.hedge_won,
+        "sticky": ctx.sticky_outcome,
+        "fail_open": ctx.fail_open,
+        "shed": ctx.shed,
+        "tls": digest.and_then(|d| d.ssl_digest.as_ref()).map(|t| t.version.to_string()),
+        "user_agent": header(header::USER_AGENT),
+        "error": e.map(|e| e.etype().as_str()),
+    })
+    .to_string()
 }
 
 /// The JSON body of an overloaded 503.

@@ -158,6 +158,7 @@ impl Reloader {
         // request over the new snapshot arrives.
         self.monitor.apply(&new);
         crate::server::apply_client_limits(&new.server.limits);
+        crate::access_log::configure(&new.server.access_log);
         let mut detail = diff.summary();
         let cleared: Vec<String> = was_pending
             .describe()
@@ -287,6 +288,8 @@ impl Reloader {
             sync_watches(w, &mut watched, self.watched_dirs());
         }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -297,6 +300,10 @@ impl Reloader {
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     let _ = self.reload("sighup");
+                }
+                Some(()) = async { match usr1.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    crate::access_log::reopen();
+                    continue;
                 }
                 // Applied by any trigger, `POST /reload` included.
                 _ = self.applied.notified() => {}

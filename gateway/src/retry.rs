@@ -33,6 +33,20 @@ pub(crate) enum Failure {
     Other,
 }
 
+impl Failure {
+    /// How the access log names it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::Status(_) => "status",
+            Self::Client => "client",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// The facts a retry decision depends on, besides the failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Attempt {

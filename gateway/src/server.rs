@@ -91,6 +91,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
     apply_client_limits(&config.server.limits);
+    crate::access_log::configure(&config.server.access_log);
 
     let metrics = crate::telemetry::install();
     let config = Arc::new(config);

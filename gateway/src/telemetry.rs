@@ -164,9 +164,18 @@ fn describe() {
         "Sticky-session outcomes by route: honoured, repinned, issued, invalid_<reason>."
     );
     describe_counter!(
+        "gateway_access_log_dropped_total",
+        "Access log lines dropped because the writer's queue was full or the write failed."
+    );
+    describe_counter!(
         "gateway_early_retries_total",
         "First attempts whose first byte was later than the route's early-retry deadline, by route and outcome: sent (hedged, or cut and retried, on another endpoint), refused (the early-retry budget was spent; the attempt kept waiting) or won (a hedge answered first)."
     );
+}
+
+/// Counts an access log line dropped (the writer's queue was full, or the write failed).
+pub fn access_log_dropped() {
+    metrics::counter!("gateway_access_log_dropped_total").increment(1);
 }
 
 /// `gateway_early_retries_total` of `route`: `[sent, refused, won]`.

@@ -1,0 +1,211 @@
+//! The access log (issue 14): one JSON line per request with what happened to it (retried,
+//! failed over, shed, sticky), written to a file that SIGUSR1 reopens. Real gateway process,
+//! real upstreams.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway_tests::client::{get, H1};
+use gateway_tests::{endpoints, eventually, free_port, Gateway, Mode};
+
+const KEY: &[(&str, &[u8])] = &[("k1.key", b"k1-secret-0123456789abcdef0123456789")];
+
+/// The access log's lines so far, parsed.
+fn lines(path: &PathBuf) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Waits until the log has a line for `path` (the request path) and returns it.
+async fn line_for(log: &PathBuf, path: &str) -> serde_json::Value {
+    let mut found = None;
+    eventually(&format!("an access log line for {path}"), || {
+        found = lines(log).into_iter().find(|l| l["path"] == path);
+        let done = found.is_some();
+        async move { done }
+    })
+    .await;
+    found.expect("found")
+}
+
+#[tokio::test]
+async fn each_request_gets_one_line_saying_what_happened_and_sigusr1_reopens_the_file() {
+    let fra = [gateway_tests::region("fra", "fra-1").await];
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let slow = [gateway_tests::region("slow", "slow-1").await];
+    slow[0].set_mode(Mode::Slow(Duration::from_millis(1500)));
+    let gone = free_port();
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+server:
+  access_log: {{ output: access.log }}
+sticky_keys: [{{ id: k1, secret_file: "{{dir}}/k1.key" }}]
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {{ interval: 1h, timeout: 1s }}
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+  gone:
+    endpoints: [{{ id: gone-1, address: "{gone}" }}]
+    probe: {{ interval: 1h, timeout: 1s }}
+  slow:
+    endpoints: {slow}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - {{ name: retried, match: {{ path_prefix: /retried }}, regions: [fra, ber] }}
+  - {{ name: failed-over, match: {{ path_prefix: /failed-over }}, regions: [gone, ber] }}
+  - {{ name: shed, match: {{ path_prefix: /shed }}, regions: [slow], max_in_flight: 1 }}
+  - {{ name: sticky, match: {{ path_prefix: /sticky }}, regions: [ber], sticky: {{ secure: false }} }}
+"#,
+        fra = endpoints(&fra),
+        ber = endpoints(&ber),
+        slow = endpoints(&slow),
+    );
+    let (gw, _) = Gateway::start(&config, KEY).await;
+    let log = gw.config_path().parent().expect("dir").join("access.log");
+    let mut conn = H1::connect(gw.addr).await;
+
+    // Retried: fra answers 503, the retry goes to ber.
+    fra[0].set_mode(Mode::Status(503));
+    let resp = conn
+        .send(
+            http::Request::get("/retried?q=1")
+                .header("host", "app.test")
+                .header("user-agent", "access-log-test")
+                .body(gateway_tests::client::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    let l = line_for(&log, "/retried?q=1").await;
+    assert_eq!(l["status"], 200, "{l}");
+    assert_eq!(l["method"], "GET", "{l}");
+    assert_eq!(l["host"], "app.test", "{l}");
+    assert_eq!(l["route"], "retried", "{l}");
+    assert_eq!(
+        (&l["region"], &l["endpoint"]),
+        (&"ber".into(), &"ber-1".into()),
+        "{l}"
+    );
+    assert_eq!(l["attempts"], 2, "{l}");
+    assert_eq!(l["retries"], serde_json::json!(["status 503"]), "{l}");
+    assert_eq!(l["tier"], 1, "{l}");
+    assert_eq!(l["client_ip"], "127.0.0.1", "{l}");
+    assert_eq!(l["user_agent"], "access-log-test", "{l}");
+    assert_eq!(l["protocol"], "HTTP/1.1", "{l}");
+    assert_eq!(l["upstream_protocol"], "http1", "{l}");
+    assert!(l["bytes_out"].as_u64() > Some(0), "{l}");
+    assert!(l["duration_ms"].as_f64() > Some(0.0), "{l}");
+    assert_eq!(l["request_id"].as_str().map(str::len), Some(32), "{l}");
+    assert!(l["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+    assert_eq!(resp.header("x-request-id"), l["request_id"].as_str());
+
+    // Failed over: `gone` is down (nothing listens), so the route serves from ber.
+    assert_eq!(conn.send(get("app.test", "/failed-over")).await.status, 200);
+    let l = line_for(&log, "/failed-over").await;
+    assert_eq!(
+        (&l["region"], &l["tier"], &l["attempts"]),
+        (&"ber".into(), &1.into(), &1.into()),
+        "{l}"
+    );
+    assert_eq!(l["retries"], serde_json::json!([]), "{l}");
+
+    // Shed: one slow request holds the route's only slot.
+    let addr = gw.addr;
+    let held = tokio::spawn(async move {
+        H1::connect(addr)
+            .await
+            .send(get("app.test", "/shed/held"))
+            .await
+            .status
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        conn.send(get("app.test", "/shed/refused")).await.status,
+        503
+    );
+    let l = line_for(&log, "/shed/refused").await;
+    assert_eq!(
+        (&l["status"], &l["shed"]),
+        (&503.into(), &"route".into()),
+        "{l}"
+    );
+    assert_eq!(l["attempts"], 0, "{l}");
+    assert_eq!(held.await.expect("held"), 200);
+
+    // Sticky: the first request gets a cookie.
+    assert_eq!(conn.send(get("app.test", "/sticky")).await.status, 200);
+    let l = line_for(&log, "/sticky").await;
+    assert_eq!(l["sticky"], "issued", "{l}");
+
+    // One line per request.
+    for path in ["/retried?q=1", "/failed-over", "/shed/refused", "/sticky"] {
+        assert_eq!(
+            lines(&log).iter().filter(|l| l["path"] == path).count(),
+            1,
+            "{path}"
+        );
+    }
+
+    // logrotate: move the file, SIGUSR1, and the next line goes to a new file.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    gw.signal("USR1");
+    eventually("the access log reopened", || {
+        let exists = log.exists();
+        async move { exists }
+    })
+    .await;
+    assert_eq!(
+        conn.send(get("app.test", "/after-rotation")).await.status,
+        404
+    );
+    let l = line_for(&log, "/after-rotation").await;
+    assert_eq!(l["status"], 404, "{l}");
+    assert!(lines(&rotated)
+        .iter()
+        .all(|l| l["path"] != "/after-rotation"));
+}
+
+#[tokio::test]
+async fn sampled_out_successes_are_not_logged_but_errors_always_are() {
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+server:
+  access_log: {{ output: access.log, sample: 0% }}
+regions:
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - {{ name: app, match: {{ path_prefix: /app }}, regions: [ber] }}
+"#,
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let log = gw.config_path().parent().expect("dir").join("access.log");
+    let mut conn = H1::connect(gw.addr).await;
+    for _ in 0..5 {
+        assert_eq!(conn.send(get("a", "/app/ok")).await.status, 200);
+    }
+    assert_eq!(conn.send(get("a", "/missing")).await.status, 404);
+    ber[0].set_mode(Mode::Status(500));
+    assert_eq!(conn.send(get("a", "/app/broken")).await.status, 500);
+    line_for(&log, "/missing").await;
+    line_for(&log, "/app/broken").await;
+    assert!(
+        lines(&log).iter().all(|l| l["path"] != "/app/ok"),
+        "{:?}",
+        lines(&log)
+    );
+}
