@@ -107,6 +107,8 @@ pub const EARLY_MAX: &str = "1s";
 pub const EARLY_HEDGE: bool = true;
 /// `routes[].retry.early.budget`, in per mille.
 pub const EARLY_BUDGET_PERMILLE: u32 = 100;
+/// `server.start_traces`.
+pub const START_TRACES: bool = true;
 /// `routes[].degraded.for`.
 pub const DEGRADED_FOR: &str = "2s";
 /// `routes[].degraded.recover_after`.

@@ -210,6 +210,8 @@ pub struct ServerSettings {
     pub max_in_flight: u32,
     /// Adapt the in-flight limit (below `max_in_flight`) to the proxy's scheduling lag.
     pub adaptive_limit: bool,
+    /// Start a W3C trace (`traceparent`) for requests without a valid one.
+    pub start_traces: bool,
     /// Concurrent streams per client HTTP/2 connection.
     pub client_h2_streams: u32,
     /// Client connections open at once at most.

@@ -142,6 +142,12 @@ pub struct RawServer {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::ADAPTIVE_LIMIT))]
     pub adaptive_limit: Option<bool>,
+    /// W3C trace context: a request without a valid `traceparent` gets a new one (a new
+    /// trace, sampled) before it is forwarded (default true); a valid one and its
+    /// `tracestate` always pass unchanged. The trace id is in the access log.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::START_TRACES))]
+    pub start_traces: Option<bool>,
     /// Concurrent streams a client may open on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS,
     /// 1–10000, default 100). Read at start: a change needs a restart.
     #[serde(default)]

@@ -485,6 +485,9 @@ impl<'a> Validator<'a> {
                 }
                 Some(n) => n,
             },
+            start_traces: raw
+                .and_then(|s| s.start_traces)
+                .unwrap_or(defaults::START_TRACES),
             adaptive_limit: raw
                 .and_then(|s| s.adaptive_limit)
                 .unwrap_or(defaults::ADAPTIVE_LIMIT),

@@ -33,4 +33,5 @@ pub(crate) mod snapshot;
 pub mod sticky;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
+pub(crate) mod trace;
 pub(crate) mod upstream;

@@ -32,6 +32,11 @@ use crate::selection::{
 };
 use crate::snapshot::{RoutePlan, RoutingSnapshot};
 use crate::telemetry::LabelSet;
+use crate::trace::TraceContext;
+
+/// W3C trace context headers.
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
 pub struct GatewayProxy {
@@ -152,6 +157,8 @@ pub struct RequestCtx {
     sticky_outcome: Option<&'static str>,
     shed: Option<&'static str>,
     hedge_won: bool,
+    /// The W3C trace context to forward.
+    trace: TraceContext,
 }
 
 /// Where the response to the client stands. Before its header goes out, a failure may still be
@@ -265,6 +272,7 @@ impl ProxyHttp for GatewayProxy {
             sticky_outcome: None,
             shed: None,
             hedge_won: false,
+            trace: TraceContext::None,
         }
     }
 
@@ -296,6 +304,10 @@ impl ProxyHttp for GatewayProxy {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
             _ => new_request_id(),
         });
+        ctx.trace = TraceContext::of(
+            session.req_header().headers.get(TRACEPARENT),
+            ctx.snapshot.config.server.start_traces,
+        );
         let req = session.req_header();
         let authority = req
             .headers
@@ -603,6 +615,12 @@ impl ProxyHttp for GatewayProxy {
         if let Some(id) = &ctx.request_id {
             let name = &ctx.snapshot.config.server.request_id_header;
             upstream.insert_parsed_header(name, &ctx.snapshot.request_id_header, id.clone())?;
+        }
+        if let TraceContext::Started { value, replaced } = &ctx.trace {
+            if *replaced {
+                upstream.remove_header(TRACESTATE);
+            }
+            upstream.insert_header(TRACEPARENT, value.clone())?;
         }
         Ok(())
     }
@@ -962,6 +980,11 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
     serde_json::json!({
         "time": crate::access_log::now_rfc3339(),
         "request_id": ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        "trace_id": match &ctx.trace {
+            TraceContext::Started { value, .. } => crate::trace::trace_id(value.as_bytes()),
+            TraceContext::Passed => req.headers.get(TRACEPARENT).and_then(|v| crate::trace::trace_id(v.as_bytes())),
+            TraceContext::None => None,
+        },
         "client_ip": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
         "method": req.method.as_str(),
         "host": header(header::HOST).or_else(|| req.uri.authority().map(|a| a.to_string())),

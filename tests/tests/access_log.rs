@@ -209,3 +209,80 @@ routes:
         lines(&log)
     );
 }
+
+#[tokio::test]
+async fn a_valid_trace_context_passes_unchanged_a_missing_or_invalid_one_is_started_and_logged() {
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+server:
+  access_log: {{ output: access.log }}
+regions:
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - {{ name: app, regions: [ber] }}
+"#,
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let log = gw.config_path().parent().expect("dir").join("access.log");
+    let mut conn = H1::connect(gw.addr).await;
+    let send = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = http::Request::get(path).header("host", "a");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(gateway_tests::client::empty()).expect("request")
+    };
+    let upstream_saw = |resp: &gateway_tests::client::Collected, name: &str| {
+        resp.json()["headers"][name]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // Valid: both headers reach the app unchanged; the log has its trace id.
+    let resp = conn
+        .send(send(
+            "/valid",
+            &[("traceparent", VALID), ("tracestate", "vendor=1")],
+        ))
+        .await;
+    assert_eq!(upstream_saw(&resp, "traceparent"), [VALID]);
+    assert_eq!(upstream_saw(&resp, "tracestate"), ["vendor=1"]);
+    let l = line_for(&log, "/valid").await;
+    assert_eq!(l["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{l}");
+
+    // Missing: a new sampled trace starts; the log names the same trace.
+    let resp = conn.send(send("/missing", &[])).await;
+    let started = upstream_saw(&resp, "traceparent");
+    assert_eq!(started.len(), 1, "{started:?}");
+    let t = &started[0];
+    assert!(
+        t.len() == 55 && t.starts_with("00-") && t.ends_with("-01"),
+        "{t}"
+    );
+    let l = line_for(&log, "/missing").await;
+    assert_eq!(l["trace_id"].as_str(), Some(&t[3..35]), "{l}");
+
+    // Invalid: replaced by a new trace, its tracestate dropped.
+    let resp = conn
+        .send(send(
+            "/invalid",
+            &[("traceparent", "00-nothex-01"), ("tracestate", "vendor=1")],
+        ))
+        .await;
+    let replaced = upstream_saw(&resp, "traceparent");
+    assert_eq!(replaced.len(), 1);
+    assert_ne!(replaced[0], "00-nothex-01");
+    assert!(upstream_saw(&resp, "tracestate").is_empty(), "{resp:?}");
+}

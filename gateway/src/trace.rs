@@ -1,0 +1,129 @@
+//! W3C trace context (`traceparent`): a valid one passes unchanged (with its `tracestate`); a
+//! request without one, or with an invalid one, gets a new trace when `server.start_traces`
+//! is on (an invalid one's `tracestate` is dropped with it, as the recommendation says).
+
+use http::HeaderValue;
+
+/// What the proxy does with a request's trace context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceContext {
+    /// A valid `traceparent` arrived: forwarded unchanged.
+    Passed,
+    /// None arrived and none is started.
+    None,
+    /// A new `traceparent` to send upstream; `replaced` when an invalid one (and its
+    /// `tracestate`) is dropped for it.
+    Started {
+        /// The new header value.
+        value: HeaderValue,
+        /// An invalid one arrived.
+        replaced: bool,
+    },
+}
+
+impl TraceContext {
+    /// The context of a request that sent `header` (its `traceparent`), starting a trace when
+    /// `start` says so.
+    pub fn of(header: Option<&HeaderValue>, start: bool) -> Self {
+        match header {
+            Some(v) if is_valid(v.as_bytes()) => Self::Passed,
+            other if start => Self::Started {
+                value: new_traceparent(),
+                replaced: other.is_some(),
+            },
+            _ => Self::None,
+        }
+    }
+}
+
+/// The trace id (32 hex digits) of a valid `traceparent`.
+pub fn trace_id(traceparent: &[u8]) -> Option<&str> {
+    is_valid(traceparent)
+        .then(|| std::str::from_utf8(&traceparent[3..35]).ok())
+        .flatten()
+}
+
+/// Whether `v` is a `traceparent` the W3C Trace Context spec accepts: `vv-<32 hex>-<16 hex>-ff`
+/// in lowercase hex, version not `ff`, neither id all zeros; a version above `00` may carry
+/// more fields after a `-`.
+pub fn is_valid(v: &[u8]) -> bool {
+    let hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let zeros = |s: &[u8]| s.iter().all(|b| *b == b'0');
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return false;
+    }
+    let (version, trace, parent, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    if !(hex(version) && hex(trace) && hex(parent) && hex(flags)) || version == b"ff" {
+        return false;
+    }
+    if zeros(trace) || zeros(parent) {
+        return false;
+    }
+    match version {
+        b"00" => v.len() == 55,
+        _ => v.len() == 55 || v[55] == b'-',
+    }
+}
+
+/// A new sampled `traceparent`: random trace and parent ids (thread-local PRNG).
+fn new_traceparent() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let (trace, parent) = (fastrand::u128(1..), fastrand::u64(1..));
+    for i in 0..32 {
+        out[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        out[36 + i] = HEX[((parent >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_specs_rules_for_a_valid_traceparent() {
+        assert!(is_valid(VALID.as_bytes()));
+        assert_eq!(
+            trace_id(VALID.as_bytes()),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // uppercase
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // version ff
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", // 00 with more
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01", // misplaced dash
+            "garbage",
+        ] {
+            assert!(!is_valid(bad.as_bytes()), "{bad}");
+        }
+        assert!(is_valid(
+            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"
+        ));
+    }
+
+    #[test]
+    fn a_missing_or_invalid_traceparent_starts_a_valid_new_trace() {
+        let valid = HeaderValue::from_static(VALID);
+        assert_eq!(TraceContext::of(Some(&valid), true), TraceContext::Passed);
+        assert_eq!(TraceContext::of(None, false), TraceContext::None);
+        for (header, replaced) in [
+            (None, false),
+            (Some(HeaderValue::from_static("junk")), true),
+        ] {
+            match TraceContext::of(header.as_ref(), true) {
+                TraceContext::Started { value, replaced: r } => {
+                    assert!(is_valid(value.as_bytes()), "{value:?}");
+                    assert_eq!(r, replaced);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
