@@ -443,7 +443,7 @@ async fn is_ready(state: &AdminState) -> bool {
 }
 
 /// The address to dial to reach a listener bound to `bind` (unspecified → loopback).
-fn connectable(bind: SocketAddr) -> SocketAddr {
+pub(crate) fn connectable(bind: SocketAddr) -> SocketAddr {
     match bind.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port())

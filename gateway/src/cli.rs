@@ -2,7 +2,7 @@
 //! `gateway reload` talk to a running gateway's admin API. With `--config` the address and the
 //! bearer token come from the gateway's own config file, so an SRE types no token.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+
+use crate::admin::connectable;
 
 /// The admin API's address when neither `--config` nor `--admin` says.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -91,19 +93,6 @@ impl Target {
             ),
             _ => anyhow::bail!("{method} {path}: {status}: {}", body.trim()),
         }
-    }
-}
-
-/// The address to dial to reach a socket bound to `bind` (unspecified → loopback).
-fn connectable(bind: SocketAddr) -> SocketAddr {
-    match bind.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), bind.port())
-        }
-        _ => bind,
     }
 }
 

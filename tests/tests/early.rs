@@ -41,6 +41,33 @@ async fn early_status(gw: &Gateway) -> serde_json::Value {
     s["routes"][0]["early_retry"].clone()
 }
 
+/// Sends `n` GETs one after the other; each is answered by ber well before the 3 s read
+/// timeout (generous: a loaded machine is slow, never that slow), after its first attempt
+/// reached fra (`asked` counts them) and was cut (`cut` counts what fra saw of that).
+async fn each_answered_by_ber_and_cut_seen(
+    gw: &Gateway,
+    n: usize,
+    asked: impl Fn() -> usize,
+    cut: impl Fn() -> usize,
+) {
+    let mut conn = H1::connect(gw.addr).await;
+    for i in 1..=n {
+        let started = Instant::now();
+        let resp = conn.send(get("a", "/x")).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["region"], "ber", "request {i}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "request {i}"
+        );
+        assert_eq!(asked(), i, "every first attempt went to fra");
+        eventually("fra sees the cut attempt cancelled", || async {
+            cut() == i
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn without_hedging_a_late_get_is_cut_answered_by_the_other_region_and_the_upstream_sees_the_cut(
 ) {
@@ -50,24 +77,8 @@ async fn without_hedging_a_late_get_is_cut_answered_by_the_other_region_and_the_
     let early = early_status(&gw).await;
     assert_eq!(early["deadline_ms"], 100.0, "{early}");
 
-    let mut conn = H1::connect(gw.addr).await;
-    for i in 1..=5 {
-        let started = Instant::now();
-        let resp = conn.send(get("a", "/x")).await;
-        assert_eq!(resp.status, 200);
-        assert_eq!(resp.json()["region"], "ber", "request {i}");
-        // Not the 3 s read timeout (generous: a loaded machine is slow, never that slow).
-        assert!(
-            started.elapsed() < Duration::from_millis(2500),
-            "request {i}"
-        );
-        assert_eq!(fra.requests(), i, "every first attempt went to fra");
-        // The cut attempt's connection is closed: the stalled app sees its request cancelled.
-        eventually("fra sees the cut attempt's connection closed", || async {
-            fra.closed_by_peer() == i
-        })
-        .await;
-    }
+    // The cut attempt's connection is closed: the stalled app sees its request cancelled.
+    each_answered_by_ber_and_cut_seen(&gw, 5, || fra.requests(), || fra.closed_by_peer()).await;
     let early = early_status(&gw).await;
     assert_eq!(
         (&early["sent"], &early["refused"]),
@@ -243,22 +254,7 @@ routes:
         ber = endpoints(&ber),
     );
     let (gw, _) = Gateway::start(&config, &[]).await;
-    let mut conn = H1::connect(gw.addr).await;
-    for i in 1..=3 {
-        let started = Instant::now();
-        let resp = conn.send(get("a", "/x")).await;
-        assert_eq!(resp.status, 200);
-        assert_eq!(resp.json()["region"], "ber", "request {i}");
-        assert!(
-            started.elapsed() < Duration::from_millis(2500),
-            "request {i}"
-        );
-        assert_eq!(fra.streams(), i, "every first attempt went to fra");
-        eventually("fra sees the cut attempt's stream reset", || async {
-            fra.resets() == i
-        })
-        .await;
-    }
+    each_answered_by_ber_and_cut_seen(&gw, 3, || fra.streams(), || fra.resets()).await;
     let early = early_status(&gw).await;
     assert_eq!(early["sent"], 3, "{early}");
 }
