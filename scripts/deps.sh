@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the build needs on a fresh Debian machine (run as root): cmake for Pingora's
-# zlib-ng. Does nothing when everything is already there.
+# Installs what the build and the tests need on a fresh Debian machine (run as root): cmake for
+# Pingora's zlib-ng; headless Chromium and its WebDriver for the status page's browser test.
+# Does nothing when everything is already there.
 set -euo pipefail
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if ((${#missing[@]})); then
     echo "deps: installing ${missing[*]}" >&2

@@ -6,7 +6,9 @@
 //! - `GET /status`: JSON: config version and hash, last reload, regions, endpoints with probe
 //!   results, each route's active region, drains, recent failover events.
 //! - `GET /metrics`: Prometheus text.
-//! - `GET /`: a small read-only HTML status page.
+//! - `GET /`: the status page for people: one self-contained HTML file (no external assets)
+//!   whose script polls `/status` every second and redraws in place; browsers log in with HTTP
+//!   Basic auth (any user name, the token as password).
 //! - `POST /regions/{name}/drain?for=30m`, `POST /regions/{name}/undrain`, `POST /reload`.
 //! - `POST /drain`, `POST /undrain`: the whole gateway. Readiness turns false (so BGP
 //!   withdraws the anycast route and load balancers stop sending) while requests that still
@@ -39,6 +41,43 @@ pub struct AdminService {
 
 struct AdminState {
     gateway: App,
+    traffic: std::sync::Mutex<TrafficHistory>,
+}
+
+/// How often region traffic is sampled for the status page's rates, and how many samples are
+/// kept (five minutes).
+const TRAFFIC_EVERY: Duration = Duration::from_secs(2);
+const TRAFFIC_SAMPLES: usize = 151;
+
+/// Each region's `(answered, 5xx)` totals every [`TRAFFIC_EVERY`], newest last, by region name
+/// (so a reload that keeps a region keeps its history).
+#[derive(Default)]
+struct TrafficHistory(std::collections::HashMap<String, std::collections::VecDeque<(u64, u64)>>);
+
+impl TrafficHistory {
+    fn sample(&mut self, regions: &[crate::snapshot::RegionTarget]) {
+        self.0
+            .retain(|name, _| regions.iter().any(|r| r.name.as_str() == name));
+        for region in regions {
+            let samples = self.0.entry(region.name.to_string()).or_default();
+            if samples.len() == TRAFFIC_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(region.health.traffic.totals());
+        }
+    }
+
+    /// Requests and 5xx per second in each sampled interval, oldest first.
+    fn rates(&self, region: &str) -> (Vec<f64>, Vec<f64>) {
+        let per_s = |a: u64, b: u64| b.saturating_sub(a) as f64 / TRAFFIC_EVERY.as_secs_f64();
+        let Some(samples) = self.0.get(region) else {
+            return (Vec::new(), Vec::new());
+        };
+        let pairs = samples.iter().zip(samples.iter().skip(1));
+        pairs
+            .map(|(a, b)| (per_s(a.0, b.0), per_s(a.1, b.1)))
+            .unzip()
+    }
 }
 
 impl AdminService {
@@ -46,7 +85,10 @@ impl AdminService {
     pub fn new(bind: SocketAddr, gateway: App) -> Self {
         Self {
             bind,
-            state: Arc::new(AdminState { gateway }),
+            state: Arc::new(AdminState {
+                gateway,
+                traffic: Default::default(),
+            }),
         }
     }
 }
@@ -73,6 +115,19 @@ impl BackgroundService for AdminService {
             }
         };
         tracing::info!(bind = %self.bind, "admin API listening");
+        let sampler = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(TRAFFIC_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let snapshot = state.gateway.snapshot.load_full();
+                    lock(&state.traffic).sample(&snapshot.regions);
+                }
+            })
+        };
+        let _stop_sampler = AbortOnDrop(sampler);
         // After shutdown starts, keep answering (readiness false) for the grace period so that
         // health checkers see the drain instead of a closed port.
         let mut stop_at: Option<tokio::time::Instant> = None;
@@ -106,14 +161,37 @@ impl BackgroundService for AdminService {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The status page (`GET /`).
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
 async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if !matches!(path.as_str(), "/healthz" | "/readyz") && !authorized(state, &req) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        // The page asks a browser for the token (as the Basic password); API clients are told
+        // to send it as a bearer token.
+        let challenge = if path == "/" {
+            "Basic realm=\"gateway admin\", charset=\"UTF-8\""
+        } else {
+            "Bearer"
+        };
         resp.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
+            http::HeaderValue::from_static(challenge),
         );
         return resp;
     }
@@ -125,7 +203,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         },
         ("GET", "/status") => {
             let ready = not_ready(state).await.is_none();
-            let body = status_json(&state.gateway, ready);
+            let body = status_json(state, ready);
             json_response(StatusCode::OK, &body)
         }
         ("GET", "/metrics") => {
@@ -139,13 +217,20 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             resp
         }
         ("GET", "/") => {
-            let mut resp = text(
-                StatusCode::OK,
-                &status_page(&status_json(&state.gateway, true)),
-            );
-            resp.headers_mut().insert(
+            let mut resp = text(StatusCode::OK, STATUS_PAGE);
+            let headers = resp.headers_mut();
+            headers.insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // Everything is inline: nothing else may load or run.
+            headers.insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                http::HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
             );
             resp
         }
@@ -189,7 +274,7 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(given_token)
     else {
         return false;
     };
@@ -200,6 +285,21 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// The token in an `Authorization` value: `Bearer TOKEN`, or `Basic` with the token as the
+/// password (what a browser sends for the status page; the user name is not checked).
+fn given_token(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.to_string());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    decoded.split_once(':').map(|(_, token)| token.to_string())
 }
 
 /// `POST /regions/{name}/drain?for=DURATION` and `POST /regions/{name}/undrain`.
@@ -309,103 +409,6 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
     resp
 }
 
-/// A small read-only HTML page over the status JSON.
-fn status_page(status: &serde_json::Value) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\"><title>gateway status</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.up{color:#080}.down{color:#b00}</style></head><body>");
-    html.push_str(&format!(
-        "<h1>failover gateway</h1><p>config <code>{}</code> version {} hash <code>{}</code>; last reload: {}</p>",
-        esc(status["config"]["file"].as_str().unwrap_or("")),
-        status["config"]["version"],
-        esc(status["config"]["hash"].as_str().unwrap_or("")),
-        esc(&status["last_reload"]["result"].as_str().map(|r| format!("{r} ({})", status["last_reload"]["detail"].as_str().unwrap_or(""))).unwrap_or_else(|| "none".into()))
-    ));
-    html.push_str(
-        "<h2>Routes</h2><table><tr><th>route</th><th>match</th><th>tiers</th><th>active</th></tr>",
-    );
-    for r in status["routes"].as_array().into_iter().flatten() {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
-            esc(r["name"].as_str().unwrap_or("")),
-            esc(r["host"].as_str().unwrap_or("")),
-            esc(r["path_prefix"].as_str().unwrap_or("")),
-            esc(&r["tiers"].to_string()),
-            esc(&r["active_regions"].to_string())
-        ));
-    }
-    html.push_str(
-        "</table><h2>Regions</h2><table><tr><th>region</th><th>state</th><th>endpoints</th></tr>",
-    );
-    for r in status["regions"].as_array().into_iter().flatten() {
-        let up = r["up"].as_bool().unwrap_or(false);
-        let eps: Vec<String> = r["endpoints"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let ttfb = e["latency"]["ttfb_ms"]
-                    .as_f64()
-                    .map(|ms| format!(" {ms:.1} ms"))
-                    .unwrap_or_default();
-                format!(
-                    "{} {} <span class=\"{}\">{}</span>{}",
-                    esc(e["id"].as_str().unwrap_or("")),
-                    esc(e["address"].as_str().unwrap_or("")),
-                    if e["health"] == "down" { "down" } else { "up" },
-                    esc(e["health"].as_str().unwrap_or("")),
-                    ttfb
-                )
-            })
-            .collect();
-        let drained = r["drained_for_ms"]
-            .as_u64()
-            .map(|ms| {
-                let note = &r["drain"];
-                format!(
-                    " (drained, {} s left{}{})",
-                    ms / 1000,
-                    note["reason"]
-                        .as_str()
-                        .filter(|t| !t.is_empty())
-                        .map(|t| format!(": {}", esc(t)))
-                        .unwrap_or_default(),
-                    note["by"]
-                        .as_str()
-                        .filter(|t| !t.is_empty())
-                        .map(|t| format!(", by {}", esc(t)))
-                        .unwrap_or_default()
-                )
-            })
-            .unwrap_or_default();
-        html.push_str(&format!(
-            "<tr><td>{}</td><td class=\"{}\">{}{}</td><td>{}</td></tr>",
-            esc(r["name"].as_str().unwrap_or("")),
-            if up { "up" } else { "down" },
-            if up { "up" } else { "down" },
-            drained,
-            eps.join("<br>")
-        ));
-    }
-    html.push_str("</table><h2>Recent failover events</h2><table><tr><th>time (unix ms)</th><th>route</th><th>kind</th><th>from</th><th>to</th><th>cause</th></tr>");
-    for e in status["failover_events"].as_array().into_iter().flatten() {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e["at_unix_ms"],
-            esc(e["route"].as_str().unwrap_or("")),
-            esc(e["kind"].as_str().unwrap_or("")),
-            esc(&e["from"].to_string()),
-            esc(&e["to"].to_string()),
-            esc(e["cause"].as_str().unwrap_or(""))
-        ));
-    }
-    html.push_str("</table></body></html>\n");
-    html
-}
-
 /// Why the gateway is not ready (`shutting down`, `draining`, `not ready`), or `None` when it
 /// is: the one answer both `/readyz` and `/status` give.
 async fn not_ready(state: &AdminState) -> Option<&'static str> {
@@ -455,8 +458,10 @@ pub(crate) fn connectable(bind: SocketAddr) -> SocketAddr {
     }
 }
 
-fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
+fn status_json(state: &AdminState, ready: bool) -> serde_json::Value {
     use serde_json::json;
+    let gateway = &state.gateway;
+    let traffic = lock(&state.traffic);
     let s = gateway.snapshot.load_full();
     let last_reload = gateway.reloader.last();
     let millis = |d: std::time::Duration| d.as_millis() as u64;
@@ -492,6 +497,15 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
         "regions": s.regions.iter().map(|r| {
             let members = r.health.members();
             let (healthy, needed) = r.health.healthy_count();
+            let (answered, server_errors) = r.health.traffic.totals();
+            let (requests_per_s, server_errors_per_s) = traffic.rates(r.name.as_str());
+            let region_traffic = json!({
+                "answered_total": answered,
+                "server_errors_total": server_errors,
+                "interval_ms": millis(TRAFFIC_EVERY),
+                "requests_per_s": requests_per_s,
+                "server_errors_per_s": server_errors_per_s,
+            });
             json!({
                 "name": r.name.as_str(),
                 "up": r.health.is_up(),
@@ -503,6 +517,7 @@ fn status_json(gateway: &App, ready: bool) -> serde_json::Value {
                 "capacity": r.capacity,
                 "in_flight": r.health.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                 "min_healthy": needed,
+                "traffic": region_traffic,
                 "endpoints": members.endpoints.iter().map(|e| {
                     let st = e.status();
                     json!({

@@ -888,6 +888,12 @@ impl ProxyHttp for GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        if let Some(choice) = ctx.current() {
+            ctx.snapshot.regions[choice.region]
+                .health
+                .traffic
+                .record(status);
+        }
         if let Some(plan) = ctx.plan() {
             plan.metrics.request(
                 ctx.current().map(|c| c.region),

@@ -483,6 +483,33 @@ pub struct RegionMembers {
     pub min_healthy: Option<MinHealthy>,
 }
 
+/// Requests a region answered through this gateway and how many of them were 5xx (the
+/// gateway's own 502/504 after trying the region included): two relaxed counters the proxy
+/// bumps once per request, which the admin API samples into rates.
+#[derive(Debug, Default)]
+pub struct RegionTraffic {
+    answered: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+impl RegionTraffic {
+    /// Counts one finished request answered with `status`.
+    pub fn record(&self, status: u16) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        if (500..600).contains(&status) {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(answered, 5xx)` since the region first appeared.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.server_errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Health of a region: up while its required checks pass and enough endpoints are healthy.
 pub struct RegionHealth {
     /// Region name.
@@ -498,6 +525,9 @@ pub struct RegionHealth {
     /// Requests in flight to the region through this gateway (the proxy counts them against
     /// the region's `capacity`); kept across reloads like the rest of the cell.
     pub in_flight: Arc<AtomicUsize>,
+    /// Answers from the region through this gateway, for the status page's rates; kept
+    /// across reloads like the rest of the cell.
+    pub traffic: RegionTraffic,
     recompute_lock: Mutex<()>,
     /// Serialises passive ejection decisions (the `max_ejected` cap).
     ejection_lock: Mutex<()>,
@@ -741,6 +771,7 @@ impl HealthHub {
                     has_failed: AtomicBool::new(false),
                     cursor: AtomicUsize::new(0),
                     in_flight: Arc::default(),
+                    traffic: RegionTraffic::default(),
                     recompute_lock: Mutex::new(()),
                     ejection_lock: Mutex::new(()),
                     drained_until_ms: AtomicU64::new(0),

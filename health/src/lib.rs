@@ -14,8 +14,8 @@ pub mod probe;
 pub mod state;
 
 pub use hub::{
-    DrainNote, EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth, Slowness,
-    TargetKey,
+    DrainNote, EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth,
+    RegionTraffic, Slowness, TargetKey,
 };
 pub use monitor::HealthMonitor;
 pub use state::{Health, HealthPolicy};

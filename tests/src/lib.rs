@@ -12,6 +12,7 @@
 //! - [`TestPki`] is a throwaway CA with leaf certificates, generated at test time.
 //! - [`api`] is an HTTPS server shaped like a cluster API server's `/readyz` (bearer token,
 //!   client certificates), for region checks.
+//! - [`browser`] drives headless Chromium over WebDriver, for the status page.
 
 pub mod client;
 
@@ -400,6 +401,7 @@ where
 }
 
 pub mod api;
+pub mod browser;
 pub mod dns;
 pub mod raw;
 
