@@ -109,6 +109,16 @@ pub const EARLY_HEDGE: bool = true;
 pub const EARLY_BUDGET_PERMILLE: u32 = 100;
 /// `server.start_traces`.
 pub const START_TRACES: bool = true;
+/// `server.otlp.service_name`.
+pub const OTLP_SERVICE_NAME: &str = "failover-gateway";
+/// `server.otlp.max_batch`.
+pub const OTLP_MAX_BATCH: u32 = 512;
+/// `server.otlp.interval`.
+pub const OTLP_INTERVAL: &str = "1s";
+/// `server.otlp.queue`.
+pub const OTLP_QUEUE: u32 = 8192;
+/// `server.otlp.timeout`.
+pub const OTLP_TIMEOUT: &str = "5s";
 /// `routes[].degraded.for`.
 pub const DEGRADED_FOR: &str = "2s";
 /// `routes[].degraded.recover_after`.

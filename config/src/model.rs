@@ -222,6 +222,25 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The access log.
     pub access_log: AccessLog,
+    /// OpenTelemetry span export, when configured.
+    pub otlp: Option<OtlpExport>,
+}
+
+/// Where and how request spans are exported (OTLP/HTTP, JSON encoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpExport {
+    /// The collector's traces URL (`http://`).
+    pub endpoint: http::Uri,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Spans per export request at most.
+    pub max_batch: u32,
+    /// Time a span waits for its batch at most.
+    pub interval: Duration,
+    /// Spans waiting at most (read at start).
+    pub queue: u32,
+    /// Time one export request may take.
+    pub timeout: Duration,
 }
 
 /// Where access log lines go and how many successes are kept.
@@ -346,8 +365,8 @@ pub enum UpstreamProtocol {
 /// Active probe settings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProbeSettings {
-    /// HTTP probe, or TCP connect when `None`.
-    pub http: Option<HttpProbe>,
+    /// What one probe does.
+    pub kind: ProbeKind,
     /// Time between probes.
     pub interval: Duration,
     /// Probe timeout.
@@ -358,6 +377,27 @@ pub struct ProbeSettings {
     pub fall: NonZeroU32,
     /// Jitter as a fraction of the interval, in per mille (100 = 10%).
     pub jitter_permille: u32,
+}
+
+/// What an endpoint probe does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP(S) request.
+    Http(HttpProbe),
+    /// A gRPC health check.
+    Grpc(GrpcProbe),
+}
+
+/// gRPC health probe settings: `grpc.health.v1.Health/Check` over h2c, or h2 over TLS when the
+/// region's endpoints speak TLS; healthy only when the answer is `SERVING`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GrpcProbe {
+    /// Service name asked about (`""`: the server as a whole).
+    pub service: String,
+    /// How the probe connects over TLS (as for HTTPS probes).
+    pub tls: ProbeTls,
 }
 
 /// HTTP probe settings.

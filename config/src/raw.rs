@@ -214,6 +214,10 @@ pub struct RawServer {
     /// The access log: one JSON line per request (fields in the README).
     #[serde(default)]
     pub access_log: Option<RawAccessLog>,
+    /// OpenTelemetry export: one span per sampled request, sent over OTLP/HTTP (JSON) to a
+    /// collector (absent: no export).
+    #[serde(default)]
+    pub otlp: Option<RawOtlp>,
 }
 
 /// A regional cluster.
@@ -292,9 +296,13 @@ pub struct RawUpstreamTls {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RawProbe {
-    /// HTTP probe; absent means a TCP connect probe.
+    /// HTTP probe; absent (and no `grpc`) means a TCP connect probe.
     #[serde(default)]
     pub http: Option<RawHttpProbe>,
+    /// gRPC health probe (`grpc.health.v1.Health/Check`) over HTTP/2: h2c, or h2 over TLS
+    /// when the region's endpoints speak TLS. Not together with `http`.
+    #[serde(default)]
+    pub grpc: Option<RawGrpcProbe>,
     /// Time between probes (default `1s`).
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::PROBE_INTERVAL))]
@@ -354,6 +362,32 @@ pub struct RawHttpProbe {
     #[serde(default)]
     pub bearer_token_file: Option<String>,
     /// Server name sent in SNI and verified in the certificate (default: the URL's host, or `regions.<name>.tls.sni`).
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Accept any server certificate (default false). Insecure: `gateway check` warns.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::INSECURE_SKIP_VERIFY))]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// gRPC health probe settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawGrpcProbe {
+    /// Service name asked about (default `""`: the server as a whole).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// PEM bundle of the CA certificates to trust when the region's endpoints speak TLS
+    /// (`regions.<name>.tls`), instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM client certificate (chain) presented for mutual TLS; needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// Server name sent in SNI and verified in the certificate (default: `regions.<name>.tls.sni`).
     #[serde(default)]
     pub sni: Option<String>,
     /// Accept any server certificate (default false). Insecure: `gateway check` warns.
@@ -460,6 +494,37 @@ pub struct RawAccessLog {
     #[serde(default)]
     #[schemars(!default, extend("default" = "100%"))]
     pub sample: Option<String>,
+}
+
+/// OTLP span export settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The collector's OTLP/HTTP traces URL, `http://host:port/v1/traces` (e.g. an
+    /// OpenTelemetry Collector on the same host at `http://127.0.0.1:4318/v1/traces`).
+    pub endpoint: String,
+    /// `service.name` of the spans' resource (default `failover-gateway`).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::OTLP_SERVICE_NAME))]
+    pub service_name: Option<String>,
+    /// Spans per export request at most (default 512).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::OTLP_MAX_BATCH))]
+    pub max_batch: Option<u32>,
+    /// Time a span waits for its batch to fill at most (default `1s`).
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::OTLP_INTERVAL))]
+    pub interval: Option<String>,
+    /// Spans waiting for export at most (default 8192); more are dropped and counted in
+    /// `gateway_otlp_spans_dropped_total`, never waited for. Read at start.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::OTLP_QUEUE))]
+    pub queue: Option<u32>,
+    /// Time one export request may take (default `5s`); a failed export's spans are dropped
+    /// and counted.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::OTLP_TIMEOUT))]
+    pub timeout: Option<String>,
 }
 
 /// Latency outlier ejection settings.

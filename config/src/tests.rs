@@ -426,3 +426,41 @@ fn degraded_is_opt_in_and_checks_its_durations() {
         "{missing:#?}"
     );
 }
+
+#[test]
+fn a_probe_is_tcp_http_or_grpc_and_grpc_tls_settings_need_tls() {
+    let probe = |settings: &str| {
+        MINIMAL.replace(
+            "      - { id: fra-1, address: \"127.0.0.1:9001\" }\n",
+            &format!(
+                "      - {{ id: fra-1, address: \"127.0.0.1:9001\" }}\n    probe: {settings}\n"
+            ),
+        )
+    };
+    let c = parse(&probe("{ interval: 1s }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.regions[0].probe.kind, ProbeKind::Tcp);
+    let c = parse(
+        &probe("{ grpc: { service: orders.v1.Orders } }"),
+        Path::new("test.yaml"),
+    )
+    .expect("valid");
+    assert_eq!(
+        c.regions[0].probe.kind,
+        ProbeKind::Grpc(GrpcProbe {
+            service: "orders.v1.Orders".into(),
+            tls: ProbeTls::default(),
+        })
+    );
+    let c = parse(&probe("{ grpc: {} }"), Path::new("test.yaml")).expect("valid");
+    assert!(matches!(&c.regions[0].probe.kind, ProbeKind::Grpc(g) if g.service.is_empty()));
+
+    let found = issues(&probe("{ http: {}, grpc: {} }"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "regions.fra.probe.grpc");
+    assert!(found[0].message.contains("not both"), "{found:#?}");
+
+    // The region's endpoints speak plaintext: a TLS setting is a mistake, not ignored.
+    let found = issues(&probe("{ grpc: { sni: grpc.fra.test } }"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "regions.fra.probe.grpc.sni");
+}

@@ -562,6 +562,7 @@ impl<'a> Validator<'a> {
                     1000,
                 ),
             },
+            otlp: raw.and_then(|s| s.otlp.as_ref()).map(|o| self.otlp(o)),
             limits: RequestLimits {
                 head_timeout: self.duration(
                     "server.request_head_timeout",
@@ -884,19 +885,11 @@ impl<'a> Validator<'a> {
                     h.expect_status.as_deref(),
                 ),
                 body_contains: h.body_contains.clone(),
-                tls: {
-                    let mut tls = self.probe_tls(
-                        &format!("{p}.http"),
-                        &TlsFields::of_probe(h),
-                        upstream_tls.is_some(),
-                        "the region's endpoints speak plaintext HTTP",
-                    );
-                    if let Some(up) = upstream_tls {
-                        tls.sni = tls.sni.or_else(|| Some(up.sni.clone()));
-                        tls.insecure_skip_verify |= !up.verify;
-                    }
-                    tls
-                },
+                tls: self.endpoint_probe_tls(
+                    &format!("{p}.http"),
+                    &TlsFields::of_probe(h),
+                    upstream_tls,
+                ),
                 bearer_token_file: self.bearer_token_file(
                     &format!("{p}.http.bearer_token_file"),
                     h.bearer_token_file.as_ref(),
@@ -904,8 +897,29 @@ impl<'a> Validator<'a> {
                 ),
             }
         });
+        let grpc = raw.and_then(|r| r.grpc.as_ref()).map(|g| GrpcProbe {
+            service: g.service.clone().unwrap_or_default(),
+            tls: self.endpoint_probe_tls(
+                &format!("{p}.grpc"),
+                &TlsFields::of_grpc(g),
+                upstream_tls,
+            ),
+        });
+        let kind = match (http, grpc) {
+            (Some(_), Some(grpc)) => {
+                self.err(
+                    &format!("{p}.grpc"),
+                    "a probe is either `http` or `grpc`, not both",
+                    "keep the one the endpoints answer (`grpc` for a gRPC server with the standard health service)",
+                );
+                ProbeKind::Grpc(grpc)
+            }
+            (Some(http), None) => ProbeKind::Http(http),
+            (None, Some(grpc)) => ProbeKind::Grpc(grpc),
+            (None, None) => ProbeKind::Tcp,
+        };
         ProbeSettings {
-            http,
+            kind,
             interval,
             timeout,
             rise: self.nonzero(
@@ -1000,6 +1014,94 @@ impl<'a> Validator<'a> {
             ),
             url,
         })
+    }
+
+    fn otlp(&mut self, o: &RawOtlp) -> OtlpExport {
+        let endpoint = match o.endpoint.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => u,
+            Ok(u) if u.scheme_str() == Some("https") => {
+                self.err(
+                    "server.otlp.endpoint",
+                    "OTLP export over HTTPS is not supported",
+                    "export to a collector on the same host or network over `http://` (an OpenTelemetry Collector forwards over TLS), e.g. `http://127.0.0.1:4318/v1/traces`",
+                );
+                u
+            }
+            _ => {
+                self.err(
+                    "server.otlp.endpoint",
+                    format!("`{}` is not an http URL", o.endpoint),
+                    "write the collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`",
+                );
+                http::Uri::from_static("http://127.0.0.1:4318/v1/traces")
+            }
+        };
+        let positive = |v: &mut Self, field: &str, n: Option<u32>, default: u32, max: u32| match n {
+            None => default,
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                v.err(
+                    &format!("server.otlp.{field}"),
+                    format!("{n} is out of range"),
+                    format!("use a number from 1 to {max} (default {default})"),
+                );
+                default
+            }
+        };
+        OtlpExport {
+            endpoint,
+            service_name: match o.service_name.as_deref() {
+                None => defaults::OTLP_SERVICE_NAME.into(),
+                Some("") => {
+                    self.err(
+                        "server.otlp.service_name",
+                        "empty service name",
+                        "name the service, e.g. `edge-gateway`",
+                    );
+                    defaults::OTLP_SERVICE_NAME.into()
+                }
+                Some(name) => name.into(),
+            },
+            max_batch: positive(
+                self,
+                "max_batch",
+                o.max_batch,
+                defaults::OTLP_MAX_BATCH,
+                100_000,
+            ),
+            queue: positive(self, "queue", o.queue, defaults::OTLP_QUEUE, 10_000_000),
+            interval: self.positive_duration(
+                "server.otlp.interval",
+                o.interval.as_ref(),
+                duration(defaults::OTLP_INTERVAL),
+            ),
+            timeout: self.positive_duration(
+                "server.otlp.timeout",
+                o.timeout.as_ref(),
+                duration(defaults::OTLP_TIMEOUT),
+            ),
+        }
+    }
+
+    /// The TLS settings of an endpoint probe at `p`: its own, with the region's server name and
+    /// `verify: false` where it sets none.
+    fn endpoint_probe_tls(
+        &mut self,
+        p: &str,
+        fields: &TlsFields<'_>,
+        upstream_tls: Option<&UpstreamTls>,
+    ) -> ProbeTls {
+        let mut tls = self.probe_tls(
+            p,
+            fields,
+            upstream_tls.is_some(),
+            "the region's endpoints speak plaintext",
+        );
+        if let Some(up) = upstream_tls {
+            tls.sni = tls.sni.or_else(|| Some(up.sni.clone()));
+            tls.insecure_skip_verify |= !up.verify;
+        }
+        tls
     }
 
     /// Validates the HTTPS settings of a probe or check at `p`; `https` says whether the
@@ -1788,6 +1890,16 @@ impl<'a> TlsFields<'a> {
             client_key: h.client_key.as_ref(),
             sni: h.sni.as_ref(),
             insecure_skip_verify: h.insecure_skip_verify,
+        }
+    }
+
+    fn of_grpc(g: &'a RawGrpcProbe) -> Self {
+        Self {
+            ca_file: g.ca_file.as_ref(),
+            client_cert: g.client_cert.as_ref(),
+            client_key: g.client_key.as_ref(),
+            sni: g.sni.as_ref(),
+            insecure_skip_verify: g.insecure_skip_verify,
         }
     }
 }

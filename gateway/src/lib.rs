@@ -22,6 +22,7 @@ pub(crate) mod failover;
 pub mod headers;
 pub(crate) mod hedge;
 pub(crate) mod lag;
+pub(crate) mod otlp;
 pub(crate) mod peer;
 pub(crate) mod proxy;
 pub(crate) mod reload;

@@ -159,6 +159,10 @@ pub struct RequestCtx {
     hedge_won: bool,
     /// The W3C trace context to forward.
     trace: TraceContext,
+    /// The request's span is exported (`server.otlp` is set and the trace is sampled).
+    export_span: bool,
+    /// When each attempt began, after `started`; kept only for an exported span.
+    attempt_times: Vec<std::time::Duration>,
 }
 
 /// Where the response to the client stands. Before its header goes out, a failure may still be
@@ -273,6 +277,8 @@ impl ProxyHttp for GatewayProxy {
             shed: None,
             hedge_won: false,
             trace: TraceContext::None,
+            export_span: false,
+            attempt_times: Vec::new(),
         }
     }
 
@@ -308,6 +314,10 @@ impl ProxyHttp for GatewayProxy {
             session.req_header().headers.get(TRACEPARENT),
             ctx.snapshot.config.server.start_traces,
         );
+        ctx.export_span = crate::otlp::on()
+            && ctx
+                .trace
+                .sampled(session.req_header().headers.get(TRACEPARENT));
         let req = session.req_header();
         let authority = req
             .headers
@@ -500,6 +510,9 @@ impl ProxyHttp for GatewayProxy {
         ctx.endpoint_attempt = Some(InFlight::start(&choice.endpoint));
         ctx.tried.push(choice);
         ctx.attempt_started = tokio::time::Instant::now();
+        if ctx.export_span {
+            ctx.attempt_times.push(ctx.started.elapsed());
+        }
         ctx.body_bytes = 0;
         Ok(Box::new(peer))
     }
@@ -527,6 +540,11 @@ impl ProxyHttp for GatewayProxy {
             ctx.tried.push(hedged.choice);
             ctx.hedge_won = true;
             ctx.attempt_started = hedged.started;
+            if ctx.export_span {
+                let at = hedged.started.into_std();
+                ctx.attempt_times
+                    .push(at.saturating_duration_since(ctx.started));
+            }
             ctx.endpoint_attempt = Some(hedged.in_flight);
         }
         if let Some(c) = ctx.current() {
@@ -904,6 +922,11 @@ impl ProxyHttp for GatewayProxy {
         if crate::access_log::wants(status) {
             crate::access_log::write(access_line(session, e, ctx, status));
         }
+        if ctx.export_span {
+            if let Some(span) = request_span(session, e, ctx, status) {
+                crate::otlp::export_span(span);
+            }
+        }
         tracing::debug!(
             route = ctx.route_name(),
             status,
@@ -1021,6 +1044,137 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         "error": e.map(|e| e.etype().as_str()),
     })
     .to_string()
+}
+
+/// The request's span for OTLP export: attributes named as OpenTelemetry's HTTP conventions
+/// where one exists (`http.request.method`, `url.path`, …) and `gateway.*` for the rest, one
+/// `attempt` event per endpoint tried. The span's parent is the caller's span when the trace
+/// came with the request; a trace the gateway started has the span as its root, with the id
+/// the upstream was sent as its parent.
+fn request_span(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    status: u16,
+) -> Option<crate::otlp::Span> {
+    use crate::otlp::{Event, Span, Value};
+    let req = session.req_header();
+    let (trace_id, span_id, parent_span_id) = match &ctx.trace {
+        TraceContext::Started { value, .. } => {
+            let ids = crate::trace::ids(value.as_bytes())?;
+            (ids.trace_id, ids.parent_id, None)
+        }
+        TraceContext::Passed => {
+            let ids = crate::trace::ids(req.headers.get(TRACEPARENT)?.as_bytes())?;
+            (ids.trace_id, fastrand::u64(1..), Some(ids.parent_id))
+        }
+        TraceContext::None => return None,
+    };
+    let elapsed = ctx.started.elapsed();
+    let start = crate::otlp::unix_nanos_ago(elapsed);
+    let str = |s: &str| Value::Str(s.to_string());
+    let mut attributes = vec![
+        ("http.request.method", str(req.method.as_str())),
+        ("url.path", str(req.uri.path())),
+        (
+            "network.protocol.version",
+            str(match req.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            }),
+        ),
+        ("gateway.attempts", Value::Int(ctx.tried.len() as i64)),
+    ];
+    if let Some(host) = req
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+    {
+        attributes.push(("server.address", str(host_without_port(host))));
+    }
+    if status > 0 {
+        attributes.push(("http.response.status_code", Value::Int(i64::from(status))));
+    }
+    if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
+        attributes.push(("client.address", Value::Str(ip.ip().to_string())));
+    }
+    if let Some(plan) = ctx.plan() {
+        attributes.push(("gateway.route", str(&plan.route.name)));
+    }
+    if let Some(c) = ctx.current() {
+        attributes.push((
+            "gateway.region",
+            str(ctx.snapshot.regions[c.region].name.as_str()),
+        ));
+        attributes.push(("gateway.endpoint", str(c.endpoint.key.id.as_str())));
+    }
+    if let Some(id) = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+        attributes.push(("gateway.request_id", str(id)));
+    }
+    for (key, on) in [
+        ("gateway.fail_open", ctx.fail_open),
+        ("gateway.hedge_won", ctx.hedge_won),
+    ] {
+        if on {
+            attributes.push((key, Value::Bool(true)));
+        }
+    }
+    for (key, value) in [
+        ("gateway.shed", ctx.shed),
+        ("gateway.sticky", ctx.sticky_outcome),
+    ] {
+        if let Some(value) = value {
+            attributes.push((key, str(value)));
+        }
+    }
+    if let Some(e) = e {
+        attributes.push(("error.type", str(e.etype().as_str())));
+    }
+    let events = ctx
+        .tried
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut attributes = vec![
+                ("gateway.attempt", Value::Int(i as i64 + 1)),
+                (
+                    "gateway.region",
+                    str(ctx.snapshot.regions[c.region].name.as_str()),
+                ),
+                ("gateway.endpoint", str(c.endpoint.key.id.as_str())),
+                (
+                    "server.address",
+                    Value::Str(c.endpoint.key.addr.to_string()),
+                ),
+            ];
+            // Why this attempt was followed by another one.
+            if let Some(cause) = ctx.retries.get(i) {
+                attributes.push(("gateway.retried_for", str(cause)));
+            }
+            let after = ctx.attempt_times.get(i).copied().unwrap_or_default();
+            Event {
+                at_unix_nanos: start + after.as_nanos() as u64,
+                name: "attempt",
+                attributes,
+            }
+        })
+        .collect();
+    Some(Span {
+        trace_id: trace_id.to_string(),
+        span_id,
+        parent_span_id,
+        name: match ctx.plan() {
+            Some(plan) => format!("{} {}", req.method, plan.route.name),
+            None => req.method.to_string(),
+        },
+        start_unix_nanos: start,
+        end_unix_nanos: start + elapsed.as_nanos() as u64,
+        error: status == 0 || status >= 500,
+        attributes,
+        events,
+    })
 }
 
 /// The JSON body of an overloaded 503.

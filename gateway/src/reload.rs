@@ -159,6 +159,7 @@ impl Reloader {
         self.monitor.apply(&new);
         crate::server::apply_client_limits(&new.server.limits);
         crate::access_log::configure(&new.server.access_log);
+        crate::otlp::configure(new.server.otlp.as_ref());
         let mut detail = diff.summary();
         let cleared: Vec<String> = was_pending
             .describe()

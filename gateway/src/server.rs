@@ -92,6 +92,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     raise_fd_limit(config.server.max_connections);
     apply_client_limits(&config.server.limits);
     crate::access_log::configure(&config.server.access_log);
+    crate::otlp::configure(config.server.otlp.as_ref());
 
     let metrics = crate::telemetry::install();
     let config = Arc::new(config);

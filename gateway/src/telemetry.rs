@@ -168,9 +168,27 @@ fn describe() {
         "Access log lines dropped because the writer's queue was full or the write failed."
     );
     describe_counter!(
+        "gateway_otlp_spans_exported_total",
+        "Request spans the OTLP collector accepted."
+    );
+    describe_counter!(
+        "gateway_otlp_spans_dropped_total",
+        "Request spans not exported, by reason: queue_full (the exporter's queue was full), export_failed (the collector did not take the batch), export_off (export was turned off by a reload while they waited)."
+    );
+    describe_counter!(
         "gateway_early_retries_total",
         "First attempts whose first byte was later than the route's early-retry deadline, by route and outcome: sent (hedged, or cut and retried, on another endpoint), refused (the early-retry budget was spent; the attempt kept waiting) or won (a hedge answered first)."
     );
+}
+
+/// Counts spans dropped before export (`queue_full`, `export_failed`, `export_off`).
+pub fn otlp_dropped(reason: &'static str, spans: u64) {
+    metrics::counter!("gateway_otlp_spans_dropped_total", "reason" => reason).increment(spans);
+}
+
+/// Counts spans a collector took.
+pub fn otlp_exported(spans: u64) {
+    metrics::counter!("gateway_otlp_spans_exported_total").increment(spans);
 }
 
 /// Counts an access log line dropped (the writer's queue was full, or the write failed).

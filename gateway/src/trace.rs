@@ -36,6 +36,42 @@ impl TraceContext {
     }
 }
 
+impl TraceContext {
+    /// Whether the request's trace is sampled: a started one always, a passed one when its
+    /// `traceparent` (`header`) has the sampled flag.
+    pub fn sampled(&self, header: Option<&HeaderValue>) -> bool {
+        match self {
+            Self::Started { .. } => true,
+            Self::Passed => header
+                .and_then(|v| ids(v.as_bytes()))
+                .is_some_and(|i| i.sampled),
+            Self::None => false,
+        }
+    }
+}
+
+/// The ids and sampled flag of a valid `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds<'a> {
+    /// 32 hex digits.
+    pub trace_id: &'a str,
+    /// The caller's span id.
+    pub parent_id: u64,
+    /// The sampled flag (bit 0 of the flags).
+    pub sampled: bool,
+}
+
+/// The ids of a valid `traceparent`.
+pub fn ids(traceparent: &[u8]) -> Option<TraceIds<'_>> {
+    let trace_id = trace_id(traceparent)?;
+    let text = std::str::from_utf8(traceparent).ok()?;
+    Some(TraceIds {
+        trace_id,
+        parent_id: u64::from_str_radix(&text[36..52], 16).ok()?,
+        sampled: u8::from_str_radix(&text[53..55], 16).ok()? & 1 == 1,
+    })
+}
+
 /// The trace id (32 hex digits) of a valid `traceparent`.
 pub fn trace_id(traceparent: &[u8]) -> Option<&str> {
     is_valid(traceparent)
@@ -106,6 +142,24 @@ mod tests {
         assert!(is_valid(
             b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"
         ));
+    }
+
+    #[test]
+    fn ids_and_the_sampled_flag_are_read_from_a_valid_traceparent() {
+        assert_eq!(
+            ids(VALID.as_bytes()),
+            Some(TraceIds {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+                parent_id: 0x00f0_67aa_0ba9_02b7,
+                sampled: true,
+            })
+        );
+        let unsampled =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert!(!TraceContext::Passed.sampled(Some(&unsampled)));
+        assert!(TraceContext::Passed.sampled(Some(&HeaderValue::from_static(VALID))));
+        assert!(!TraceContext::None.sampled(None));
+        assert!(ids(b"garbage").is_none());
     }
 
     #[test]

@@ -25,15 +25,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_config::{
-    EndpointAddress, EndpointId, GatewayConfig, ProbeSettings, Region, RegionCheck, RegionName,
-    UpstreamTls,
+    EndpointAddress, EndpointId, GatewayConfig, ProbeKind, ProbeSettings, Region, RegionCheck,
+    RegionName, UpstreamTls,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::dns::{Discovery, DnsError, Resolve};
 use crate::hub::{CheckHealth, EndpointHealth, HealthHub, RegionHealth, RegionMembers, TargetKey};
-use crate::probe::{HttpProber, Probe, TcpProbe};
+use crate::probe::{GrpcProber, HttpProber, Probe, TcpProbe};
 use crate::state::HealthPolicy;
 
 /// Runs probes and DNS discovery for the current config.
@@ -394,13 +394,11 @@ impl HealthMonitor {
         let key = TaskKey::Endpoint(ep.key.clone(), region.probe.clone(), region.tls.clone());
         if !st.probes.contains_key(&key) {
             let token = CancellationToken::new();
-            let probe: Box<dyn Probe> = match &region.probe.http {
-                Some(http) => Box::new(HttpProber::endpoint(
-                    ep.key.addr,
-                    http,
-                    region.tls.is_some(),
-                )),
-                None => Box::new(TcpProbe { addr: ep.key.addr }),
+            let tls = region.tls.is_some();
+            let probe: Box<dyn Probe> = match &region.probe.kind {
+                ProbeKind::Http(http) => Box::new(HttpProber::endpoint(ep.key.addr, http, tls)),
+                ProbeKind::Grpc(grpc) => Box::new(GrpcProber::endpoint(ep.key.addr, grpc, tls)),
+                ProbeKind::Tcp => Box::new(TcpProbe { addr: ep.key.addr }),
             };
             let ep2 = ep.clone();
             tokio::spawn(run_probes(

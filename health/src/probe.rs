@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gateway_config::{HttpProbe, ProbeTls, RegionCheck};
-use http_body_util::{BodyExt, Empty};
+use gateway_config::{GrpcProbe, HttpProbe, ProbeTls, RegionCheck};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::ServerName;
@@ -65,6 +65,11 @@ type HttpsClient = Client<
     Empty<Bytes>,
 >;
 
+type GrpcClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
 /// HTTP(S) probe. Connections are kept alive and reused between probes where the target allows.
 pub struct HttpProber {
     /// The client, or why it could not be built from the TLS settings (every probe then fails
@@ -78,30 +83,75 @@ pub struct HttpProber {
     bearer_token_file: Option<PathBuf>,
 }
 
+/// Clients by TLS settings, held weakly: one per distinct settings while a prober uses them.
+struct SharedClients<C>(
+    std::sync::Mutex<Option<std::collections::HashMap<ProbeTls, std::sync::Weak<C>>>>,
+);
+
+impl<C> SharedClients<C> {
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    /// The client for `tls`, built by `build` when no prober holds one.
+    fn get(
+        &self,
+        tls: &ProbeTls,
+        build: impl FnOnce(&ProbeTls) -> Result<C, String>,
+    ) -> Result<Arc<C>, String> {
+        let mut clients = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = clients.get_or_insert_with(Default::default);
+        if let Some(client) = clients.get(tls).and_then(std::sync::Weak::upgrade) {
+            return Ok(client);
+        }
+        // Settings no prober uses any more are forgotten here (their clients are gone).
+        clients.retain(|_, c| c.strong_count() > 0);
+        let client = Arc::new(build(tls)?);
+        clients.insert(tls.clone(), Arc::downgrade(&client));
+        Ok(client)
+    }
+}
+
 /// The client for probes with these TLS settings, shared by every prober that has them: one
 /// connection pool (a connection per endpoint, kept between probes) and one TLS config for a
 /// whole fleet, instead of one each. A region of 1000 endpoints probed every second cost
 /// 10 % of a core with a client per endpoint (cold caches on every probe), 6 % with shared
 /// trust anchors, and less with one client.
 fn shared_client(tls: &ProbeTls) -> Result<Arc<HttpsClient>, String> {
-    type Clients = std::collections::HashMap<ProbeTls, std::sync::Weak<HttpsClient>>;
-    static CLIENTS: std::sync::Mutex<Option<Clients>> = std::sync::Mutex::new(None);
-    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let clients = clients.get_or_insert_with(Clients::new);
-    if let Some(client) = clients.get(tls).and_then(std::sync::Weak::upgrade) {
-        return Ok(client);
-    }
-    // Settings no prober uses any more are forgotten here (their clients are gone).
-    clients.retain(|_, c| c.strong_count() > 0);
-    let client = Arc::new(client(tls)?);
-    clients.insert(tls.clone(), Arc::downgrade(&client));
-    Ok(client)
+    static CLIENTS: SharedClients<HttpsClient> = SharedClients::new();
+    CLIENTS.get(tls, |tls| {
+        Ok(pool().build(connector(tls)?.enable_http1().build()))
+    })
 }
 
-/// Builds the HTTP(S) client of one probe from its TLS settings: the system roots (native,
-/// else webpki) unless `tls.ca` names the CAs to trust, an optional client certificate, an
-/// optional fixed server name, or no certificate verification at all.
-fn client(tls: &ProbeTls) -> Result<HttpsClient, String> {
+/// The HTTP/2-only client of gRPC probes with these TLS settings (h2c by prior knowledge to
+/// `http://`, ALPN `h2` to `https://`), shared as [`shared_client`]'s: one connection per
+/// endpoint, its streams used by one probe after another.
+fn shared_grpc_client(tls: &ProbeTls) -> Result<Arc<GrpcClient>, String> {
+    static CLIENTS: SharedClients<GrpcClient> = SharedClients::new();
+    CLIENTS.get(tls, |tls| {
+        Ok(pool()
+            .http2_only(true)
+            .build(connector(tls)?.enable_http2().build()))
+    })
+}
+
+fn pool() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(30))
+        // Per endpoint: the client is shared by all probes with the same TLS settings.
+        .pool_max_idle_per_host(1);
+    builder
+}
+
+/// The connector of one probe's TLS settings: the system roots (native, else webpki) unless
+/// `tls.ca` names the CAs to trust, an optional client certificate, an optional fixed server
+/// name, or no certificate verification at all; plaintext for `http://`.
+fn connector(
+    tls: &ProbeTls,
+) -> Result<hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1>, String>
+{
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -143,19 +193,14 @@ fn client(tls: &ProbeTls) -> Result<HttpsClient, String> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http();
-    let connector = match &tls.sni {
+    Ok(match &tls.sni {
         Some(name) => {
             let name = ServerName::try_from(name.clone())
                 .map_err(|e| format!("tls setup: server name `{name}`: {e}"))?;
             connector.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
         }
         None => connector,
-    };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        // Per endpoint: the client is shared by all probes with the same TLS settings.
-        .pool_max_idle_per_host(1)
-        .build(connector.enable_http1().build()))
+    })
 }
 
 /// The system's trust anchors, or Mozilla's (bundled) where the system has none: what HTTPS
@@ -330,9 +375,265 @@ impl Probe for HttpProber {
     }
 }
 
+/// gRPC health probe: `grpc.health.v1.Health/Check` for one service over h2c, or h2 over TLS,
+/// healthy only when the answer is `SERVING`. The HTTP/2 connection is kept between probes.
+pub struct GrpcProber {
+    client: Result<Arc<GrpcClient>, String>,
+    uri: http::Uri,
+    /// The framed `HealthCheckRequest`, the same for every probe.
+    request: Bytes,
+    service: String,
+}
+
+impl GrpcProber {
+    /// Probes an endpoint address (over TLS when `tls`, with the probe's TLS settings).
+    pub fn endpoint(addr: SocketAddr, settings: &GrpcProbe, tls: bool) -> Self {
+        let scheme = if tls { "https" } else { "http" };
+        let uri = format!("{scheme}://{addr}{}", grpc::CHECK_PATH)
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
+        Self {
+            client: shared_grpc_client(&settings.tls),
+            uri,
+            request: grpc::check_request(&settings.service),
+            service: settings.service.clone(),
+        }
+    }
+
+    async fn run(&self, timeout: Duration) -> Result<String, String> {
+        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let req = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header(http::header::USER_AGENT, "failover-gateway-probe")
+            // The server may stop working on a check the probe no longer waits for.
+            .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
+            .body(Full::new(self.request.clone()))
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("request: {}", chain(&e)))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(format!("HTTP status {}", resp.status().as_u16()));
+        }
+        let (head, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {}", chain(&e)))?;
+        // A trailers-only answer carries its status in the headers.
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        let field = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| head.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        grpc::verdict(
+            field("grpc-status").as_deref(),
+            field("grpc-message").as_deref(),
+            &body.to_bytes(),
+            &self.service,
+        )
+    }
+}
+
+#[async_trait]
+impl Probe for GrpcProber {
+    async fn probe(&self, timeout: Duration) -> ProbeRecord {
+        timed(timeout, self.run(timeout)).await
+    }
+}
+
+/// The few bytes of gRPC and protobuf the health check needs (`grpc/health/v1/health.proto`).
+mod grpc {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    /// The method's path.
+    pub const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+    /// A length-prefixed, uncompressed `HealthCheckRequest { service = 1 }`.
+    pub fn check_request(service: &str) -> Bytes {
+        let mut msg = BytesMut::new();
+        if !service.is_empty() {
+            msg.put_u8(0x0a); // field 1, length-delimited
+            put_varint(&mut msg, service.len() as u64);
+            msg.put_slice(service.as_bytes());
+        }
+        let mut framed = BytesMut::with_capacity(5 + msg.len());
+        framed.put_u8(0);
+        framed.put_u32(msg.len() as u32);
+        framed.put_slice(&msg);
+        framed.freeze()
+    }
+
+    fn put_varint(out: &mut BytesMut, mut v: u64) {
+        while v >= 0x80 {
+            out.put_u8((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.put_u8(v as u8);
+    }
+
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// `HealthCheckResponse.status` (field 1) of one length-prefixed message; unknown fields
+    /// are skipped, an absent status is `UNKNOWN` (0), as proto3 says.
+    pub fn response_status(body: &[u8]) -> Result<u64, String> {
+        let [flag, a, b, c, d, msg @ ..] = body else {
+            return Err(format!("response of {} bytes, no message", body.len()));
+        };
+        if *flag != 0 {
+            return Err("compressed response (none was offered)".into());
+        }
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        let mut msg = msg.get(..len).ok_or("response message cut short")?;
+        let mut status = 0;
+        while !msg.is_empty() {
+            let key = varint(&mut msg).ok_or("malformed response message")?;
+            match key & 7 {
+                0 => {
+                    let v = varint(&mut msg).ok_or("malformed response message")?;
+                    if key >> 3 == 1 {
+                        status = v;
+                    }
+                }
+                1 | 5 => {
+                    let n = if key & 7 == 1 { 8 } else { 4 };
+                    msg = msg.get(n..).ok_or("malformed response message")?;
+                }
+                2 => {
+                    let n = varint(&mut msg).ok_or("malformed response message")? as usize;
+                    msg = msg.get(n..).ok_or("malformed response message")?;
+                }
+                _ => return Err("malformed response message".into()),
+            }
+        }
+        Ok(status)
+    }
+
+    /// The probe's outcome from the call's `grpc-status`, `grpc-message` and body.
+    pub fn verdict(
+        grpc_status: Option<&str>,
+        grpc_message: Option<&str>,
+        body: &[u8],
+        service: &str,
+    ) -> Result<String, String> {
+        let of = if service.is_empty() {
+            String::new()
+        } else {
+            format!("service `{service}`: ")
+        };
+        let message = grpc_message
+            .filter(|m| !m.is_empty())
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
+        match grpc_status.map(str::trim) {
+            None => return Err("no grpc-status (not a gRPC server?)".into()),
+            Some("0") => {}
+            Some("5") => {
+                return Err(format!(
+                    "{of}unknown to the server (grpc-status 5 NOT_FOUND){message}"
+                ))
+            }
+            Some("12") => {
+                return Err(format!(
+                    "no grpc.health.v1.Health service (grpc-status 12 UNIMPLEMENTED){message}"
+                ))
+            }
+            Some(code) => return Err(format!("grpc-status {code} {}{message}", code_name(code))),
+        }
+        match response_status(body)? {
+            1 => Ok(format!("{of}SERVING")),
+            2 => Err(format!("{of}NOT_SERVING")),
+            3 => Err(format!("{of}SERVICE_UNKNOWN")),
+            0 => Err(format!("{of}UNKNOWN")),
+            n => Err(format!("{of}status {n}")),
+        }
+    }
+
+    fn code_name(code: &str) -> &'static str {
+        const NAMES: [&str; 17] = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        code.parse::<usize>()
+            .ok()
+            .and_then(|c| NAMES.get(c).copied())
+            .unwrap_or("")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_health_check_messages_are_encoded_and_read() {
+        // protoc --encode of HealthCheckRequest{service: "api"}: 0a 03 61 70 69.
+        assert_eq!(
+            &grpc::check_request("api")[..],
+            &[0, 0, 0, 0, 5, 0x0a, 3, b'a', b'p', b'i']
+        );
+        assert_eq!(&grpc::check_request("")[..], &[0, 0, 0, 0, 0]);
+        let serving = [0, 0, 0, 0, 2, 0x08, 1];
+        assert_eq!(grpc::response_status(&serving), Ok(1));
+        // An empty message is status UNKNOWN; unknown fields are skipped.
+        assert_eq!(grpc::response_status(&[0, 0, 0, 0, 0]), Ok(0));
+        let extra = [0, 0, 0, 0, 6, 0x12, 2, b'h', b'i', 0x08, 2];
+        assert_eq!(grpc::response_status(&extra), Ok(2));
+        assert!(grpc::response_status(&[0, 0, 0, 0, 9, 0x08]).is_err());
+        assert!(grpc::response_status(&[1, 0, 0, 0, 2, 0x08, 1]).is_err());
+
+        assert_eq!(
+            grpc::verdict(Some("0"), None, &serving, ""),
+            Ok("SERVING".into())
+        );
+        assert_eq!(
+            grpc::verdict(Some("0"), None, &[0, 0, 0, 0, 2, 0x08, 2], "api"),
+            Err("service `api`: NOT_SERVING".into())
+        );
+        assert_eq!(
+            grpc::verdict(Some("5"), Some("unknown service"), &[], "api"),
+            Err(
+                "service `api`: unknown to the server (grpc-status 5 NOT_FOUND) (unknown service)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            grpc::verdict(Some("14"), None, &[], ""),
+            Err("grpc-status 14 UNAVAILABLE".into())
+        );
+        assert!(grpc::verdict(None, None, &serving, "").is_err());
+    }
 
     #[test]
     fn default_trust_anchors_are_loaded_once_and_shared() {

@@ -403,6 +403,8 @@ where
 pub mod api;
 pub mod browser;
 pub mod dns;
+pub mod grpc;
+pub mod otlp;
 pub mod raw;
 
 /// The outcome of one request sent by [`drive`].

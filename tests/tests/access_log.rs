@@ -1,6 +1,7 @@
-//! The access log (issue 14): one JSON line per request with what happened to it (retried,
-//! failed over, shed, sticky), written to a file that SIGUSR1 reopens. Real gateway process,
-//! real upstreams.
+//! The access log and tracing (issue 14): one JSON line per request with what happened to it
+//! (retried, failed over, shed, sticky), written to a file that SIGUSR1 reopens; W3C trace
+//! context; one OTLP span per sampled request, sent to a loopback OTLP/HTTP receiver. Real
+//! gateway process, real upstreams.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -285,4 +286,175 @@ routes:
     assert_eq!(replaced.len(), 1);
     assert_ne!(replaced[0], "00-nothex-01");
     assert!(upstream_saw(&resp, "tracestate").is_empty(), "{resp:?}");
+}
+
+#[tokio::test]
+async fn each_sampled_request_is_exported_as_one_otlp_span_with_its_attempts() {
+    use gateway_tests::otlp::{attribute, OtlpReceiver};
+    let receiver = OtlpReceiver::start().await;
+    let fra = [gateway_tests::region("fra", "fra-1").await];
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+server:
+  otlp: {{ endpoint: "{endpoint}", service_name: edge-test, interval: 100ms }}
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {{ interval: 1h, timeout: 1s }}
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - {{ name: retried, regions: [fra, ber] }}
+"#,
+        endpoint = receiver.endpoint(),
+        fra = endpoints(&fra),
+        ber = endpoints(&ber),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    let send = |path: &str, traceparent: Option<&str>| {
+        let mut req = http::Request::get(path).header("host", "app.test");
+        if let Some(t) = traceparent {
+            req = req.header("traceparent", t);
+        }
+        req.body(gateway_tests::client::empty()).expect("request")
+    };
+    let span_of = |trace_id: &str| {
+        let trace_id = trace_id.to_string();
+        let receiver = &receiver;
+        async move {
+            let mut found = None;
+            eventually(&format!("a span of trace {trace_id}"), || {
+                found = receiver
+                    .spans()
+                    .into_iter()
+                    .find(|s| s["traceId"] == trace_id.as_str());
+                let done = found.is_some();
+                async move { done }
+            })
+            .await;
+            found.expect("found")
+        }
+    };
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    // A caller's trace, retried from fra (503) to ber: one span, a child of the caller's span,
+    // with an event per attempt; the traceparent reaches the app unchanged.
+    fra[0].set_mode(Mode::Status(503));
+    let resp = conn.send(send("/retried", Some(CALLER))).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["headers"]["traceparent"][0], CALLER);
+    let span = span_of("4bf92f3577b34da6a3ce929d0e0e4736").await;
+    assert_eq!(span["service.name"], "edge-test", "{span}");
+    assert_eq!(span["parentSpanId"], "00f067aa0ba902b7", "{span}");
+    let id = span["spanId"].as_str().unwrap_or_default();
+    assert!(
+        id.len() == 16 && id != "0000000000000000" && id != "00f067aa0ba902b7",
+        "{span}"
+    );
+    assert_eq!(
+        (&span["name"], &span["kind"]),
+        (&"GET retried".into(), &2.into()),
+        "{span}"
+    );
+    let attrs = &span["attributes"];
+    assert_eq!(attribute(attrs, "gateway.route"), "retried", "{span}");
+    assert_eq!(attribute(attrs, "gateway.region"), "ber", "{span}");
+    assert_eq!(attribute(attrs, "gateway.endpoint"), "ber-1", "{span}");
+    assert_eq!(attribute(attrs, "gateway.attempts"), 2, "{span}");
+    assert_eq!(attribute(attrs, "http.response.status_code"), 200, "{span}");
+    assert_eq!(attribute(attrs, "http.request.method"), "GET", "{span}");
+    assert_eq!(attribute(attrs, "url.path"), "/retried", "{span}");
+    assert_eq!(attribute(attrs, "server.address"), "app.test", "{span}");
+    assert_eq!(span["status"]["code"], 0, "{span}");
+    let events = span["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 2, "{span}");
+    let nanos = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let (start, end) = (
+        nanos(&span["startTimeUnixNano"]),
+        nanos(&span["endTimeUnixNano"]),
+    );
+    assert!(start > 0 && start < end, "{span}");
+    for (i, (endpoint, retried_for)) in [
+        ("fra-1", "status 503".into()),
+        ("ber-1", serde_json::Value::Null),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = &events[i];
+        assert_eq!(e["name"], "attempt", "{span}");
+        assert_eq!(
+            attribute(&e["attributes"], "gateway.attempt"),
+            i as i64 + 1,
+            "{span}"
+        );
+        assert_eq!(
+            attribute(&e["attributes"], "gateway.endpoint"),
+            endpoint,
+            "{span}"
+        );
+        assert_eq!(
+            attribute(&e["attributes"], "gateway.retried_for"),
+            retried_for,
+            "{span}"
+        );
+        let at = nanos(&e["timeUnixNano"]);
+        assert!(start <= at && at <= end, "event outside its span: {span}");
+    }
+    assert!(nanos(&events[0]["timeUnixNano"]) <= nanos(&events[1]["timeUnixNano"]));
+    let (content_type, _) = &receiver.exports()[0];
+    assert_eq!(content_type, "application/json");
+
+    // No trace: the gateway starts one; its span is the root and the app's parent.
+    fra[0].set_mode(Mode::Ok);
+    let resp = conn.send(send("/started", None)).await;
+    let started = resp.json()["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(started.len(), 55, "{resp:?}");
+    let span = span_of(&started[3..35]).await;
+    assert_eq!(span["spanId"], &started[36..52], "{span}");
+    assert!(span.get("parentSpanId").is_none(), "{span}");
+
+    // A caller's trace that is not sampled is not exported: the span after it arrives alone.
+    let unsampled = "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-00f067aa0ba902b7-00";
+    conn.send(send("/unsampled", Some(unsampled))).await;
+    let after = "00-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-00f067aa0ba902b7-01";
+    conn.send(send("/after", Some(after))).await;
+    span_of("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .all(|s| s["traceId"] != "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        "an unsampled trace was exported"
+    );
+    assert_eq!(receiver.spans().len(), 3);
+
+    // The collector refuses: requests are unharmed, the spans are dropped and counted; once it
+    // takes them again, new spans arrive.
+    receiver.fail_with(503);
+    let refused = "00-cccccccccccccccccccccccccccccccc-00f067aa0ba902b7-01";
+    assert_eq!(conn.send(send("/refused", Some(refused))).await.status, 200);
+    eventually("the failed export counted", || async {
+        let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+        metrics.contains("gateway_otlp_spans_dropped_total{reason=\"export_failed\"} 1")
+    })
+    .await;
+    assert!(receiver.refused() >= 1);
+    receiver.fail_with(0);
+    let back = "00-dddddddddddddddddddddddddddddddd-00f067aa0ba902b7-01";
+    conn.send(send("/back", Some(back))).await;
+    span_of("dddddddddddddddddddddddddddddddd").await;
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("gateway_otlp_spans_exported_total 4"),
+        "{metrics}"
+    );
 }
