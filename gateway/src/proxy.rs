@@ -1040,6 +1040,10 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         "fail_open": ctx.fail_open,
         "shed": ctx.shed,
         "tls": digest.and_then(|d| d.ssl_digest.as_ref()).map(|t| t.version.to_string()),
+        "sni": digest
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|t| t.extension.get::<crate::tls::ClientSni>())
+            .map(|sni| sni.0.as_str()),
         "user_agent": header(header::USER_AGENT),
         "error": e.map(|e| e.etype().as_str()),
     })

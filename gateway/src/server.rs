@@ -154,8 +154,8 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
             )),
             Some(_) => {
                 let resolver = Arc::new(SniResolver::new(&listener.name, snapshot.clone()));
-                let mut settings =
-                    TlsSettings::intermediate("", "").map_err(|e| StartError::Listener {
+                let mut settings = TlsSettings::with_callbacks(Box::new(crate::tls::KeepSni))
+                    .map_err(|e| StartError::Listener {
                         listener: listener.name.clone(),
                         reason: e.to_string(),
                     })?;

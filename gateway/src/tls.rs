@@ -8,6 +8,26 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+/// The server name a TLS client asked for (SNI), kept in its connection's TLS digest
+/// (`SslDigest::extension`) for the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSni(pub String);
+
+/// Keeps each TLS client's SNI in its connection's digest, once per handshake.
+pub struct KeepSni;
+
+#[async_trait::async_trait]
+impl pingora::listeners::TlsAccept for KeepSni {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        tls.server_name().map(|name| {
+            Arc::new(ClientSni(name.to_string())) as Arc<dyn std::any::Any + Send + Sync>
+        })
+    }
+}
+
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

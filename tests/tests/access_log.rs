@@ -458,3 +458,56 @@ routes:
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_request_over_tls_logs_the_server_name_the_client_asked_for() {
+    use gateway_tests::client::{h1_tls, tls_connect_any};
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let pki = gateway_tests::TestPki::new(&[&["a.test", "*.a.test"]]);
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+  - {{ name: https, bind: "{{tls}}", tls: {{ certs: [{{ cert: a.pem, key: a.key }}] }} }}
+server:
+  access_log: {{ output: access.log }}
+regions:
+  ber:
+    endpoints: {ber}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - {{ name: app, regions: [ber] }}
+"#,
+        ber = endpoints(&ber),
+    );
+    let (gw, tls_addr) = Gateway::start(&config, &pki.files(&[("a.pem", "a.key")])).await;
+    let log = gw.config_path().parent().expect("dir").join("access.log");
+
+    let (mut conn, _) = h1_tls(tls_addr, &pki.ca_der, "www.a.test").await;
+    assert_eq!(conn.send(get("www.a.test", "/over-tls")).await.status, 200);
+    let l = line_for(&log, "/over-tls").await;
+    assert_eq!(l["sni"], "www.a.test", "{l}");
+    assert!(
+        l["tls"].as_str().is_some_and(|v| v.starts_with("TLS")),
+        "{l}"
+    );
+
+    // A client that sends no SNI (it connects by address) and a plaintext one: no name.
+    let (stream, _) = tls_connect_any(tls_addr, "127.0.0.1").await;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h1 handshake");
+    tokio::spawn(connection);
+    let resp = sender
+        .send_request(get("a.test", "/no-sni"))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let l = line_for(&log, "/no-sni").await;
+    assert!(l["sni"].is_null() && l["tls"].is_string(), "{l}");
+    let mut plain = H1::connect(gw.addr).await;
+    assert_eq!(plain.send(get("a.test", "/plain")).await.status, 200);
+    let l = line_for(&log, "/plain").await;
+    assert!(l["sni"].is_null() && l["tls"].is_null(), "{l}");
+}
