@@ -181,14 +181,17 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if !matches!(path.as_str(), "/healthz" | "/readyz") && !authorized(state, &req) {
-        let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
         // The page asks a browser for the token (as the Basic password); API clients are told
         // to send it as a bearer token.
-        let challenge = if path == "/" {
-            "Basic realm=\"gateway admin\", charset=\"UTF-8\""
+        let (challenge, message) = if path == "/" {
+            (
+                "Basic realm=\"gateway admin\", charset=\"UTF-8\"",
+                "missing or wrong admin token: enter it as the password (any user name)\n",
+            )
         } else {
-            "Bearer"
+            ("Bearer", "missing or wrong bearer token\n")
         };
+        let mut resp = text(StatusCode::UNAUTHORIZED, message);
         resp.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static(challenge),

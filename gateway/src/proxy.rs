@@ -906,18 +906,13 @@ impl ProxyHttp for GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        if let Some(choice) = ctx.current() {
-            ctx.snapshot.regions[choice.region]
-                .health
-                .traffic
-                .record(status);
+        let served = ctx.current().map(|c| c.region);
+        if let Some(region) = served {
+            ctx.snapshot.regions[region].health.traffic.record(status);
         }
         if let Some(plan) = ctx.plan() {
-            plan.metrics.request(
-                ctx.current().map(|c| c.region),
-                status,
-                ctx.started.elapsed().as_secs_f64(),
-            );
+            plan.metrics
+                .request(served, status, ctx.started.elapsed().as_secs_f64());
         }
         if crate::access_log::wants(status) {
             crate::access_log::write(access_line(session, e, ctx, status));
