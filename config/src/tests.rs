@@ -463,4 +463,50 @@ fn a_probe_is_tcp_http_or_grpc_and_grpc_tls_settings_need_tls() {
     let found = issues(&probe("{ grpc: { sni: grpc.fra.test } }"));
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].path, "regions.fra.probe.grpc.sni");
+    // gRPC needs HTTP/2 for the traffic too, not only for the probe.
+    let c = parse(&probe("{ grpc: {} }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(c.warnings.len(), 1, "{:#?}", c.warnings);
+    assert_eq!(c.warnings[0].path, "regions.fra.probe.grpc");
+    let h2 = probe("{ grpc: {} }\n    protocol: http2");
+    let c = parse(&h2, Path::new("test.yaml")).expect("valid");
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+}
+
+#[test]
+fn otlp_export_needs_an_http_traces_url_and_has_defaults() {
+    let with = |otlp: &str| format!("server:\n  otlp: {otlp}\n{MINIMAL}");
+    let c = parse(
+        &with("{ endpoint: \"http://127.0.0.1:4318/v1/traces\" }"),
+        Path::new("test.yaml"),
+    )
+    .expect("valid");
+    let otlp = c.server.otlp.expect("otlp");
+    assert_eq!(otlp.endpoint.path(), "/v1/traces");
+    assert_eq!(otlp.service_name, "failover-gateway");
+    assert_eq!((otlp.max_batch, otlp.queue), (512, 8192));
+    assert_eq!(otlp.interval, std::time::Duration::from_secs(1));
+    assert!(parse(MINIMAL, Path::new("test.yaml"))
+        .expect("valid")
+        .server
+        .otlp
+        .is_none());
+    for (bad, says) in [
+        ("{ endpoint: \"http://127.0.0.1:4318\" }", "no path"),
+        ("{ endpoint: \"https://otel.example/v1/traces\" }", "HTTPS"),
+        ("{ endpoint: \"otel:4318\" }", "not an http URL"),
+    ] {
+        let found = issues(&with(bad));
+        assert_eq!(found.len(), 1, "{bad}: {found:#?}");
+        assert_eq!(found[0].path, "server.otlp.endpoint");
+        assert!(found[0].message.contains(says), "{bad}: {found:#?}");
+    }
+    let found = issues(&with(
+        "{ endpoint: \"http://c/v1/traces\", max_batch: 0, interval: 0s }",
+    ));
+    let paths: Vec<_> = found.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["server.otlp.max_batch", "server.otlp.interval"],
+        "{found:#?}"
+    );
 }

@@ -738,6 +738,15 @@ impl<'a> Validator<'a> {
                 }
             };
             let probe = self.probe(&format!("{p}.probe"), r.probe.as_ref(), tls.as_ref());
+            let h1 = protocol == UpstreamProtocol::Http1
+                || (protocol == UpstreamProtocol::Auto && tls.is_none());
+            if matches!(probe.kind, ProbeKind::Grpc(_)) && h1 {
+                self.warn(
+                    &format!("{p}.probe.grpc"),
+                    "the gRPC probe speaks HTTP/2, but requests go to these endpoints over HTTP/1.1 (gRPC needs HTTP/2)",
+                    "set `protocol: http2` on the region (h2c, or h2 with `tls`)",
+                );
+            }
             let mut check_names = HashSet::new();
             let checks = r
                 .checks
@@ -1018,6 +1027,17 @@ impl<'a> Validator<'a> {
 
     fn otlp(&mut self, o: &RawOtlp) -> OtlpExport {
         let endpoint = match o.endpoint.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() && u.path() == "/" => {
+                self.err(
+                    "server.otlp.endpoint",
+                    format!("`{}` has no path: spans would be posted to `/`", o.endpoint),
+                    format!(
+                        "write the traces URL, `{}/v1/traces` for a collector's OTLP/HTTP receiver",
+                        o.endpoint.trim_end_matches('/')
+                    ),
+                );
+                u
+            }
             Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => u,
             Ok(u) if u.scheme_str() == Some("https") => {
                 self.err(

@@ -73,7 +73,8 @@ struct Exporter {
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
 
 /// Applies `settings` (at start and on every reload): the exporter thread starts the first
-/// time export is configured; `None` stops exporting (spans still queued are sent).
+/// time export is configured; `None` stops exporting (spans still queued are dropped, counted
+/// as `export_off`).
 pub fn configure(settings: Option<&OtlpExport>) {
     let exporter = match (EXPORTER.get(), settings) {
         (Some(exporter), _) => exporter,
@@ -118,8 +119,13 @@ pub fn export_span(span: Span) {
     let Some(exporter) = EXPORTER.get() else {
         return;
     };
-    if exporter.tx.try_send(span).is_err() {
-        crate::telemetry::otlp_dropped("queue_full", 1);
+    match exporter.tx.try_send(span) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => crate::telemetry::otlp_dropped("queue_full", 1),
+        // The exporter thread could not start (logged then).
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            crate::telemetry::otlp_dropped("exporter_down", 1)
+        }
     }
 }
 

@@ -161,8 +161,9 @@ pub struct RequestCtx {
     trace: TraceContext,
     /// The request's span is exported (`server.otlp` is set and the trace is sampled).
     export_span: bool,
-    /// When each attempt began, after `started`; kept only for an exported span.
-    attempt_times: Vec<std::time::Duration>,
+    /// When each attempt began, after `started`, and how many retry causes `retries` held then;
+    /// kept only for an exported span.
+    attempt_times: Vec<(std::time::Duration, usize)>,
 }
 
 /// Where the response to the client stands. Before its header goes out, a failure may still be
@@ -511,7 +512,8 @@ impl ProxyHttp for GatewayProxy {
         ctx.tried.push(choice);
         ctx.attempt_started = tokio::time::Instant::now();
         if ctx.export_span {
-            ctx.attempt_times.push(ctx.started.elapsed());
+            ctx.attempt_times
+                .push((ctx.started.elapsed(), ctx.retries.len()));
         }
         ctx.body_bytes = 0;
         Ok(Box::new(peer))
@@ -543,7 +545,7 @@ impl ProxyHttp for GatewayProxy {
             if ctx.export_span {
                 let at = hedged.started.into_std();
                 ctx.attempt_times
-                    .push(at.saturating_duration_since(ctx.started));
+                    .push((at.saturating_duration_since(ctx.started), ctx.retries.len()));
             }
             ctx.endpoint_attempt = Some(hedged.in_flight);
         }
@@ -1148,11 +1150,16 @@ fn request_span(
                     Value::Str(c.endpoint.key.addr.to_string()),
                 ),
             ];
-            // Why this attempt was followed by another one.
-            if let Some(cause) = ctx.retries.get(i) {
+            // Why this attempt was followed by another one: the cause recorded after it began
+            // and before the next one did (a hedge that won follows without one).
+            let (after, causes) = ctx.attempt_times.get(i).copied().unwrap_or_default();
+            let next = ctx
+                .attempt_times
+                .get(i + 1)
+                .map_or(ctx.retries.len(), |(_, n)| *n);
+            if let Some(cause) = ctx.retries.get(causes).filter(|_| causes < next) {
                 attributes.push(("gateway.retried_for", str(cause)));
             }
-            let after = ctx.attempt_times.get(i).copied().unwrap_or_default();
             Event {
                 at_unix_nanos: start + after.as_nanos() as u64,
                 name: "attempt",

@@ -173,7 +173,7 @@ fn describe() {
     );
     describe_counter!(
         "gateway_otlp_spans_dropped_total",
-        "Request spans not exported, by reason: queue_full (the exporter's queue was full), export_failed (the collector did not take the batch), export_off (export was turned off by a reload while they waited)."
+        "Request spans not exported, by reason: queue_full (the exporter's queue was full), export_failed (the collector did not take the batch), export_off (export was turned off by a reload while they waited), exporter_down (the exporter thread could not start)."
     );
     describe_counter!(
         "gateway_early_retries_total",

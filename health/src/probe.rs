@@ -132,9 +132,20 @@ fn shared_grpc_client(tls: &ProbeTls) -> Result<Arc<GrpcClient>, String> {
     CLIENTS.get(tls, |tls| {
         Ok(pool()
             .http2_only(true)
+            // A connection whose peer went silent (a lost NAT entry, a black-holed path) would
+            // otherwise keep taking every probe's stream, and the endpoint would stay down
+            // until TCP gives up, long after a new connection would work: an unanswered ping
+            // closes it, and the next probe dials afresh.
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http2_keep_alive_interval(GRPC_PING_EVERY)
+            .http2_keep_alive_timeout(GRPC_PING_EVERY)
+            .http2_keep_alive_while_idle(true)
             .build(connector(tls)?.enable_http2().build()))
     })
 }
+
+/// How often a gRPC probe's HTTP/2 connection is pinged, and how long a ping may go unanswered.
+const GRPC_PING_EVERY: Duration = Duration::from_secs(3);
 
 fn pool() -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());

@@ -21,6 +21,7 @@ admin: {{ bind: "{{admin}}" }}
 regions:
   fra:
     endpoints: [{{ id: fra-1, address: "{endpoint}" }}]
+    protocol: http2
     probe: {{ interval: 200ms, timeout: 200ms, rise: 1, fall: 1, grpc: {{ {grpc} }} }}
 {region_extra}
 routes:
@@ -61,7 +62,7 @@ async fn an_h2c_server_is_up_while_serving_and_down_while_not_serving() {
     assert_eq!(wait_probe(&gw, "down", "NOT_SERVING").await, "NOT_SERVING");
 
     server.set("", true).await;
-    wait_probe(&gw, "up", "SERVING").await;
+    assert_eq!(wait_probe(&gw, "up", "SERVING").await, "SERVING");
 }
 
 #[tokio::test]
@@ -76,15 +77,16 @@ async fn the_named_service_is_asked_about_and_an_unknown_one_is_down() {
         "{detail}"
     );
 
+    let serving = "service `orders.v1.Orders`: SERVING";
     server.set("orders.v1.Orders", true).await;
-    wait_probe(&gw, "up", "service `orders.v1.Orders`: SERVING").await;
+    assert_eq!(wait_probe(&gw, "up", serving).await, serving);
 
     server.set("orders.v1.Orders", false).await;
     wait_probe(&gw, "down", "service `orders.v1.Orders`: NOT_SERVING").await;
     // Another service's status is not this probe's business.
     server.set("", false).await;
     server.set("orders.v1.Orders", true).await;
-    wait_probe(&gw, "up", "service `orders.v1.Orders`: SERVING").await;
+    assert_eq!(wait_probe(&gw, "up", serving).await, serving);
 }
 
 #[tokio::test]
@@ -98,7 +100,7 @@ async fn over_tls_the_probe_verifies_the_server_with_its_ca_and_name() {
         &[("ca.pem", pki.ca_pem.as_bytes())],
     )
     .await;
-    wait_probe(&gw, "up", "SERVING").await;
+    assert_eq!(wait_probe(&gw, "up", "SERVING").await, "SERVING");
     server.set("", false).await;
     wait_probe(&gw, "down", "NOT_SERVING").await;
 
@@ -130,4 +132,42 @@ async fn a_server_that_never_answers_times_the_probe_out() {
     let detail = wait_probe(&gw, "down", "timeout").await;
     assert_eq!(detail, "timeout after 200ms");
     holder.abort();
+}
+
+#[tokio::test]
+async fn a_connection_gone_silent_is_dropped_when_its_ping_goes_unanswered() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = GrpcHealth::start(None).await;
+    // A relay that holds every connection silent while `hold` is set (a black-holed path),
+    // and afterwards relays new connections to the server; the held ones stay silent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hold = Arc::new(AtomicBool::new(true));
+    let (to, holding) = (server.addr, hold.clone());
+    let relay = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            if holding.load(Ordering::SeqCst) {
+                held.push(socket);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let (gw, _) = Gateway::start(&config(addr, "", ""), &[]).await;
+    assert_eq!(
+        wait_probe(&gw, "down", "timeout").await,
+        "timeout after 200ms"
+    );
+    // The path heals for new connections; the probe's own connection never answers again.
+    hold.store(false, Ordering::SeqCst);
+    assert_eq!(wait_probe(&gw, "up", "SERVING").await, "SERVING");
+    relay.abort();
 }

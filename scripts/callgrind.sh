@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Instructions per proxied request under callgrind: exact from run to run, so small per-request
+# costs can be compared. Starts a simulated region (`loadtest region`) and the gateway (one
+# worker) under valgrind on loopback with the config fragment given (merged into `server:`),
+# sends 200 warm-up GETs, zeroes the counters, sends N more over 4 kept-alive connections and
+# prints the gateway's instructions per request. Needs release binaries
+# (`cargo build --release -p gateway -p loadtest`; TARGET_DIR overrides where they are).
+#
+#   scripts/callgrind.sh [--requests N] [--server 'start_traces: false'] [--header 'traceparent: ...']
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requests=2000
+server=""
+header=""
+while (($#)); do
+    case "$1" in
+        --requests) requests=$2; shift 2 ;;
+        --server) server=$2; shift 2 ;;
+        --header) header=$2; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "callgrind.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+bin=${TARGET_DIR:-target}/release
+for b in gateway loadtest; do
+    [[ -x $bin/$b ]] || { echo "callgrind.sh: no $bin/$b (build with --release)" >&2; exit 1; }
+done
+
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+app=$(free_port); listen=$(free_port); admin=$(free_port); collector=$(free_port)
+
+"$bin/loadtest" region --name fra --listen "127.0.0.1:$app" >"$dir/region.log" 2>&1 &
+pids+=($!)
+# A sink for OTLP exports (`--server 'otlp: { endpoint: http://127.0.0.1:{collector}/v1/traces }'`).
+python3 - "$collector" >"$dir/collector.log" 2>&1 <<'EOF' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+EOF
+pids+=($!)
+
+server=${server//\{collector\}/$collector}
+server=${server//\{dir\}/$dir}
+cat >"$dir/gateway.yaml" <<EOF
+listeners:
+  - { name: http, bind: "127.0.0.1:$listen" }
+admin: { bind: "127.0.0.1:$admin" }
+server: { threads: 1${server:+, $server} }
+regions:
+  fra:
+    endpoints: [{ id: fra-1, address: "127.0.0.1:$app" }]
+routes:
+  - { name: app, regions: [fra] }
+EOF
+
+valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+    "$bin/gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
+vg=$!
+pids+=($vg)
+
+python3 - "$listen" "$admin" "$requests" "$header" "$vg" <<'EOF'
+import http.client, subprocess, sys, time
+listen, admin, n, header, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+deadline = time.time() + 120
+while True:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+        c.request("GET", "/readyz")
+        if c.getresponse().status == 200:
+            break
+    except OSError:
+        pass
+    if time.time() > deadline:
+        sys.exit("callgrind.sh: the gateway never became ready")
+    time.sleep(0.5)
+headers = {"host": "app.test"}
+if header:
+    k, v = header.split(":", 1)
+    headers[k.strip()] = v.strip()
+conns = [http.client.HTTPConnection("127.0.0.1", listen, timeout=30) for _ in range(4)]
+def send(count):
+    for i in range(count):
+        c = conns[i % 4]
+        c.request("GET", "/bench", headers=headers)
+        r = c.getresponse(); r.read()
+        if r.status != 200:
+            sys.exit(f"callgrind.sh: status {r.status}")
+send(200)
+time.sleep(1)
+subprocess.run(["callgrind_control", "--zero", pid], check=True, stdout=subprocess.DEVNULL)
+send(n)
+time.sleep(1)
+subprocess.run(["callgrind_control", "--dump", pid], check=True, stdout=subprocess.DEVNULL)
+EOF
+
+# The dump after the zero holds the measured requests only.
+out=$(ls -t "$dir"/callgrind.out* | grep -v '^$' | head -n 1)
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+[[ -n $total ]] || { echo "callgrind.sh: no totals in $out" >&2; exit 1; }
+echo "requests: $requests, instructions: $total, per request: $((total / requests))"
