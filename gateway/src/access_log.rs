@@ -4,6 +4,7 @@
 //! (`gateway_access_log_dropped_total`), never waited for. Successes may be sampled; errors
 //! (status 400 and up, or no response) are always logged. Settings apply on reload.
 
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -141,15 +142,17 @@ fn open(output: &AccessLogOutput) -> Option<Box<dyn Write + Send>> {
     }
 }
 
-/// Now as RFC 3339 UTC with milliseconds (`2026-12-02T04:11:09.123Z`).
-pub fn now_rfc3339() -> String {
+/// Appends now as a JSON string, RFC 3339 UTC with milliseconds (`"2026-12-02T04:11:09.123Z"`).
+pub fn now_rfc3339(out: &mut String) {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    rfc3339(since.as_secs(), since.subsec_millis())
+    out.push('"');
+    rfc3339(out, since.as_secs(), since.subsec_millis());
+    out.push('"');
 }
 
-fn rfc3339(secs: u64, millis: u32) -> String {
+fn rfc3339(out: &mut String, secs: u64, millis: u32) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -162,12 +165,13 @@ fn rfc3339(secs: u64, millis: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
 }
 
 #[cfg(test)]
@@ -176,8 +180,13 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(rfc3339(1_796_184_669, 123), "2026-12-02T04:11:09.123Z");
+        let at = |secs, millis| {
+            let mut out = String::new();
+            rfc3339(&mut out, secs, millis);
+            out
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_796_184_669, 123), "2026-12-02T04:11:09.123Z");
     }
 }

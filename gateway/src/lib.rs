@@ -21,6 +21,7 @@ mod errors;
 pub(crate) mod failover;
 pub mod headers;
 pub(crate) mod hedge;
+pub(crate) mod json;
 pub(crate) mod lag;
 pub(crate) mod otlp;
 pub(crate) mod peer;

@@ -19,53 +19,125 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
-/// A finished request's span, as the request path hands it over (encoded by the exporter).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Span {
-    /// 32 lowercase hex digits.
-    pub trace_id: String,
-    /// This span's id.
-    pub span_id: u64,
-    /// The caller's span (the `traceparent`'s parent id), when the trace came with the request.
-    pub parent_span_id: Option<u64>,
-    /// `GET api` (method and route).
-    pub name: String,
-    /// Start and end, nanoseconds since the Unix epoch.
-    pub start_unix_nanos: u64,
-    /// End.
-    pub end_unix_nanos: u64,
-    /// Whether the request failed (a 5xx, or no response).
-    pub error: bool,
-    /// The span's attributes.
-    pub attributes: Vec<(&'static str, Value)>,
-    /// One event per attempt.
-    pub events: Vec<Event>,
+/// One span's JSON object (`Span` of OTLP/HTTP JSON), written on the request path straight into
+/// one string: the header fields, then attributes, then events with their own attributes.
+pub struct SpanJson {
+    out: String,
+    /// Whether an event is open (attributes go to it), and whether the list being written is
+    /// still empty.
+    in_event: bool,
+    first: bool,
 }
 
-/// An attribute value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// A string.
-    Str(String),
-    /// An integer.
-    Int(i64),
-    /// A boolean.
-    Bool(bool),
-}
+impl SpanJson {
+    /// Starts a SERVER span; times in nanoseconds since the Unix epoch; `error` sets status
+    /// ERROR.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        trace_id: &str,
+        span_id: u64,
+        parent_span_id: Option<u64>,
+        name: &str,
+        start_unix_nanos: u64,
+        end_unix_nanos: u64,
+        error: bool,
+    ) -> Self {
+        let mut out = String::with_capacity(1024);
+        out.push_str("{\"traceId\":");
+        crate::json::push_str(&mut out, trace_id);
+        let _ = write!(out, ",\"spanId\":\"{span_id:016x}\"");
+        if let Some(parent) = parent_span_id {
+            let _ = write!(out, ",\"parentSpanId\":\"{parent:016x}\"");
+        }
+        out.push_str(",\"name\":");
+        crate::json::push_str(&mut out, name);
+        let _ = write!(
+            out,
+            ",\"kind\":2,\"startTimeUnixNano\":\"{start_unix_nanos}\",\"endTimeUnixNano\":\"{end_unix_nanos}\",\"status\":{{\"code\":{}}},\"attributes\":[",
+            if error { 2 } else { 0 }
+        );
+        Self {
+            out,
+            in_event: false,
+            first: true,
+        }
+    }
 
-/// A timed event of a span (an attempt).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    /// When, nanoseconds since the Unix epoch.
-    pub at_unix_nanos: u64,
-    /// The event's name.
-    pub name: &'static str,
-    /// Its attributes.
-    pub attributes: Vec<(&'static str, Value)>,
+    fn attr(&mut self, key: &str, kind: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        self.out.push_str("{\"key\":");
+        crate::json::push_str(&mut self.out, key);
+        let _ = write!(self.out, ",\"value\":{{\"{kind}\":");
+        &mut self.out
+    }
+
+    /// A string attribute (of the span, or of the event last started).
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        crate::json::push_str(self.attr(key, "stringValue"), value);
+        self.out.push_str("}}");
+        self
+    }
+
+    /// A string attribute written with `Display` (an address, say), without a `String` first.
+    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+        let out = self.attr(key, "stringValue");
+        let from = out.len();
+        let _ = write!(out, "{value}");
+        if out[from..].contains(|c: char| c == '"' || c == '\\' || c < ' ') {
+            let text = out.split_off(from);
+            crate::json::push_str(out, &text);
+        } else {
+            // Addresses and numbers need no escaping: quoted where they were written.
+            out.insert(from, '"');
+            out.push('"');
+        }
+        self.out.push_str("}}");
+        self
+    }
+
+    /// An integer attribute (a string in OTLP JSON, which keeps 64-bit integers exact).
+    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+        let _ = write!(self.attr(key, "intValue"), "\"{value}\"}}}}");
+        self
+    }
+
+    /// A boolean attribute.
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        let _ = write!(self.attr(key, "boolValue"), "{value}}}}}");
+        self
+    }
+
+    /// Starts an event at `at_unix_nanos`; attributes written next are the event's.
+    pub fn event(&mut self, at_unix_nanos: u64, name: &str) -> &mut Self {
+        self.out.push_str(if self.in_event {
+            "]},"
+        } else {
+            "],\"events\":["
+        });
+        let _ = write!(self.out, "{{\"timeUnixNano\":\"{at_unix_nanos}\",\"name\":");
+        crate::json::push_str(&mut self.out, name);
+        self.out.push_str(",\"attributes\":[");
+        self.in_event = true;
+        self.first = true;
+        self
+    }
+
+    /// The finished object.
+    pub fn finish(mut self) -> String {
+        self.out.push_str(if self.in_event {
+            "]}]}"
+        } else {
+            "],\"events\":[]}"
+        });
+        self.out
+    }
 }
 
 struct Exporter {
-    tx: mpsc::Sender<Span>,
+    tx: mpsc::Sender<String>,
     on: AtomicBool,
     settings: Mutex<Option<OtlpExport>>,
 }
@@ -87,7 +159,7 @@ pub fn configure(settings: Option<&OtlpExport>) {
 
 /// Starts the exporter thread (its own single-threaded runtime) behind a queue of `queue` spans.
 fn start(queue: usize) -> Exporter {
-    let (tx, rx) = mpsc::channel(queue);
+    let (tx, rx) = mpsc::channel::<String>(queue);
     let spawned = std::thread::Builder::new()
         .name("otlp-export".into())
         .spawn(move || {
@@ -114,8 +186,9 @@ pub fn on() -> bool {
     EXPORTER.get().is_some_and(|e| e.on.load(Ordering::Acquire))
 }
 
-/// Queues a span; dropped and counted when the queue is full.
-pub fn export_span(span: Span) {
+/// Queues a span (its JSON, from [`SpanJson::finish`]); dropped and counted when the queue is
+/// full.
+pub fn export_span(span: String) {
     let Some(exporter) = EXPORTER.get() else {
         return;
     };
@@ -149,7 +222,7 @@ fn settings() -> Option<OtlpExport> {
 }
 
 /// The exporter: batches by size and age, one export request at a time.
-async fn export(mut rx: mpsc::Receiver<Span>) {
+async fn export(mut rx: mpsc::Receiver<String>) {
     let client: Client<_, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut batch = Vec::new();
@@ -202,62 +275,25 @@ async fn export(mut rx: mpsc::Receiver<Span>) {
     }
 }
 
-/// The OTLP/HTTP JSON body of `spans` (`ExportTraceServiceRequest`): ids in hex, times as
-/// decimal strings, span kind SERVER, status ERROR for failed requests.
-pub fn encode(service_name: &str, spans: &[Span]) -> String {
-    let spans: Vec<serde_json::Value> = spans
-        .iter()
-        .map(|s| {
-            let mut span = serde_json::json!({
-                "traceId": s.trace_id,
-                "spanId": hex16(s.span_id),
-                "name": s.name,
-                "kind": 2,
-                "startTimeUnixNano": s.start_unix_nanos.to_string(),
-                "endTimeUnixNano": s.end_unix_nanos.to_string(),
-                "attributes": attributes(&s.attributes),
-                "events": s.events.iter().map(|e| serde_json::json!({
-                    "timeUnixNano": e.at_unix_nanos.to_string(),
-                    "name": e.name,
-                    "attributes": attributes(&e.attributes),
-                })).collect::<Vec<_>>(),
-                "status": { "code": if s.error { 2 } else { 0 } },
-            });
-            if let Some(parent) = s.parent_span_id {
-                span["parentSpanId"] = hex16(parent).into();
-            }
-            span
-        })
-        .collect();
-    serde_json::json!({
-        "resourceSpans": [{
-            "resource": { "attributes": attributes(&[("service.name", Value::Str(service_name.into()))]) },
-            "scopeSpans": [{
-                "scope": { "name": "failover-gateway", "version": env!("CARGO_PKG_VERSION") },
-                "spans": spans,
-            }],
-        }],
-    })
-    .to_string()
-}
-
-fn attributes(list: &[(&'static str, Value)]) -> Vec<serde_json::Value> {
-    list.iter()
-        .map(|(key, value)| {
-            let value = match value {
-                Value::Str(s) => serde_json::json!({ "stringValue": s }),
-                // OTLP JSON writes 64-bit integers as strings.
-                Value::Int(n) => serde_json::json!({ "intValue": n.to_string() }),
-                Value::Bool(b) => serde_json::json!({ "boolValue": b }),
-            };
-            serde_json::json!({ "key": key, "value": value })
-        })
-        .collect()
-}
-
-fn hex16(id: u64) -> String {
-    let mut out = String::with_capacity(16);
-    let _ = write!(out, "{id:016x}");
+/// The OTLP/HTTP JSON body (`ExportTraceServiceRequest`) of `spans`, each the JSON of one span.
+pub fn encode(service_name: &str, spans: &[String]) -> String {
+    let mut out = String::with_capacity(256 + spans.iter().map(|s| s.len() + 1).sum::<usize>());
+    out.push_str(
+        "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":",
+    );
+    crate::json::push_str(&mut out, service_name);
+    let _ = write!(
+        out,
+        "}}}}]}},\"scopeSpans\":[{{\"scope\":{{\"name\":\"failover-gateway\",\"version\":\"{}\"}},\"spans\":[",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (i, span) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(span);
+    }
+    out.push_str("]}]}]}");
     out
 }
 
@@ -267,44 +303,70 @@ mod tests {
 
     #[test]
     fn spans_are_encoded_as_otlp_json() {
-        let span = Span {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: 0xab,
-            parent_span_id: Some(0x00f0_67aa_0ba9_02b7),
-            name: "GET api".into(),
-            start_unix_nanos: 1_000,
-            end_unix_nanos: 2_000,
-            error: true,
-            attributes: vec![
-                ("http.response.status_code", Value::Int(502)),
-                ("gateway.region", Value::Str("fra".into())),
-                ("gateway.fail_open", Value::Bool(false)),
-            ],
-            events: vec![Event {
-                at_unix_nanos: 1_500,
-                name: "attempt",
-                attributes: vec![("gateway.endpoint", Value::Str("fra-1".into()))],
-            }],
-        };
-        let body: serde_json::Value = serde_json::from_str(&encode("edge", &[span])).expect("json");
+        let mut span = SpanJson::new(
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            0xab,
+            Some(0x00f0_67aa_0ba9_02b7),
+            "GET \"api\"",
+            1_000,
+            2_000,
+            true,
+        );
+        span.int("http.response.status_code", 502)
+            .str("gateway.region", "fra")
+            .bool("gateway.fail_open", false)
+            .display(
+                "server.address",
+                "127.0.0.1:80"
+                    .parse::<std::net::SocketAddr>()
+                    .expect("addr"),
+            );
+        span.event(1_500, "attempt")
+            .str("gateway.endpoint", "fra-1");
+        span.event(1_600, "attempt").int("gateway.attempt", 2);
+        let bare = SpanJson::new(
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            1,
+            None,
+            "GET",
+            1,
+            2,
+            false,
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&encode("ed\"ge", &[span.finish(), bare.finish()])).expect("json");
         let rs = &body["resourceSpans"][0];
         assert_eq!(
             rs["resource"]["attributes"][0],
-            serde_json::json!({"key": "service.name", "value": {"stringValue": "edge"}})
+            serde_json::json!({"key": "service.name", "value": {"stringValue": "ed\"ge"}})
         );
+        assert_eq!(rs["scopeSpans"][0]["scope"]["name"], "failover-gateway");
         let s = &rs["scopeSpans"][0]["spans"][0];
         assert_eq!(s["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(s["spanId"], "00000000000000ab");
         assert_eq!(s["parentSpanId"], "00f067aa0ba902b7");
+        assert_eq!(s["name"], "GET \"api\"");
         assert_eq!(s["kind"], 2);
         assert_eq!(s["startTimeUnixNano"], "1000");
+        assert_eq!(s["endTimeUnixNano"], "2000");
         assert_eq!(s["status"]["code"], 2);
         assert_eq!(
             s["attributes"][0],
             serde_json::json!({"key": "http.response.status_code", "value": {"intValue": "502"}})
         );
         assert_eq!(s["attributes"][2]["value"]["boolValue"], false);
+        assert_eq!(s["attributes"][3]["value"]["stringValue"], "127.0.0.1:80");
         assert_eq!(s["events"][0]["name"], "attempt");
         assert_eq!(s["events"][0]["timeUnixNano"], "1500");
+        assert_eq!(
+            s["events"][0]["attributes"][0]["value"]["stringValue"],
+            "fra-1"
+        );
+        assert_eq!(s["events"][1]["attributes"][0]["value"]["intValue"], "2");
+        let bare = &rs["scopeSpans"][0]["spans"][1];
+        assert!(bare.get("parentSpanId").is_none());
+        assert_eq!(bare["status"]["code"], 0);
+        assert_eq!(bare["events"], serde_json::json!([]));
+        assert_eq!(bare["attributes"], serde_json::json!([]));
     }
 }

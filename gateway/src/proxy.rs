@@ -3,6 +3,7 @@
 //! Each request loads the current [`RoutingSnapshot`] once, in `new_ctx`, and keeps it to the
 //! end, so a reload never changes the rules under a request in flight.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -992,59 +993,114 @@ impl GatewayProxy {
     }
 }
 
-/// The request's access log line (field names in the README's table).
+/// The request's access log line (field names in the README's table), written straight into
+/// one string.
 fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) -> String {
     let req = session.req_header();
-    let header = |name: header::HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |name: header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let served = ctx.current();
-    let digest = session.digest();
-    serde_json::json!({
-        "time": crate::access_log::now_rfc3339(),
-        "request_id": ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
-        "trace_id": match &ctx.trace {
+    let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
+    let mut line = String::with_capacity(640);
+    let mut o = crate::json::Obj::new(&mut line);
+    crate::access_log::now_rfc3339(o.key("time"));
+    o.opt_str(
+        "request_id",
+        ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+    )
+    .opt_str(
+        "trace_id",
+        match &ctx.trace {
             TraceContext::Started { value, .. } => crate::trace::trace_id(value.as_bytes()),
-            TraceContext::Passed => req.headers.get(TRACEPARENT).and_then(|v| crate::trace::trace_id(v.as_bytes())),
+            TraceContext::Passed => req
+                .headers
+                .get(TRACEPARENT)
+                .and_then(|v| crate::trace::trace_id(v.as_bytes())),
             TraceContext::None => None,
         },
-        "client_ip": session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
-        "method": req.method.as_str(),
-        "host": header(header::HOST).or_else(|| req.uri.authority().map(|a| a.to_string())),
-        "path": req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        "protocol": format!("{:?}", req.version),
-        "status": status,
-        "bytes_in": session.as_ref().body_bytes_read(),
-        "bytes_out": session.as_ref().body_bytes_sent(),
-        "duration_ms": (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        "route": ctx.plan().map(|p| &*p.route.name),
-        "region": served.map(|c| ctx.snapshot.regions[c.region].name.as_str()),
-        "endpoint": served.map(|c| c.endpoint.key.id.as_str()),
-        "upstream_address": served.map(|c| c.endpoint.key.addr.to_string()),
-        "upstream_protocol": served.map(|c| match c.settings.protocol {
+    );
+    match session.client_addr().and_then(|a| a.as_inet()) {
+        Some(a) => {
+            let _ = write!(o.key("client_ip"), "\"{}\"", a.ip());
+        }
+        None => {
+            o.null("client_ip");
+        }
+    }
+    o.str("method", req.method.as_str())
+        .opt_str(
+            "host",
+            header(header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
+        )
+        .str(
+            "path",
+            req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        )
+        .str("protocol", version_name(req.version))
+        .num("status", status)
+        .num("bytes_in", session.as_ref().body_bytes_read())
+        .num("bytes_out", session.as_ref().body_bytes_sent())
+        .num(
+            "duration_ms",
+            (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        )
+        .opt_str("route", ctx.plan().map(|p| &*p.route.name))
+        .opt_str(
+            "region",
+            served.map(|c| ctx.snapshot.regions[c.region].name.as_str()),
+        )
+        .opt_str("endpoint", served.map(|c| c.endpoint.key.id.as_str()));
+    match served {
+        Some(c) => {
+            let _ = write!(o.key("upstream_address"), "\"{}\"", c.endpoint.key.addr);
+        }
+        None => {
+            o.null("upstream_address");
+        }
+    }
+    o.opt_str(
+        "upstream_protocol",
+        served.map(|c| match c.settings.protocol {
             gateway_config::UpstreamProtocol::Http1 => "http1",
             gateway_config::UpstreamProtocol::Http2 => "http2",
             gateway_config::UpstreamProtocol::Auto => "auto",
         }),
-        "tier": served.and_then(|c| ctx.plan()?.tiers.iter().position(|t| t.iter().any(|(r, _)| *r == c.region))),
-        "attempts": ctx.tried.len(),
-        "retries": &ctx.retries,
-        "hedge_won": ctx.hedge_won,
-        "sticky": ctx.sticky_outcome,
-        "fail_open": ctx.fail_open,
-        "shed": ctx.shed,
-        "tls": digest.and_then(|d| d.ssl_digest.as_ref()).map(|t| t.version.to_string()),
-        "sni": digest
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|t| t.extension.get::<crate::tls::ClientSni>())
+    )
+    .opt_num(
+        "tier",
+        served.and_then(|c| {
+            ctx.plan()?
+                .tiers
+                .iter()
+                .position(|t| t.iter().any(|(r, _)| *r == c.region))
+        }),
+    )
+    .num("attempts", ctx.tried.len())
+    .strs("retries", ctx.retries.iter().map(String::as_str))
+    .bool("hedge_won", ctx.hedge_won)
+    .opt_str("sticky", ctx.sticky_outcome)
+    .bool("fail_open", ctx.fail_open)
+    .opt_str("shed", ctx.shed)
+    .opt_str("tls", tls.map(|t| &*t.version))
+    .opt_str(
+        "sni",
+        tls.and_then(|t| t.extension.get::<crate::tls::ClientSni>())
             .map(|sni| sni.0.as_str()),
-        "user_agent": header(header::USER_AGENT),
-        "error": e.map(|e| e.etype().as_str()),
-    })
-    .to_string()
+    )
+    .opt_str("user_agent", header(header::USER_AGENT))
+    .opt_str("error", e.map(|e| e.etype().as_str()));
+    o.end();
+    line
+}
+
+/// `HTTP/1.1`, as the access log names a request's version.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// The request's span for OTLP export: attributes named as OpenTelemetry's HTTP conventions
@@ -1057,8 +1113,7 @@ fn request_span(
     e: Option<&Error>,
     ctx: &RequestCtx,
     status: u16,
-) -> Option<crate::otlp::Span> {
-    use crate::otlp::{Event, Span, Value};
+) -> Option<String> {
     let req = session.req_header();
     let (trace_id, span_id, parent_span_id) = match &ctx.trace {
         TraceContext::Started { value, .. } => {
@@ -1073,114 +1128,95 @@ fn request_span(
     };
     let elapsed = ctx.started.elapsed();
     let start = crate::otlp::unix_nanos_ago(elapsed);
-    let str = |s: &str| Value::Str(s.to_string());
-    let mut attributes = vec![
-        ("http.request.method", str(req.method.as_str())),
-        ("url.path", str(req.uri.path())),
-        (
+    let mut name = String::with_capacity(32);
+    name.push_str(req.method.as_str());
+    if let Some(plan) = ctx.plan() {
+        name.push(' ');
+        name.push_str(&plan.route.name);
+    }
+    let mut span = crate::otlp::SpanJson::new(
+        trace_id,
+        span_id,
+        parent_span_id,
+        &name,
+        start,
+        start + elapsed.as_nanos() as u64,
+        status == 0 || status >= 500,
+    );
+    span.str("http.request.method", req.method.as_str())
+        .str("url.path", req.uri.path())
+        .str(
             "network.protocol.version",
-            str(match req.version {
+            match req.version {
                 http::Version::HTTP_2 => "2",
                 http::Version::HTTP_10 => "1.0",
                 _ => "1.1",
-            }),
-        ),
-        ("gateway.attempts", Value::Int(ctx.tried.len() as i64)),
-    ];
+            },
+        )
+        .int("gateway.attempts", ctx.tried.len() as i64);
     if let Some(host) = req
         .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
     {
-        attributes.push(("server.address", str(host_without_port(host))));
+        span.str("server.address", host_without_port(host));
     }
     if status > 0 {
-        attributes.push(("http.response.status_code", Value::Int(i64::from(status))));
+        span.int("http.response.status_code", i64::from(status));
     }
     if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
-        attributes.push(("client.address", Value::Str(ip.ip().to_string())));
+        span.display("client.address", ip.ip());
     }
     if let Some(plan) = ctx.plan() {
-        attributes.push(("gateway.route", str(&plan.route.name)));
+        span.str("gateway.route", &plan.route.name);
     }
     if let Some(c) = ctx.current() {
-        attributes.push((
+        span.str(
             "gateway.region",
-            str(ctx.snapshot.regions[c.region].name.as_str()),
-        ));
-        attributes.push(("gateway.endpoint", str(c.endpoint.key.id.as_str())));
+            ctx.snapshot.regions[c.region].name.as_str(),
+        )
+        .str("gateway.endpoint", c.endpoint.key.id.as_str());
     }
     if let Some(id) = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-        attributes.push(("gateway.request_id", str(id)));
+        span.str("gateway.request_id", id);
     }
-    for (key, on) in [
-        ("gateway.fail_open", ctx.fail_open),
-        ("gateway.hedge_won", ctx.hedge_won),
-    ] {
-        if on {
-            attributes.push((key, Value::Bool(true)));
-        }
+    if ctx.fail_open {
+        span.bool("gateway.fail_open", true);
     }
-    for (key, value) in [
-        ("gateway.shed", ctx.shed),
-        ("gateway.sticky", ctx.sticky_outcome),
-    ] {
-        if let Some(value) = value {
-            attributes.push((key, str(value)));
-        }
+    if ctx.hedge_won {
+        span.bool("gateway.hedge_won", true);
+    }
+    if let Some(shed) = ctx.shed {
+        span.str("gateway.shed", shed);
+    }
+    if let Some(sticky) = ctx.sticky_outcome {
+        span.str("gateway.sticky", sticky);
     }
     if let Some(e) = e {
-        attributes.push(("error.type", str(e.etype().as_str())));
+        span.str("error.type", e.etype().as_str());
     }
-    let events = ctx
-        .tried
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut attributes = vec![
-                ("gateway.attempt", Value::Int(i as i64 + 1)),
-                (
-                    "gateway.region",
-                    str(ctx.snapshot.regions[c.region].name.as_str()),
-                ),
-                ("gateway.endpoint", str(c.endpoint.key.id.as_str())),
-                (
-                    "server.address",
-                    Value::Str(c.endpoint.key.addr.to_string()),
-                ),
-            ];
-            // Why this attempt was followed by another one: the cause recorded after it began
-            // and before the next one did (a hedge that won follows without one).
-            let (after, causes) = ctx.attempt_times.get(i).copied().unwrap_or_default();
-            let next = ctx
-                .attempt_times
-                .get(i + 1)
-                .map_or(ctx.retries.len(), |(_, n)| *n);
-            if let Some(cause) = ctx.retries.get(causes).filter(|_| causes < next) {
-                attributes.push(("gateway.retried_for", str(cause)));
-            }
-            Event {
-                at_unix_nanos: start + after.as_nanos() as u64,
-                name: "attempt",
-                attributes,
-            }
-        })
-        .collect();
-    Some(Span {
-        trace_id: trace_id.to_string(),
-        span_id,
-        parent_span_id,
-        name: match ctx.plan() {
-            Some(plan) => format!("{} {}", req.method, plan.route.name),
-            None => req.method.to_string(),
-        },
-        start_unix_nanos: start,
-        end_unix_nanos: start + elapsed.as_nanos() as u64,
-        error: status == 0 || status >= 500,
-        attributes,
-        events,
-    })
+    for (i, c) in ctx.tried.iter().enumerate() {
+        let (after, causes) = ctx.attempt_times.get(i).copied().unwrap_or_default();
+        span.event(start + after.as_nanos() as u64, "attempt")
+            .int("gateway.attempt", i as i64 + 1)
+            .str(
+                "gateway.region",
+                ctx.snapshot.regions[c.region].name.as_str(),
+            )
+            .str("gateway.endpoint", c.endpoint.key.id.as_str())
+            .display("server.address", c.endpoint.key.addr);
+        // Why this attempt was followed by another one: the cause recorded after it began
+        // and before the next one did (a hedge that won follows without one).
+        let next = ctx
+            .attempt_times
+            .get(i + 1)
+            .map_or(ctx.retries.len(), |(_, n)| *n);
+        if let Some(cause) = ctx.retries.get(causes).filter(|_| causes < next) {
+            span.str("gateway.retried_for", cause);
+        }
+    }
+    Some(span.finish())
 }
 
 /// The JSON body of an overloaded 503.
