@@ -4,7 +4,9 @@
 # worker) under valgrind on loopback with the config fragment given (merged into `server:`),
 # sends 200 warm-up GETs, zeroes the counters, sends N more over 4 kept-alive connections and
 # prints the gateway's instructions per request. Needs release binaries
-# (`cargo build --release -p gateway -p loadtest`; TARGET_DIR overrides where they are).
+# (`cargo build --release -p gateway -p loadtest`; TARGET_DIR overrides where they are);
+# CALLGRIND_OUT=FILE keeps the profile. `{dir}` in --server is a scratch directory,
+# `{collector}` the port of an OTLP sink that answers every export 200.
 #
 #   scripts/callgrind.sh [--requests N] [--server 'start_traces: false'] [--header 'traceparent: ...']
 set -euo pipefail
@@ -114,3 +116,5 @@ out=$(ls -t "$dir"/callgrind.out* | grep -v '^$' | head -n 1)
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 [[ -n $total ]] || { echo "callgrind.sh: no totals in $out" >&2; exit 1; }
 echo "requests: $requests, instructions: $total, per request: $((total / requests))"
+# CALLGRIND_OUT=FILE keeps the profile, for callgrind_annotate --inclusive=yes FILE.
+if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$out" "$CALLGRIND_OUT"; fi

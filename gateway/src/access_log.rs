@@ -4,7 +4,6 @@
 //! (`gateway_access_log_dropped_total`), never waited for. Successes may be sampled; errors
 //! (status 400 and up, or no response) are always logged. Settings apply on reload.
 
-use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -165,13 +164,21 @@ fn rfc3339(out: &mut String, secs: u64, millis: u32) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+    use crate::json::push_padded;
+    push_padded(out, year.max(0) as u64, 4);
+    out.push('-');
+    push_padded(out, month as u64, 2);
+    out.push('-');
+    push_padded(out, day as u64, 2);
+    out.push('T');
+    push_padded(out, rem / 3600, 2);
+    out.push(':');
+    push_padded(out, rem % 3600 / 60, 2);
+    out.push(':');
+    push_padded(out, rem % 60, 2);
+    out.push('.');
+    push_padded(out, u64::from(millis), 3);
+    out.push('Z');
 }
 
 #[cfg(test)]

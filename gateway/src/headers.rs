@@ -65,6 +65,8 @@ pub(crate) const X_FORWARDED_FOR: AddedField = AddedField::new("x-forwarded-for"
 pub(crate) const X_FORWARDED_HOST: AddedField = AddedField::new("x-forwarded-host");
 /// `X-Forwarded-Proto`.
 pub(crate) const X_FORWARDED_PROTO: AddedField = AddedField::new("x-forwarded-proto");
+/// `traceparent`, when the gateway starts a trace.
+pub(crate) const TRACEPARENT: AddedField = AddedField::new("traceparent");
 
 /// Prepares the upstream request from the client's: drops hop-by-hop headers and those listed
 /// in `Connection`, keeps `TE: trailers` and an upgrade's `Upgrade`, sets the forwarding

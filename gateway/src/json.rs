@@ -5,27 +5,87 @@
 
 use std::fmt::Write as _;
 
-/// Appends `s` as a JSON string (quoted; `"`, `\` and control characters escaped).
+/// Appends `s` as a JSON string (quoted; `"`, `\` and control characters escaped). Scans bytes:
+/// every byte that needs escaping is ASCII, so each split falls on a character boundary.
 pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
-    let mut rest = s;
-    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
-        out.push_str(&rest[..i]);
-        let c = rest.as_bytes()[i];
-        match c {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            _ => {
-                let _ = write!(out, "\\u{:04x}", c);
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escaped);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends `n` in decimal, without the formatting machinery.
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+}
+
+/// Appends `n` in decimal with leading zeros to `width` digits.
+pub fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+    while digits < width {
+        out.push('0');
+        digits += 1;
+    }
+    push_u64(out, n);
+}
+
+/// Appends an address as `Display` writes it; IPv4 (every loopback and most client addresses)
+/// without the formatting machinery.
+pub fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(octet));
             }
         }
-        rest = &rest[i + 1..];
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
-    out.push_str(rest);
-    out.push('"');
+}
+
+/// Appends a socket address as `Display` writes it (`[v6]:port` for IPv6).
+pub fn push_socket_addr(out: &mut String, addr: std::net::SocketAddr) {
+    if addr.is_ipv6() {
+        out.push('[');
+        push_ip(out, addr.ip());
+        out.push(']');
+    } else {
+        push_ip(out, addr.ip());
+    }
+    out.push(':');
+    push_u64(out, u64::from(addr.port()));
 }
 
 /// A JSON object being written into a `String`: each call appends one field.
@@ -64,6 +124,30 @@ impl<'a> Obj<'a> {
             Some(v) => self.str(key, v),
             None => self.null(key),
         }
+    }
+
+    /// An unsigned integer field.
+    pub fn int(&mut self, key: &str, value: u64) -> &mut Self {
+        push_u64(self.key(key), value);
+        self
+    }
+
+    /// An address field (a string).
+    pub fn ip(&mut self, key: &str, value: std::net::IpAddr) -> &mut Self {
+        let out = self.key(key);
+        out.push('"');
+        push_ip(out, value);
+        out.push('"');
+        self
+    }
+
+    /// A socket address field (a string).
+    pub fn socket_addr(&mut self, key: &str, value: std::net::SocketAddr) -> &mut Self {
+        let out = self.key(key);
+        out.push('"');
+        push_socket_addr(out, value);
+        out.push('"');
+        self
     }
 
     /// A number field.
@@ -135,5 +219,38 @@ mod tests {
         assert_eq!((v["n"].as_u64(), v["f"].as_f64()), (Some(42), Some(1.25)));
         assert_eq!(v["b"], true);
         assert_eq!(v["list"], serde_json::json!(["x", "y\"z"]));
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        for (n, w, want) in [
+            (5, 2, "05"),
+            (0, 3, "000"),
+            (2026, 4, "2026"),
+            (123, 2, "123"),
+        ] {
+            let mut out = String::new();
+            push_padded(&mut out, n, w);
+            assert_eq!(out, want);
+        }
+        for addr in [
+            "127.0.0.1:8080",
+            "10.255.0.1:1",
+            "[::1]:443",
+            "[fd00::7]:9001",
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().expect("addr");
+            let mut out = String::new();
+            push_socket_addr(&mut out, addr);
+            assert_eq!(out, addr.to_string());
+            let mut out = String::new();
+            push_ip(&mut out, addr.ip());
+            assert_eq!(out, addr.ip().to_string());
+        }
     }
 }

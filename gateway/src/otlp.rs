@@ -81,26 +81,30 @@ impl SpanJson {
         self
     }
 
-    /// A string attribute written with `Display` (an address, say), without a `String` first.
-    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
-        let out = self.attr(key, "stringValue");
-        let from = out.len();
-        let _ = write!(out, "{value}");
-        if out[from..].contains(|c: char| c == '"' || c == '\\' || c < ' ') {
-            let text = out.split_off(from);
-            crate::json::push_str(out, &text);
-        } else {
-            // Addresses and numbers need no escaping: quoted where they were written.
-            out.insert(from, '"');
-            out.push('"');
-        }
-        self.out.push_str("}}");
+    /// An integer attribute (a string in OTLP JSON, which keeps 64-bit integers exact).
+    pub fn int(&mut self, key: &str, value: u64) -> &mut Self {
+        let out = self.attr(key, "intValue");
+        out.push('"');
+        crate::json::push_u64(out, value);
+        out.push_str("\"}}");
         self
     }
 
-    /// An integer attribute (a string in OTLP JSON, which keeps 64-bit integers exact).
-    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
-        let _ = write!(self.attr(key, "intValue"), "\"{value}\"}}}}");
+    /// An address attribute.
+    pub fn ip(&mut self, key: &str, value: std::net::IpAddr) -> &mut Self {
+        let out = self.attr(key, "stringValue");
+        out.push('"');
+        crate::json::push_ip(out, value);
+        out.push_str("\"}}");
+        self
+    }
+
+    /// A socket address attribute.
+    pub fn socket_addr(&mut self, key: &str, value: std::net::SocketAddr) -> &mut Self {
+        let out = self.attr(key, "stringValue");
+        out.push('"');
+        crate::json::push_socket_addr(out, value);
+        out.push_str("\"}}");
         self
     }
 
@@ -315,12 +319,7 @@ mod tests {
         span.int("http.response.status_code", 502)
             .str("gateway.region", "fra")
             .bool("gateway.fail_open", false)
-            .display(
-                "server.address",
-                "127.0.0.1:80"
-                    .parse::<std::net::SocketAddr>()
-                    .expect("addr"),
-            );
+            .socket_addr("server.address", "127.0.0.1:80".parse().expect("addr"));
         span.event(1_500, "attempt")
             .str("gateway.endpoint", "fra-1");
         span.event(1_600, "attempt").int("gateway.attempt", 2);

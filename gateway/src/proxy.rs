@@ -3,7 +3,6 @@
 //! Each request loads the current [`RoutingSnapshot`] once, in `new_ctx`, and keeps it to the
 //! end, so a reload never changes the rules under a request in flight.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -641,7 +640,7 @@ impl ProxyHttp for GatewayProxy {
             if *replaced {
                 upstream.remove_header(TRACESTATE);
             }
-            upstream.insert_header(TRACEPARENT, value.clone())?;
+            headers::TRACEPARENT.insert_request(upstream, value.clone())?;
         }
         Ok(())
     }
@@ -1019,13 +1018,9 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         },
     );
     match session.client_addr().and_then(|a| a.as_inet()) {
-        Some(a) => {
-            let _ = write!(o.key("client_ip"), "\"{}\"", a.ip());
-        }
-        None => {
-            o.null("client_ip");
-        }
-    }
+        Some(a) => o.ip("client_ip", a.ip()),
+        None => o.null("client_ip"),
+    };
     o.str("method", req.method.as_str())
         .opt_str(
             "host",
@@ -1036,9 +1031,9 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
             req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         )
         .str("protocol", version_name(req.version))
-        .num("status", status)
-        .num("bytes_in", session.as_ref().body_bytes_read())
-        .num("bytes_out", session.as_ref().body_bytes_sent())
+        .int("status", u64::from(status))
+        .int("bytes_in", session.as_ref().body_bytes_read() as u64)
+        .int("bytes_out", session.as_ref().body_bytes_sent() as u64)
         .num(
             "duration_ms",
             (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
@@ -1050,13 +1045,9 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         )
         .opt_str("endpoint", served.map(|c| c.endpoint.key.id.as_str()));
     match served {
-        Some(c) => {
-            let _ = write!(o.key("upstream_address"), "\"{}\"", c.endpoint.key.addr);
-        }
-        None => {
-            o.null("upstream_address");
-        }
-    }
+        Some(c) => o.socket_addr("upstream_address", c.endpoint.key.addr),
+        None => o.null("upstream_address"),
+    };
     o.opt_str(
         "upstream_protocol",
         served.map(|c| match c.settings.protocol {
@@ -1074,7 +1065,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
                 .position(|t| t.iter().any(|(r, _)| *r == c.region))
         }),
     )
-    .num("attempts", ctx.tried.len())
+    .int("attempts", ctx.tried.len() as u64)
     .strs("retries", ctx.retries.iter().map(String::as_str))
     .bool("hedge_won", ctx.hedge_won)
     .opt_str("sticky", ctx.sticky_outcome)
@@ -1153,7 +1144,7 @@ fn request_span(
                 _ => "1.1",
             },
         )
-        .int("gateway.attempts", ctx.tried.len() as i64);
+        .int("gateway.attempts", ctx.tried.len() as u64);
     if let Some(host) = req
         .headers
         .get(header::HOST)
@@ -1163,10 +1154,10 @@ fn request_span(
         span.str("server.address", host_without_port(host));
     }
     if status > 0 {
-        span.int("http.response.status_code", i64::from(status));
+        span.int("http.response.status_code", u64::from(status));
     }
     if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
-        span.display("client.address", ip.ip());
+        span.ip("client.address", ip.ip());
     }
     if let Some(plan) = ctx.plan() {
         span.str("gateway.route", &plan.route.name);
@@ -1199,13 +1190,13 @@ fn request_span(
     for (i, c) in ctx.tried.iter().enumerate() {
         let (after, causes) = ctx.attempt_times.get(i).copied().unwrap_or_default();
         span.event(start + after.as_nanos() as u64, "attempt")
-            .int("gateway.attempt", i as i64 + 1)
+            .int("gateway.attempt", i as u64 + 1)
             .str(
                 "gateway.region",
                 ctx.snapshot.regions[c.region].name.as_str(),
             )
             .str("gateway.endpoint", c.endpoint.key.id.as_str())
-            .display("server.address", c.endpoint.key.addr);
+            .socket_addr("server.address", c.endpoint.key.addr);
         // Why this attempt was followed by another one: the cause recorded after it began
         // and before the next one did (a hedge that won follows without one).
         let next = ctx
