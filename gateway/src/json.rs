@@ -32,6 +32,11 @@ pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Whether a byte must be escaped in a JSON string.
+pub fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
 /// Appends `n` in decimal, without the formatting machinery.
 pub fn push_u64(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -101,14 +106,17 @@ impl<'a> Obj<'a> {
         Self { out, first: true }
     }
 
-    /// Writes `"key":` (and the comma before it) and returns the buffer for the value.
+    /// Writes `"key":` (and the comma before it) and returns the buffer for the value. Keys
+    /// are the gateway's own names, which need no escaping (checked in debug builds).
     pub fn key(&mut self, key: &str) -> &mut String {
+        debug_assert!(!key.bytes().any(needs_escape), "{key}");
         if !self.first {
             self.out.push(',');
         }
         self.first = false;
-        push_str(self.out, key);
-        self.out.push(':');
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
         self.out
     }
 

@@ -68,9 +68,13 @@ impl SpanJson {
             self.out.push(',');
         }
         self.first = false;
-        self.out.push_str("{\"key\":");
-        crate::json::push_str(&mut self.out, key);
-        let _ = write!(self.out, ",\"value\":{{\"{kind}\":");
+        // Keys and kinds are the gateway's own names, which need no escaping.
+        debug_assert!(!key.bytes().any(crate::json::needs_escape), "{key}");
+        self.out.push_str("{\"key\":\"");
+        self.out.push_str(key);
+        self.out.push_str("\",\"value\":{\"");
+        self.out.push_str(kind);
+        self.out.push_str("\":");
         &mut self.out
     }
 
