@@ -376,6 +376,7 @@ pub struct RawHttpProbe {
 pub struct RawGrpcProbe {
     /// Service name asked about (default `""`: the server as a whole).
     #[serde(default)]
+    #[schemars(!default, extend("default" = ""))]
     pub service: Option<String>,
     /// PEM bundle of the CA certificates to trust when the region's endpoints speak TLS
     /// (`regions.<name>.tls`), instead of the system roots.
