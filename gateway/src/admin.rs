@@ -465,8 +465,7 @@ fn status_json(state: &AdminState, ready: bool) -> serde_json::Value {
     use serde_json::json;
     let gateway = &state.gateway;
     let traffic = lock(&state.traffic);
-    let s = gateway.snapshot.load_full();
-    let last_reload = gateway.reloader.last();
+    let (s, last_reload, version) = gateway.reloader.view();
     let millis = |d: std::time::Duration| d.as_millis() as u64;
     let unix_ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -477,7 +476,7 @@ fn status_json(state: &AdminState, ready: bool) -> serde_json::Value {
     json!({
         "ready": ready,
         "draining": gateway.readiness.draining(),
-        "config": { "file": s.config.source.display().to_string(), "hash": s.config.hash, "version": gateway.reloader.version() },
+        "config": { "file": s.config.source.display().to_string(), "hash": s.config.hash, "version": version },
         "last_reload": last_reload.map(|r| json!({
             "at_unix_ms": unix_ms(r.at), "trigger": r.trigger, "result": r.result, "detail": r.detail,
             "restart_needed": r.restart_needed,

@@ -1159,6 +1159,16 @@ fn request_span(
     if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
         span.ip("client.address", ip.ip());
     }
+    if let Some(tls) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        // OpenTelemetry's names: `tls` and `1.3`, where Pingora says `TLSv1.3`.
+        span.str("tls.protocol.name", "tls").str(
+            "tls.protocol.version",
+            tls.version.strip_prefix("TLSv").unwrap_or(&tls.version),
+        );
+        if let Some(sni) = tls.extension.get::<crate::tls::ClientSni>() {
+            span.str("tls.client.server_name", &sni.0);
+        }
+    }
     if let Some(plan) = ctx.plan() {
         span.str("gateway.route", &plan.route.name);
     }

@@ -89,12 +89,13 @@ impl Reloader {
         self.version.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The last reload attempt.
-    pub fn last(&self) -> Option<ReloadStatus> {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The running snapshot, the last reload attempt and the config version, read together:
+    /// a reload that lands between the reads cannot pair one reload's record and version with
+    /// the other config's snapshot (its hash, say). `reload` publishes all three under the
+    /// same lock.
+    pub fn view(&self) -> (Arc<RoutingSnapshot>, Option<ReloadStatus>, u64) {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        (self.snapshot.load_full(), status.clone(), self.version())
     }
 
     /// Reloads now. Must run inside a tokio runtime (new probes are spawned).
@@ -185,7 +186,7 @@ impl Reloader {
         {
             // The new snapshot and the record of this reload become visible together: whoever
             // was served by the new config (its admin token, say) and then asks `/status` sees
-            // this reload, not the one before (`last` waits for this lock).
+            // this reload, not the one before (`view` reads under this lock).
             let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
             self.snapshot.store(Arc::new(snapshot));
             self.version
@@ -454,7 +455,7 @@ mod tests {
             Some("first-token-0123456789"),
             "the running config (and its token) stays"
         );
-        let last = reloader.last().expect("recorded");
+        let last = reloader.view().1.expect("recorded");
         assert_eq!(last.result, "error");
         assert_eq!(last.detail, text);
         assert_eq!(reloader.version(), 1);
@@ -471,7 +472,7 @@ mod tests {
             snapshot.load().config.admin.token.as_deref(),
             Some("second-token-0123456789")
         );
-        let last = reloader.last().expect("recorded");
+        let last = reloader.view().1.expect("recorded");
         assert_eq!(last.result, "ok");
         assert!(
             last.detail.contains("admin token changed"),

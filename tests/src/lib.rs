@@ -303,6 +303,15 @@ fn render(config: &str, ports: Ports, dir: &Path) -> String {
         .replace("{dir}", &dir.display().to_string())
 }
 
+/// The value of the first line of a `/metrics` text starting with `prefix`, or 0.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Runs `gateway <args>` to completion and returns (exit code, stdout, stderr).
 pub fn gateway_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(gateway_bin())

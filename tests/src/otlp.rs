@@ -100,6 +100,18 @@ impl OtlpReceiver {
         }
         out
     }
+
+    /// Waits (up to [`crate::DEADLINE`]) for the span of trace `trace_id` and returns it.
+    pub async fn span_of(&self, trace_id: &str) -> serde_json::Value {
+        let mut found = None;
+        crate::eventually(&format!("a span of trace {trace_id}"), || {
+            found = self.spans().into_iter().find(|s| s["traceId"] == trace_id);
+            let done = found.is_some();
+            async move { done }
+        })
+        .await;
+        found.expect("found")
+    }
 }
 
 /// The value of attribute `key` in an OTLP attribute list, as plain JSON (`intValue`s as

@@ -323,23 +323,6 @@ routes:
         }
         req.body(gateway_tests::client::empty()).expect("request")
     };
-    let span_of = |trace_id: &str| {
-        let trace_id = trace_id.to_string();
-        let receiver = &receiver;
-        async move {
-            let mut found = None;
-            eventually(&format!("a span of trace {trace_id}"), || {
-                found = receiver
-                    .spans()
-                    .into_iter()
-                    .find(|s| s["traceId"] == trace_id.as_str());
-                let done = found.is_some();
-                async move { done }
-            })
-            .await;
-            found.expect("found")
-        }
-    };
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     // A caller's trace, retried from fra (503) to ber: one span, a child of the caller's span,
@@ -348,7 +331,7 @@ routes:
     let resp = conn.send(send("/retried", Some(CALLER))).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["headers"]["traceparent"][0], CALLER);
-    let span = span_of("4bf92f3577b34da6a3ce929d0e0e4736").await;
+    let span = receiver.span_of("4bf92f3577b34da6a3ce929d0e0e4736").await;
     assert_eq!(span["service.name"], "edge-test", "{span}");
     assert_eq!(span["parentSpanId"], "00f067aa0ba902b7", "{span}");
     let id = span["spanId"].as_str().unwrap_or_default();
@@ -422,7 +405,7 @@ routes:
         .unwrap_or_default()
         .to_string();
     assert_eq!(started.len(), 55, "{resp:?}");
-    let span = span_of(&started[3..35]).await;
+    let span = receiver.span_of(&started[3..35]).await;
     assert_eq!(span["spanId"], &started[36..52], "{span}");
     assert!(span.get("parentSpanId").is_none(), "{span}");
 
@@ -431,7 +414,7 @@ routes:
     conn.send(send("/unsampled", Some(unsampled))).await;
     let after = "00-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-00f067aa0ba902b7-01";
     conn.send(send("/after", Some(after))).await;
-    span_of("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
+    receiver.span_of("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").await;
     assert!(
         receiver
             .spans()
@@ -455,7 +438,7 @@ routes:
     receiver.fail_with(0);
     let back = "00-dddddddddddddddddddddddddddddddd-00f067aa0ba902b7-01";
     conn.send(send("/back", Some(back))).await;
-    span_of("dddddddddddddddddddddddddddddddd").await;
+    receiver.span_of("dddddddddddddddddddddddddddddddd").await;
     let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
     assert!(
         metrics.contains("gateway_otlp_spans_exported_total 4"),
@@ -464,8 +447,10 @@ routes:
 }
 
 #[tokio::test]
-async fn a_request_over_tls_logs_the_server_name_the_client_asked_for() {
+async fn a_request_over_tls_logs_and_traces_the_server_name_the_client_asked_for() {
     use gateway_tests::client::{h1_tls, tls_connect_any};
+    use gateway_tests::otlp::{attribute, OtlpReceiver};
+    let receiver = OtlpReceiver::start().await;
     let ber = [gateway_tests::region("ber", "ber-1").await];
     let pki = gateway_tests::TestPki::new(&[&["a.test", "*.a.test"]]);
     let config = format!(
@@ -475,6 +460,7 @@ listeners:
   - {{ name: https, bind: "{{tls}}", tls: {{ certs: [{{ cert: a.pem, key: a.key }}] }} }}
 server:
   access_log: {{ output: access.log }}
+  otlp: {{ endpoint: "{endpoint}", interval: 50ms }}
 regions:
   ber:
     endpoints: {ber}
@@ -482,6 +468,7 @@ regions:
 routes:
   - {{ name: app, regions: [ber] }}
 "#,
+        endpoint = receiver.endpoint(),
         ber = endpoints(&ber),
     );
     let (gw, tls_addr) = Gateway::start(&config, &pki.files(&[("a.pem", "a.key")])).await;
@@ -495,6 +482,18 @@ routes:
     assert!(
         l["tls"].as_str().is_some_and(|v| v.starts_with("TLS")),
         "{l}"
+    );
+    // Its span says the same in OpenTelemetry's terms.
+    let span = receiver
+        .span_of(l["trace_id"].as_str().expect("trace id"))
+        .await;
+    let attrs = &span["attributes"];
+    assert_eq!(attribute(attrs, "tls.client.server_name"), "www.a.test");
+    assert_eq!(attribute(attrs, "tls.protocol.name"), "tls");
+    assert_eq!(
+        attribute(attrs, "tls.protocol.version"),
+        l["tls"].as_str().expect("tls")["TLSv".len()..],
+        "{attrs}"
     );
 
     // A client that sends no SNI (it connects by address) and a plaintext one: no name.
@@ -515,4 +514,55 @@ routes:
     assert_eq!(plain.send(get("a.test", "/plain")).await.status, 200);
     let l = line_for(&log, "/plain").await;
     assert!(l["sni"].is_null() && l["tls"].is_null(), "{l}");
+}
+
+/// A collector that takes the connection and never answers holds the exporter: the spans that
+/// do not fit the bounded queue are dropped and counted, and no request waits for them.
+#[tokio::test]
+async fn spans_beyond_the_queue_of_a_stuck_collector_are_dropped_and_requests_never_wait() {
+    // Connections complete in the kernel's backlog; nothing ever reads or answers them.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fra = [gateway_tests::region("fra", "fra-1").await];
+    const QUEUE: u64 = 4;
+    let config = format!(
+        r#"admin: {{ bind: "{{admin}}" }}
+listeners:
+  - {{ name: http, bind: "{{listen}}" }}
+server:
+  otlp: {{ endpoint: "http://{stuck}/v1/traces", queue: {QUEUE}, max_batch: 1, interval: 10ms, timeout: 1h }}
+regions:
+  fra:
+    endpoints: {fra}
+    probe: {{ interval: 1h, timeout: 1s }}
+routes:
+  - {{ name: app, regions: [fra] }}
+"#,
+        stuck = stuck.local_addr().expect("addr"),
+        fra = endpoints(&fra),
+    );
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut conn = H1::connect(gw.addr).await;
+    const REQUESTS: u64 = 30;
+    for i in 0..REQUESTS {
+        let req = http::Request::get(format!("/r{i}"))
+            .header("host", "app.test")
+            .body(gateway_tests::client::empty())
+            .expect("request");
+        assert_eq!(conn.send(req).await.status, 200, "request {i}");
+    }
+    // One span is in the exporter's hands, at most `QUEUE` wait behind it: the rest are dropped.
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    let dropped = gateway_tests::metric(
+        &metrics,
+        "gateway_otlp_spans_dropped_total{reason=\"queue_full\"}",
+    );
+    assert!(
+        dropped >= (REQUESTS - 1 - QUEUE) as f64,
+        "dropped {dropped} of {REQUESTS}:\n{metrics}"
+    );
+    assert_eq!(
+        gateway_tests::metric(&metrics, "gateway_otlp_spans_exported_total "),
+        0.0,
+        "nothing reached a collector that never answers:\n{metrics}"
+    );
 }

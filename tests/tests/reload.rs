@@ -82,3 +82,73 @@ routes:
     assert_eq!(served(a_addr, "a.test").await, second.leaves[0].der);
     assert_eq!(served(b_addr, "b.test").await, first.leaves[1].der);
 }
+
+/// `/status` reads the running config, its version and the last reload as one picture: while
+/// reloads land back to back, every answer that shows version `v` shows the hash of version
+/// `v` (the soak once saw a new version beside the old config's hash).
+#[tokio::test]
+async fn status_never_pairs_a_reloads_version_with_another_configs_hash() {
+    let fra = region("fra", "fra-1").await;
+    let config = |attempts: u32| {
+        format!(
+            r#"admin: {{ bind: "{{admin}}" }}
+listeners: [{{ name: http, bind: "{{listen}}" }}]
+regions:
+  fra:
+    endpoints: [{{ id: fra-1, address: "{fra}" }}]
+    probe: {{ http: {{ path: /healthz }}, interval: 200ms, timeout: 150ms }}
+routes:
+  - {{ name: app, regions: [fra], retry: {{ attempts: {attempts} }} }}
+"#,
+            fra = fra.addr()
+        )
+    };
+    let (gw, _) = Gateway::start(&config(2), &[]).await;
+    let gw = std::sync::Arc::new(gw);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pollers: Vec<_> = (0..2)
+        .map(|_| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let s = gw.status(None).await;
+                    seen.push((
+                        s["config"]["version"].as_u64().expect("version"),
+                        s["config"]["hash"].as_str().expect("hash").to_string(),
+                    ));
+                }
+                seen
+            })
+        })
+        .collect();
+    const RELOADS: u64 = 40;
+    for k in 0..RELOADS {
+        // Versions alternate between the two configs: odd ones run `attempts: 2`.
+        gw.write_config(config(if k % 2 == 0 { 3 } else { 2 }).as_str());
+        let (status, body) = gw.admin_call("POST", "/reload", None).await;
+        assert_eq!(status, 200, "reload {k}: {body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut by_version = std::collections::BTreeMap::new();
+    for poller in pollers {
+        for (version, hash) in poller.await.expect("poller") {
+            let first = by_version.entry(version).or_insert(hash.clone());
+            assert_eq!(first, &hash, "version {version} shown with two configs");
+        }
+    }
+    let hashes: std::collections::BTreeSet<_> = by_version.values().collect();
+    assert_eq!(hashes.len(), 2, "two configs alternate: {by_version:?}");
+    for (version, hash) in &by_version {
+        let twin = by_version
+            .iter()
+            .find(|(v, _)| *v % 2 == version % 2 && *v != version);
+        if let Some((v, other)) = twin {
+            assert_eq!(
+                hash, other,
+                "versions {version} and {v} run the same config"
+            );
+        }
+    }
+    assert_eq!(gw.status(None).await["config"]["version"], 1 + RELOADS);
+}

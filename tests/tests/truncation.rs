@@ -13,7 +13,7 @@ use gateway_tests::raw::{
     grpc_message, h2_client, h2_exchange, read_until_closed, split_response, End, H2Step,
     H2Upstream, RawUpstream, Signal, Step,
 };
-use gateway_tests::{eventually, one_region, Gateway, TestPki, DEADLINE};
+use gateway_tests::{eventually, metric, one_region, Gateway, TestPki, DEADLINE};
 use testbed::yaml::{Listener, Probe, Protocol, Region};
 use tokio::net::TcpStream;
 
@@ -52,15 +52,6 @@ async fn metrics(gw: &Gateway) -> String {
         .expect("metrics");
     assert_eq!(status, 200);
     String::from_utf8_lossy(&body).into_owned()
-}
-
-/// The value of the first metric line starting with `prefix`, or 0.
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 const GET_DOWNLOAD: &[u8] = b"GET /download HTTP/1.1\r\nHost: app.test\r\n\r\n";
