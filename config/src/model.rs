@@ -398,6 +398,9 @@ pub struct GrpcProbe {
     pub service: String,
     /// How the probe connects over TLS (as for HTTPS probes).
     pub tls: ProbeTls,
+    /// File whose content is sent as `authorization: Bearer <token>` metadata (re-read at
+    /// every probe).
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 /// HTTP probe settings.

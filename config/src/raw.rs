@@ -388,6 +388,10 @@ pub struct RawGrpcProbe {
     /// PEM private key of `client_cert`.
     #[serde(default)]
     pub client_key: Option<String>,
+    /// File holding a bearer token sent as `authorization: Bearer <token>` metadata, read at
+    /// every probe, so a rotated token is used at once.
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
     /// Server name sent in SNI and verified in the certificate (default: `regions.<name>.tls.sni`).
     #[serde(default)]
     pub sni: Option<String>,

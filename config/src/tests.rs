@@ -449,6 +449,7 @@ fn a_probe_is_tcp_http_or_grpc_and_grpc_tls_settings_need_tls() {
         ProbeKind::Grpc(GrpcProbe {
             service: "orders.v1.Orders".into(),
             tls: ProbeTls::default(),
+            bearer_token_file: None,
         })
     );
     let c = parse(&probe("{ grpc: {} }"), Path::new("test.yaml")).expect("valid");

@@ -913,6 +913,11 @@ impl<'a> Validator<'a> {
                 &TlsFields::of_grpc(g),
                 upstream_tls,
             ),
+            bearer_token_file: self.bearer_token_file(
+                &format!("{p}.grpc.bearer_token_file"),
+                g.bearer_token_file.as_ref(),
+                upstream_tls.is_some(),
+            ),
         });
         let kind = match (http, grpc) {
             (Some(_), Some(grpc)) => {

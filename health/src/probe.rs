@@ -305,6 +305,15 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// `Bearer <the file's content>`, read now: a rotated token (rewritten, or a swapped symlink as
+/// with a projected service-account token) is used from the next probe on.
+fn bearer(file: &std::path::Path) -> Result<http::HeaderValue, String> {
+    let token = std::fs::read_to_string(file)
+        .map_err(|e| format!("bearer token file {}: {e}", file.display()))?;
+    http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+        .map_err(|_| format!("bearer token file {}: not a header value", file.display()))
+}
+
 impl HttpProber {
     /// Probes `settings.path` on an endpoint address (HTTPS when `tls`, with the probe's TLS
     /// settings).
@@ -346,13 +355,7 @@ impl HttpProber {
             req = req.header(http::header::HOST, host);
         }
         if let Some(file) = &self.bearer_token_file {
-            // Read at every probe: a rotated token (rewritten, or a swapped symlink as with a
-            // projected service-account token) is used from the next probe on.
-            let token = std::fs::read_to_string(file)
-                .map_err(|e| format!("bearer token file {}: {e}", file.display()))?;
-            let value = http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
-                .map_err(|_| format!("bearer token file {}: not a header value", file.display()))?;
-            req = req.header(http::header::AUTHORIZATION, value);
+            req = req.header(http::header::AUTHORIZATION, bearer(file)?);
         }
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
@@ -394,6 +397,7 @@ pub struct GrpcProber {
     /// The framed `HealthCheckRequest`, the same for every probe.
     request: Bytes,
     service: String,
+    bearer_token_file: Option<std::path::PathBuf>,
 }
 
 impl GrpcProber {
@@ -408,17 +412,22 @@ impl GrpcProber {
             uri,
             request: grpc::check_request(&settings.service),
             service: settings.service.clone(),
+            bearer_token_file: settings.bearer_token_file.clone(),
         }
     }
 
     async fn run(&self, timeout: Duration) -> Result<String, String> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
-        let req = http::Request::post(self.uri.clone())
+        let mut req = http::Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
             .header(http::header::USER_AGENT, "failover-gateway-probe")
             // The server may stop working on a check the probe no longer waits for.
-            .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
+            .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)));
+        if let Some(file) = &self.bearer_token_file {
+            req = req.header(http::header::AUTHORIZATION, bearer(file)?);
+        }
+        let req = req
             .body(Full::new(self.request.clone()))
             .map_err(|e| e.to_string())?;
         let resp = client

@@ -22,6 +22,12 @@ pub struct GrpcHealth {
 impl GrpcHealth {
     /// Serves h2c (plaintext HTTP/2), or TLS with the certificate and key given (PEM).
     pub async fn start(tls: Option<(&str, &str)>) -> Self {
+        Self::start_requiring(tls, None).await
+    }
+
+    /// As [`GrpcHealth::start`]; with `token`, a call without `authorization: Bearer <token>`
+    /// metadata is refused with `UNAUTHENTICATED`, as an authenticating interceptor does.
+    pub async fn start_requiring(tls: Option<(&str, &str)>, token: Option<&str>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -32,6 +38,24 @@ impl GrpcHealth {
                 .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
                 .expect("tls config");
         }
+        let expected = token.map(|t| format!("Bearer {t}"));
+        let service = tonic::service::interceptor::InterceptedService::new(
+            service,
+            move |req: tonic::Request<()>| match &expected {
+                Some(want)
+                    if req
+                        .metadata()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        != Some(want.as_str()) =>
+                {
+                    Err(tonic::Status::unauthenticated(
+                        "bad or missing bearer token",
+                    ))
+                }
+                _ => Ok(req),
+            },
+        );
         let router = server.add_service(service);
         let task = tokio::spawn(async move {
             let _ = router

@@ -1,6 +1,7 @@
 //! gRPC health probes (issue 14, item 5): `grpc.health.v1.Health/Check` against a real gRPC
 //! health server (tonic-health, `gateway_tests::grpc::GrpcHealth`) over h2c and TLS; serving,
-//! not serving, a service the server does not know, a wrong CA and a server that never answers.
+//! not serving, a service the server does not know, a wrong CA, a server that never answers
+//! and one that wants a bearer token.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -170,4 +171,27 @@ async fn a_connection_gone_silent_is_dropped_when_its_ping_goes_unanswered() {
     hold.store(false, Ordering::SeqCst);
     assert_eq!(wait_probe(&gw, "up", "SERVING").await, "SERVING");
     relay.abort();
+}
+
+/// A server behind an authenticating interceptor: the probe sends the bearer token file's
+/// content as `authorization` metadata, re-read at every probe, so a rotated token needs no
+/// reload, and a wrong one is down with the server's `UNAUTHENTICATED`.
+#[tokio::test]
+async fn the_bearer_token_file_is_sent_as_metadata_and_re_read_at_every_probe() {
+    let server = GrpcHealth::start_requiring(None, Some("tok-1")).await;
+    let (gw, _) = Gateway::start(
+        &config(server.addr, "bearer_token_file: token", ""),
+        &[("token", b"tok-1\n".as_slice())],
+    )
+    .await;
+    assert_eq!(wait_probe(&gw, "up", "SERVING").await, "SERVING");
+
+    let token = gw.config_path().parent().expect("dir").join("token");
+    std::fs::write(&token, "tok-2\n").expect("rotate the token");
+    let detail = wait_probe(&gw, "down", "UNAUTHENTICATED").await;
+    assert!(detail.contains("grpc-status 16"), "{detail}");
+
+    std::fs::write(&token, "tok-1").expect("rotate back");
+    assert_eq!(wait_probe(&gw, "up", "SERVING").await, "SERVING");
+    assert_eq!(gw.status(None).await["config"]["version"], 1, "no reload");
 }
