@@ -525,8 +525,8 @@ pub struct RawOtlp {
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::OTLP_QUEUE))]
     pub queue: Option<u32>,
-    /// Time one export request may take (default `5s`); a failed export's spans are dropped
-    /// and counted.
+    /// Time one export request may take (default `5s`); a batch that fails (after two
+    /// retries, for a 429, 502, 503, 504 or a refused connection) is dropped and counted.
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::OTLP_TIMEOUT))]
     pub timeout: Option<String>,

@@ -3,9 +3,10 @@
 //! exporter thread through a bounded queue; when it is full the span is dropped and counted
 //! (`gateway_otlp_spans_dropped_total{reason="queue_full"}`), never waited for. The exporter
 //! sends a batch when it holds `max_batch` spans or its oldest span has waited `interval`; a
-//! batch the collector does not take (an error, a timeout, a status other than 2xx) is dropped
-//! and counted (`reason="export_failed"`), not retried, so a collector outage costs spans, not
-//! memory. Settings apply on reload, except the queue's size.
+//! batch the collector does not take is retried twice when OTLP/HTTP calls the failure
+//! retryable (429, 502, 503, 504, a refused connection: after the collector's `Retry-After`, at
+//! most 5 s, or 200 ms then 400 ms), and otherwise, or after the third try, dropped and counted
+//! (`reason="export_failed"`), so a collector outage costs spans, not memory. Settings apply on reload, except the queue's size.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -248,38 +249,93 @@ async fn export(mut rx: mpsc::Receiver<String>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        let body = encode(&settings.service_name, &batch);
-        let req = http::Request::post(settings.endpoint.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, "failover-gateway")
-            .body(Full::new(Bytes::from(body)));
-        let sent = match req {
-            Ok(req) => match tokio::time::timeout(settings.timeout, async {
-                let resp = client.request(req).await.map_err(|e| e.to_string())?;
-                let status = resp.status();
-                // The body is read so the connection can be reused.
-                let _ = resp.into_body().collect().await;
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("status {}", status.as_u16()))
+        let body = Bytes::from(encode(&settings.service_name, &batch));
+        let mut tries = 0;
+        let sent = loop {
+            tries += 1;
+            match send(&client, &settings, body.clone()).await {
+                Err(f) if f.retry && tries < EXPORT_TRIES => {
+                    // OTLP/HTTP: a throttled or unavailable collector is retried after its
+                    // `Retry-After`, or with exponential backoff; spans queued meanwhile wait.
+                    let backoff = RETRY_BACKOFF * 2u32.pow(tries - 1);
+                    tokio::time::sleep(f.retry_after.unwrap_or(backoff).min(MAX_RETRY_WAIT)).await;
                 }
-            })
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(format!("timeout after {:?}", settings.timeout)),
-            },
-            Err(e) => Err(e.to_string()),
+                other => break other,
+            }
         };
         match sent {
             Ok(()) => crate::telemetry::otlp_exported(batch.len() as u64),
-            Err(e) => {
+            Err(f) => {
                 crate::telemetry::otlp_dropped("export_failed", batch.len() as u64);
-                tracing::warn!(endpoint = %settings.endpoint, spans = batch.len(), error = %e, "OTLP export failed; its spans are dropped");
+                tracing::warn!(endpoint = %settings.endpoint, spans = batch.len(), tries, error = %f.text, "OTLP export failed; its spans are dropped");
             }
         }
         batch.clear();
+    }
+}
+
+/// Attempts per batch: the first and two retries.
+const EXPORT_TRIES: u32 = 3;
+/// Wait before the first retry (doubled for the next) when the collector gives no
+/// `Retry-After`.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait before a retry, whatever `Retry-After` asks.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// Why an export request failed, and whether OTLP/HTTP calls it retryable.
+struct Failure {
+    text: String,
+    /// 429, 502, 503, 504 or no answer at all (the connection failed).
+    retry: bool,
+    /// The collector's `Retry-After` (seconds).
+    retry_after: Option<Duration>,
+}
+
+/// One export request of `body` (an `ExportTraceServiceRequest`).
+async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    settings: &OtlpExport,
+    body: Bytes,
+) -> Result<(), Failure> {
+    let failure = |text: String, retry: bool| Failure {
+        text,
+        retry,
+        retry_after: None,
+    };
+    let req = http::Request::post(settings.endpoint.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, "failover-gateway")
+        .body(Full::new(body))
+        .map_err(|e| failure(e.to_string(), false))?;
+    let answer = tokio::time::timeout(settings.timeout, async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| failure(e.to_string(), e.is_connect()))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // The body is read so the connection can be reused.
+        let _ = resp.into_body().collect().await;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(Failure {
+            text: format!("status {}", status.as_u16()),
+            retry: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            retry_after,
+        })
+    });
+    match answer.await {
+        Ok(result) => result,
+        // A collector that took `timeout` once is not asked again at once.
+        Err(_) => Err(failure(
+            format!("timeout after {:?}", settings.timeout),
+            false,
+        )),
     }
 }
 

@@ -1,7 +1,7 @@
 //! A loopback OTLP/HTTP receiver: takes `POST /v1/traces` with the JSON encoding, as an
 //! OpenTelemetry Collector's `otlphttp` receiver does, and keeps every span it was sent. It
-//! answers `200 {}` unless told to fail ([`OtlpReceiver::fail_with`]), when it answers that
-//! status and keeps nothing.
+//! answers `200 {}` unless told to fail ([`OtlpReceiver::fail_with`],
+//! [`OtlpReceiver::fail_next`]), when it answers that status and keeps nothing.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +28,10 @@ struct State {
     /// Export requests answered with a failure.
     refused: Mutex<u32>,
     fail_with: AtomicU16,
+    /// The next answers to fail: (status, how many, `Retry-After` seconds).
+    fail_next: Mutex<(u16, u32, Option<u64>)>,
+    /// When each export request arrived, and the status it got.
+    answers: Mutex<Vec<(std::time::Instant, u16)>>,
 }
 
 impl OtlpReceiver {
@@ -64,6 +68,17 @@ impl OtlpReceiver {
     /// Answers every export with `status` from now on (0: accept again).
     pub fn fail_with(&self, status: u16) {
         self.state.fail_with.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers the next `times` exports with `status` (and `Retry-After: retry_after` when
+    /// given), then accepts again.
+    pub fn fail_next(&self, status: u16, times: u32, retry_after: Option<u64>) {
+        *self.state.fail_next.lock().expect("lock") = (status, times, retry_after);
+    }
+
+    /// Every export request so far: when it arrived and the status it was answered.
+    pub fn answers(&self) -> Vec<(std::time::Instant, u16)> {
+        self.state.answers.lock().expect("lock").clone()
     }
 
     /// Export requests refused so far.
@@ -150,7 +165,16 @@ async fn take(state: &State, req: Request<hyper::body::Incoming>) -> Response<Fu
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let fail = state.fail_with.load(Ordering::SeqCst);
+    let arrived = std::time::Instant::now();
+    let mut fail = state.fail_with.load(Ordering::SeqCst);
+    let mut retry_after = None;
+    {
+        let mut next = state.fail_next.lock().expect("lock");
+        if next.1 > 0 {
+            next.1 -= 1;
+            (fail, retry_after) = (next.0, next.2);
+        }
+    }
     let status = match serde_json::from_slice::<serde_json::Value>(&body) {
         _ if !ok => 404,
         _ if fail != 0 => fail,
@@ -167,9 +191,12 @@ async fn take(state: &State, req: Request<hyper::body::Incoming>) -> Response<Fu
     if status != 200 {
         *state.refused.lock().expect("lock") += 1;
     }
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
+    state.answers.lock().expect("lock").push((arrived, status));
+    let mut resp = Response::builder().status(status);
+    if let Some(secs) = retry_after {
+        resp = resp.header("retry-after", secs.to_string());
+    }
+    resp.header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(b"{}")))
         .expect("response")
 }

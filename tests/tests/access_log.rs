@@ -424,8 +424,9 @@ routes:
     );
     assert_eq!(receiver.spans().len(), 3);
 
-    // The collector refuses: requests are unharmed, the spans are dropped and counted; once it
-    // takes them again, new spans arrive.
+    // The collector stays unavailable: requests are unharmed; the batch is tried three times
+    // (OTLP/HTTP retries a 503), then dropped and counted; once it takes them again, new spans
+    // arrive.
     receiver.fail_with(503);
     let refused = "00-cccccccccccccccccccccccccccccccc-00f067aa0ba902b7-01";
     assert_eq!(conn.send(send("/refused", Some(refused))).await.status, 200);
@@ -434,7 +435,7 @@ routes:
         metrics.contains("gateway_otlp_spans_dropped_total{reason=\"export_failed\"} 1")
     })
     .await;
-    assert!(receiver.refused() >= 1);
+    assert_eq!(receiver.refused(), 3, "{:?}", receiver.answers());
     receiver.fail_with(0);
     let back = "00-dddddddddddddddddddddddddddddddd-00f067aa0ba902b7-01";
     conn.send(send("/back", Some(back))).await;
@@ -443,6 +444,45 @@ routes:
     assert!(
         metrics.contains("gateway_otlp_spans_exported_total 4"),
         "{metrics}"
+    );
+
+    // A throttled collector (429 with `Retry-After: 1`) gets the batch again no sooner than it
+    // asked; a brief 502 is retried with backoff: both spans arrive, nothing more is dropped.
+    receiver.fail_next(429, 1, Some(1));
+    let throttled = "00-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-00f067aa0ba902b7-01";
+    conn.send(send("/throttled", Some(throttled))).await;
+    receiver.span_of("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee").await;
+    let answers = receiver.answers();
+    let (refused_at, accepted_at) = (answers[answers.len() - 2], answers[answers.len() - 1]);
+    assert_eq!((refused_at.1, accepted_at.1), (429, 200), "{answers:?}");
+    assert!(
+        accepted_at.0 - refused_at.0 >= Duration::from_millis(950),
+        "retried {:?} after a Retry-After of 1 s",
+        accepted_at.0 - refused_at.0
+    );
+    receiver.fail_next(502, 2, None);
+    let blip = "00-ffffffffffffffffffffffffffffffff-00f067aa0ba902b7-01";
+    conn.send(send("/blip", Some(blip))).await;
+    receiver.span_of("ffffffffffffffffffffffffffffffff").await;
+    // A refusal OTLP calls permanent (400) is not retried.
+    receiver.fail_next(400, 1, None);
+    let bad = "00-abababababababababababababababab-00f067aa0ba902b7-01";
+    conn.send(send("/permanent", Some(bad))).await;
+    eventually("the refused batch dropped", || async {
+        let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+        metrics.contains("gateway_otlp_spans_dropped_total{reason=\"export_failed\"} 2")
+    })
+    .await;
+    let (_, metrics) = gw.admin_call("GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("gateway_otlp_spans_exported_total 6"),
+        "{metrics}"
+    );
+    let statuses: Vec<u16> = receiver.answers()[..].iter().map(|a| a.1).collect();
+    assert_eq!(
+        statuses[statuses.len() - 6..],
+        [429, 200, 502, 502, 200, 400],
+        "{statuses:?}"
     );
 }
 
