@@ -1,39 +1,30 @@
 //! The failover gateway: a Pingora proxy that routes requests to regional clusters.
 //!
-//! The binary (`main.rs`) parses arguments and calls [`server::build_server`]. The demo, the
-//! simulated regions and the launchers live in the `testbed` crate, which this crate does not
-//! depend on. Modules are private to the crate unless something outside uses them (`sticky`,
-//! `headers` and `routing` for their fuzz targets, `bgp_agent` for the `bgp-agent` and `drain` subcommands), so the dead-code lint sees everything.
+//! The folders are the architecture (ARCHITECTURE.md has the map and the allowed imports,
+//! which `scripts/layers.py` checks in CI), from the bottom up:
+//!
+//! - [`telemetry`]: metrics, the access log, OTLP spans, trace context, the client-error log and
+//!   the scheduling-lag monitor; it imports no other folder.
+//! - [`routing`]: the routing model both paths read: the immutable snapshot, the route table,
+//!   each route's failover, degradation, early-retry and budget state with the pure decisions
+//!   over it, admission limits, the sticky token and the certificate sets.
+//! - [`proxy`]: the request path, Pingora's `ProxyHttp` callbacks and the decisions they call.
+//! - [`control`]: the control plane: the shared `App` state and the control service, reload,
+//!   the failover controller (the one writer of each route's active tier) and the process-wide
+//!   settings.
+//! - [`operator`]: the operator's surface: the admin API and status page, the CLI, the BGP agent.
+//! - [`server`]: assembly; the binary (`main.rs`) parses arguments and calls
+//!   [`server::build_server`].
+//!
+//! The demo, the simulated regions and the launchers live in the `testbed` crate, which this
+//! crate does not depend on. Modules are private to the crate unless something outside uses them
+//! (`routing::sticky`, `proxy::headers` and `routing::table` for their fuzz targets,
+//! `operator::bgp_agent` and `operator::cli` for `main.rs`), so the dead-code lint sees
+//! everything.
 
-pub(crate) mod access_log;
-pub(crate) mod admin;
-pub(crate) mod admission;
-pub(crate) mod affinity;
-pub(crate) mod app;
-pub mod bgp_agent;
-pub(crate) mod budget;
-pub mod cli;
-mod clientlog;
-pub(crate) mod controller;
-pub(crate) mod degraded;
-pub(crate) mod early;
-mod errors;
-pub(crate) mod failover;
-pub mod headers;
-pub(crate) mod hedge;
-pub(crate) mod json;
-pub(crate) mod lag;
-pub(crate) mod otlp;
-pub(crate) mod peer;
-pub(crate) mod proxy;
-pub(crate) mod reload;
-mod retry;
+pub(crate) mod control;
+pub mod operator;
+pub mod proxy;
 pub mod routing;
-pub(crate) mod selection;
 pub mod server;
-pub(crate) mod snapshot;
-pub mod sticky;
 pub(crate) mod telemetry;
-pub(crate) mod tls;
-pub(crate) mod trace;
-pub(crate) mod upstream;

@@ -147,8 +147,8 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn target(&self) -> anyhow::Result<gateway::cli::Target> {
-        gateway::cli::Target::resolve(
+    fn target(&self) -> anyhow::Result<gateway::operator::cli::Target> {
+        gateway::operator::cli::Target::resolve(
             self.config.as_deref(),
             self.admin,
             self.token_file.as_deref(),
@@ -256,14 +256,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_include,
         } => {
             if let Some(state) = print_include {
-                let decision = gateway::bgp_agent::Decision {
+                let decision = gateway::operator::bgp_agent::Decision {
                     announce: state == "announced",
                     reason: "printed by --print-include",
                 };
-                print!("{}", gateway::bgp_agent::include_text(&prefix, &decision));
+                print!(
+                    "{}",
+                    gateway::operator::bgp_agent::include_text(&prefix, &decision)
+                );
                 return Ok(ExitCode::SUCCESS);
             }
-            let options = gateway::bgp_agent::AgentOptions {
+            let options = gateway::operator::bgp_agent::AgentOptions {
                 admin,
                 token_file,
                 prefix,
@@ -274,7 +277,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 poll_timeout: flag_duration("--poll-timeout", &poll_timeout)?,
                 hung_after: flag_duration("--hung-after", &hung_after)?,
             };
-            runtime()?.block_on(gateway::bgp_agent::run(options))?;
+            runtime()?.block_on(gateway::operator::bgp_agent::run(options))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Drain {
@@ -289,13 +292,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(async {
                 match region {
                     Some(region) => {
-                        let by = by.unwrap_or_else(gateway::cli::who);
+                        let by = by.unwrap_or_else(gateway::operator::cli::who);
                         let path = format!(
                             "/regions/{}/drain?for={}&reason={}&by={}",
-                            gateway::cli::query_escape(&region),
-                            gateway::cli::query_escape(&for_),
-                            gateway::cli::query_escape(reason.as_deref().unwrap_or("")),
-                            gateway::cli::query_escape(&by),
+                            gateway::operator::cli::query_escape(&region),
+                            gateway::operator::cli::query_escape(&for_),
+                            gateway::operator::cli::query_escape(reason.as_deref().unwrap_or("")),
+                            gateway::operator::cli::query_escape(&by),
                         );
                         target.call("POST", &path).await?;
                         println!("region {region} drained for {for_} by {by}");
@@ -317,7 +320,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Undrain { region, admin } => {
             let target = admin.target()?;
             let path = match &region {
-                Some(r) => format!("/regions/{}/undrain", gateway::cli::query_escape(r)),
+                Some(r) => format!(
+                    "/regions/{}/undrain",
+                    gateway::operator::cli::query_escape(r)
+                ),
                 None => "/undrain".to_string(),
             };
             runtime()?.block_on(target.call("POST", &path))?;
@@ -339,7 +345,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
-                print!("{}", gateway::cli::render_status(&status, now));
+                print!("{}", gateway::operator::cli::render_status(&status, now));
             }
             Ok(ExitCode::SUCCESS)
         }

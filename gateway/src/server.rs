@@ -1,5 +1,5 @@
 //! Assembles a Pingora server from a validated config: the proxy listeners, the control
-//! service (health monitoring, failover, reload; see [`crate::app`]) and the admin API.
+//! service (health monitoring, failover, reload; see [`crate::control::app`]) and the admin API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +17,15 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::background_service;
 
-use crate::admin::AdminService;
-use crate::admission::{Connections, ProcessLimit};
-use crate::app::{App, ControlService};
-use crate::controller::FailoverHandle;
-use crate::failover::FailoverBook;
+use crate::control::app::{App, ControlService};
+use crate::control::controller::FailoverHandle;
+use crate::control::reload::Reloader;
+use crate::operator::admin::AdminService;
 use crate::proxy::GatewayProxy;
-use crate::reload::Reloader;
-use crate::snapshot::RoutingSnapshot;
-use crate::tls::{Certificates, SniResolver, TlsError};
+use crate::routing::admission::{Connections, ProcessLimit};
+use crate::routing::failover::FailoverBook;
+use crate::routing::snapshot::RoutingSnapshot;
+use crate::routing::tls::{Certificates, SniResolver, TlsError};
 
 /// Why the server could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +91,10 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
     apply_client_limits(&config.server.limits);
-    crate::access_log::configure(&config.server.access_log);
-    crate::otlp::configure(config.server.otlp.as_ref());
+    crate::telemetry::access_log::configure(&config.server.access_log);
+    crate::telemetry::otlp::configure(config.server.otlp.as_ref());
 
-    let metrics = crate::telemetry::install();
+    let metrics = crate::telemetry::metrics::install();
     let config = Arc::new(config);
     let hub = HealthHub::new();
     let book = Arc::new(FailoverBook::default());
@@ -110,7 +110,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     )));
     let monitor = HealthMonitor::new(hub);
     let limit = Arc::new(ProcessLimit::default());
-    monitor.set_probe_observer(Arc::new(crate::telemetry::probe_finished));
+    monitor.set_probe_observer(Arc::new(crate::telemetry::metrics::probe_finished));
 
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
@@ -154,11 +154,13 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
             )),
             Some(_) => {
                 let resolver = Arc::new(SniResolver::new(&listener.name, snapshot.clone()));
-                let mut settings = TlsSettings::with_callbacks(Box::new(crate::tls::KeepSni))
-                    .map_err(|e| StartError::Listener {
-                        listener: listener.name.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let mut settings = TlsSettings::with_callbacks(Box::new(
+                    crate::routing::tls::KeepSni,
+                ))
+                .map_err(|e| StartError::Listener {
+                    listener: listener.name.clone(),
+                    reason: e.to_string(),
+                })?;
                 settings.set_cert_resolver(resolver);
                 settings.enable_h2();
                 // One TLS record (16 KiB) of read buffer, not Pingora's 64 KiB.
@@ -269,7 +271,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
         if open > limit {
             // Dropping the stream closes it: the client sees the connection end unanswered (as
             // with Envoy's connection limit) and may retry elsewhere.
-            crate::telemetry::connection_refused();
+            crate::telemetry::metrics::connection_refused();
             tracing::debug!(
                 open,
                 limit,

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     match gateway_config::parse(text, std::path::Path::new("fuzz.yaml")) {
         Ok(config) => {
             // A valid config indexes its routes without panicking.
-            let table = gateway::routing::RouteTable::new(&config.routes);
+            let table = gateway::routing::table::RouteTable::new(&config.routes);
             let _ = table.lookup("app.example", "/");
         }
         Err(e) => {

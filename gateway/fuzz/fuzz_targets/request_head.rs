@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Some((_, method)) = &expected {
                     assert_eq!(req.method.as_str(), method, "parsed another method");
                 }
-                if gateway::headers::violation(req, &LIMITS).is_none() {
+                if gateway::proxy::headers::violation(req, &LIMITS).is_none() {
                     let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
                     assert!(target <= LIMITS.uri_bytes as usize);
                     assert!(req.headers.len() <= LIMITS.headers as usize);

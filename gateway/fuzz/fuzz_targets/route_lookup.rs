@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use gateway::routing::RouteTable;
+use gateway::routing::table::RouteTable;
 use gateway_config::{GatewayConfig, HostPattern, Route};
 use libfuzzer_sys::fuzz_target;
 

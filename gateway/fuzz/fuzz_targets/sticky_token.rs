@@ -2,7 +2,7 @@
 //! re-encode to the same token. Run: `cargo +nightly fuzz run sticky_token` in `gateway/`.
 #![no_main]
 
-use gateway::sticky::StickyToken;
+use gateway::routing::sticky::StickyToken;
 use gateway_config::StickyKey;
 use libfuzzer_sys::fuzz_target;
 

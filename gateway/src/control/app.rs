@@ -14,10 +14,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::admission::{Connections, ProcessLimit};
-use crate::controller::{self, FailoverHandle, Wakeups};
-use crate::reload::Reloader;
-use crate::snapshot::RoutingSnapshot;
+use crate::control::controller::{self, FailoverHandle, Wakeups};
+use crate::control::reload::Reloader;
+use crate::routing::admission::{Connections, ProcessLimit};
+use crate::routing::snapshot::RoutingSnapshot;
+
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::app";
 
 /// The shared state of a running gateway. Cheap to clone.
 #[derive(Clone)]
@@ -122,19 +125,19 @@ impl BackgroundService for ControlService {
             ));
         }
         tokio::spawn(app.reloader.clone().watch(shutdown.clone()));
-        tokio::spawn(crate::telemetry::upkeep(
+        tokio::spawn(crate::telemetry::metrics::upkeep(
             app.metrics.clone(),
             shutdown.clone(),
         ));
         let monitor = app.monitor.clone();
         tokio::spawn(async move {
             monitor.wait_first_round().await;
-            tracing::info!("first probe round done: ready");
+            tracing::info!(target: LOG_TARGET, "first probe round done: ready");
         });
         let _ = shutdown.changed().await;
         // Readiness turns false at once, so that BGP withdraws and load balancers stop sending
         // while in-flight requests finish.
         app.readiness.begin_shutdown();
-        tracing::info!("shutting down: readiness is now false");
+        tracing::info!(target: LOG_TARGET, "shutting down: readiness is now false");
     }
 }

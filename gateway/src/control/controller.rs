@@ -1,11 +1,11 @@
-//! The one writer of every route's active tier (the policy is in [`crate::failover`]'s module
+//! The one writer of every route's active tier (the policy is in [`crate::routing::failover`]'s module
 //! doc).
 //!
 //! The controller task decides again when the health hub publishes an event, when it is woken
 //! through a [`FailoverHandle`] (a drain, an applied reload), and when the earliest timed change
-//! comes due (a hold-down completing, a drain running out: [`crate::failover::next_change`]). There is no
+//! comes due (a hold-down completing, a drain running out: [`crate::routing::failover::next_change`]). There is no
 //! polling loop, except while a route has `degraded` (failover for slowness): then the regions'
-//! latency is looked at every [`crate::degraded::TICK`]. Each switch is stored, logged,
+//! latency is looked at every [`crate::routing::degraded::TICK`]. Each switch is stored, logged,
 //! counted and recorded once, here.
 
 use std::sync::Arc;
@@ -16,9 +16,14 @@ use gateway_health::{HealthEvent, RegionHealth};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::degraded::{Degradation, Observation, TICK};
-use crate::failover::{decide, next_change, Active, FailoverEvent, RegionState, SwitchKind};
-use crate::snapshot::{RoutePlan, RoutingSnapshot};
+use crate::routing::degraded::{Degradation, Observation, TICK};
+use crate::routing::failover::{
+    decide, next_change, Active, FailoverEvent, RegionState, SwitchKind,
+};
+use crate::routing::snapshot::{RoutePlan, RoutingSnapshot};
+
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::controller";
 
 /// A wake-up, with someone waiting for the decisions to be applied or not.
 type Wakeup = Option<oneshot::Sender<()>>;
@@ -132,7 +137,7 @@ fn apply(snapshot: &RoutingSnapshot, plan: &RoutePlan) -> Option<Duration> {
         .zip(plan.degradation.iter().flatten());
     for (health, cell) in cells.clone() {
         if cell.observe(Observation::of(health), &settings, now) {
-            tracing::warn!(route = %plan.route.name, region = %health.name, ttfb_ms = cell.last_ttfb().map(|t| t.as_millis() as u64), slo_ms = settings.ttfb.as_millis() as u64, "region degraded for the route: slower than its SLO");
+            tracing::warn!(target: LOG_TARGET, route = %plan.route.name, region = %health.name, ttfb_ms = cell.last_ttfb().map(|t| t.as_millis() as u64), slo_ms = settings.ttfb.as_millis() as u64, "region degraded for the route: slower than its SLO");
         }
     }
     let fast_up = cells
@@ -299,7 +304,7 @@ mod tests {
     //! when a hold-down or drain runs out, each recorded once.
 
     use super::*;
-    use crate::failover::FailoverBook;
+    use crate::routing::failover::FailoverBook;
     use gateway_health::hub::RegionMembers;
     use gateway_health::{HealthHub, HealthPolicy, TargetKey};
 
@@ -321,7 +326,7 @@ mod tests {
                 Arc::new(config),
                 hub.clone(),
                 Arc::new(FailoverBook::default()),
-                crate::tls::Certificates::default(),
+                crate::routing::tls::Certificates::default(),
             )));
             let (handle, wakeups) = FailoverHandle::new();
             let (stop, stopped) = watch::channel(false);

@@ -22,9 +22,12 @@ use arc_swap::ArcSwap;
 use gateway_config::{BoundSockets, ConfigDiff, GatewayConfig};
 use gateway_health::HealthMonitor;
 
-use crate::controller::FailoverHandle;
-use crate::snapshot::RoutingSnapshot;
-use crate::telemetry::{self, ReloadResult};
+use crate::control::controller::FailoverHandle;
+use crate::routing::snapshot::RoutingSnapshot;
+use crate::telemetry::metrics::{self, ReloadResult};
+
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::reload";
 
 /// The result of the last reload attempt, for `/status`.
 #[derive(Debug, Clone)]
@@ -70,7 +73,7 @@ impl Reloader {
         failover: FailoverHandle,
     ) -> Self {
         let started = snapshot.load().config.clone();
-        telemetry::config_started(&started.hash);
+        metrics::config_started(&started.hash);
         Self {
             path,
             snapshot,
@@ -109,13 +112,13 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => {
                 let text = e.to_string();
-                tracing::error!(trigger, file = %self.path.display(), "config reload failed; the running config stays in use:\n{text}");
+                tracing::error!(target: LOG_TARGET, trigger, file = %self.path.display(), "config reload failed; the running config stays in use:\n{text}");
                 return Err(self.failed(trigger, text));
             }
         };
         if new.hash == current.config.hash {
-            telemetry::reload(ReloadResult::Unchanged);
-            tracing::debug!(trigger, "config unchanged");
+            metrics::reload(ReloadResult::Unchanged);
+            tracing::debug!(target: LOG_TARGET, trigger, "config unchanged");
             self.record(
                 trigger,
                 "unchanged",
@@ -139,7 +142,7 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => {
                 let text = e.to_string();
-                tracing::error!(
+                tracing::error!(target: LOG_TARGET,
                     trigger,
                     "config reload failed; the running config stays in use: {text}"
                 );
@@ -159,8 +162,8 @@ impl Reloader {
         // request over the new snapshot arrives.
         self.monitor.apply(&new);
         crate::server::apply_client_limits(&new.server.limits);
-        crate::access_log::configure(&new.server.access_log);
-        crate::otlp::configure(new.server.otlp.as_ref());
+        crate::telemetry::access_log::configure(&new.server.access_log);
+        crate::telemetry::otlp::configure(new.server.otlp.as_ref());
         let mut detail = diff.summary();
         let cleared: Vec<String> = was_pending
             .describe()
@@ -176,12 +179,12 @@ impl Reloader {
             };
         }
         let restart = pending.describe();
-        tracing::info!(trigger, hash = %new.hash, changes = %detail, "config reloaded");
+        tracing::info!(target: LOG_TARGET, trigger, hash = %new.hash, changes = %detail, "config reloaded");
         for w in &new.warnings {
-            tracing::warn!(path = %w.path, line = w.line, fix = %w.fix, "config: {}", w.message);
+            tracing::warn!(target: LOG_TARGET, path = %w.path, line = w.line, fix = %w.fix, "config: {}", w.message);
         }
         if !restart.is_empty() {
-            tracing::warn!(changes = ?restart, "these changes apply only after a restart or binary upgrade (listeners are bound at start)");
+            tracing::warn!(target: LOG_TARGET, changes = ?restart, "these changes apply only after a restart or binary upgrade (listeners are bound at start)");
         }
         {
             // The new snapshot and the record of this reload become visible together: whoever
@@ -201,15 +204,15 @@ impl Reloader {
         }
         // New routes and tier layouts get their first decision now, not at the next event.
         self.failover.poke();
-        telemetry::config_active(Some(&current.config.hash), &new.hash);
-        telemetry::reload(ReloadResult::Ok);
+        metrics::config_active(Some(&current.config.hash), &new.hash);
+        metrics::reload(ReloadResult::Ok);
         self.applied.notify_one();
         Ok(diff)
     }
 
     /// Records a failed reload (status, metrics) and returns its error.
     fn failed(&self, trigger: &str, text: String) -> ReloadError {
-        telemetry::reload(ReloadResult::Error);
+        metrics::reload(ReloadResult::Error);
         self.record(trigger, "error", text.clone(), Vec::new());
         ReloadError(text)
     }
@@ -281,7 +284,7 @@ impl Reloader {
         let mut watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::error!(error = %e, "cannot create a file watcher; reload with SIGHUP or POST /reload");
+                tracing::error!(target: LOG_TARGET, error = %e, "cannot create a file watcher; reload with SIGHUP or POST /reload");
                 None
             }
         };
@@ -304,7 +307,7 @@ impl Reloader {
                     let _ = self.reload("sighup");
                 }
                 Some(()) = async { match usr1.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    crate::access_log::reopen();
+                    crate::telemetry::access_log::reopen();
                     continue;
                 }
                 // Applied by any trigger, `POST /reload` included.
@@ -368,7 +371,7 @@ fn sync_watches(
                 watched.insert(dir);
             }
             Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot watch this directory; reload with SIGHUP or POST /reload after changing files in it");
+                tracing::error!(target: LOG_TARGET, dir = %dir.display(), error = %e, "cannot watch this directory; reload with SIGHUP or POST /reload after changing files in it");
             }
         }
     }
@@ -377,7 +380,7 @@ fn sync_watches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::FailoverBook;
+    use crate::routing::failover::FailoverBook;
     use gateway_health::HealthHub;
 
     const REST: &str = "listeners: [{ name: http, bind: \"127.0.0.1:18080\" }]\nregions:\n  fra: { endpoints: [{ id: f1, address: \"127.0.0.1:1\" }] }\nroutes:\n  - { name: a, regions: [fra] }\n";
@@ -417,7 +420,7 @@ mod tests {
             config,
             hub.clone(),
             Arc::new(FailoverBook::default()),
-            crate::tls::Certificates::default(),
+            crate::routing::tls::Certificates::default(),
         )));
         let monitor = HealthMonitor::new(hub);
         let reloader = Reloader::new(

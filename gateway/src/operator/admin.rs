@@ -31,7 +31,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::app::App;
+use crate::control::app::App;
+
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::admin";
 
 /// The admin API server.
 pub struct AdminService {
@@ -55,7 +58,7 @@ const TRAFFIC_SAMPLES: usize = 151;
 struct TrafficHistory(std::collections::HashMap<String, std::collections::VecDeque<(u64, u64)>>);
 
 impl TrafficHistory {
-    fn sample(&mut self, regions: &[crate::snapshot::RegionTarget]) {
+    fn sample(&mut self, regions: &[crate::routing::snapshot::RegionTarget]) {
         self.0
             .retain(|name, _| regions.iter().any(|r| r.name.as_str() == name));
         for region in regions {
@@ -104,7 +107,7 @@ impl BackgroundService for AdminService {
                 Ok(l) => break l,
                 Err(e) => {
                     if !logged {
-                        tracing::warn!(bind = %self.bind, error = %e, "admin API cannot listen yet; retrying");
+                        tracing::warn!(target: LOG_TARGET, bind = %self.bind, error = %e, "admin API cannot listen yet; retrying");
                         logged = true;
                     }
                     tokio::select! {
@@ -114,7 +117,7 @@ impl BackgroundService for AdminService {
                 }
             }
         };
-        tracing::info!(bind = %self.bind, "admin API listening");
+        tracing::info!(target: LOG_TARGET, bind = %self.bind, "admin API listening");
         let sampler = {
             let state = self.state.clone();
             tokio::spawn(async move {
@@ -211,7 +214,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         }
         ("GET", "/metrics") => {
             let snapshot = state.gateway.snapshot.load();
-            crate::telemetry::export_health(snapshot.regions.iter().map(|r| r.health.as_ref()));
+            crate::telemetry::metrics::export_health(
+                snapshot.regions.iter().map(|r| r.health.as_ref()),
+            );
             let mut resp = text(StatusCode::OK, &state.gateway.metrics.render());
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -251,9 +256,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             let draining = path == "/drain";
             state.gateway.readiness.set_draining(draining);
             if draining {
-                tracing::warn!("gateway drained by the admin API: readiness false, still serving");
+                tracing::warn!(target: LOG_TARGET, "gateway drained by the admin API: readiness false, still serving");
             } else {
-                tracing::info!("gateway undrained by the admin API");
+                tracing::info!(target: LOG_TARGET, "gateway undrained by the admin API");
             }
             json_response(StatusCode::OK, &serde_json::json!({ "draining": draining }))
         }

@@ -30,6 +30,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::bgp_agent";
+
 /// Settings of one agent.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -166,18 +169,18 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let mut applied: Option<bool> = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
-    tracing::info!(prefix = %options.prefix, include = %options.include.display(), admin = %options.admin, "bgp agent started");
+    tracing::info!(target: LOG_TARGET, prefix = %options.prefix, include = %options.include.display(), admin = %options.admin, "bgp agent started");
     loop {
         let obs = observe(&client, &options).await;
         let decision = decide(&mut state, obs, Instant::now(), options.hung_after);
         if applied != Some(decision.announce) {
             match apply(&options, &decision).await {
                 Ok(()) => {
-                    tracing::info!(announce = decision.announce, reason = decision.reason, prefix = %options.prefix, "bird reconfigured");
+                    tracing::info!(target: LOG_TARGET, announce = decision.announce, reason = decision.reason, prefix = %options.prefix, "bird reconfigured");
                     applied = Some(decision.announce);
                 }
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "bird not reconfigured; retrying at the next poll");
+                    tracing::error!(target: LOG_TARGET, error = %format!("{e:#}"), "bird not reconfigured; retrying at the next poll");
                 }
             }
         }
@@ -194,7 +197,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     apply(&options, &stop)
         .await
         .context("withdrawing on shutdown")?;
-    tracing::info!(prefix = %options.prefix, "withdrawn: bgp agent stopped");
+    tracing::info!(target: LOG_TARGET, prefix = %options.prefix, "withdrawn: bgp agent stopped");
     Ok(())
 }
 

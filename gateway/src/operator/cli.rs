@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::admin::connectable;
+use crate::operator::admin::connectable;
 
 /// The admin API's address when neither `--config` nor `--admin` says.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";

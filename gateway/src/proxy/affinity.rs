@@ -1,13 +1,15 @@
 //! Session affinity: which endpoint a sticky request goes to, and which cookie its response
-//! carries. The token format is in [`crate::sticky`] (a leaf module, so that the routing
+//! carries. The token format is in [`crate::routing::sticky`] (a leaf module, so that the routing
 //! snapshot can name its outcomes without a module cycle).
 
 use gateway_config::{OnFailback, StickySettings};
 use http::HeaderMap;
 
-use crate::selection::{pick_endpoint, Choice};
-use crate::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
-use crate::sticky::{find_cookie, now_unix, rendezvous_score, set_cookie, Outcome, StickyToken};
+use crate::proxy::selection::{pick_endpoint, Choice};
+use crate::routing::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
+use crate::routing::sticky::{
+    find_cookie, now_unix, rendezvous_score, set_cookie, Outcome, StickyToken,
+};
 
 /// What a request on a sticky route brought: a valid cookie's pin, or else an affinity-header
 /// key.
@@ -108,7 +110,7 @@ impl Affinity {
             None => Outcome::Issued,
         };
         plan.metrics.sticky(outcome);
-        *label = crate::telemetry::LabelSet::label(outcome);
+        *label = crate::telemetry::metrics::LabelSet::label(outcome);
         if outcome == Outcome::Honoured {
             return None;
         }

@@ -9,7 +9,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::admission::ShedReason;
+use crate::routing::admission::ShedReason;
 
 /// The gateway's own answer to a request that failed before its response started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

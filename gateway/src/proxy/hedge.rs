@@ -19,9 +19,9 @@ use pingora::connectors::TransportConnector;
 use pingora::protocols::{Stream, ALPN};
 use pingora::upstreams::peer::Hedge;
 
-use crate::routing::RouteIndex;
-use crate::selection::{choose, Choice, InFlight};
-use crate::snapshot::RoutingSnapshot;
+use crate::proxy::selection::{choose, Choice, InFlight};
+use crate::routing::snapshot::RoutingSnapshot;
+use crate::routing::table::RouteIndex;
 
 /// The hedge of one request, once sent: where it went and since when.
 pub struct Hedged {
@@ -79,7 +79,7 @@ impl Hedge for RequestHedge {
         Box::pin(async move {
             let plan = snapshot.routes.get(route)?;
             let choice = choose(&snapshot, plan, std::slice::from_ref(&first)).ok()?;
-            let peer = crate::peer::for_attempt(&choice, &timeouts, read_timeout, false);
+            let peer = crate::proxy::peer::for_attempt(&choice, &timeouts, read_timeout, false);
             // The hedge speaks the first attempt's HTTP/1.1 head.
             if !matches!(peer.options.alpn, ALPN::H1) {
                 return None;

@@ -2,6 +2,19 @@
 //!
 //! Each request loads the current [`RoutingSnapshot`] once, in `new_ctx`, and keeps it to the
 //! end, so a reload never changes the rules under a request in flight.
+//!
+//! This folder is the request path: this file holds the `ProxyHttp` callbacks in the order
+//! Pingora calls them, and the files beside it the decisions and pieces they call. Imports
+//! `routing` and `telemetry`, never the control plane.
+
+pub(crate) mod affinity;
+pub(crate) mod errors;
+pub mod headers;
+pub(crate) mod hedge;
+pub(crate) mod peer;
+pub(crate) mod retry;
+pub(crate) mod selection;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,27 +32,25 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::FIRST_BYTE_DEADLINE;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::admission::{ProcessLimit, ShedReason, Slot};
-use crate::affinity::Affinity;
-use crate::errors::{json_echo, json_string, respond_json, ErrorPage, TruncationCause};
-use crate::headers;
-use crate::hedge::{HedgeSlot, RequestHedge};
-use crate::lag::Lag;
-use crate::retry;
-use crate::routing::{host_without_port, RouteIndex};
-use crate::selection::{
+use crate::proxy::affinity::Affinity;
+use crate::proxy::errors::{json_echo, json_string, respond_json, ErrorPage, TruncationCause};
+use crate::proxy::hedge::{HedgeSlot, RequestHedge};
+use crate::proxy::selection::{
     choose, choose_fail_open, has_untried, has_untried_fail_open, Choice, InFlight, NoChoice,
 };
-use crate::snapshot::{RoutePlan, RoutingSnapshot};
-use crate::telemetry::LabelSet;
-use crate::trace::TraceContext;
+use crate::routing::admission::{ProcessLimit, ShedReason, Slot};
+use crate::routing::snapshot::{RoutePlan, RoutingSnapshot};
+use crate::routing::table::{host_without_port, RouteIndex};
+use crate::telemetry::lag::Lag;
+use crate::telemetry::metrics::LabelSet;
+use crate::telemetry::trace::TraceContext;
 
 /// W3C trace context headers.
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
 
 /// The gateway's proxy logic; cheap to share across Pingora's workers.
-pub struct GatewayProxy {
+pub(crate) struct GatewayProxy {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     /// Requests in flight through the process and its limit (admission control).
     limit: Arc<ProcessLimit>,
@@ -71,7 +82,7 @@ impl GatewayProxy {
         };
         let timeout = matches!(kind, Failure::Timeout { .. });
         if timeout && self.lag.saturated() {
-            crate::telemetry::timeout_excused();
+            crate::telemetry::metrics::timeout_excused();
             tracing::debug!(endpoint = %choice.endpoint.key.id, lag_ms = self.lag.current().as_millis() as u64, "upstream timeout while the gateway is saturated: not counted");
             return false;
         }
@@ -90,7 +101,7 @@ impl GatewayProxy {
             tracing::debug!(region, endpoint = %choice.endpoint.key.id, %cause, "timeout in a slow moment already counted: not counted again");
             return true;
         }
-        crate::telemetry::passive_failure(region, timeout);
+        crate::telemetry::metrics::passive_failure(region, timeout);
         tracing::debug!(region, endpoint = %choice.endpoint.key.id, ?kind, ?passive, %cause, "passive failure");
         passive.failing()
     }
@@ -290,17 +301,18 @@ impl ProxyHttp for GatewayProxy {
                 let server = &snapshot.load().config.server;
                 if server.adaptive_limit {
                     let next = limit.adjust(lag, server.max_in_flight as usize);
-                    crate::telemetry::admission_limit(next);
+                    crate::telemetry::metrics::admission_limit(next);
                 }
             })
         });
         // Pipelined HTTP/1.1 requests are answered in order (Pingora's default closes after the
         // first answer and drops the rest).
         session.as_mut().set_pipelining_enabled(true);
-        if let Some(violation) =
-            crate::headers::violation(session.req_header(), &ctx.snapshot.config.server.limits)
-        {
-            crate::clientlog::record(violation.label(), &violation.status());
+        if let Some(violation) = crate::proxy::headers::violation(
+            session.req_header(),
+            &ctx.snapshot.config.server.limits,
+        ) {
+            crate::telemetry::clientlog::record(violation.label(), &violation.status());
             session.set_keepalive(None);
             let body = format!("{{\"error\":\"{}\"}}\n", violation.label());
             respond_json(session, None, violation.status(), body).await?;
@@ -315,7 +327,7 @@ impl ProxyHttp for GatewayProxy {
             session.req_header().headers.get(TRACEPARENT),
             ctx.snapshot.config.server.start_traces,
         );
-        ctx.export_span = crate::otlp::on()
+        ctx.export_span = crate::telemetry::otlp::on()
             && ctx
                 .trace
                 .sampled(session.req_header().headers.get(TRACEPARENT));
@@ -344,7 +356,7 @@ impl ProxyHttp for GatewayProxy {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
             if !session.is_upgrade_req() && declared.is_some_and(|n| n > max) {
-                crate::clientlog::record("body_too_large", &max);
+                crate::telemetry::clientlog::record("body_too_large", &max);
                 session.set_keepalive(None);
                 let body = format!("{{\"error\":\"body too large\",\"max_bytes\":{max}}}\n");
                 respond_json(session, request_id(ctx), 413, body).await?;
@@ -472,15 +484,19 @@ impl ProxyHttp for GatewayProxy {
             }
             None => timeouts.read,
         };
-        let mut peer =
-            crate::peer::for_attempt(&choice, &timeouts, read_timeout, session.is_upgrade_req());
+        let mut peer = crate::proxy::peer::for_attempt(
+            &choice,
+            &timeouts,
+            read_timeout,
+            session.is_upgrade_req(),
+        );
         // Only a first attempt (not one failing open) may be cut early, and only when there is
         // another endpoint to send it to.
         if let Some(early) = plan.early.as_ref().filter(|_| ctx.tried.is_empty()) {
             let body_empty = session.as_mut().is_body_empty();
             if !ctx.fail_open
                 && plan.route.retry.attempts > 0
-                && crate::early::eligible(
+                && crate::routing::early::eligible(
                     session.req_header(),
                     body_empty,
                     session.is_upgrade_req(),
@@ -558,7 +574,7 @@ impl ProxyHttp for GatewayProxy {
             let slowness = c.endpoint.observe(ttfb, now);
             if slowness != Slowness::Fine {
                 let region = ctx.snapshot.regions[c.region].name.as_str();
-                crate::telemetry::slow_answer(region, slowness);
+                crate::telemetry::metrics::slow_answer(region, slowness);
                 tracing::debug!(region, endpoint = %c.endpoint.key.id, ?slowness, "slow answer");
             }
         }
@@ -806,7 +822,7 @@ impl ProxyHttp for GatewayProxy {
         // The route's total deadline runs while the body is read too: a client trickling its
         // upload cannot hold the request (and an upstream connection) past it.
         if ctx.deadline.is_some_and(|end| Instant::now() >= end) {
-            crate::clientlog::record("body_timeout", &"timeouts.request");
+            crate::telemetry::clientlog::record("body_timeout", &"timeouts.request");
             ctx.refusal = Some(ErrorPage::BodyTimeout);
             session.set_keepalive(None);
             let mut e = Error::explain(
@@ -822,7 +838,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.body_bytes += chunk.len() as u64;
         if ctx.body_bytes > max && !session.is_upgrade_req() {
             // A body without a declared length grew past the limit: the client's fault.
-            crate::clientlog::record("body_too_large", &max);
+            crate::telemetry::clientlog::record("body_too_large", &max);
             ctx.refusal = Some(ErrorPage::BodyTooLarge);
             session.set_keepalive(None);
             let mut e = Error::explain(
@@ -842,7 +858,7 @@ impl ProxyHttp for GatewayProxy {
         }
         // The client's own failures are counted and summed up, not logged one by one.
         if *error.esource() == ErrorSource::Downstream {
-            crate::clientlog::record("aborted", error);
+            crate::telemetry::clientlog::record("aborted", error);
             return true;
         }
         false
@@ -916,12 +932,12 @@ impl ProxyHttp for GatewayProxy {
             plan.metrics
                 .request(served, status, ctx.started.elapsed().as_secs_f64());
         }
-        if crate::access_log::wants(status) {
-            crate::access_log::write(access_line(session, e, ctx, status));
+        if crate::telemetry::access_log::wants(status) {
+            crate::telemetry::access_log::write(access_line(session, e, ctx, status));
         }
         if ctx.export_span {
             if let Some(span) = request_span(session, e, ctx, status) {
-                crate::otlp::export_span(span);
+                crate::telemetry::otlp::export_span(span);
             }
         }
         tracing::debug!(
@@ -950,14 +966,14 @@ impl GatewayProxy {
                 )
             })
             .unwrap_or_else(|| ("none".into(), "none".into()));
-        crate::telemetry::truncated(ctx.route_name(), &region, &endpoint, cause.label());
+        crate::telemetry::metrics::truncated(ctx.route_name(), &region, &endpoint, cause.label());
         if cause == TruncationCause::Client {
             let reason = if *e.etype() == ErrorType::WriteTimedout {
                 "send_timeout"
             } else {
                 "truncated"
             };
-            crate::clientlog::record(reason, e);
+            crate::telemetry::clientlog::record(reason, e);
             session.shutdown().await;
             return;
         }
@@ -1000,8 +1016,8 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
     let served = ctx.current();
     let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
     let mut line = String::with_capacity(640);
-    let mut o = crate::json::Obj::new(&mut line);
-    crate::access_log::now_rfc3339(o.key("time"));
+    let mut o = crate::telemetry::json::Obj::new(&mut line);
+    crate::telemetry::access_log::now_rfc3339(o.key("time"));
     o.opt_str(
         "request_id",
         ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
@@ -1009,11 +1025,13 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
     .opt_str(
         "trace_id",
         match &ctx.trace {
-            TraceContext::Started { value, .. } => crate::trace::trace_id(value.as_bytes()),
+            TraceContext::Started { value, .. } => {
+                crate::telemetry::trace::trace_id(value.as_bytes())
+            }
             TraceContext::Passed => req
                 .headers
                 .get(TRACEPARENT)
-                .and_then(|v| crate::trace::trace_id(v.as_bytes())),
+                .and_then(|v| crate::telemetry::trace::trace_id(v.as_bytes())),
             TraceContext::None => None,
         },
     );
@@ -1074,7 +1092,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
     .opt_str("tls", tls.map(|t| &*t.version))
     .opt_str(
         "sni",
-        tls.and_then(|t| t.extension.get::<crate::tls::ClientSni>())
+        tls.and_then(|t| t.extension.get::<crate::routing::tls::ClientSni>())
             .map(|sni| sni.0.as_str()),
     )
     .opt_str("user_agent", header(header::USER_AGENT))
@@ -1108,24 +1126,24 @@ fn request_span(
     let req = session.req_header();
     let (trace_id, span_id, parent_span_id) = match &ctx.trace {
         TraceContext::Started { value, .. } => {
-            let ids = crate::trace::ids(value.as_bytes())?;
+            let ids = crate::telemetry::trace::ids(value.as_bytes())?;
             (ids.trace_id, ids.parent_id, None)
         }
         TraceContext::Passed => {
-            let ids = crate::trace::ids(req.headers.get(TRACEPARENT)?.as_bytes())?;
+            let ids = crate::telemetry::trace::ids(req.headers.get(TRACEPARENT)?.as_bytes())?;
             (ids.trace_id, fastrand::u64(1..), Some(ids.parent_id))
         }
         TraceContext::None => return None,
     };
     let elapsed = ctx.started.elapsed();
-    let start = crate::otlp::unix_nanos_ago(elapsed);
+    let start = crate::telemetry::otlp::unix_nanos_ago(elapsed);
     let mut name = String::with_capacity(32);
     name.push_str(req.method.as_str());
     if let Some(plan) = ctx.plan() {
         name.push(' ');
         name.push_str(&plan.route.name);
     }
-    let mut span = crate::otlp::SpanJson::new(
+    let mut span = crate::telemetry::otlp::SpanJson::new(
         trace_id,
         span_id,
         parent_span_id,
@@ -1165,7 +1183,7 @@ fn request_span(
             "tls.protocol.version",
             tls.version.strip_prefix("TLSv").unwrap_or(&tls.version),
         );
-        if let Some(sni) = tls.extension.get::<crate::tls::ClientSni>() {
+        if let Some(sni) = tls.extension.get::<crate::routing::tls::ClientSni>() {
             span.str("tls.client.server_name", &sni.0);
         }
     }

@@ -8,8 +8,8 @@ use gateway_config::{RouteTimeouts, UpstreamProtocol};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
 
-use crate::selection::Choice;
-use crate::upstream::AbortableConnect;
+use crate::proxy::selection::Choice;
+use crate::proxy::upstream::AbortableConnect;
 
 /// The peer for an attempt at `choice`. `read_timeout` is what is left of the request's
 /// deadline, capped by `timeouts.read`; `upgrade` for WebSocket and other upgrades.
@@ -68,9 +68,9 @@ mod tests {
     //! the other config's members. Each endpoint must still get its own config's settings.
 
     use super::*;
-    use crate::failover::FailoverBook;
-    use crate::selection::choose;
-    use crate::snapshot::RoutingSnapshot;
+    use crate::proxy::selection::choose;
+    use crate::routing::failover::FailoverBook;
+    use crate::routing::snapshot::RoutingSnapshot;
     use gateway_health::{HealthHub, HealthMonitor};
 
     const PLAIN: &str =

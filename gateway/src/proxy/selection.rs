@@ -1,6 +1,6 @@
 //! Upstream selection: which region, then which endpoint, for one attempt of a request.
 //!
-//! First attempt: the route's active tier (see [`crate::failover`]); within the tier, up
+//! First attempt: the route's active tier (see [`crate::routing::failover`]); within the tier, up
 //! regions by weight; within a region, the better of two healthy endpoints (power of two
 //! choices: the lower peak-EWMA time to first byte times attempts in flight, see
 //! [`gateway_health::latency`]), so a slow endpoint gets less traffic before any probe or
@@ -18,7 +18,7 @@ use gateway_health::hub::RegionMembers;
 use gateway_health::latency::Latency;
 use gateway_health::EndpointHealth;
 
-use crate::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
+use crate::routing::snapshot::{RegionIndex, RoutePlan, RoutingSnapshot};
 
 /// One endpoint chosen for an attempt.
 #[derive(Debug, Clone)]

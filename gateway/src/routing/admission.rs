@@ -25,7 +25,7 @@ pub(crate) enum ShedReason {
     Capacity,
 }
 
-impl crate::telemetry::LabelSet for ShedReason {
+impl crate::telemetry::metrics::LabelSet for ShedReason {
     const ALL: &'static [Self] = &[Self::Process, Self::Adaptive, Self::Route, Self::Capacity];
 
     fn index(self) -> usize {
@@ -184,7 +184,7 @@ pub(crate) fn next_limit(
 ) -> usize {
     let floor = FLOOR.min(ceiling);
     let limit = limit.clamp(floor, ceiling.max(floor));
-    if lag > crate::lag::SATURATED {
+    if lag > crate::telemetry::lag::SATURATED {
         (limit * 9 / 10).max(floor)
     } else if lag < CALM && busy {
         (limit + (limit / 20).max(8)).min(ceiling)
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn every_shed_reason_has_its_own_counter() {
-        crate::telemetry::assert_label_set::<ShedReason>();
+        crate::telemetry::metrics::assert_label_set::<ShedReason>();
     }
 
     #[test]

@@ -18,7 +18,7 @@ use metrics::Counter;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::FirstByteDeadline;
 
-use crate::budget::Budget;
+use crate::routing::budget::Budget;
 
 /// Buckets of the time-to-first-byte histogram: four per power of two from 64 µs (bucket 0 is
 /// everything below), so the last one starts past 17 minutes.
@@ -172,7 +172,7 @@ pub struct EarlyPlan {
 impl EarlyPlan {
     /// The plan of `route` with `settings` over `state`.
     pub fn new(route: &str, settings: EarlyRetry, state: Arc<EarlyState>) -> Self {
-        let [sent, refused, won] = crate::telemetry::early_retry_counters(route);
+        let [sent, refused, won] = crate::telemetry::metrics::early_retry_counters(route);
         let cut_state = state.clone();
         Self {
             settings,

@@ -16,7 +16,7 @@
 //!   never gets traffic back while it flaps.
 //! - With no up region in any tier, the route has no active tier: requests get 503.
 //!
-//! One writer: the [`crate::controller`] task applies decisions when health changes (it subscribes to
+//! One writer: the [`crate::control::controller`] task applies decisions when health changes (it subscribes to
 //! the hub's events), when an operator drains, after a reload, and when a hold-down or drain
 //! runs out. It stores each route's active tier, logs, counts and records each switch once.
 //! Requests and `/status` only read ([`RouteFailover::serving`]).
@@ -28,9 +28,12 @@ use std::time::{Duration, SystemTime};
 
 use gateway_health::RegionHealth;
 
-pub use crate::budget::RetryBudget;
-use crate::degraded::Degradations;
-use crate::early::EarlyState;
+pub use crate::routing::budget::RetryBudget;
+use crate::routing::degraded::Degradations;
+use crate::routing::early::EarlyState;
+
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::failover";
 
 /// Events kept for status pages.
 const RECENT_EVENTS: usize = 64;
@@ -181,13 +184,13 @@ impl FailoverBook {
         let kind = event.kind.as_str();
         match event.kind {
             SwitchKind::AllDown => {
-                tracing::warn!(route = %event.route, from = ?event.from, cause = %event.cause, elapsed_ms, "route has no region up")
+                tracing::warn!(target: LOG_TARGET, route = %event.route, from = ?event.from, cause = %event.cause, elapsed_ms, "route has no region up")
             }
             _ => {
-                tracing::warn!(route = %event.route, from = ?event.from, to = ?event.to, kind, cause = %event.cause, elapsed_ms, "route switched regions")
+                tracing::warn!(target: LOG_TARGET, route = %event.route, from = ?event.from, to = ?event.to, kind, cause = %event.cause, elapsed_ms, "route switched regions")
             }
         }
-        crate::telemetry::failover_switch(&event.route, &event.from, &event.to, kind);
+        crate::telemetry::metrics::failover_switch(&event.route, &event.from, &event.to, kind);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == RECENT_EVENTS {
             recent.pop_front();

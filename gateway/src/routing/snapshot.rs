@@ -9,14 +9,14 @@ use arc_swap::ArcSwap;
 use gateway_config::{GatewayConfig, RegionName, Route};
 use gateway_health::{HealthHub, RegionHealth};
 
-use crate::admission::ShedReason;
-use crate::degraded::Degradation;
-use crate::early::EarlyPlan;
-use crate::failover::{FailoverBook, RouteFailover};
-use crate::routing::RouteTable;
-use crate::sticky::Outcome;
-use crate::telemetry::RouteMetrics;
-use crate::tls::{CertSource, Certificates};
+use crate::routing::admission::ShedReason;
+use crate::routing::degraded::Degradation;
+use crate::routing::early::EarlyPlan;
+use crate::routing::failover::{FailoverBook, RouteFailover};
+use crate::routing::sticky::Outcome;
+use crate::routing::table::RouteTable;
+use crate::routing::tls::{CertSource, Certificates};
+use crate::telemetry::metrics::RouteMetrics;
 
 /// Position of a region in [`RoutingSnapshot::regions`].
 pub type RegionIndex = usize;
@@ -88,7 +88,7 @@ pub struct RegionTarget {
 impl RegionTarget {
     /// Below its capacity (always, without one). Whether it is up is asked separately.
     pub fn has_room(&self) -> bool {
-        crate::admission::has_room(&self.health.in_flight, self.capacity)
+        crate::routing::admission::has_room(&self.health.in_flight, self.capacity)
     }
 }
 

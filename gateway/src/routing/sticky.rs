@@ -72,7 +72,7 @@ pub(crate) enum Outcome {
     Invalid(Invalid),
 }
 
-impl crate::telemetry::LabelSet for Outcome {
+impl crate::telemetry::metrics::LabelSet for Outcome {
     const ALL: &'static [Self] = &[
         Outcome::Honoured,
         Outcome::Repinned,
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn every_sticky_outcome_has_its_own_counter() {
-        crate::telemetry::assert_label_set::<Outcome>();
+        crate::telemetry::metrics::assert_label_set::<Outcome>();
     }
     use proptest::prelude::*;
 

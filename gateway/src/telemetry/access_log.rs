@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gateway_config::{AccessLog, AccessLogOutput};
 
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::access_log";
+
 /// Lines waiting for the writer at most.
 const QUEUE: usize = 16_384;
 
@@ -39,7 +42,7 @@ pub fn configure(settings: &AccessLog) {
             .name("access-log".into())
             .spawn(move || write_lines(rx));
         if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the access log writer");
+            tracing::error!(target: LOG_TARGET, error = %e, "cannot start the access log writer");
         }
         Log {
             tx,
@@ -79,7 +82,7 @@ pub fn write(line: String) {
         return;
     };
     if let Err(TrySendError::Full(_)) = log.tx.try_send(Msg::Line(line)) {
-        crate::telemetry::access_log_dropped();
+        crate::telemetry::metrics::access_log_dropped();
     }
 }
 
@@ -95,7 +98,7 @@ fn write_lines(rx: std::sync::mpsc::Receiver<Msg>) {
                         .and_then(|_| w.write_all(b"\n"))
                         .is_err()
                     {
-                        crate::telemetry::access_log_dropped();
+                        crate::telemetry::metrics::access_log_dropped();
                     }
                 }
             }
@@ -113,7 +116,7 @@ fn write_lines(rx: std::sync::mpsc::Receiver<Msg>) {
                     let _ = w.flush();
                 }
                 sink = open(&output);
-                tracing::info!("access log reopened");
+                tracing::info!(target: LOG_TARGET, "access log reopened");
             }
             Err(RecvTimeoutError::Timeout) => {
                 if let Some(w) = sink.as_mut() {
@@ -133,7 +136,7 @@ fn open(output: &AccessLogOutput) -> Option<Box<dyn Write + Send>> {
             match OpenOptions::new().create(true).append(true).open(path) {
                 Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
                 Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "cannot open the access log; lines are dropped until it can be (SIGUSR1 or a reload retries)");
+                    tracing::error!(target: LOG_TARGET, file = %path.display(), error = %e, "cannot open the access log; lines are dropped until it can be (SIGUSR1 or a reload retries)");
                     None
                 }
             }
@@ -164,7 +167,7 @@ fn rfc3339(out: &mut String, secs: u64, millis: u32) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    use crate::json::push_padded;
+    use crate::telemetry::json::push_padded;
     push_padded(out, year.max(0) as u64, 4);
     out.push('-');
     push_padded(out, month as u64, 2);

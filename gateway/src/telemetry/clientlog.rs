@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::clientlog";
+
 /// At most one summary line per this long.
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -21,8 +24,8 @@ fn epoch() -> Instant {
 /// Counts one client-caused event (`reason` is the metric label) and, once per [`WINDOW`],
 /// logs how many there were since the last line. `detail` goes to the debug log.
 pub(crate) fn record(reason: &'static str, detail: &dyn std::fmt::Display) {
-    crate::telemetry::client_event(reason);
-    tracing::debug!(reason, %detail, "client-caused failure");
+    crate::telemetry::metrics::client_event(reason);
+    tracing::debug!(target: LOG_TARGET, reason, %detail, "client-caused failure");
     SINCE_SUMMARY.fetch_add(1, Ordering::Relaxed);
     let now = epoch().elapsed().as_millis() as u64;
     let last = LAST_SUMMARY_MS.load(Ordering::Relaxed);
@@ -34,7 +37,7 @@ pub(crate) fn record(reason: &'static str, detail: &dyn std::fmt::Display) {
         .is_ok()
     {
         let n = SINCE_SUMMARY.swap(0, Ordering::Relaxed);
-        tracing::info!(
+        tracing::info!(target: LOG_TARGET,
             events = n,
             "client-caused failures (aborts, resets, malformed requests) since the last summary; by reason in gateway_client_errors_total"
         );

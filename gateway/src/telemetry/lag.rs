@@ -46,7 +46,7 @@ impl Lag {
                 let now = late.max(decayed);
                 lag.micros.store(now, Ordering::Relaxed);
                 let now = Duration::from_micros(now);
-                crate::telemetry::event_loop_lag(now);
+                crate::telemetry::metrics::event_loop_lag(now);
                 if ticks % 10 == 0 {
                     every_100ms(now);
                 }

@@ -15,6 +15,9 @@ use std::time::Duration;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::telemetry";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// How often [`upkeep`] folds histogram samples into their buckets (what the exporter's own
@@ -49,7 +52,7 @@ pub fn install() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed");
+                tracing::warn!(target: LOG_TARGET, "a metrics recorder was already installed");
             }
             describe();
             handle
@@ -357,7 +360,7 @@ pub fn slow_answer(region: &str, slowness: gateway_health::Slowness) {
 }
 
 /// Counts a request refused or failed by what its client did (`reason`: see
-/// [`crate::headers::Violation::label`], or `aborted`, `truncated`).
+/// [`crate::proxy::headers::Violation::label`], or `aborted`, `truncated`).
 pub fn client_event(reason: &'static str) {
     metrics::counter!("gateway_client_errors_total", "reason" => reason).increment(1);
 }
@@ -373,7 +376,7 @@ pub fn timeout_excused() {
     metrics::counter!("gateway_timeouts_excused_total").increment(1);
 }
 
-/// Counts a failover switch of `route` (`kind`: see [`crate::failover::SwitchKind`]). Called by
+/// Counts a failover switch of `route` (`kind`: see [`crate::routing::failover::SwitchKind`]). Called by
 /// the failover controller, once per switch, off the request path.
 pub fn failover_switch(route: &str, from: &[String], to: &[String], kind: &'static str) {
     metrics::counter!(

@@ -20,6 +20,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 
+// Log lines keep the target this module had before the folders: operators filter on it.
+const LOG_TARGET: &str = "gateway::otlp";
+
 /// One span's JSON object (`Span` of OTLP/HTTP JSON), written on the request path straight into
 /// one string: the header fields, then attributes, then events with their own attributes.
 pub struct SpanJson {
@@ -45,13 +48,13 @@ impl SpanJson {
     ) -> Self {
         let mut out = String::with_capacity(1024);
         out.push_str("{\"traceId\":");
-        crate::json::push_str(&mut out, trace_id);
+        crate::telemetry::json::push_str(&mut out, trace_id);
         let _ = write!(out, ",\"spanId\":\"{span_id:016x}\"");
         if let Some(parent) = parent_span_id {
             let _ = write!(out, ",\"parentSpanId\":\"{parent:016x}\"");
         }
         out.push_str(",\"name\":");
-        crate::json::push_str(&mut out, name);
+        crate::telemetry::json::push_str(&mut out, name);
         let _ = write!(
             out,
             ",\"kind\":2,\"startTimeUnixNano\":\"{start_unix_nanos}\",\"endTimeUnixNano\":\"{end_unix_nanos}\",\"status\":{{\"code\":{}}},\"attributes\":[",
@@ -70,7 +73,10 @@ impl SpanJson {
         }
         self.first = false;
         // Keys and kinds are the gateway's own names, which need no escaping.
-        debug_assert!(!key.bytes().any(crate::json::needs_escape), "{key}");
+        debug_assert!(
+            !key.bytes().any(crate::telemetry::json::needs_escape),
+            "{key}"
+        );
         self.out.push_str("{\"key\":\"");
         self.out.push_str(key);
         self.out.push_str("\",\"value\":{\"");
@@ -81,7 +87,7 @@ impl SpanJson {
 
     /// A string attribute (of the span, or of the event last started).
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
-        crate::json::push_str(self.attr(key, "stringValue"), value);
+        crate::telemetry::json::push_str(self.attr(key, "stringValue"), value);
         self.out.push_str("}}");
         self
     }
@@ -90,7 +96,7 @@ impl SpanJson {
     pub fn int(&mut self, key: &str, value: u64) -> &mut Self {
         let out = self.attr(key, "intValue");
         out.push('"');
-        crate::json::push_u64(out, value);
+        crate::telemetry::json::push_u64(out, value);
         out.push_str("\"}}");
         self
     }
@@ -99,7 +105,7 @@ impl SpanJson {
     pub fn ip(&mut self, key: &str, value: std::net::IpAddr) -> &mut Self {
         let out = self.attr(key, "stringValue");
         out.push('"');
-        crate::json::push_ip(out, value);
+        crate::telemetry::json::push_ip(out, value);
         out.push_str("\"}}");
         self
     }
@@ -108,7 +114,7 @@ impl SpanJson {
     pub fn socket_addr(&mut self, key: &str, value: std::net::SocketAddr) -> &mut Self {
         let out = self.attr(key, "stringValue");
         out.push('"');
-        crate::json::push_socket_addr(out, value);
+        crate::telemetry::json::push_socket_addr(out, value);
         out.push_str("\"}}");
         self
     }
@@ -127,7 +133,7 @@ impl SpanJson {
             "],\"events\":["
         });
         let _ = write!(self.out, "{{\"timeUnixNano\":\"{at_unix_nanos}\",\"name\":");
-        crate::json::push_str(&mut self.out, name);
+        crate::telemetry::json::push_str(&mut self.out, name);
         self.out.push_str(",\"attributes\":[");
         self.in_event = true;
         self.first = true;
@@ -177,11 +183,11 @@ fn start(queue: usize) -> Exporter {
                 .build()
             {
                 Ok(rt) => rt.block_on(export(rx)),
-                Err(e) => tracing::error!(error = %e, "cannot start the OTLP exporter"),
+                Err(e) => tracing::error!(target: LOG_TARGET, error = %e, "cannot start the OTLP exporter"),
             }
         });
     if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the OTLP exporter");
+        tracing::error!(target: LOG_TARGET, error = %e, "cannot start the OTLP exporter");
     }
     Exporter {
         tx,
@@ -203,10 +209,12 @@ pub fn export_span(span: String) {
     };
     match exporter.tx.try_send(span) {
         Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => crate::telemetry::otlp_dropped("queue_full", 1),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            crate::telemetry::metrics::otlp_dropped("queue_full", 1)
+        }
         // The exporter thread could not start (logged then).
         Err(mpsc::error::TrySendError::Closed(_)) => {
-            crate::telemetry::otlp_dropped("exporter_down", 1)
+            crate::telemetry::metrics::otlp_dropped("exporter_down", 1)
         }
     }
 }
@@ -238,7 +246,7 @@ async fn export(mut rx: mpsc::Receiver<String>) {
     while let Some(first) = rx.recv().await {
         let Some(settings) = settings() else {
             // Export was turned off: what was queued is dropped, as counted.
-            crate::telemetry::otlp_dropped("export_off", 1);
+            crate::telemetry::metrics::otlp_dropped("export_off", 1);
             continue;
         };
         batch.push(first);
@@ -264,10 +272,10 @@ async fn export(mut rx: mpsc::Receiver<String>) {
             }
         };
         match sent {
-            Ok(()) => crate::telemetry::otlp_exported(batch.len() as u64),
+            Ok(()) => crate::telemetry::metrics::otlp_exported(batch.len() as u64),
             Err(f) => {
-                crate::telemetry::otlp_dropped("export_failed", batch.len() as u64);
-                tracing::warn!(endpoint = %settings.endpoint, spans = batch.len(), tries, error = %f.text, "OTLP export failed; its spans are dropped");
+                crate::telemetry::metrics::otlp_dropped("export_failed", batch.len() as u64);
+                tracing::warn!(target: LOG_TARGET, endpoint = %settings.endpoint, spans = batch.len(), tries, error = %f.text, "OTLP export failed; its spans are dropped");
             }
         }
         batch.clear();
@@ -345,7 +353,7 @@ pub fn encode(service_name: &str, spans: &[String]) -> String {
     out.push_str(
         "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":",
     );
-    crate::json::push_str(&mut out, service_name);
+    crate::telemetry::json::push_str(&mut out, service_name);
     let _ = write!(
         out,
         "}}}}]}},\"scopeSpans\":[{{\"scope\":{{\"name\":\"failover-gateway\",\"version\":\"{}\"}},\"spans\":[",
