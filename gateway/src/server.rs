@@ -90,9 +90,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
-    apply_client_limits(&config.server.limits);
-    crate::telemetry::access_log::configure(&config.server.access_log);
-    crate::telemetry::otlp::configure(config.server.otlp.as_ref());
+    crate::control::settings::apply(&config.server);
 
     let metrics = crate::telemetry::metrics::install();
     let config = Arc::new(config);
@@ -210,17 +208,6 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
         AdminService::new(config.admin.bind, app),
     ));
     Ok(server)
-}
-
-/// Hands the request-head size limit and deadline, the client idle timeout and the body read
-/// size to Pingora's HTTP/1 code (process-wide; at start and on every reload).
-pub(crate) fn apply_client_limits(limits: &gateway_config::RequestLimits) {
-    pingora::protocols::http::v1::server::set_request_head_limits(
-        limits.head_bytes as usize,
-        Some(limits.head_timeout),
-    );
-    pingora::protocols::http::v1::server::set_client_keepalive_timeout(limits.keepalive_timeout);
-    pingora::protocols::http::v1::set_body_buffer_size(limits.body_buffer_bytes as usize);
 }
 
 /// Raises the soft file-descriptor limit to the hard one (as Go and nginx's

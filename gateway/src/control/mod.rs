@@ -6,3 +6,4 @@
 pub(crate) mod app;
 pub(crate) mod controller;
 pub(crate) mod reload;
+pub(crate) mod settings;

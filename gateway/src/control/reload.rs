@@ -161,9 +161,7 @@ impl Reloader {
         // protocol; publishing them first means a new region has its endpoints when the first
         // request over the new snapshot arrives.
         self.monitor.apply(&new);
-        crate::server::apply_client_limits(&new.server.limits);
-        crate::telemetry::access_log::configure(&new.server.access_log);
-        crate::telemetry::otlp::configure(new.server.otlp.as_ref());
+        crate::control::settings::apply(&new.server);
         let mut detail = diff.summary();
         let cleared: Vec<String> = was_pending
             .describe()
