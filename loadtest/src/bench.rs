@@ -25,12 +25,12 @@ use testbed::fleet::Fleet;
 use testbed::yaml::{GatewayYaml, Probe, Route};
 
 use crate::engine::{self, LoadSpec};
+use crate::process::{self, wait_port, which, Guard};
 use crate::report;
 use crate::scenario::{spread, start_gateway};
 
 pub use goals::Goal;
 pub use idle::IdleResult;
-pub(crate) use proxies::Guard;
 use proxies::{GatewayRoutes, Setup, Target, TlsFiles};
 
 /// Arguments of `loadtest bench`.
@@ -215,32 +215,6 @@ const ONE_WORKER: Setup<'static> = Setup {
     tls: None,
 };
 
-pub(crate) fn which(bin: &str) -> Option<PathBuf> {
-    [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/sbin",
-        "/usr/local/bin",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(bin))
-    .find(|p| p.exists())
-}
-
-pub(crate) async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(20),
-            "{addr} did not open"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
 fn ensure_installed(tools: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = tools
         .iter()
@@ -315,7 +289,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => testbed::launcher::gateway_bin()?,
     };
     // The idle group's clients (and the proxies, which inherit the limit) need descriptors.
-    crate::slowclients::raise_fd_limit(proxies::FD_LIMIT);
+    process::raise_fd_limit(proxies::FD_LIMIT);
 
     // The generator (this process) and the upstream on CPU 0.
     proxies::pin(std::process::id(), "0");

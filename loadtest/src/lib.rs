@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod engine;
 pub mod overload;
+pub(crate) mod process;
 pub mod report;
 pub mod scenario;
 pub mod slowclients;

@@ -33,7 +33,7 @@ use testbed::launcher::{free_port, GatewayProcess};
 use testbed::yaml::{GatewayYaml, Probe, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::bench::{wait_port, which, Guard};
+use crate::process::{raise_fd_limit, tree, wait_port, which, Guard};
 use crate::scenario::start_gateway;
 
 /// One kind of slow client.
@@ -207,19 +207,6 @@ pub async fn run(spec: &SlowSpec) -> anyhow::Result<SlowReport> {
         loadavg_end: loadavg(),
         results,
     })
-}
-
-/// The proxies' children inherit this process's limit: the soft one up to the hard one, as the
-/// gateway does for itself (1000 attackers are 2000 descriptors in a proxy, and as many here).
-/// With the privilege to (root), the hard limit is first raised to `at_least` when below it.
-pub(crate) fn raise_fd_limit(at_least: u64) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if hard < at_least && setrlimit(Resource::RLIMIT_NOFILE, at_least, at_least).is_ok() {
-            return;
-        }
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }
 
 fn loadavg() -> String {
@@ -548,28 +535,6 @@ fn tcp_kib() -> u64 {
             words.next()?.parse::<u64>().ok()
         })
         .map_or(0, |pages| pages * 4)
-}
-
-/// `pid` and its descendants (at most 64), from `/proc/<pid>/task/<tid>/children`.
-pub(crate) fn tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() && out.len() < 64 {
-        let p = out[i];
-        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
-            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
-            .unwrap_or_default();
-        for task in tasks {
-            let children = std::fs::read_to_string(task.join("children")).unwrap_or_default();
-            for c in children.split_whitespace().filter_map(|s| s.parse().ok()) {
-                if !out.contains(&c) {
-                    out.push(c);
-                }
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 /// A running proxy.

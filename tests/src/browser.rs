@@ -12,6 +12,7 @@ use http::Request;
 use serde_json::{json, Value};
 
 use crate::client::{full, H1};
+use crate::process::which;
 
 /// A headless Chromium session.
 pub struct Browser {
@@ -20,15 +21,6 @@ pub struct Browser {
     session: String,
     /// Chromium's profile, removed with the browser.
     _profile: tempfile::TempDir,
-}
-
-/// The executable's path when it is on `PATH`.
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    })
 }
 
 impl Browser {

@@ -13,11 +13,13 @@
 //! - [`api`] is an HTTPS server shaped like a cluster API server's `/readyz` (bearer token,
 //!   client certificates), for region checks.
 //! - [`browser`] drives headless Chromium over WebDriver, for the status page.
+//! - [`process`] holds the process and port helpers (a child's guard, a free port, the
+//!   `gateway` binary, an executable on `PATH`).
 
 pub mod client;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -27,18 +29,6 @@ use testbed::yaml::{GatewayYaml, Region, Route};
 
 /// Generous deadline for anything a loaded 2-core CI box must do (start-up, readiness).
 pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Path of the `gateway` binary: `GATEWAY_BIN`, or next to this test executable's `deps` dir.
-pub fn gateway_bin() -> PathBuf {
-    testbed::launcher::gateway_bin().unwrap_or_else(|e| {
-        panic!("{e}: build it first (`cargo build --workspace --bins`, which scripts/test.sh does)")
-    })
-}
-
-/// A free loopback port (bound and released; the gateway binds it right after).
-pub fn free_port() -> SocketAddr {
-    testbed::launcher::free_port().expect("bind ephemeral port")
-}
 
 /// Starts a simulated endpoint on an ephemeral port.
 pub async fn region(region: &str, endpoint: &str) -> RegionServer {
@@ -414,7 +404,10 @@ pub mod browser;
 pub mod dns;
 pub mod grpc;
 pub mod otlp;
+pub mod process;
 pub mod raw;
+
+pub use process::{free_port, gateway_bin};
 
 /// The outcome of one request sent by [`drive`].
 #[derive(Debug, Clone)]

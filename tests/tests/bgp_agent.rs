@@ -3,10 +3,11 @@
 //! `deploy/lab/` runs the agent with real bird2).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway_tests::client::get_status;
+use gateway_tests::process::Guard;
 use gateway_tests::{eventually, gateway_bin, one_region, region, Gateway, DEADLINE};
 use testbed::yaml::Region;
 
@@ -33,17 +34,7 @@ fn calls(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The agent's child process, killed when dropped.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(gw: &Gateway, dir: &Path, include: &Path, birdc: &Path) -> Agent {
+fn start_agent(gw: &Gateway, dir: &Path, include: &Path, birdc: &Path) -> Guard {
     let child = Command::new(gateway_bin())
         .args(["bgp-agent", "--admin", &gw.admin.to_string()])
         .args(["--prefix", "192.0.2.10/32", "--interval", "50ms"])
@@ -57,7 +48,7 @@ fn start_agent(gw: &Gateway, dir: &Path, include: &Path, birdc: &Path) -> Agent 
         .stderr(std::fs::File::create(dir.join("agent.log")).expect("log"))
         .spawn()
         .expect("spawn agent");
-    Agent(child)
+    Guard(child)
 }
 
 /// Whether the include file says `want` (announced or not) and the last `birdc configure`

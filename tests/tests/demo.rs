@@ -3,42 +3,13 @@
 //! Ctrl-C (SIGINT) stops its gateway child and removes its config file.
 
 use std::io::BufRead;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use gateway_tests::client::{get_status, H1};
+use gateway_tests::process::{children, process_exists, Guard};
 use gateway_tests::{free_port, DEADLINE};
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The children of process `pid`, across all its threads.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-fn process_exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
 
 #[tokio::test]
 async fn demo_serves_fails_over_and_stops_on_ctrl_c() {
@@ -47,7 +18,7 @@ async fn demo_serves_fails_over_and_stops_on_ctrl_c() {
     let work = tempfile::tempdir().expect("tmp");
     let dir = work.path().join("demo");
     let (listen, admin, control) = (free_port(), free_port(), free_port());
-    let mut child = Child(
+    let mut child = Guard(
         Command::new(demo_bin)
             .args([
                 "--listen",

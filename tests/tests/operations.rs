@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::client::{self, get, Collected, H1};
+use gateway_tests::process::Guard;
 use gateway_tests::{config, drive, eventually, Fleet, Gateway, Mode, Template};
 use testbed::yaml::{Dur, GatewayYaml, Listener, Probe, Region, Route, Server, Sticky};
 use tokio::task::JoinHandle;
@@ -199,15 +200,6 @@ async fn kubernetes_symlink_swap_is_picked_up() {
     .await;
     assert!(child.0.try_wait().expect("wait").is_none());
     child.0.kill().expect("kill");
-}
-
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

@@ -12,16 +12,16 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 
-use testbed::launcher::{free_port, GatewayProcess};
+use testbed::launcher::free_port;
 use testbed::yaml::{GatewayYaml, Listener, Probe, Region, Route, Server, Sticky};
 
+use crate::process::{fd_limit, tree, wait_port, which, Guard};
 use crate::scenario::start_gateway;
-use crate::slowclients::tree;
 
 /// Client connections every proxy is configured to hold at once (nginx `worker_connections`,
 /// HAProxy `maxconn`, the gateway's `server.max_connections`): room for the idle group's
@@ -31,15 +31,6 @@ pub(super) const MAX_CONNECTIONS: u32 = 16_384;
 /// The descriptor limit asked for this process (and inherited by the proxies it starts); only
 /// with the privilege to raise the hard limit (`CAP_SYS_RESOURCE`), else the hard limit.
 pub(super) const FD_LIMIT: u64 = 65_536;
-
-/// This process's descriptor limit (soft), which nginx (`worker_rlimit_nofile`) and HAProxy
-/// (`ulimit-n`) are told to keep: neither may raise it past the inherited hard limit, and
-/// HAProxy refuses to start when `maxconn` asks for more than it can get (it counts two
-/// descriptors per connection; `no strict-limits` makes that a warning: idle clients hold one).
-fn fd_limit() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft)
-}
 
 /// How a proxy under test is set up.
 #[derive(Debug, Clone, Copy)]
@@ -128,38 +119,6 @@ pub(super) struct Target {
     /// The process whose memory is measured (nginx: its first worker).
     pub worker: Option<u32>,
     _guard: Guard,
-}
-
-/// Keeps a target's process (and its files) alive until dropped.
-pub(crate) enum Guard {
-    None,
-    Child {
-        child: Child,
-        _dir: Option<tempfile::TempDir>,
-    },
-    Gateway {
-        _process: GatewayProcess,
-        _files: Option<tempfile::TempDir>,
-    },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Guard::Child { child, .. } = self {
-            // SIGTERM first: nginx's and HAProxy's masters then stop their workers (SIGKILL
-            // would orphan them); SIGKILL only if it is still there after 5 s.
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            for _ in 0..50 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Target {
@@ -320,7 +279,7 @@ async fn start_proxy(
     let path = dir.path().join(file);
     std::fs::write(&path, config(dir.path(), listeners))?;
     let stderr = dir.path().join("stderr");
-    let child = Command::new(super::which(bin).with_context(|| format!("{bin} not installed"))?)
+    let child = Command::new(which(bin).with_context(|| format!("{bin} not installed"))?)
         .args(args(dir.path()))
         .arg(&path)
         .stdout(Stdio::null())
@@ -332,7 +291,7 @@ async fn start_proxy(
         child,
         _dir: Some(dir),
     };
-    super::wait_port(listeners.h1).await.with_context(|| {
+    wait_port(listeners.h1).await.with_context(|| {
         let said = std::fs::read_to_string(&stderr).unwrap_or_default();
         format!("{name} did not start: {said}")
     })?;
