@@ -1,0 +1,302 @@
+//! The request phase, before any upstream is chosen: the parsed head checked, the request id
+//! and trace context, the route, a declared body over the route's limit, admission, the
+//! deadlines, the request counted in the route's budgets and its sticky cookie read; then the
+//! headers forwarded upstream and the body checked as it is read. Each check that answers the
+//! client itself returns `true` (answered).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+
+use crate::proxy::affinity::Affinity;
+use crate::proxy::context::RequestCtx;
+use crate::proxy::errors::{json_echo, json_string, respond_json, ErrorPage};
+use crate::proxy::headers;
+use crate::proxy::GatewayProxy;
+use crate::routing::admission::{ShedReason, Slot};
+use crate::routing::table::host_without_port;
+use crate::telemetry::metrics::LabelSet;
+use crate::telemetry::trace::TraceContext;
+
+/// W3C trace context headers.
+pub(super) const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+impl GatewayProxy {
+    /// Starts the lag monitor on the proxy's runtime at its first request, with the adaptive
+    /// in-flight limit following the lag.
+    pub(super) fn start_lag_monitor(&self) {
+        self.lag.start_here(|| {
+            let (limit, snapshot) = (self.limit.clone(), self.snapshot.clone());
+            Box::new(move |lag| {
+                let server = &snapshot.load().config.server;
+                if server.adaptive_limit {
+                    let next = limit.adjust(lag, server.max_in_flight as usize);
+                    crate::telemetry::metrics::admission_limit(next);
+                }
+            })
+        });
+    }
+
+    /// Admits the request into the process's and the route's in-flight limits, or answers a
+    /// 503 *overloaded* naming the one that is full.
+    pub(super) async fn refuse_overload(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Err(reason) = self.admit(ctx) else {
+            return Ok(false);
+        };
+        if let Some(plan) = ctx.plan() {
+            plan.metrics.shed(reason);
+        }
+        ctx.shed = Some(reason.label());
+        respond_json(
+            session,
+            ctx.request_id_echo(),
+            503,
+            overloaded_body(ctx, reason),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Admits the request into the process's and the route's in-flight limits, or says which
+    /// one is full.
+    fn admit(&self, ctx: &mut RequestCtx) -> Result<(), ShedReason> {
+        let server = &ctx.snapshot.config.server;
+        let process = self
+            .limit
+            .admit(server.max_in_flight as usize, server.adaptive_limit)?;
+        if let Some(plan) = ctx.plan() {
+            if let Some(limit) = plan.route.max_in_flight {
+                let route = Slot::try_enter(&plan.failover.in_flight, limit as usize)
+                    .ok_or(ShedReason::Route)?;
+                ctx.route_slot = Some(route);
+            }
+        }
+        ctx.process_slot = Some(process);
+        Ok(())
+    }
+}
+
+/// A head Pingora parsed but the limits refuse (missing `Host` 400, target 414, header size or
+/// count 431): answered, and the connection closed.
+pub(super) async fn refuse_bad_head(session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+    let Some(violation) =
+        headers::violation(session.req_header(), &ctx.snapshot.config.server.limits)
+    else {
+        return Ok(false);
+    };
+    crate::telemetry::clientlog::record(violation.label(), &violation.status());
+    session.set_keepalive(None);
+    let body = format!("{{\"error\":\"{}\"}}\n", violation.label());
+    respond_json(session, None, violation.status(), body).await?;
+    Ok(true)
+}
+
+/// The request id (the client's, when usable, else a new one) and the trace context to
+/// forward; whether the request's span is exported.
+pub(super) fn identify(session: &Session, ctx: &mut RequestCtx) {
+    let id_header = &ctx.snapshot.config.server.request_id_header;
+    ctx.request_id = Some(match session.req_header().headers.get(id_header) {
+        Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+        _ => new_request_id(),
+    });
+    ctx.trace = TraceContext::of(
+        session.req_header().headers.get(TRACEPARENT),
+        ctx.snapshot.config.server.start_traces,
+    );
+    ctx.export_span = crate::telemetry::otlp::on()
+        && ctx
+            .trace
+            .sampled(session.req_header().headers.get(TRACEPARENT));
+}
+
+/// Looks the route up by host and path; no route is a 404 echoing at most 256 bytes of each.
+pub(super) async fn refuse_unrouted(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    let req = session.req_header();
+    let authority = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let host = host_without_port(authority);
+    ctx.route = ctx.snapshot.table.lookup(host, req.uri.path());
+    if ctx.route.is_some() {
+        return Ok(false);
+    }
+    let body = format!(
+        "{{\"error\":\"no route\",\"host\":{},\"path\":{}}}\n",
+        json_echo(host),
+        json_echo(req.uri.path())
+    );
+    respond_json(session, ctx.request_id_echo(), 404, body).await?;
+    Ok(true)
+}
+
+/// A declared body (`Content-Length`) over the route's `max_body_bytes`: 413 before anything
+/// is read or sent upstream.
+pub(super) async fn refuse_declared_body(session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+    let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
+        return Ok(false);
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if session.is_upgrade_req() || declared.is_none_or(|n| n <= max) {
+        return Ok(false);
+    }
+    crate::telemetry::clientlog::record("body_too_large", &max);
+    session.set_keepalive(None);
+    let body = format!("{{\"error\":\"body too large\",\"max_bytes\":{max}}}\n");
+    respond_json(session, ctx.request_id_echo(), 413, body).await?;
+    Ok(true)
+}
+
+/// The route's total deadline (`timeouts.request`, not for upgrades) and the client write
+/// timeout within what is left of it.
+pub(super) fn set_deadlines(session: &mut Session, ctx: &mut RequestCtx) {
+    if let Some(limit) = ctx.plan().and_then(|p| p.route.timeouts.request) {
+        if !session.is_upgrade_req() {
+            ctx.deadline = Some(ctx.started + limit);
+        }
+    }
+    // A client that stops taking the response is cut when one write has waited
+    // `server.send_timeout`, or the route's deadline, whichever comes first; meanwhile the
+    // upstream is not read further (backpressure), so it costs a few body buffers.
+    let send = ctx.snapshot.config.server.limits.send_timeout;
+    let send = ctx.deadline.map_or(send, |end| {
+        send.min(end.saturating_duration_since(Instant::now()))
+            .max(std::time::Duration::from_millis(1))
+    });
+    session.as_mut().set_write_timeout(Some(send));
+}
+
+/// Counts the admitted request in the route's retry and early-retry budgets and reads its
+/// sticky cookie or affinity header.
+pub(super) fn count_and_read_affinity(session: &Session, ctx: &mut RequestCtx) {
+    let Some(plan) = ctx.plan() else {
+        return;
+    };
+    plan.failover.budget.on_request();
+    if let Some(early) = &plan.early {
+        early.state.budget.on_request();
+    }
+    if let Some(settings) = &plan.route.sticky {
+        ctx.sticky = Some(Affinity::of_request(
+            &session.req_header().headers,
+            settings,
+            &ctx.snapshot,
+            plan,
+        ));
+    }
+}
+
+/// The upstream request's headers: forwarding headers (the client's kept only from
+/// `server.trusted_proxies`), `X-Forwarded-Proto`, the request id and a `traceparent` the
+/// gateway started.
+pub(super) fn forward_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let trusted_proxies = &ctx.snapshot.config.server.trusted_proxies;
+    let trusted = !trusted_proxies.is_empty()
+        && client_ip.is_some_and(|ip| trusted_proxies.iter().any(|net| net.contains(&ip)));
+    headers::forward_request(
+        session.req_header(),
+        upstream,
+        session.is_upgrade_req(),
+        client_ip,
+        trusted,
+    )?;
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    headers::X_FORWARDED_PROTO.insert_request(upstream, proto)?;
+    if let Some(id) = &ctx.request_id {
+        let name = &ctx.snapshot.config.server.request_id_header;
+        upstream.insert_parsed_header(name, &ctx.snapshot.request_id_header, id.clone())?;
+    }
+    if let TraceContext::Started { value, replaced } = &ctx.trace {
+        if *replaced {
+            upstream.remove_header(TRACESTATE);
+        }
+        headers::TRACEPARENT.insert_request(upstream, value.clone())?;
+    }
+    Ok(())
+}
+
+/// A chunk of the request body as it is read: past the route's total deadline it is a 408,
+/// past `max_body_bytes` (a body without a declared length that grew) a 413, both the client's
+/// failures.
+pub(super) fn check_body_chunk(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    chunk: &Bytes,
+) -> Result<()> {
+    // The route's total deadline runs while the body is read too: a client trickling its
+    // upload cannot hold the request (and an upstream connection) past it.
+    if ctx.deadline.is_some_and(|end| Instant::now() >= end) {
+        crate::telemetry::clientlog::record("body_timeout", &"timeouts.request");
+        ctx.refusal = Some(ErrorPage::BodyTimeout);
+        session.set_keepalive(None);
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(408),
+            "request deadline passed while the body was read",
+        );
+        e.as_down();
+        return Err(e);
+    }
+    let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
+        return Ok(());
+    };
+    ctx.body_bytes += chunk.len() as u64;
+    if ctx.body_bytes > max && !session.is_upgrade_req() {
+        // A body without a declared length grew past the limit: the client's fault.
+        crate::telemetry::clientlog::record("body_too_large", &max);
+        ctx.refusal = Some(ErrorPage::BodyTooLarge);
+        session.set_keepalive(None);
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(413),
+            "request body over max_body_bytes",
+        );
+        e.as_down();
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The JSON body of an overloaded 503.
+pub(super) fn overloaded_body(ctx: &RequestCtx, reason: ShedReason) -> String {
+    format!(
+        "{{\"error\":\"overloaded\",\"route\":{},\"reason\":\"{}\"}}\n",
+        json_string(ctx.route_name()),
+        reason.label()
+    )
+}
+
+/// A random 128-bit request id as 32 lowercase hex digits (thread-local PRNG: no syscall per
+/// request; written straight into the value, no formatting machinery).
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    let id = fastrand::u128(..);
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+}
