@@ -49,7 +49,7 @@ INVARIANTS = """
   sticky keys and API tokens live on Secret mounts
 - RollingSync steps separate the regions: each region in exactly one step, one per step,
   and no automated sync in the template
-- every metric in the alert rules and the dashboard exists in gateway/src/telemetry.rs
+- every metric in the alert rules and the dashboard exists in gateway/src/telemetry/metrics.rs
 """
 
 failures = []
@@ -356,14 +356,14 @@ def invariants(deploy_dir, rendered_files):
         fail(appset_path, "automated sync in the template: RollingSync needs it off")
 
     # Metric names in the alert rules and the dashboard.
-    telemetry = open(os.path.join(repo, "gateway/src/telemetry.rs")).read()
+    telemetry = open(os.path.join(repo, "gateway/src/telemetry/metrics.rs")).read()
     known = set(re.findall(r'"(gateway_[a-z0-9_]+)"', telemetry))
     for rel in ("monitoring/alerts.yaml", "monitoring/grafana-dashboard.json"):
         text = open(os.path.join(deploy_dir, rel)).read()
         for name in sorted(set(re.findall(r"\bgateway_[a-z0-9_]+", text))):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             if base not in known and name not in known:
-                fail(rel, f"metric {name} does not exist in gateway/src/telemetry.rs")
+                fail(rel, f"metric {name} does not exist in gateway/src/telemetry/metrics.rs")
     json.load(open(os.path.join(deploy_dir, "monitoring/grafana-dashboard.json")))
 
 

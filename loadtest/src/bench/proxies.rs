@@ -3,7 +3,7 @@
 //! workers, optionally terminating TLS (h2 and HTTP/1.1 by ALPN) in front of the same
 //! plaintext HTTP/1.1 upstream.
 //!
-//! "The gateway's header work" is what `gateway/src/headers.rs` and the proxy's
+//! "The gateway's header work" is what `gateway/src/proxy/headers.rs` and the proxy's
 //! `upstream_request_filter`/`response_filter` do to every proxied request: `Host` passed on,
 //! `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` (`http`/`https`),
 //! `X-Forwarded-Host` (the `Host`), and `X-Request-Id` (the client's, else a new random one) on
