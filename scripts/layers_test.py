@@ -35,18 +35,25 @@ LIB = "mod a;\nmod b;\n"
 
 
 class Layers(unittest.TestCase):
+    def verdict(self, files, code, present=(), absent=(), arch=None):
+        """Runs the check on `files`: its exit code, and lines of output present and absent."""
+        got, out = run(files, arch)
+        self.assertEqual(got, code, out)
+        for text in present:
+            self.assertIn(text, out)
+        for text in absent:
+            self.assertNotIn(text, out)
+
     def test_an_inline_path_closes_a_circle(self):
-        code, out = run({
+        files = {
             "lib.rs": LIB,
             "a.rs": "use crate::b::B;\npub struct A;\n",
             "b.rs": "pub struct B;\nfn f() { crate::a::A; }\n",
-        })
-        self.assertEqual(code, 1, out)
-        self.assertIn("module circle", out)
-        self.assertIn("c/src/b.rs:2", out)
+        }
+        self.verdict(files, 1, present=["module circle", "c/src/b.rs:2"])
 
     def test_comments_strings_and_test_code_make_no_edge(self):
-        code, out = run({
+        files = {
             "lib.rs": LIB,
             "a.rs": "use crate::b::B;\n",
             "b.rs": """\
@@ -68,23 +75,18 @@ class Layers(unittest.TestCase):
                 use crate::a::A;
             """,
             "b/more.rs": "use crate::a::A;\n",
-        })
-        self.assertEqual(code, 0, out)
-        self.assertIn("a -> b", out)
-        self.assertNotIn("b -> a", out)
+        }
+        self.verdict(files, 0, present=["a -> b"], absent=["b -> a"])
 
     def test_use_groups_and_super_reach_other_modules(self):
-        code, out = run({
+        files = {
             "lib.rs": "mod a;\nmod b;\nmod d;\n",
             "a.rs": "mod inner;\n",
             "a/inner.rs": "use super::super::b::B;\nuse super::Local;\n",
             "b.rs": "use crate::{d::D, self as _};\npub struct B;\n",
             "d.rs": "pub struct D;\n",
-        })
-        self.assertEqual(code, 0, out)
-        self.assertIn("a -> b", out)
-        self.assertIn("b -> d", out)
-        self.assertNotIn("a -> a", out)
+        }
+        self.verdict(files, 0, present=["a -> b", "b -> d"], absent=["a -> a"])
 
     def test_the_folder_map_is_enforced(self):
         files = {
@@ -100,13 +102,11 @@ class Layers(unittest.TestCase):
             | `a/` | things | `b` |
             | `b.rs` | more | nothing |
         """
-        self.assertEqual(run(files, allowed)[0], 0)
-        code, out = run(files, allowed.replace("| things | `b` |", "| things | nothing |"))
-        self.assertEqual(code, 1, out)
-        self.assertIn("`a` may not import `b`", out)
-        code, out = run(files, allowed.replace("| `b.rs` | more | nothing |\n", ""))
-        self.assertEqual(code, 1, out)
-        self.assertIn("module `b` is not in ARCHITECTURE.md's folder map", out)
+        self.verdict(files, 0, arch=allowed)
+        forbidden = allowed.replace("| things | `b` |", "| things | nothing |")
+        self.verdict(files, 1, present=["`a` may not import `b`"], arch=forbidden)
+        unmapped = allowed.replace("| `b.rs` | more | nothing |\n", "")
+        self.verdict(files, 1, present=["module `b` is not in ARCHITECTURE.md's folder map"], arch=unmapped)
 
 
 if __name__ == "__main__":

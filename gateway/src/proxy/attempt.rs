@@ -174,13 +174,7 @@ pub(super) fn adopt_hedge_winner(ctx: &mut RequestCtx) {
     let Some(hedged) = ctx.hedge.take().and_then(|slot| slot.take_winner()) else {
         return;
     };
-    let now = tokio::time::Instant::now();
-    if let Some(first) = ctx.current() {
-        first
-            .endpoint
-            .latency
-            .observe(now.saturating_duration_since(ctx.attempt_started), now);
-    }
+    ctx.observe_current_wait();
     if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
         early.won();
     }

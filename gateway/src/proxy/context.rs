@@ -144,6 +144,19 @@ impl RequestCtx {
             && (!budgeted || plan.failover.budget.try_retry())
     }
 
+    /// Feeds the current attempt's wait so far into its endpoint's latency: a wait that ended
+    /// without an answer (cut early, or lost to a hedge) was real, and latency-aware choice
+    /// should see it.
+    pub(super) fn observe_current_wait(&self) {
+        if let Some(current) = self.current() {
+            let now = tokio::time::Instant::now();
+            current
+                .endpoint
+                .latency
+                .observe(now.saturating_duration_since(self.attempt_started), now);
+        }
+    }
+
     /// The current attempt's endpoint choice.
     pub(super) fn current(&self) -> Option<&Choice> {
         self.tried.last()

@@ -4,6 +4,7 @@
 //! proxying and a retryable status.
 
 use gateway_health::{Failure, Passive};
+use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::FIRST_BYTE_DEADLINE;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -30,17 +31,13 @@ impl GatewayProxy {
         let failing = self.report_failure(ctx, kind, &e);
         ctx.last_failure = Some(e.etype().clone());
         // Nothing reached the app, so any method may be retried on another endpoint.
-        let retry = ctx.plan().map(|p| {
-            retry::decide(
-                retry::Failure::Connect,
-                attempt_facts(session, ctx, false, failing),
-                &p.route.retry,
-            )
-        });
-        e.set_retry(match retry {
-            Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
-            _ => false,
-        });
+        e.set_retry(may_retry(
+            session,
+            ctx,
+            retry::Failure::Connect,
+            false,
+            failing,
+        ));
         if e.retry() {
             ctx.retries.push("connect".into());
         }
@@ -50,13 +47,16 @@ impl GatewayProxy {
     /// An error while proxying (after the connect): a status retry decided in the response
     /// filter, an attempt cut at its early-retry deadline, the client's own failure, or the
     /// upstream's, which passive health hears unless the endpoint is already marked down or a
-    /// pooled connection died before the request was written.
+    /// pooled connection died before the request was written. The error names `peer` (the
+    /// arguments in the order of Pingora's `error_while_proxy`).
     pub(super) fn proxy_failed(
         &self,
+        peer: &HttpPeer,
         session: &Session,
+        e: Box<Error>,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
     ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
         if ctx.status_retry {
             // Decided in the response filter; budget already taken.
             e.set_retry(true);
@@ -68,11 +68,7 @@ impl GatewayProxy {
         if *e.etype() == FIRST_BYTE_DEADLINE {
             // Cut at the early-retry deadline, its budget already taken: not a failure of the
             // endpoint, but the wait was real (latency-aware choice sees it).
-            let now = tokio::time::Instant::now();
-            current
-                .endpoint
-                .latency
-                .observe(now.saturating_duration_since(ctx.attempt_started), now);
+            ctx.observe_current_wait();
             if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
                 early.sent();
             }
@@ -105,17 +101,7 @@ impl GatewayProxy {
         let stale_pooled =
             !session.upstream_request_header_sent() && failure == retry::Failure::Reset;
         let failing = !marked_down && !stale_pooled && self.report_failure(ctx, kind, &e);
-        let decision = ctx.plan().map(|p| {
-            retry::decide(
-                failure,
-                attempt_facts(session, ctx, marked_down, failing),
-                &p.route.retry,
-            )
-        });
-        let retry = match decision {
-            Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
-            _ => false,
-        };
+        let retry = may_retry(session, ctx, failure, marked_down, failing);
         if retry {
             ctx.retries.push(
                 if marked_down {
@@ -139,18 +125,7 @@ impl GatewayProxy {
         status: u16,
     ) -> pingora::Result<()> {
         let failing = self.report_failure(ctx, Failure::Definite, &status);
-        let retry = ctx.plan().map(|p| {
-            retry::decide(
-                retry::Failure::Status(status),
-                attempt_facts(session, ctx, false, failing),
-                &p.route.retry,
-            )
-        });
-        let allowed = match retry {
-            Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
-            _ => false,
-        };
-        if allowed {
+        if may_retry(session, ctx, retry::Failure::Status(status), false, failing) {
             ctx.status_retry = true;
             ctx.retries.push(format!("status {status}"));
             ctx.last_failure = Some(ErrorType::HTTPStatus(status));
@@ -197,6 +172,29 @@ impl GatewayProxy {
         crate::telemetry::metrics::passive_failure(region, timeout);
         tracing::debug!(target: super::LOG_TARGET, region, endpoint = %choice.endpoint.key.id, ?kind, ?passive, %cause, "passive failure");
         passive.failing()
+    }
+}
+
+/// Whether the attempt that ended in `failure` is sent again: the pure retry decision on the
+/// attempt's facts and the route's rules, then the attempt count and, when the decision says
+/// so, the retry budget ([`RequestCtx::may_retry_with`]).
+fn may_retry(
+    session: &Session,
+    ctx: &RequestCtx,
+    failure: retry::Failure,
+    marked_down: bool,
+    failing: bool,
+) -> bool {
+    let decision = ctx.plan().map(|p| {
+        retry::decide(
+            failure,
+            attempt_facts(session, ctx, marked_down, failing),
+            &p.route.retry,
+        )
+    });
+    match decision {
+        Some(retry::Retry::Yes { budgeted }) => ctx.may_retry_with(budgeted),
+        _ => false,
     }
 }
 

@@ -216,7 +216,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
         _client_reused: bool,
     ) -> Box<Error> {
-        self.proxy_failed(session, ctx, e.more_context(format!("peer: {peer}")))
+        self.proxy_failed(peer, session, e, ctx)
     }
 
     fn suppress_proxy_warn_log(

@@ -251,15 +251,13 @@ pub(super) fn check_body_chunk(
     // The route's total deadline runs while the body is read too: a client trickling its
     // upload cannot hold the request (and an upstream connection) past it.
     if ctx.deadline.is_some_and(|end| Instant::now() >= end) {
-        crate::telemetry::clientlog::record("body_timeout", &"timeouts.request");
-        ctx.refusal = Some(ErrorPage::BodyTimeout);
-        session.set_keepalive(None);
-        let mut e = Error::explain(
-            ErrorType::HTTPStatus(408),
+        return Err(refuse_body(
+            session,
+            ctx,
+            ErrorPage::BodyTimeout,
+            ("body_timeout", &"timeouts.request"),
             "request deadline passed while the body was read",
-        );
-        e.as_down();
-        return Err(e);
+        ));
     }
     let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
         return Ok(());
@@ -267,17 +265,32 @@ pub(super) fn check_body_chunk(
     ctx.body_bytes += chunk.len() as u64;
     if ctx.body_bytes > max && !session.is_upgrade_req() {
         // A body without a declared length grew past the limit: the client's fault.
-        crate::telemetry::clientlog::record("body_too_large", &max);
-        ctx.refusal = Some(ErrorPage::BodyTooLarge);
-        session.set_keepalive(None);
-        let mut e = Error::explain(
-            ErrorType::HTTPStatus(413),
+        return Err(refuse_body(
+            session,
+            ctx,
+            ErrorPage::BodyTooLarge,
+            ("body_too_large", &max),
             "request body over max_body_bytes",
-        );
-        e.as_down();
-        return Err(e);
+        ));
     }
     Ok(())
+}
+
+/// A body the client is refused for: counted as the client's failure (`reason` and its
+/// detail), answered with `page` once the proxy ends the request, and the connection closed.
+fn refuse_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    page: ErrorPage,
+    (reason, detail): (&'static str, &dyn std::fmt::Display),
+    why: &'static str,
+) -> Box<Error> {
+    crate::telemetry::clientlog::record(reason, detail);
+    ctx.refusal = Some(page);
+    session.set_keepalive(None);
+    let mut e = Error::explain(ErrorType::HTTPStatus(page.status()), why);
+    e.as_down();
+    e
 }
 
 /// The JSON body of an overloaded 503.
