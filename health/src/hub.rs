@@ -534,9 +534,21 @@ pub struct RegionHealth {
     /// Operator drain: milliseconds since the hub's epoch until which the region counts as
     /// down (0: not drained).
     drained_until_ms: AtomicU64,
-    /// Who drained the region and why (while drained).
+    /// Who drained the region and why: the latest drain's note, kept after it ends so the
+    /// failback it causes can name it.
     drain_note: Mutex<Option<DrainNote>>,
+    /// The latest drain was lifted by an operator (rather than running out).
+    drain_lifted: AtomicBool,
     epoch: Instant,
+}
+
+/// How a region's latest drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// An operator lifted it (`undrain`).
+    Lifted,
+    /// Its duration ran out.
+    RanOut,
 }
 
 /// Who drained a region and why, for `/status` and the audit log line.
@@ -606,6 +618,7 @@ impl RegionHealth {
         if let Ok(mut kept) = self.drain_note.lock() {
             *kept = Some(note);
         }
+        self.drain_lifted.store(false, Ordering::Release);
         self.drained_until_ms.store(until, Ordering::Release);
     }
 
@@ -623,12 +636,27 @@ impl RegionHealth {
                 .min(self.drained_until_ms.load(Ordering::Acquire)),
             Ordering::Release,
         );
-        if let Ok(mut kept) = self.drain_note.lock() {
-            *kept = None;
-        }
         if was.is_some() {
+            self.drain_lifted.store(true, Ordering::Release);
             tracing::warn!(region = %self.name, "region drain lifted by operator");
         }
+    }
+
+    /// The drain whose end began the region's current up period: its note and how it ended.
+    /// `None` while a drain is in force, while the region is down, or when it came up for
+    /// another reason (its health recovered after the drain ended).
+    pub fn ended_drain(&self) -> Option<(DrainNote, DrainEnd)> {
+        let until = self.drained_until_ms.load(Ordering::Acquire);
+        if until == 0 || !self.is_up() || self.up_since_ms.load(Ordering::Acquire) > until {
+            return None;
+        }
+        let note = self.drain_note.lock().ok()?.clone()?;
+        let end = if self.drain_lifted.load(Ordering::Acquire) {
+            DrainEnd::Lifted
+        } else {
+            DrainEnd::RanOut
+        };
+        Some((note, end))
     }
 
     /// Whether passive ejection may take `candidate` out: fewer than the cap of the other
@@ -776,6 +804,7 @@ impl HealthHub {
                     ejection_lock: Mutex::new(()),
                     drained_until_ms: AtomicU64::new(0),
                     drain_note: Mutex::new(None),
+                    drain_lifted: AtomicBool::new(false),
                     epoch: self.inner.epoch,
                 })
             })

@@ -14,7 +14,7 @@ pub mod probe;
 pub mod state;
 
 pub use hub::{
-    DrainNote, EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth,
+    DrainEnd, DrainNote, EndpointHealth, Failure, HealthEvent, HealthHub, Passive, RegionHealth,
     RegionTraffic, Slowness, TargetKey,
 };
 pub use monitor::HealthMonitor;

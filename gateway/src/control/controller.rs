@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use gateway_health::{HealthEvent, RegionHealth};
+use gateway_health::{DrainEnd, DrainNote, HealthEvent, RegionHealth};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -258,16 +258,21 @@ fn describe(
                     "no region of any tier is up; requests get 503"
                 }
             }
-            .to_string(),
+            .to_string()
+                + &drained(tier(from)),
             detection(tier(from)),
         ),
-        SwitchKind::Recovered => ("a region is up again".to_string(), None),
+        SwitchKind::Recovered => (
+            "a region is up again".to_string() + &drains_ended(tier(to)),
+            None,
+        ),
         SwitchKind::Failover => (
-            "every region of the active tier is down".to_string(),
+            "every region of the active tier is down".to_string() + &drained(tier(from)),
             detection(tier(from)),
         ),
         SwitchKind::Failback => (
-            format!("higher tier stayed up for the hold-down of {hold_down:?}"),
+            format!("higher tier stayed up for the hold-down of {hold_down:?}")
+                + &drains_ended(tier(to)),
             tier(to).and_then(|rs| rs.iter().filter_map(|r| r.up_duration()).max()),
         ),
     };
@@ -279,6 +284,52 @@ fn describe(
         kind,
         cause: cause_override.unwrap_or(cause),
         elapsed,
+    }
+}
+
+/// The drains in force in `tier`, as the tail of a failover's cause (empty when none): a
+/// drill says it was a drill, with the reason and who the operator gave, also for a region
+/// that is down as well as drained.
+fn drained(tier: Option<&Vec<Arc<RegionHealth>>>) -> String {
+    let drains: Vec<String> = tier
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some(format!("{} {}", r.name, drain_text(&r.drain_note()?))))
+        .collect();
+    if drains.is_empty() {
+        return String::new();
+    }
+    format!("; drained by the operator: {}", drains.join("; "))
+}
+
+/// The drains whose end brought `tier`'s regions back, as the tail of a failback's cause
+/// (empty when none).
+fn drains_ended(tier: Option<&Vec<Arc<RegionHealth>>>) -> String {
+    let ended: Vec<String> = tier
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let (note, end) = r.ended_drain()?;
+            let how = match end {
+                DrainEnd::Lifted => "lifted by the operator",
+                DrainEnd::RanOut => "ran out",
+            };
+            Some(format!("{}'s drain {how} ({})", r.name, drain_text(&note)))
+        })
+        .collect();
+    if ended.is_empty() {
+        return String::new();
+    }
+    format!("; {}", ended.join("; "))
+}
+
+/// `reason "fire drill", by alice`, or `no reason given` when the operator gave neither.
+fn drain_text(note: &DrainNote) -> String {
+    match (note.reason.is_empty(), note.by.is_empty()) {
+        (true, true) => "no reason given".into(),
+        (false, true) => format!("reason {:?}", note.reason),
+        (true, false) => format!("by {}", note.by),
+        (false, false) => format!("reason {:?}, by {}", note.reason, note.by),
     }
 }
 
@@ -387,6 +438,16 @@ mod tests {
             self.snapshot.load().routes[0].failover.active()
         }
 
+        fn causes(&self) -> Vec<String> {
+            let snapshot = self.snapshot.load();
+            snapshot
+                .book
+                .recent()
+                .iter()
+                .map(|e| e.cause.clone())
+                .collect()
+        }
+
         fn kinds(&self) -> Vec<&'static str> {
             let snapshot = self.snapshot.load();
             snapshot
@@ -467,6 +528,84 @@ mod tests {
             Active::Tier(0)
         );
         assert_eq!(bed.kinds(), ["failover", "failback"]);
+    }
+
+    fn drill() -> DrainNote {
+        DrainNote {
+            reason: "fire drill".into(),
+            by: "alice@laptop".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drill_names_its_drain_and_the_failback_says_it_was_lifted() {
+        let bed = Bed::start();
+        assert_eq!(bed.active().await, Active::Tier(0));
+        bed.region(0).drain(Duration::from_secs(600), drill());
+        assert_eq!(bed.active().await, Active::Tier(1));
+        sleep(5).await;
+        bed.region(0).undrain();
+        assert_eq!(bed.active().await, Active::Tier(1), "hold-down runs");
+        sleep(31).await;
+        assert_eq!(bed.active().await, Active::Tier(0));
+        assert_eq!(bed.kinds(), ["failover", "failback"]);
+        let causes = bed.causes();
+        assert!(
+            causes[0]
+                .contains(r#"drained by the operator: fra reason "fire drill", by alice@laptop"#),
+            "{causes:?}"
+        );
+        assert!(
+            causes[1].contains(
+                r#"fra's drain lifted by the operator (reason "fire drill", by alice@laptop)"#
+            ),
+            "{causes:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_that_runs_out_says_so_and_a_plain_failure_names_no_drain() {
+        let bed = Bed::start();
+        assert_eq!(bed.active().await, Active::Tier(0));
+        bed.region(0).drain(Duration::from_secs(10), drill());
+        assert_eq!(bed.active().await, Active::Tier(1));
+        sleep(41).await;
+        assert_eq!(bed.active().await, Active::Tier(0));
+        bed.set_up(0, false);
+        assert_eq!(bed.active().await, Active::Tier(1));
+        sleep(5).await;
+        bed.set_up(0, true);
+        sleep(31).await;
+        assert_eq!(bed.active().await, Active::Tier(0));
+        assert_eq!(
+            bed.kinds(),
+            ["failover", "failback", "failover", "failback"]
+        );
+        let causes = bed.causes();
+        assert!(
+            causes[1].contains("fra's drain ran out (reason"),
+            "{causes:?}"
+        );
+        assert_eq!(
+            causes[2], "every region of the active tier is down",
+            "{causes:?}"
+        );
+        assert!(!causes[3].contains("drain"), "{causes:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_region_both_drained_and_down_records_the_drain() {
+        let bed = Bed::start();
+        assert_eq!(bed.active().await, Active::Tier(0));
+        bed.set_up(0, false);
+        bed.region(0).drain(Duration::from_secs(600), drill());
+        assert_eq!(bed.active().await, Active::Tier(1));
+        let causes = bed.causes();
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert!(
+            causes[0].contains("fra reason \"fire drill\""),
+            "{causes:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
