@@ -25,7 +25,7 @@ use testbed::fleet::Fleet;
 use testbed::yaml::{GatewayYaml, Probe, Route};
 
 use crate::engine::{self, LoadSpec};
-use crate::process::{self, wait_port, which, Guard};
+use crate::process::{self, ensure_installed, wait_port, which, Guard};
 use crate::report;
 use crate::scenario::{spread, start_gateway};
 
@@ -214,38 +214,6 @@ const ONE_WORKER: Setup<'static> = Setup {
     cpus: "1",
     tls: None,
 };
-
-fn ensure_installed(tools: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = tools
-        .iter()
-        .filter(|(bin, _)| which(bin).is_none())
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: installing {}", missing.join(" "));
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let ok = install()
-        || (Command::new("apt-get")
-            .args(["update", "-qq"])
-            .status()
-            .is_ok_and(|s| s.success())
-            && install());
-    anyhow::ensure!(
-        ok,
-        "could not install {} (run as root on Debian, or use --gateway-only)",
-        missing.join(" ")
-    );
-    Ok(())
-}
 
 /// `GET /bench` with the target's `Host` to `addr` at `rate` (0: closed loop) over
 /// `connections` (HTTP/1.1) or h2c connections with `http2`.

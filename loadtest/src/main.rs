@@ -166,9 +166,17 @@ struct OverloadArgs {
     /// Gateway worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Pin the gateway to this CPU with taskset (omit: no pinning).
+    /// Pin the gateway to this CPU with taskset (omit: no pinning); the load generator and an
+    /// nginx origin then run on the other one.
     #[arg(long)]
     pin_cpu: Option<usize>,
+    /// The regions' endpoints: the test bed's simulated app, or nginx (installed when missing).
+    #[arg(long, value_enum, default_value = "testbed")]
+    origin: loadtest::overload::Origin,
+    /// The overload phase's load generator: this crate's engine, or wrk (installed when
+    /// missing; HTTP/1.1, closed loop).
+    #[arg(long, value_enum, default_value = "engine")]
+    client: loadtest::overload::Client,
     /// The gateway binary (default: next to this binary).
     #[arg(long)]
     gateway: Option<PathBuf>,
@@ -385,6 +393,8 @@ async fn overload(args: OverloadArgs) -> anyhow::Result<()> {
         adaptive_limit: args.adaptive_limit,
         http2: args.http2,
         duration: args.duration,
+        origin: args.origin,
+        client: args.client,
     };
     let result = loadtest::overload::run(&spec).await?;
     if let Some(dir) = &args.out {

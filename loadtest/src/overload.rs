@@ -4,16 +4,19 @@
 //! *overloaded*, and what it admits it serves.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 use testbed::fleet::Fleet;
 use testbed::launcher::GatewayProcess;
-use testbed::yaml::{GatewayYaml, Probe, Route};
+use testbed::yaml::{Endpoint, GatewayYaml, Probe, Region, Route};
 
 use crate::engine::{self, LoadSpec, Record};
+use crate::process::{ensure_installed, raise_fd_limit, which, Guard};
 use crate::report::{self, Summary};
 use crate::scenario::start_gateway;
 
@@ -39,6 +42,30 @@ pub struct OverloadSpec {
     pub duration: Duration,
     /// Turn on `server.adaptive_limit`.
     pub adaptive_limit: bool,
+    /// What the regions' endpoints are.
+    pub origin: Origin,
+    /// What sends the overload phase's requests.
+    pub client: Client,
+}
+
+/// The endpoints behind the gateway: two regions of two each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Origin {
+    /// The test bed's simulated app (`testbed::region`).
+    Testbed,
+    /// One nginx process (Debian's, installed when missing) serving four ports, pinned with
+    /// the load generator when the gateway is pinned: what a user would put behind it.
+    Nginx,
+}
+
+/// The load generator of the overload phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Client {
+    /// This crate's engine (open or closed loop, per-request records and a timeline).
+    Engine,
+    /// `wrk` (Debian's, installed when missing), one thread, closed loop, pinned to the CPU the
+    /// gateway is not on; HTTP/1.1 only, and no timeline.
+    Wrk,
 }
 
 /// What one run measured.
@@ -73,23 +100,71 @@ pub struct OverloadResult {
     pub in_flight_over_time: Vec<(f64, u64)>,
     /// The gateway's log lines about health changes (to see why, when something went down).
     pub health_log: Vec<String>,
+    /// The gateway's scheduling lag (`gateway_event_loop_lag_seconds`, ms) over time:
+    /// (seconds since the overload started, lag).
+    pub lag_over_time: Vec<(f64, f64)>,
+    /// Each time `/status` first showed an endpoint down or ejected: when, which, and what
+    /// `/status` said of it then (health, last probe, latency) beside the gateway's lag.
+    pub ejections: Vec<Ejection>,
     /// The overload phase in 100 ms slices (for the chart).
     #[serde(skip)]
     pub timeline: Vec<report::Bucket>,
 }
 
+/// What `/status` showed of an endpoint when it first showed it down or ejected.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ejection {
+    /// Seconds since the overload started.
+    pub at_s: f64,
+    /// `region/endpoint`.
+    pub endpoint: String,
+    /// The endpoint's entry in `/status`.
+    pub status: serde_json::Value,
+    /// The gateway's scheduling lag then (ms, the last sample).
+    pub lag_ms: f64,
+    /// Requests in flight at the gateway then.
+    pub in_flight: u64,
+}
+
 /// Runs the unloaded phase, then the overload phase, watching `/status` throughout the latter.
 pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
-    let fleet = Fleet::start(&[("fra", 2), ("ber", 2)]).await?;
     // Default probe and passive settings, as a new user would run it.
     let probe = Probe::http(
         "/healthz",
         Duration::from_secs(1),
         Duration::from_millis(500),
     );
+    // The CPU the gateway is not pinned to, for the load generator and nginx.
+    let other_cpu = spec.pin_cpu.map(|cpu| if cpu == 0 { 1 } else { 0 });
+    let (_fleet, _nginx, regions) = match spec.origin {
+        Origin::Testbed => {
+            let fleet = Fleet::start(&[("fra", 2), ("ber", 2)]).await?;
+            let regions: Vec<(String, Region)> = fleet
+                .regions()
+                .map(|(name, servers)| (name.to_string(), Region::of(servers)))
+                .collect();
+            (Some(fleet), None, regions)
+        }
+        Origin::Nginx => {
+            let (guard, ports) = nginx_origin(4, other_cpu)?;
+            let region = |name: &str, ports: &[SocketAddr]| {
+                let endpoints = ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| Endpoint::new(&format!("{name}-{}", i + 1), *a))
+                    .collect();
+                (name.to_string(), Region::new(endpoints))
+            };
+            let regions = vec![region("fra", &ports[..2]), region("ber", &ports[2..])];
+            (None, Some(guard), regions)
+        }
+    };
     let gw = start_gateway(&spec.gateway, spec.threads, |ports| {
-        GatewayYaml::new(ports)
-            .fleet(&fleet, &probe)
+        regions
+            .iter()
+            .fold(GatewayYaml::new(ports), |y, (name, region)| {
+                y.region(name, region.clone().probe(probe.clone()))
+            })
             .route(Route::new("app", &["fra", "ber"]))
             .server(testbed::yaml::Server {
                 adaptive_limit: spec.adaptive_limit.then_some(true),
@@ -98,11 +173,7 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
     })
     .await?;
     if let (Some(cpu), Some(pid)) = (spec.pin_cpu, gw.pid()) {
-        let status = std::process::Command::new("taskset")
-            .args(["-a", "-cp", &cpu.to_string(), &pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        anyhow::ensure!(status.success(), "taskset failed to pin the gateway");
+        pin(pid, cpu)?;
     }
     let load = |connections: usize, rate: u32| LoadSpec {
         addr: gw.addr,
@@ -131,42 +202,45 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
         Instant::now(),
     ));
     let started = Instant::now();
-    let records = engine::run(&load(spec.connections, spec.rate), None).await;
+    let phase = match spec.client {
+        Client::Engine => {
+            let records = engine::run(&load(spec.connections, spec.rate), None).await;
+            Phase::of_records(records, started.elapsed())
+        }
+        Client::Wrk => {
+            anyhow::ensure!(
+                !spec.http2 && spec.rate == 0,
+                "wrk runs HTTP/1.1 in a closed loop"
+            );
+            run_wrk(gw.addr, spec, other_cpu).await?
+        }
+    };
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.await;
-    let overloaded = report::summarize(&records, elapsed);
     let shed = shed_total(&gw).await.saturating_sub(shed_before);
     let events = failover_events(&gw).await.saturating_sub(events_before);
-    let served: Vec<Record> = records
-        .iter()
-        .filter(|r| r.status.is_some_and(|s| s < 500))
-        .cloned()
-        .collect();
-    let fivexx = records
-        .iter()
-        .filter(|r| r.status.is_some_and(|s| s >= 500))
-        .count() as u64;
-    let served_summary = report::summarize(&served, elapsed);
     let watch = watch.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let unloaded_goodput = unloaded.ok as f64 / spec.duration.as_secs_f64();
     Ok(OverloadResult {
         goodput_ratio: if unloaded_goodput > 0.0 {
-            served.len() as f64 / elapsed.as_secs_f64() / unloaded_goodput
+            phase.served as f64 / elapsed.as_secs_f64() / unloaded_goodput
         } else {
             0.0
         },
-        p99_served_ms: served_summary.latency.p99_ms,
-        served: served.len() as u64,
+        p99_served_ms: phase.p99_served_ms,
+        served: phase.served,
         shed_overloaded: shed,
-        other_5xx: fivexx.saturating_sub(shed),
-        transport_errors: records.iter().filter(|r| r.error.is_some()).count() as u64,
+        other_5xx: phase.fivexx.saturating_sub(shed),
+        transport_errors: phase.transport_errors,
         regions_ever_down: watch.regions_down.into_iter().collect(),
         endpoints_ever_down: watch.endpoints_down.into_iter().collect(),
         failover_events: events,
         limit_over_time: watch.limits,
         in_flight_over_time: watch.in_flight,
-        timeline: report::timeline(&records, Duration::from_millis(100)),
+        lag_over_time: watch.lag,
+        ejections: watch.ejections,
+        timeline: phase.timeline,
         health_log: gw
             .stderr_plain()
             .lines()
@@ -179,7 +253,182 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
             .map(str::to_string)
             .collect(),
         unloaded,
-        overloaded,
+        overloaded: phase.summary,
+    })
+}
+
+/// What the overload phase's load generator saw.
+struct Phase {
+    summary: Summary,
+    served: u64,
+    fivexx: u64,
+    transport_errors: u64,
+    p99_served_ms: f64,
+    timeline: Vec<report::Bucket>,
+}
+
+impl Phase {
+    fn of_records(records: Vec<Record>, elapsed: Duration) -> Self {
+        let served: Vec<Record> = records
+            .iter()
+            .filter(|r| r.status.is_some_and(|s| s < 500))
+            .cloned()
+            .collect();
+        Phase {
+            summary: report::summarize(&records, elapsed),
+            served: served.len() as u64,
+            fivexx: records
+                .iter()
+                .filter(|r| r.status.is_some_and(|s| s >= 500))
+                .count() as u64,
+            transport_errors: records.iter().filter(|r| r.error.is_some()).count() as u64,
+            p99_served_ms: report::summarize(&served, elapsed).latency.p99_ms,
+            timeline: report::timeline(&records, Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Pins every thread of `pid` to `cpu`.
+fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-cp", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "taskset failed to pin process {pid}");
+    Ok(())
+}
+
+/// One nginx process (one worker) answering `200 ok` on `n` loopback ports, `/healthz`
+/// included; pinned to `cpu` when given.
+fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Vec<SocketAddr>)> {
+    ensure_installed(&[("nginx", "nginx")])?;
+    let dir = tempfile::tempdir()?;
+    let ports: Vec<SocketAddr> = (0..n)
+        .map(|_| testbed::launcher::free_port())
+        .collect::<Result<_, _>>()?;
+    let listens: String = ports.iter().map(|a| format!("    listen {a};\n")).collect();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+         worker_rlimit_nofile 65536;\nevents {{ worker_connections 16384; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+         fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n\
+         keepalive_requests 1000000;\n  server {{\n{listens}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+        dir = dir.path().display()
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let mut command = std::process::Command::new("taskset");
+    command
+        .args(["-c", &cpu.map_or("0-1023".into(), |c| c.to_string())])
+        .arg(which("nginx").context("nginx")?);
+    let child = command
+        .arg("-c")
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("start nginx")?;
+    let guard = Guard::Child {
+        child,
+        _dir: Some(dir),
+    };
+    for addr in &ports {
+        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nginx did not open {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok((guard, ports))
+}
+
+/// The overload phase sent by `wrk` (one thread, closed loop, `spec.connections`), pinned to
+/// `cpu` when given; its counts parsed from `--latency` output.
+async fn run_wrk(
+    addr: SocketAddr,
+    spec: &OverloadSpec,
+    cpu: Option<usize>,
+) -> anyhow::Result<Phase> {
+    ensure_installed(&[("wrk", "wrk")])?;
+    raise_fd_limit(65_536);
+    let wrk = which("wrk").context("wrk")?;
+    let mut command = tokio::process::Command::new("taskset");
+    // Without pinning, taskset still runs it, on every CPU.
+    command
+        .args(["-c", &cpu.map_or("0-1023".into(), |c| c.to_string())])
+        .arg(&wrk)
+        .args(["-t1", &format!("-c{}", spec.connections)])
+        .arg(format!("-d{}s", spec.duration.as_secs().max(1)))
+        .args(["--latency", "-H", "Host: overload.test"])
+        .arg(format!("http://{addr}/"));
+    let out = command
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}");
+    Ok(parse_wrk(&text, spec.duration))
+}
+
+/// Requests, non-2xx/3xx answers, socket errors and the p99 from `wrk --latency` output.
+fn parse_wrk(text: &str, elapsed: Duration) -> Phase {
+    let number_after = |prefix: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+    };
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let non_2xx = number_after("Non-2xx or 3xx responses:").unwrap_or(0.0) as u64;
+    let socket_errors: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|rest| {
+            rest.split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| parse_wrk_time(v.trim()))
+        .unwrap_or(0.0);
+    let served = requests.saturating_sub(non_2xx);
+    let summary = Summary {
+        requests,
+        ok: served,
+        failed: non_2xx + socket_errors,
+        throughput_rps: requests as f64 / elapsed.as_secs_f64(),
+        ..Summary::default()
+    };
+    Phase {
+        summary,
+        served,
+        // wrk does not split non-2xx/3xx answers: with the testbed and nginx origins
+        // answering 200, every one is the gateway's own (a 5xx).
+        fivexx: non_2xx,
+        transport_errors: socket_errors,
+        p99_served_ms: p99_ms,
+        timeline: Vec::new(),
+    }
+}
+
+/// `12.34ms`, `1.02s` or `850.00us` in milliseconds.
+fn parse_wrk_time(v: &str) -> Option<f64> {
+    let (number, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
     })
 }
 
@@ -189,6 +438,8 @@ struct Watch {
     endpoints_down: BTreeSet<String>,
     limits: Vec<(f64, u64)>,
     in_flight: Vec<(f64, u64)>,
+    lag: Vec<(f64, f64)>,
+    ejections: Vec<Ejection>,
 }
 
 /// Polls `/status` every 200 ms until `stop`, recording every region or endpoint shown down.
@@ -199,11 +450,24 @@ async fn watch_status(
     start: Instant,
 ) {
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let lag_ms =
+            match testbed::launcher::http_request(admin, "GET", "/metrics", "admin", None).await {
+                Ok((200, body)) => String::from_utf8_lossy(&body)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("gateway_event_loop_lag_seconds "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map(|s| s * 1000.0),
+                _ => None,
+            };
         if let Ok((200, body)) =
             testbed::launcher::http_request(admin, "GET", "/status", "admin", None).await
         {
             if let Ok(s) = serde_json::from_slice::<serde_json::Value>(&body) {
                 let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+                let t = start.elapsed().as_secs_f64();
+                if let Some(lag) = lag_ms {
+                    w.lag.push((t, lag));
+                }
                 for r in s["regions"].as_array().into_iter().flatten() {
                     let name = r["name"].as_str().unwrap_or("?").to_string();
                     if r["up"] == false {
@@ -211,12 +475,19 @@ async fn watch_status(
                     }
                     for e in r["endpoints"].as_array().into_iter().flatten() {
                         if e["health"] == "down" || !e["ejected_for_ms"].is_null() {
-                            w.endpoints_down
-                                .insert(format!("{name}/{}", e["id"].as_str().unwrap_or("?")));
+                            let endpoint = format!("{name}/{}", e["id"].as_str().unwrap_or("?"));
+                            if w.endpoints_down.insert(endpoint.clone()) {
+                                w.ejections.push(Ejection {
+                                    at_s: t,
+                                    endpoint,
+                                    status: e.clone(),
+                                    lag_ms: lag_ms.unwrap_or(-1.0),
+                                    in_flight: s["admission"]["in_flight"].as_u64().unwrap_or(0),
+                                });
+                            }
                         }
                     }
                 }
-                let t = start.elapsed().as_secs_f64();
                 if let Some(limit) = s["admission"]["limit"].as_u64() {
                     w.limits.push((t, limit));
                 }
@@ -258,7 +529,17 @@ pub fn markdown(r: &OverloadResult) -> String {
         let last = r.limit_over_time.last().map_or(0, |l| l.1);
         format!("min {min}, end {last}")
     };
-    let log: String = r.health_log.iter().map(|l| format!("    {l}\n")).collect();
+    let mut log: String = r.health_log.iter().map(|l| format!("    {l}\n")).collect();
+    let max_lag = r.lag_over_time.iter().map(|l| l.1).fold(0.0, f64::max);
+    log.push_str(&format!(
+        "\nscheduling lag (gateway_event_loop_lag_seconds every 200 ms): max {max_lag:.1} ms\n"
+    ));
+    for e in &r.ejections {
+        log.push_str(&format!(
+            "endpoint {} down or ejected at {:.1} s: lag then {:.1} ms, {} in flight; /status: {}\n",
+            e.endpoint, e.at_s, e.lag_ms, e.in_flight, e.status
+        ));
+    }
     format!(
         "| unloaded max (req/s) | overload requests | served | shed 503 overloaded | other 5xx | transport errors | goodput vs unloaded | p99 served (ms) | regions ever down | endpoints ever down | failover events | adaptive limit |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n| {:.0} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} |\n{log}",
         r.unloaded.throughput_rps,

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use testbed::launcher::GatewayProcess;
@@ -54,6 +54,40 @@ pub(crate) fn which(bin: &str) -> Option<PathBuf> {
     .iter()
     .map(|d| Path::new(d).join(bin))
     .find(|p| p.exists())
+}
+
+/// Installs the Debian packages of the `(binary, package)` pairs whose binary is missing
+/// (`apt-get`, once more after an `apt-get update` if the first try fails).
+pub(crate) fn ensure_installed(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(bin, _)| which(bin).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("loadtest: installing {}", missing.join(" "));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = install()
+        || (Command::new("apt-get")
+            .args(["update", "-qq"])
+            .status()
+            .is_ok_and(|s| s.success())
+            && install());
+    anyhow::ensure!(
+        ok,
+        "could not install {} (run as root on Debian, or use --gateway-only)",
+        missing.join(" ")
+    );
+    Ok(())
 }
 
 /// Waits (20 s at most) until `addr` accepts a TCP connection.

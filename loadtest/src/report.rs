@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::engine::{ErrorKind, Record};
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Latency {
     /// Median.
     pub p50_ms: f64,
@@ -26,7 +26,7 @@ pub struct Latency {
 }
 
 /// Summary of a set of records.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     /// Requests sent.
     pub requests: u64,
