@@ -139,6 +139,10 @@ pub enum Slowness {
     HeldByCap,
     /// Ejected for slowness.
     Ejected,
+    /// Not evidence: the gateway itself was lagging, so its own delay is in the time. Only
+    /// latency-aware choice sees it (the estimate); the mean, the slow streak and degraded
+    /// regions do not.
+    Excused,
 }
 
 /// What a reported live failure did.
@@ -262,10 +266,20 @@ impl EndpointHealth {
     /// (`regions.<name>.passive.latency`): an answer slower than `min_latency` and than
     /// `factor` times the median of the region's other routable endpoints' recent average
     /// counts as slow, any other answer ends the run, and `min_samples` slow answers in a row
-    /// eject the endpoint like failures do, under the same `max_ejected` cap as timeouts (a
-    /// slow moment of the gateway's own slows every endpoint alike, which the comparison
-    /// already discounts; the cap bounds what a wrong verdict can take out).
-    pub fn observe(&self, rtt: Duration, now: Instant) -> Slowness {
+    /// eject the endpoint like failures do, under the same `max_ejected` cap as timeouts (the
+    /// cap bounds what a wrong verdict can take out). The comparison alone does not discount
+    /// the gateway's own slow moments: the reference mean may come from another moment (an
+    /// endpoint latency-aware choice left alone keeps its old mean), so answers timed while
+    /// the gateway lags are excused by the caller's `gateway_lagging`.
+    ///
+    /// While `gateway_lagging` (the proxy's own scheduling lag is past its saturation mark),
+    /// the answer is no evidence either way: it feeds only the estimate latency-aware choice
+    /// reads, and the streak stays as it was ([`Slowness::Excused`]).
+    pub fn observe(&self, rtt: Duration, now: Instant, gateway_lagging: bool) -> Slowness {
+        if gateway_lagging {
+            self.latency.observe_estimate(rtt, now);
+            return Slowness::Excused;
+        }
         self.latency.observe(rtt, now);
         let streak = &self.latency.slow_streak;
         if rtt.as_nanos() < u128::from(self.latency.slow_floor.load(Ordering::Relaxed)) {
@@ -964,6 +978,94 @@ mod tests {
             );
         }
         assert!(!endpoint.is_routable());
+    }
+
+    /// A region of two endpoints with latency ejection at its defaults (factor 3, ten slow
+    /// answers in a row, none under 100 ms).
+    fn two_endpoints() -> (HealthHub, Arc<EndpointHealth>, Arc<EndpointHealth>) {
+        let config = gateway_config::parse(
+            "listeners: [{ name: http, bind: \"127.0.0.1:1\" }]\nregions:\n  fra: { endpoints: [{ id: fra-1, address: \"127.0.0.1:1\" }, { id: fra-2, address: \"127.0.0.1:2\" }] }\nroutes: [{ name: app, regions: [fra] }]\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .expect("valid config");
+        let region_config = config.regions[0].clone();
+        let hub = HealthHub::new();
+        let region = hub.region(&region_config.name);
+        let policy = HealthPolicy {
+            rise: 2,
+            fall: 2,
+            consecutive_failures: Some(3),
+            ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(60),
+        };
+        let endpoints: Vec<Arc<EndpointHealth>> = region_config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let gateway_config::EndpointAddress::Socket(addr) = e.address else {
+                    unreachable!("literal addresses")
+                };
+                hub.endpoint(
+                    &region,
+                    TargetKey {
+                        id: e.id.clone(),
+                        addr,
+                    },
+                    policy,
+                )
+            })
+            .collect();
+        hub.set_members(
+            &region,
+            RegionMembers {
+                config: Some(Arc::new(region_config)),
+                endpoints: endpoints.clone(),
+                checks: Vec::new(),
+                min_healthy: None,
+            },
+        );
+        for endpoint in &endpoints {
+            for _ in 0..2 {
+                endpoint.report_probe(ProbeRecord {
+                    at: SystemTime::now(),
+                    ok: true,
+                    duration: Duration::ZERO,
+                    detail: "status 200".into(),
+                });
+            }
+        }
+        (hub, endpoints[0].clone(), endpoints[1].clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_timed_while_the_gateway_lags_are_no_evidence() {
+        let (_hub, calm, busy) = two_endpoints();
+        let ms = Duration::from_millis;
+        // The other endpoint's mean is from a calm moment (latency-aware choice then left it
+        // alone, so it stays).
+        for _ in 0..20 {
+            assert_eq!(calm.observe(ms(20), Instant::now(), false), Slowness::Fine);
+        }
+        // The gateway lags: its own queueing is in every time. Thirty times the other's mean,
+        // fifty in a row: no verdict, no ejection, the mean and the sample count untouched.
+        for _ in 0..50 {
+            assert_eq!(
+                busy.observe(ms(600), Instant::now(), true),
+                Slowness::Excused
+            );
+        }
+        assert!(busy.is_routable(), "ejected by the gateway's own delay");
+        assert_eq!(busy.latency.samples(), 0);
+        assert_eq!(busy.latency.mean(), None);
+        // Latency-aware choice still sees the wait.
+        assert!(busy.latency.estimate(Instant::now()) >= Some(ms(500)));
+        // The same answers with the gateway on time are evidence: the tenth in a row ejects.
+        let verdicts: Vec<Slowness> = (0..10)
+            .map(|_| busy.observe(ms(600), Instant::now(), false))
+            .collect();
+        assert_eq!(verdicts[..9], [Slowness::Counted; 9]);
+        assert_eq!(verdicts[9], Slowness::Ejected);
+        assert!(!busy.is_routable());
     }
 
     #[tokio::test(start_paused = true)]

@@ -91,8 +91,23 @@ impl Latency {
         Some(decayed.max(FLOOR_NANOS))
     }
 
-    /// Records that an attempt took `rtt` to its first byte (or to its failure), seen at `now`.
+    /// Records that an attempt took `rtt` to its first byte (or to its failure), seen at `now`:
+    /// into the estimate latency-aware choice reads and into the mean outlier ejection and
+    /// degraded regions compare.
     pub fn observe(&self, rtt: Duration, now: Instant) {
+        let rtt = self.observe_estimate(rtt, now);
+        let mean = match self.mean.load(Ordering::Relaxed) {
+            u64::MAX => rtt,
+            bits => f64::from_bits(bits) * (1.0 - MEAN_WEIGHT) + rtt * MEAN_WEIGHT,
+        };
+        self.mean.store(mean.to_bits(), Ordering::Relaxed);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records `rtt` into the estimate only (latency-aware choice), not into the mean or the
+    /// sample count: for a time that is no evidence about the endpoint (the gateway's own
+    /// delay is in it). Returns the sample in nanoseconds, floored.
+    pub fn observe_estimate(&self, rtt: Duration, now: Instant) -> f64 {
         let rtt = (rtt.as_nanos() as f64).max(FLOOR_NANOS);
         let bits = self.estimate.load(Ordering::Relaxed);
         let next = if bits == u64::MAX {
@@ -111,12 +126,7 @@ impl Latency {
         self.stamp
             .store(self.nanos_since_base(now), Ordering::Relaxed);
         self.estimate.store(next.to_bits(), Ordering::Relaxed);
-        let mean = match self.mean.load(Ordering::Relaxed) {
-            u64::MAX => rtt,
-            bits => f64::from_bits(bits) * (1.0 - MEAN_WEIGHT) + rtt * MEAN_WEIGHT,
-        };
-        self.mean.store(mean.to_bits(), Ordering::Relaxed);
-        self.samples.fetch_add(1, Ordering::Relaxed);
+        rtt
     }
 
     /// The moving average of the samples, without decay; `None` before the first sample.

@@ -20,6 +20,7 @@ use crate::proxy::hedge::{HedgeSlot, RequestHedge};
 use crate::proxy::selection::{choose_fail_open, has_untried, Choice, InFlight, NoChoice};
 use crate::routing::admission::{ShedReason, Slot};
 use crate::routing::snapshot::{RoutePlan, RoutingSnapshot};
+use crate::telemetry::lag::Lag;
 use crate::telemetry::metrics::LabelSet;
 
 /// The endpoint of the next attempt: the sticky one when it is honoured, else the selection's
@@ -190,8 +191,10 @@ pub(super) fn adopt_hedge_winner(ctx: &mut RequestCtx) {
 }
 
 /// The attempt's time to first byte: into the route's early-retry histogram (when it has
-/// early retry) and the endpoint's latency, which may count the answer as slow.
-pub(super) fn observe_first_byte(ctx: &RequestCtx) {
+/// early retry) and the endpoint's latency, which may count the answer as slow, unless the
+/// gateway itself lags (`lag`): then its own delay is in the time, and only latency-aware
+/// choice sees it.
+pub(super) fn observe_first_byte(ctx: &RequestCtx, lag: &Lag) {
     let Some(c) = ctx.current() else {
         return;
     };
@@ -200,8 +203,10 @@ pub(super) fn observe_first_byte(ctx: &RequestCtx) {
     if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
         early.state.record(ttfb);
     }
-    let slowness = c.endpoint.observe(ttfb, now);
-    if slowness != Slowness::Fine {
+    let slowness = c.endpoint.observe(ttfb, now, lag.saturated());
+    // An excused answer is not counted: it comes with every answer of a saturated moment,
+    // when the gateway can least afford the work.
+    if !matches!(slowness, Slowness::Fine | Slowness::Excused) {
         let region = ctx.snapshot.regions[c.region].name.as_str();
         crate::telemetry::metrics::slow_answer(region, slowness);
         tracing::debug!(target: super::LOG_TARGET, region, endpoint = %c.endpoint.key.id, ?slowness, "slow answer");

@@ -142,7 +142,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         let status = response.status.as_u16();
         attempt::adopt_hedge_winner(ctx);
-        attempt::observe_first_byte(ctx);
+        attempt::observe_first_byte(ctx, &self.lag);
         if status == 101 || status < 500 {
             if let Some(c) = ctx.current() {
                 c.endpoint.report_success();

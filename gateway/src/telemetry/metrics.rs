@@ -347,10 +347,11 @@ pub fn passive_failure(region: &str, timeout: bool) {
 }
 
 /// Counts a live answer that latency outlier ejection found slow, by what it did
-/// (`counted`, `held`: the region was at its `max_ejected` cap, `ejected`).
+/// (`counted`, `held`: the region was at its `max_ejected` cap, `ejected`); an answer excused
+/// because the gateway itself lagged is not counted.
 pub fn slow_answer(region: &str, slowness: gateway_health::Slowness) {
     let outcome = match slowness {
-        gateway_health::Slowness::Fine => return,
+        gateway_health::Slowness::Fine | gateway_health::Slowness::Excused => return,
         gateway_health::Slowness::Counted => "counted",
         gateway_health::Slowness::HeldByCap => "held",
         gateway_health::Slowness::Ejected => "ejected",
