@@ -29,7 +29,22 @@ pub(crate) struct Lag {
     /// Recent lag in microseconds: the latest measurement, or the previous one decayed by
     /// 1/8 per tick if that is larger (a spike is remembered for a few hundred milliseconds).
     micros: AtomicU64,
+    /// When the measurement under way was armed, in microseconds since [`base`] (0: not
+    /// started). A measurement stuck in a long queue is itself the news: [`Lag::current`]
+    /// reports how overdue it is already, not only the last one that finished.
+    armed_us: AtomicU64,
     started: AtomicBool,
+}
+
+/// The clock origin of [`Lag::armed_us`].
+fn base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Microseconds since [`base`], at least 1.
+fn now_us() -> u64 {
+    (base().elapsed().as_micros() as u64).max(1)
 }
 
 impl Lag {
@@ -53,6 +68,7 @@ impl Lag {
             loop {
                 ticks += 1;
                 let armed = Instant::now();
+                lag.armed_us.store(now_us(), Ordering::Relaxed);
                 tokio::time::sleep(TICK).await;
                 let mut late = armed.elapsed().saturating_sub(TICK);
                 if let Some((tx, rx)) = &mut wire {
@@ -71,9 +87,18 @@ impl Lag {
         });
     }
 
-    /// The recent lag.
+    /// The recent lag: the last measurement (decayed), or how overdue the one under way is
+    /// already, whichever is larger.
     pub fn current(&self) -> Duration {
-        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+        let measured = self.micros.load(Ordering::Relaxed);
+        let armed = self.armed_us.load(Ordering::Relaxed);
+        let overdue = match armed {
+            0 => 0,
+            armed => now_us()
+                .saturating_sub(armed)
+                .saturating_sub(TICK.as_micros() as u64),
+        };
+        Duration::from_micros(measured.max(overdue))
     }
 
     /// Whether the gateway is too busy for its own timeouts to mean anything.
