@@ -393,11 +393,12 @@ async fn metrics_are_prometheus_text_with_the_documented_names() {
         assert_eq!(c.send(get("a", "/")).await.status, 200);
     }
     assert_eq!(c.send(get("a", "/nothing-here")).await.status, 200);
-    eventually("gauges exported", || async {
-        gw.admin_call("GET", "/metrics", None)
-            .await
-            .1
-            .contains("gateway_region_up")
+    // A request is counted in Pingora's logging phase, which runs after the client has the
+    // whole response: on a loaded machine a scrape can come first.
+    eventually("gauges and the six requests exported", || async {
+        let text = gw.admin_call("GET", "/metrics", None).await.1;
+        text.contains("gateway_region_up")
+            && text.contains("gateway_requests_total{route=\"app\",region=\"fra\",class=\"2xx\"} 6")
     })
     .await;
     let (code, text) = gw.admin_call("GET", "/metrics", None).await;
