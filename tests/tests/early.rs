@@ -161,6 +161,26 @@ async fn posts_and_requests_with_bodies_are_never_cut_early() {
 }
 
 #[tokio::test]
+async fn a_stalled_primary_costs_every_request_only_its_deadline_while_retries_answer_at_once() {
+    // Forty requests: four times the budget's floor plus its 10 %. Each early retry that ber
+    // answers within the deadline is given back, so none has to wait for the stalled app.
+    let fra = RawUpstream::start(|_| vec![Step::StallUntilClosed]).await;
+    let ber = [gateway_tests::region("ber", "ber-1").await];
+    let (gw, _) = Gateway::start(&stalled_primary(&fra, &endpoints(&ber), false), &[]).await;
+    each_answered_by_ber_and_cut_seen(&gw, 40, || fra.requests(), || fra.closed_by_peer()).await;
+    let early = early_status(&gw).await;
+    assert_eq!(
+        (&early["sent"], &early["refused"]),
+        (&40.into(), &0.into()),
+        "{early}"
+    );
+    assert!(
+        early["refunded"].as_u64().expect("refunded") >= 40 - 14,
+        "{early}"
+    );
+}
+
+#[tokio::test]
 async fn the_budget_caps_early_retries_when_the_whole_fleet_is_slow() {
     let fra = [
         gateway_tests::region("fra", "fra-1").await,

@@ -587,6 +587,7 @@ fn status_json(state: &AdminState, ready: bool) -> serde_json::Value {
                         "sent": sent,
                         "refused": refused,
                         "won": won,
+                        "refunded": e.state.refunded(),
                     })
                 }),
             })

@@ -80,6 +80,21 @@ impl<const SECONDS: usize> Budget<SECONDS> {
         self.retries[i].fetch_add(1, Ordering::Relaxed);
         true
     }
+
+    /// Gives one retry taken in the window back (none taken: nothing happens): for a retry
+    /// that proved it cost nothing a sick fleet would feel.
+    pub fn refund(&self) {
+        let i = self.index();
+        for k in 0..SECONDS {
+            let slot = &self.retries[(i + SECONDS - k) % SECONDS];
+            if slot
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +114,23 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         let granted = (0..100).filter(|_| b.try_retry()).count();
         assert_eq!(granted, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_gives_one_retry_back_and_never_more_than_were_taken() {
+        let b = RetryBudget::new(0);
+        assert_eq!((0..100).filter(|_| b.try_retry()).count(), 10);
+        b.refund();
+        b.refund();
+        assert_eq!((0..100).filter(|_| b.try_retry()).count(), 2);
+        // A retry taken a second ago comes back too.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        b.refund();
+        assert_eq!((0..100).filter(|_| b.try_retry()).count(), 1);
+        // Nothing taken in the window: a refund gives nothing beyond the floor.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        b.refund();
+        assert_eq!((0..100).filter(|_| b.try_retry()).count(), 10);
     }
 
     #[tokio::test(start_paused = true)]

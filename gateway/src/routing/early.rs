@@ -26,7 +26,9 @@ const BUCKETS: usize = 96;
 /// Each of the histogram's two windows covers this long; the percentile reads both.
 const WINDOW: Duration = Duration::from_secs(5);
 /// Answers the percentile needs before it is trusted; until then the deadline is `max_delay`.
-const MIN_ANSWERS: u64 = 50;
+/// Ten: at 50 requests per second a route has them within 0.2 s (its p99 is then their
+/// slowest, times `factor`).
+const MIN_ANSWERS: u64 = 10;
 /// How long a computed deadline is reused before it is computed again.
 const REFRESH: Duration = Duration::from_millis(100);
 
@@ -45,6 +47,7 @@ pub struct EarlyState {
     sent: AtomicU64,
     refused: AtomicU64,
     won: AtomicU64,
+    refunded: AtomicU64,
 }
 
 impl EarlyState {
@@ -60,6 +63,7 @@ impl EarlyState {
             sent: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             won: AtomicU64::new(0),
+            refunded: AtomicU64::new(0),
         }
     }
 
@@ -144,6 +148,24 @@ impl EarlyState {
             self.refused.load(Ordering::Relaxed),
             self.won.load(Ordering::Relaxed),
         )
+    }
+
+    /// The second attempt of an early retry (or the hedge that won) answered within `within`
+    /// (the deadline the first one missed): its early retry is given back to the budget. The
+    /// budget is there so a sick fleet is not sent twice the load; a retry that answered at
+    /// once went to a healthy endpoint, which is what early retry is for (a blackholed one
+    /// meets every request until health sees it, and each costs only its deadline while the
+    /// retries land). Where the whole fleet is slow, retries are slow too and the budget holds.
+    pub fn settle(&self, ttfb: Duration, within: Duration) {
+        if ttfb <= within {
+            self.budget.refund();
+            self.refunded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Early retries given back to the budget because their answer came within the deadline.
+    pub fn refunded(&self) -> u64 {
+        self.refunded.load(Ordering::Relaxed)
     }
 
     /// The deadline's question when it passes: cut the attempt (the budget allows one more
