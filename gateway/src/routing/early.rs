@@ -295,14 +295,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_deadline_follows_the_p99_times_the_factor_within_its_bounds() {
         let state = EarlyState::new(100);
-        // Too few answers: the longest deadline.
-        for _ in 0..49 {
+        // Too few answers (nine): the longest deadline.
+        for _ in 0..MIN_ANSWERS - 1 {
             state.record(Duration::from_millis(10));
         }
         assert_eq!(state.p99(), None);
         assert_eq!(state.deadline(&settings()), Duration::from_secs(1));
         // 99 fast answers and one slow one per hundred: p99 is the fast one's bucket.
-        for i in 0..951 {
+        for i in 0..1000 - (MIN_ANSWERS - 1) {
             state.record(Duration::from_millis(if i % 100 == 0 { 400 } else { 10 }));
         }
         let p99 = state.p99().expect("enough answers");
