@@ -922,6 +922,15 @@ impl HealthHub {
 mod tests {
     use super::*;
 
+    /// Rise and fall 2, three consecutive failures eject for 5 s (at most 60 s).
+    const POLICY: HealthPolicy = HealthPolicy {
+        rise: 2,
+        fall: 2,
+        consecutive_failures: Some(3),
+        ejection: Duration::from_secs(5),
+        max_ejection: Duration::from_secs(60),
+    };
+
     /// A hub (kept alive by the caller: cells refer to it weakly) with one region of one
     /// endpoint that three consecutive failures eject.
     fn one_endpoint() -> (HealthHub, Arc<EndpointHealth>) {
@@ -931,13 +940,7 @@ mod tests {
             id: EndpointId::try_new("fra-1").expect("id"),
             addr: "127.0.0.1:1".parse().expect("addr"),
         };
-        let policy = HealthPolicy {
-            rise: 2,
-            fall: 2,
-            consecutive_failures: Some(3),
-            ejection: Duration::from_secs(5),
-            max_ejection: Duration::from_secs(60),
-        };
+        let policy = POLICY;
         let endpoint = hub.endpoint(&region, key, policy);
         let members = RegionMembers {
             config: None,
@@ -991,13 +994,7 @@ mod tests {
         let region_config = config.regions[0].clone();
         let hub = HealthHub::new();
         let region = hub.region(&region_config.name);
-        let policy = HealthPolicy {
-            rise: 2,
-            fall: 2,
-            consecutive_failures: Some(3),
-            ejection: Duration::from_secs(5),
-            max_ejection: Duration::from_secs(60),
-        };
+        let policy = POLICY;
         let endpoints: Vec<Arc<EndpointHealth>> = region_config
             .endpoints
             .iter()

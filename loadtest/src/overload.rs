@@ -16,7 +16,7 @@ use testbed::launcher::GatewayProcess;
 use testbed::yaml::{Endpoint, GatewayYaml, Probe, Region, Route};
 
 use crate::engine::{self, LoadSpec, Record};
-use crate::process::{ensure_installed, raise_fd_limit, which, Guard};
+use crate::process::{ensure_installed, raise_fd_limit, wait_port, which, Guard};
 use crate::report::{self, Summary};
 use crate::scenario::start_gateway;
 
@@ -146,7 +146,7 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
             (Some(fleet), None, regions)
         }
         Origin::Nginx => {
-            let (guard, ports) = nginx_origin(4, other_cpu)?;
+            let (guard, ports) = nginx_origin(4, other_cpu).await?;
             let region = |name: &str, ports: &[SocketAddr]| {
                 let endpoints = ports
                     .iter()
@@ -300,7 +300,7 @@ fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
 
 /// One nginx process (one worker) answering `200 ok` on `n` loopback ports, `/healthz`
 /// included; pinned to `cpu` when given.
-fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Vec<SocketAddr>)> {
+async fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Vec<SocketAddr>)> {
     ensure_installed(&[("nginx", "nginx")])?;
     let dir = tempfile::tempdir()?;
     let ports: Vec<SocketAddr> = (0..n)
@@ -332,12 +332,7 @@ fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Vec<Sock
         _dir: Some(dir),
     };
     for addr in &ports {
-        std::thread::sleep(Duration::from_millis(50));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nginx did not open {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_port(*addr).await.context("nginx")?;
     }
     Ok((guard, ports))
 }
