@@ -96,7 +96,7 @@ pub const RETRY_ATTEMPTS: u32 = 2;
 /// `routes[].retry.budget`, in per mille.
 pub const RETRY_BUDGET_PERMILLE: u32 = 200;
 /// `routes[].retry.early.enabled`.
-pub const EARLY_RETRY: bool = false;
+pub const EARLY_RETRY: bool = true;
 /// `routes[].retry.early.factor`.
 pub const EARLY_FACTOR: f64 = 3.0;
 /// `routes[].retry.early.min_delay`.

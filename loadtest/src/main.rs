@@ -250,9 +250,13 @@ struct FailoverArgs {
     /// Gateway worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Turn on the route's early retry (`retry.early`, default settings).
-    #[arg(long)]
+    /// The route's early retry (`retry.early`) with its default settings: on unless
+    /// `--no-early-retry` (`--early-retry` says it explicitly).
+    #[arg(long, conflicts_with = "no_early_retry")]
     early_retry: bool,
+    /// Turn the route's early retry off (`retry.early.enabled: false`), for a baseline.
+    #[arg(long)]
+    no_early_retry: bool,
     /// Report directory (default reports/failover-<scenario>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -571,7 +575,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         probe_interval: args.probe_interval,
         gateway: gateway_or_default(args.gateway)?,
         threads: args.threads,
-        early_retry: args.early_retry,
+        early_retry: args.early_retry || !args.no_early_retry,
     };
     let name = serde_json::to_value(spec.fault)?
         .as_str()

@@ -145,7 +145,7 @@ fn config(spec: &ScenarioSpec, fleet: &Fleet, ports: Ports) -> GatewayYaml {
     let route = if spec.early_retry {
         route.early_retry()
     } else {
-        route
+        route.no_early_retry()
     };
     GatewayYaml::new(ports).fleet(fleet, &probe).route(route)
 }

@@ -692,6 +692,18 @@ impl Route {
         self
     }
 
+    /// `retry: { early: { enabled: false } }` (early retry is on by default), beside the
+    /// attempts set before (default 2).
+    pub fn no_early_retry(mut self) -> Self {
+        let retry = self.retry.get_or_insert(Retry {
+            attempts: 2,
+            budget: None,
+            early: None,
+        });
+        retry.early = Some(EarlyRetry { enabled: false });
+        self
+    }
+
     /// `retry: { attempts, budget }`.
     pub fn retry_budget(mut self, attempts: u32, budget_percent: u32) -> Self {
         self.retry = Some(Retry {
