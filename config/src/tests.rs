@@ -337,10 +337,17 @@ fn latency_ejection_defaults_on_and_checks_its_settings() {
 }
 
 #[test]
-fn early_retry_is_off_by_default_and_checks_its_settings() {
+fn early_retry_is_on_by_default_a_route_opts_out_and_its_settings_are_checked() {
     use std::time::Duration;
+    let defaults = Some(EarlyRetry {
+        factor_permille: 3000,
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_secs(1),
+        budget_permille: 100,
+        hedge: true,
+    });
     let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
-    assert_eq!(c.routes[0].retry.early, None);
+    assert_eq!(c.routes[0].retry.early, defaults);
     let with = |early: &str| {
         MINIMAL.replace(
             "    regions: [fra, ber]\n",
@@ -348,16 +355,9 @@ fn early_retry_is_off_by_default_and_checks_its_settings() {
         )
     };
     let on = parse(&with("{ enabled: true }"), Path::new("test.yaml")).expect("valid");
-    assert_eq!(
-        on.routes[0].retry.early,
-        Some(EarlyRetry {
-            factor_permille: 3000,
-            min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_secs(1),
-            budget_permille: 100,
-            hedge: true,
-        })
-    );
+    assert_eq!(on.routes[0].retry.early, defaults);
+    let off = parse(&with("{ enabled: false }"), Path::new("test.yaml")).expect("valid");
+    assert_eq!(off.routes[0].retry.early, None);
     let tuned = parse(
         &with("{ enabled: true, factor: 2, min_delay: 50ms, max_delay: 50ms, budget: 5%, hedge: false }"),
         Path::new("test.yaml"),
