@@ -200,19 +200,22 @@ pub(super) fn observe_first_byte(ctx: &RequestCtx, lag: &Lag) {
     };
     let now = tokio::time::Instant::now();
     let ttfb = now.saturating_duration_since(ctx.attempt_started);
+    let lagging = lag.saturated();
     if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
         early.state.record(ttfb);
         // The answer of an early retry or of the hedge that won: fast, it gives its early
-        // retry back (`EarlyState::settle`).
-        if ctx.hedge_won
-            || (ctx.tried.len() == 2 && ctx.retries.first().is_some_and(|r| r == "early"))
+        // retry back (`EarlyState::settle`), unless the gateway lags (no evidence then, and
+        // no time to add attempts).
+        if !lagging
+            && (ctx.hedge_won
+                || (ctx.tried.len() == 2 && ctx.retries.first().is_some_and(|r| r == "early")))
         {
             early
                 .state
                 .settle(ttfb, early.state.deadline(&early.settings));
         }
     }
-    let slowness = c.endpoint.observe(ttfb, now, lag.saturated());
+    let slowness = c.endpoint.observe(ttfb, now, lagging);
     // An excused answer is not counted: it comes with every answer of a saturated moment,
     // when the gateway can least afford the work.
     if !matches!(slowness, Slowness::Fine | Slowness::Excused) {
