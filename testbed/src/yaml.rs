@@ -682,25 +682,23 @@ impl Route {
     }
 
     /// `retry: { early: { enabled: true } }`, beside the attempts set before (default 2).
-    pub fn early_retry(mut self) -> Self {
-        let retry = self.retry.get_or_insert(Retry {
-            attempts: 2,
-            budget: None,
-            early: None,
-        });
-        retry.early = Some(EarlyRetry { enabled: true });
-        self
+    pub fn early_retry(self) -> Self {
+        self.early(true)
     }
 
     /// `retry: { early: { enabled: false } }` (early retry is on by default), beside the
     /// attempts set before (default 2).
-    pub fn no_early_retry(mut self) -> Self {
+    pub fn no_early_retry(self) -> Self {
+        self.early(false)
+    }
+
+    fn early(mut self, enabled: bool) -> Self {
         let retry = self.retry.get_or_insert(Retry {
             attempts: 2,
             budget: None,
             early: None,
         });
-        retry.early = Some(EarlyRetry { enabled: false });
+        retry.early = Some(EarlyRetry { enabled });
         self
     }
 
