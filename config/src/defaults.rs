@@ -39,6 +39,8 @@ pub const MAX_HEADERS: u32 = 100;
 pub const MAX_URI_BYTES: u32 = 8 * 1024;
 /// `routes[].max_body_bytes` (nginx's `client_max_body_size`).
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// `routes[].max_grpc_message_bytes` (gRPC libraries' default maximum message size).
+pub const MAX_GRPC_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// `server.body_buffer_bytes` (nginx's `proxy_buffer_size` is 4 or 8 KiB, Pingora's 64 KiB).
 pub const BODY_BUFFER_BYTES: u32 = 16 * 1024;
 /// `server.client_h2_streams`.

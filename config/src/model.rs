@@ -563,8 +563,13 @@ pub struct Route {
     pub on_all_down: OnAllDown,
     /// Requests in flight on the route at most, if limited.
     pub max_in_flight: Option<u32>,
-    /// Bytes of a request body at most, if limited.
+    /// Bytes of a request body at most, if limited (gRPC requests: see below).
     pub max_body_bytes: Option<u64>,
+    /// Bytes of a gRPC request's whole stream at most: `max_body_bytes` when the route set it,
+    /// else none (the default body limit does not apply to gRPC streams).
+    pub max_grpc_stream_bytes: Option<u64>,
+    /// Bytes of one gRPC message at most (its length prefix), if limited.
+    pub max_grpc_message_bytes: Option<u64>,
     /// Failover for slowness, when enabled.
     pub degraded: Option<Degraded>,
 }

@@ -593,9 +593,20 @@ pub struct RawRoute {
     /// Bytes of a request body at most (default 1048576, as nginx; `0`: no limit): a larger
     /// `Content-Length` is answered `413` before anything is forwarded, and a chunked body that
     /// grows past it is cut off with `413`. Upgraded connections (WebSocket) are not bound by it.
+    /// gRPC requests are bound by it only when it is set on the route (then on the whole
+    /// stream: `RESOURCE_EXHAUSTED` before the response started, the stream reset after);
+    /// by default only `max_grpc_message_bytes` bounds them.
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::MAX_BODY_BYTES))]
     pub max_body_bytes: Option<u64>,
+    /// Bytes of one gRPC message at most (default 4194304, gRPC libraries' default maximum;
+    /// `0`: no limit), read from each message's length prefix in a request whose
+    /// `content-type` is `application/grpc` or `application/grpc-web` (`+proto` etc.). A gRPC
+    /// request stream is bound by this, not by the default `max_body_bytes`: only a
+    /// `max_body_bytes` set on the route also bounds the whole stream.
+    #[serde(default)]
+    #[schemars(!default, extend("default" = defaults::MAX_GRPC_MESSAGE_BYTES))]
+    pub max_grpc_message_bytes: Option<u64>,
     /// Failover for slowness (opt-in): a region whose endpoints answer this route slower than
     /// an SLO for a while is treated as down for it while another region is up.
     #[serde(default)]

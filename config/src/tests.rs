@@ -287,6 +287,37 @@ fn request_is_a_total_deadline_that_can_be_off_and_read_follows_it() {
 }
 
 #[test]
+fn grpc_streams_are_bound_per_message_unless_the_route_sets_max_body_bytes() {
+    let with = |extra: &str| {
+        let text = MINIMAL.replace(
+            "    regions: [fra, ber]\n",
+            &format!("    regions: [fra, ber]\n{extra}"),
+        );
+        parse(&text, Path::new("test.yaml")).expect("valid")
+    };
+    // Defaults: plain bodies 1 MiB, gRPC messages 4 MiB each, a gRPC stream unbound.
+    let r = &with("").routes[0];
+    assert_eq!(r.max_body_bytes, Some(1024 * 1024));
+    assert_eq!(r.max_grpc_stream_bytes, None);
+    assert_eq!(r.max_grpc_message_bytes, Some(4 * 1024 * 1024));
+    // Set on the route, max_body_bytes bounds gRPC streams too.
+    let r = &with("    max_body_bytes: 65536\n    max_grpc_message_bytes: 1024\n").routes[0];
+    assert_eq!(r.max_body_bytes, Some(65536));
+    assert_eq!(r.max_grpc_stream_bytes, Some(65536));
+    assert_eq!(r.max_grpc_message_bytes, Some(1024));
+    // 0: no limit.
+    let r = &with("    max_body_bytes: 0\n    max_grpc_message_bytes: 0\n").routes[0];
+    assert_eq!(
+        (
+            r.max_body_bytes,
+            r.max_grpc_stream_bytes,
+            r.max_grpc_message_bytes
+        ),
+        (None, None, None)
+    );
+}
+
+#[test]
 fn latency_ejection_defaults_on_and_checks_its_settings() {
     let c = parse(MINIMAL, Path::new("test.yaml")).expect("valid");
     assert_eq!(

@@ -1608,6 +1608,12 @@ impl<'a> Validator<'a> {
                     Some(0) => None,
                     Some(n) => Some(n),
                 },
+                max_grpc_stream_bytes: r.max_body_bytes.filter(|n| *n > 0),
+                max_grpc_message_bytes: match r.max_grpc_message_bytes {
+                    None => Some(defaults::MAX_GRPC_MESSAGE_BYTES),
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                },
                 degraded: r.degraded.as_ref().map(|d| Degraded {
                     ttfb: self.positive_duration(
                         &format!("{p}.degraded.ttfb"),

@@ -166,6 +166,7 @@ pub(super) fn begin(
             .push((ctx.started.elapsed(), ctx.retries.len()));
     }
     ctx.body_bytes = 0;
+    ctx.grpc_messages = Default::default();
 }
 
 /// When the hedge answered first, the attempt becomes the hedge's (its endpoint, start and

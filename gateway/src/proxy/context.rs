@@ -12,6 +12,7 @@ use pingora::ErrorType;
 
 use crate::proxy::affinity::Affinity;
 use crate::proxy::errors::ErrorPage;
+use crate::proxy::grpc::{Code, GrpcKind, Messages};
 use crate::proxy::hedge::HedgeSlot;
 use crate::proxy::selection::{has_untried, has_untried_fail_open, Choice, InFlight};
 use crate::routing::admission::Slot;
@@ -41,8 +42,19 @@ pub(crate) struct RequestCtx {
     pub(super) sticky: Option<Affinity>,
     /// Whether the response to the client has started; the error path decides from it.
     pub(super) response: ResponsePhase,
-    /// The route's total deadline (`timeouts.request`), unless off or the request upgrades.
+    /// The request's total deadline: the route's `timeouts.request` (unless off or the
+    /// request upgrades), or the client's `grpc-timeout` when that ends sooner.
     pub(super) deadline: Option<Instant>,
+    /// How the request speaks gRPC, if it does (its `content-type`).
+    pub(super) grpc: Option<GrpcKind>,
+    /// A gRPC client's `grpc-timeout`, and whether it set the deadline (it ends sooner than
+    /// the route's).
+    pub(super) grpc_timeout: Option<(std::time::Duration, bool)>,
+    /// The gRPC request body's messages as they pass in the current attempt (their limit).
+    pub(super) grpc_messages: Messages,
+    /// The gRPC status of the gateway's own answer to a gRPC request, for the access log and
+    /// metrics.
+    pub(super) grpc_answer: Option<Code>,
     pub(super) started: Instant,
     /// Held while the request is in flight (the process's and the route's limits).
     pub(super) process_slot: Option<Slot>,
@@ -99,6 +111,10 @@ impl RequestCtx {
             sticky: None,
             response: ResponsePhase::NotStarted,
             deadline: None,
+            grpc: None,
+            grpc_timeout: None,
+            grpc_messages: Messages::default(),
+            grpc_answer: None,
             started: Instant::now(),
             process_slot: None,
             route_slot: None,
@@ -155,6 +171,11 @@ impl RequestCtx {
                 .latency
                 .observe(now.saturating_duration_since(self.attempt_started), now);
         }
+    }
+
+    /// Whether the request's total deadline has passed.
+    pub(super) fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|end| Instant::now() >= end)
     }
 
     /// The current attempt's endpoint choice.

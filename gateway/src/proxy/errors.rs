@@ -6,9 +6,11 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession as HttpSession;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::proxy::grpc::{percent_encode, Code, GrpcKind};
 use crate::routing::admission::ShedReason;
 
 /// The gateway's own answer to a request that failed before its response started.
@@ -26,8 +28,8 @@ pub(crate) enum ErrorPage {
     Status(u16),
     /// The client sent something broken: 400.
     BadRequest,
-    /// The request body is over the route's `max_body_bytes`: 413.
-    BodyTooLarge,
+    /// The request body (or one gRPC message of it) is over a route limit: 413.
+    BodyTooLarge(BodyLimit),
     /// The request body was still arriving when the route's total deadline passed: 408.
     BodyTimeout,
     /// The gateway failed: 500.
@@ -70,7 +72,7 @@ impl ErrorPage {
             Self::UpstreamTimeout => 504,
             Self::Status(code) => code,
             Self::BadRequest => 400,
-            Self::BodyTooLarge => 413,
+            Self::BodyTooLarge(_) => 413,
             Self::BodyTimeout => 408,
             Self::Internal => 500,
             Self::ClientGone => 0,
@@ -86,12 +88,21 @@ impl ErrorPage {
             Self::UpstreamTimeout => "upstream timeout",
             Self::Status(_) => "error",
             Self::BadRequest => "bad request",
-            Self::BodyTooLarge => "body too large",
+            Self::BodyTooLarge(_) => "body too large",
             Self::BodyTimeout => "request body too slow",
             Self::Internal => "internal error",
             Self::ClientGone => "client gone",
         }
     }
+}
+
+/// The route limit a request body went over: its field and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyLimit {
+    /// `max_body_bytes` or `max_grpc_message_bytes`.
+    pub field: &'static str,
+    /// Its value.
+    pub max: u64,
 }
 
 /// Who broke a response that had already started, for metrics and passive health.
@@ -145,6 +156,51 @@ pub(crate) async fn respond_json(
         .write_response_body(Some(Bytes::from(body)), true)
         .await?;
     Ok(())
+}
+
+/// Writes the gateway's own answer to a gRPC request (`kind`): Trailers-Only, i.e. one header
+/// block that ends the stream, with HTTP 200, the request's gRPC `content-type`, `grpc-status`
+/// `code`, `grpc-message` `reason` (percent-encoded) and `grpc-retry-pushback-ms` where the
+/// JSON answer would carry `Retry-After` (`pushback`); the request id echoed.
+pub(crate) async fn respond_grpc(
+    session: &mut Session,
+    request_id: Option<(&Bytes, &HeaderValue)>,
+    kind: GrpcKind,
+    (code, reason): (Code, &str),
+    pushback: bool,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    let content_type = match kind {
+        // A grpc-web client reads the status from these headers, as it does a Trailers-Only
+        // answer's; its body is empty.
+        GrpcKind::Web | GrpcKind::WebText => session
+            .req_header()
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/grpc-web")),
+        GrpcKind::Grpc => HeaderValue::from_static("application/grpc"),
+    };
+    resp.insert_header(header::CONTENT_TYPE, content_type)?;
+    resp.insert_header("grpc-status", code.value().to_string())?;
+    resp.insert_header("grpc-message", percent_encode(reason))?;
+    if pushback {
+        resp.insert_header("grpc-retry-pushback-ms", "1000")?;
+    }
+    if let Some((name, id)) = request_id {
+        resp.insert_header(name.clone(), id.clone())?;
+    }
+    // Over HTTP/2 the header block itself ends the stream: a gRPC client reads the status
+    // from headers only when no DATA frame follows (grpc-go would see a stream "closed without
+    // trailers"). The proxy's session ignores `end_of_stream` for HTTP/2, so the downstream
+    // session is told directly.
+    if let HttpSession::H2(h2) = session.as_mut() {
+        return h2.write_response_header(Box::new(resp), true);
+    }
+    // HTTP/1.x (grpc-web) has no stream to end: the empty body is declared.
+    resp.insert_header(header::CONTENT_LENGTH, "0")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(None, true).await
 }
 
 /// A JSON string literal.

@@ -16,7 +16,7 @@
 //! - [`response`]: the sticky cookie, the gateway's own error pages, truncation;
 //! - [`record`]: the metrics, access line and span of a finished request;
 //! - the decisions: [`selection`], [`affinity`], [`retry`], [`hedge`], [`peer`],
-//!   [`upstream`], [`headers`] and [`errors`].
+//!   [`upstream`], [`headers`], [`grpc`] and [`errors`].
 //!
 //! Imports `routing` and `telemetry`, never the control plane. Every log line of this folder
 //! has the target `gateway::proxy` (operators filter on it).
@@ -26,6 +26,7 @@ mod attempt;
 mod context;
 pub(crate) mod errors;
 mod failure;
+pub(crate) mod grpc;
 pub mod headers;
 pub(crate) mod hedge;
 pub(crate) mod peer;
@@ -47,7 +48,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::proxy::context::{RequestCtx, ResponsePhase};
-use crate::proxy::errors::{respond_json, ErrorPage};
+use crate::proxy::errors::ErrorPage;
 use crate::routing::admission::ProcessLimit;
 use crate::routing::snapshot::RoutingSnapshot;
 use crate::telemetry::lag::Lag;
@@ -89,6 +90,7 @@ impl ProxyHttp for GatewayProxy {
         // Pipelined HTTP/1.1 requests are answered in order (Pingora's default closes after the
         // first answer and drops the rest).
         session.as_mut().set_pipelining_enabled(true);
+        request::note_grpc(session, ctx);
         if request::refuse_bad_head(session, ctx).await? {
             return Ok(true);
         }
@@ -279,8 +281,15 @@ impl ProxyHttp for GatewayProxy {
         let page = ctx.refusal.unwrap_or_else(|| ErrorPage::of(e));
         let code = page.status();
         if code > 0 {
-            let body = response::error_body(page, ctx);
-            if let Err(write_err) = respond_json(session, ctx.request_id_echo(), code, body).await {
+            let written = response::answer(
+                session,
+                ctx,
+                code,
+                |ctx| response::error_body(page, ctx),
+                |ctx| response::grpc_status(page, ctx),
+            )
+            .await;
+            if let Err(write_err) = written {
                 tracing::debug!(error = %write_err, "could not send error response");
             }
         }

@@ -28,6 +28,9 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         plan.metrics
             .request(served, status, ctx.started.elapsed().as_secs_f64());
     }
+    if let Some(code) = ctx.grpc_answer {
+        crate::telemetry::metrics::grpc_answer(ctx.route_name(), code.name());
+    }
     if crate::telemetry::access_log::wants(status) {
         crate::telemetry::access_log::write(access_line(session, e, ctx, status));
     }
@@ -89,6 +92,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         )
         .str("protocol", version_name(req.version))
         .int("status", u64::from(status))
+        .opt_num("grpc_status", ctx.grpc_answer.map(|c| c.value()))
         .int("bytes_in", session.as_ref().body_bytes_read() as u64)
         .int("bytes_out", session.as_ref().body_bytes_sent() as u64)
         .num(
@@ -189,7 +193,8 @@ fn request_span(
         &name,
         start,
         start + elapsed.as_nanos() as u64,
-        status == 0 || status >= 500,
+        // The gateway's own gRPC answer is a failure sent with HTTP 200.
+        status == 0 || status >= 500 || ctx.grpc_answer.is_some(),
     );
     span.str("http.request.method", req.method.as_str())
         .str("url.path", req.uri.path())
@@ -212,6 +217,9 @@ fn request_span(
     }
     if status > 0 {
         span.int("http.response.status_code", u64::from(status));
+    }
+    if let Some(code) = ctx.grpc_answer {
+        span.int("rpc.grpc.status_code", u64::from(code.value()));
     }
     if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
         span.ip("client.address", ip.ip());

@@ -15,10 +15,13 @@ use pingora::{Error, ErrorType};
 
 use crate::proxy::affinity::Affinity;
 use crate::proxy::context::RequestCtx;
-use crate::proxy::errors::{json_echo, json_string, respond_json, ErrorPage};
+use crate::proxy::errors::{json_echo, json_string, BodyLimit, ErrorPage};
+use crate::proxy::grpc::{self, Code, GrpcKind};
 use crate::proxy::headers;
+use crate::proxy::response::{answer, grpc_status, overloaded_reason};
 use crate::proxy::GatewayProxy;
 use crate::routing::admission::{ShedReason, Slot};
+use crate::routing::snapshot::RoutePlan;
 use crate::routing::table::host_without_port;
 use crate::telemetry::metrics::LabelSet;
 use crate::telemetry::trace::TraceContext;
@@ -57,11 +60,12 @@ impl GatewayProxy {
             plan.metrics.shed(reason);
         }
         ctx.shed = Some(reason.label());
-        respond_json(
+        answer(
             session,
-            ctx.request_id_echo(),
+            ctx,
             503,
-            overloaded_body(ctx, reason),
+            |ctx| overloaded_body(ctx, reason),
+            |ctx| (Code::Unavailable, overloaded_reason(ctx, reason)),
         )
         .await?;
         Ok(true)
@@ -88,7 +92,7 @@ impl GatewayProxy {
 
 /// A head Pingora parsed but the limits refuse (missing `Host` 400, target 414, header size or
 /// count 431): answered, and the connection closed.
-pub(super) async fn refuse_bad_head(session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+pub(super) async fn refuse_bad_head(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     let Some(violation) =
         headers::violation(session.req_header(), &ctx.snapshot.config.server.limits)
     else {
@@ -96,9 +100,25 @@ pub(super) async fn refuse_bad_head(session: &mut Session, ctx: &RequestCtx) -> 
     };
     crate::telemetry::clientlog::record(violation.label(), &violation.status());
     session.set_keepalive(None);
-    let body = format!("{{\"error\":\"{}\"}}\n", violation.label());
-    respond_json(session, None, violation.status(), body).await?;
+    let status = violation.status();
+    answer(
+        session,
+        ctx,
+        status,
+        |_| format!("{{\"error\":\"{}\"}}\n", violation.label()),
+        |_| {
+            let code = grpc::Code::of_http(status);
+            (code, format!("request refused: {}", violation.label()))
+        },
+    )
+    .await?;
     Ok(true)
+}
+
+/// Notes whether the request speaks gRPC (its `content-type`): the gateway's own answers to it
+/// are gRPC statuses, and its body is limited per message.
+pub(super) fn note_grpc(session: &Session, ctx: &mut RequestCtx) {
+    ctx.grpc = GrpcKind::of(&session.req_header().headers);
 }
 
 /// The request id (the client's, when usable, else a new one) and the trace context to
@@ -133,19 +153,39 @@ pub(super) async fn refuse_unrouted(session: &mut Session, ctx: &mut RequestCtx)
     if ctx.route.is_some() {
         return Ok(false);
     }
-    let body = format!(
-        "{{\"error\":\"no route\",\"host\":{},\"path\":{}}}\n",
-        json_echo(host),
-        json_echo(req.uri.path())
-    );
-    respond_json(session, ctx.request_id_echo(), 404, body).await?;
+    let (host, path) = (host.to_string(), req.uri.path().to_string());
+    answer(
+        session,
+        ctx,
+        404,
+        |_| {
+            format!(
+                "{{\"error\":\"no route\",\"host\":{},\"path\":{}}}\n",
+                json_echo(&host),
+                json_echo(&path)
+            )
+        },
+        |_| {
+            let reason = format!(
+                "no route for host {} and path {}",
+                json_echo(&host),
+                json_echo(&path)
+            );
+            (Code::Unimplemented, reason)
+        },
+    )
+    .await?;
     Ok(true)
 }
 
-/// A declared body (`Content-Length`) over the route's `max_body_bytes`: 413 before anything
-/// is read or sent upstream.
-pub(super) async fn refuse_declared_body(session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
-    let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
+/// A declared body (`Content-Length`) over the route's limit on the whole body (a gRPC
+/// stream's, or `max_body_bytes`): 413 (gRPC: `RESOURCE_EXHAUSTED`) before anything is read or
+/// sent upstream.
+pub(super) async fn refuse_declared_body(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(max) = ctx.plan().and_then(|p| body_limits(p, ctx.grpc).0) else {
         return Ok(false);
     };
     let declared = session
@@ -158,9 +198,32 @@ pub(super) async fn refuse_declared_body(session: &mut Session, ctx: &RequestCtx
     }
     crate::telemetry::clientlog::record("body_too_large", &max);
     session.set_keepalive(None);
-    let body = format!("{{\"error\":\"body too large\",\"max_bytes\":{max}}}\n");
-    respond_json(session, ctx.request_id_echo(), 413, body).await?;
+    let page = ErrorPage::BodyTooLarge(BodyLimit {
+        field: "max_body_bytes",
+        max,
+    });
+    answer(
+        session,
+        ctx,
+        413,
+        |_| format!("{{\"error\":\"body too large\",\"max_bytes\":{max}}}\n"),
+        |ctx| grpc_status(page, ctx),
+    )
+    .await?;
     Ok(true)
+}
+
+/// The limits on a request body: on its whole length, and on each gRPC message. A gRPC stream
+/// (whose messages the gateway reads) is bound by `max_body_bytes` only where the route set
+/// it, and by `max_grpc_message_bytes`; anything else by `max_body_bytes`.
+fn body_limits(plan: &RoutePlan, grpc: Option<GrpcKind>) -> (Option<u64>, Option<u64>) {
+    match grpc {
+        Some(kind) if kind.framed() => (
+            plan.route.max_grpc_stream_bytes,
+            plan.route.max_grpc_message_bytes,
+        ),
+        _ => (plan.route.max_body_bytes, None),
+    }
 }
 
 /// The route's total deadline (`timeouts.request`, not for upgrades) and the client write
@@ -169,6 +232,23 @@ pub(super) fn set_deadlines(session: &mut Session, ctx: &mut RequestCtx) {
     if let Some(limit) = ctx.plan().and_then(|p| p.route.timeouts.request) {
         if !session.is_upgrade_req() {
             ctx.deadline = Some(ctx.started + limit);
+        }
+    }
+    // A gRPC client's deadline bounds the request when it ends sooner; what is left of it is
+    // forwarded with each attempt (`forward_headers`).
+    if ctx.grpc.is_some() {
+        let timeout = session
+            .req_header()
+            .headers
+            .get(grpc::GRPC_TIMEOUT)
+            .and_then(grpc::parse_timeout);
+        if let Some(timeout) = timeout {
+            let end = ctx.started + timeout;
+            let sooner = ctx.deadline.is_none_or(|route| end < route);
+            if sooner {
+                ctx.deadline = Some(end);
+            }
+            ctx.grpc_timeout = Some((timeout, sooner));
         }
     }
     // A client that stops taking the response is cut when one write has waited
@@ -231,6 +311,10 @@ pub(super) fn forward_headers(
         let name = &ctx.snapshot.config.server.request_id_header;
         upstream.insert_parsed_header(name, &ctx.snapshot.request_id_header, id.clone())?;
     }
+    if let (Some(_), Some(end)) = (ctx.grpc_timeout, ctx.deadline) {
+        let left = end.saturating_duration_since(Instant::now());
+        upstream.insert_header(grpc::GRPC_TIMEOUT, grpc::format_timeout(left))?;
+    }
     if let TraceContext::Started { value, replaced } = &ctx.trace {
         if *replaced {
             upstream.remove_header(TRACESTATE);
@@ -259,21 +343,36 @@ pub(super) fn check_body_chunk(
             "request deadline passed while the body was read",
         ));
     }
-    let Some(max) = ctx.plan().and_then(|p| p.route.max_body_bytes) else {
+    let (whole, message) = match ctx.plan() {
+        Some(plan) if !session.is_upgrade_req() => body_limits(plan, ctx.grpc),
+        _ => return Ok(()),
+    };
+    // A body without a declared length that grew past the limit, or a gRPC message declared
+    // over it: the client's fault.
+    let mut over = None;
+    if let Some(max) = whole {
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > max {
+            over = Some(("max_body_bytes", max, "request body over max_body_bytes"));
+        }
+    }
+    if let (None, Some(max)) = (over, message) {
+        if ctx.grpc_messages.feed(chunk, max).is_err() {
+            let why = "gRPC message over max_grpc_message_bytes";
+            over = Some(("max_grpc_message_bytes", max, why));
+        }
+    }
+    let Some((field, max, why)) = over else {
         return Ok(());
     };
-    ctx.body_bytes += chunk.len() as u64;
-    if ctx.body_bytes > max && !session.is_upgrade_req() {
-        // A body without a declared length grew past the limit: the client's fault.
-        return Err(refuse_body(
-            session,
-            ctx,
-            ErrorPage::BodyTooLarge,
-            ("body_too_large", &max),
-            "request body over max_body_bytes",
-        ));
-    }
-    Ok(())
+    let page = ErrorPage::BodyTooLarge(BodyLimit { field, max });
+    Err(refuse_body(
+        session,
+        ctx,
+        page,
+        ("body_too_large", &max),
+        why,
+    ))
 }
 
 /// A body the client is refused for: counted as the client's failure (`reason` and its

@@ -9,8 +9,11 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use crate::proxy::context::RequestCtx;
-use crate::proxy::errors::{json_string, ErrorPage, TruncationCause};
+use crate::proxy::errors::{json_string, respond_grpc, respond_json, ErrorPage, TruncationCause};
+use crate::proxy::grpc::Code;
 use crate::proxy::request::overloaded_body;
+use crate::routing::admission::ShedReason;
+use crate::telemetry::metrics::LabelSet;
 
 /// Issues or replaces the sticky cookie when the endpoint that served is not the one the
 /// request's cookie named (or there was no valid cookie), and counts the outcome.
@@ -38,16 +41,7 @@ pub(super) fn error_body(page: ErrorPage, ctx: &RequestCtx) -> String {
     if let ErrorPage::Overloaded(reason) = page {
         overloaded_body(ctx, reason)
     } else if page == ErrorPage::AllRegionsDown {
-        let allowed: Vec<String> = ctx
-            .plan()
-            .map(|p| {
-                p.route
-                    .allowed_regions
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let allowed = allowed_regions(ctx);
         format!(
             "{{\"error\":\"{message}\",\"route\":{},\"allowed_regions\":{}}}\n",
             json_string(ctx.route_name()),
@@ -60,6 +54,108 @@ pub(super) fn error_body(page: ErrorPage, ctx: &RequestCtx) -> String {
             ctx.tried.len()
         )
     }
+}
+
+/// Writes the gateway's own answer: `json` with `status`, or, to a gRPC request, a
+/// Trailers-Only answer with the gRPC status and reason `grpc` gives, noted for the access log
+/// and metrics (a 503's JSON carries `Retry-After`, its gRPC form `grpc-retry-pushback-ms`).
+/// Only the form the request takes is built.
+pub(super) async fn answer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    json: impl FnOnce(&RequestCtx) -> String,
+    grpc: impl FnOnce(&RequestCtx) -> (Code, String),
+) -> Result<()> {
+    let Some(kind) = ctx.grpc else {
+        let body = json(ctx);
+        return respond_json(session, ctx.request_id_echo(), status, body).await;
+    };
+    let (code, reason) = grpc(ctx);
+    ctx.grpc_answer = Some(code);
+    respond_grpc(
+        session,
+        ctx.request_id_echo(),
+        kind,
+        (code, &reason),
+        status == 503,
+    )
+    .await
+}
+
+/// The gRPC status and reason of the gateway's own answer `page` (the README's table).
+pub(super) fn grpc_status(page: ErrorPage, ctx: &RequestCtx) -> (Code, String) {
+    let route = ctx.route_name();
+    let attempts = ctx.tried.len();
+    match page {
+        ErrorPage::AllRegionsDown => (
+            Code::Unavailable,
+            format!(
+                "route {route}: no allowed region is up (allowed: {})",
+                allowed_regions(ctx).join(", ")
+            ),
+        ),
+        ErrorPage::Overloaded(reason) => (Code::Unavailable, overloaded_reason(ctx, reason)),
+        ErrorPage::UpstreamFailed => (
+            Code::Unavailable,
+            format!("route {route}: the upstream failed before answering (attempts: {attempts})"),
+        ),
+        ErrorPage::UpstreamTimeout if ctx.deadline_passed() => {
+            (Code::DeadlineExceeded, deadline_reason(ctx))
+        }
+        ErrorPage::UpstreamTimeout => (
+            Code::Unavailable,
+            format!("route {route}: upstream timeout (attempts: {attempts})"),
+        ),
+        ErrorPage::BodyTooLarge(limit) => (
+            Code::ResourceExhausted,
+            format!(
+                "route {route}: request over {} ({} bytes)",
+                limit.field, limit.max
+            ),
+        ),
+        ErrorPage::BodyTimeout => (
+            Code::DeadlineExceeded,
+            format!("{} while the request body was read", deadline_reason(ctx)),
+        ),
+        other => (
+            Code::of_http(other.status()),
+            format!("route {route}: {}", other.message()),
+        ),
+    }
+}
+
+/// The route's allowed regions, by name.
+fn allowed_regions(ctx: &RequestCtx) -> Vec<String> {
+    ctx.plan()
+        .map(|p| {
+            p.route
+                .allowed_regions
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Why a request's deadline passed: whose it was.
+fn deadline_reason(ctx: &RequestCtx) -> String {
+    let route = ctx.route_name();
+    match ctx.grpc_timeout {
+        Some((timeout, true)) => {
+            format!("route {route}: deadline passed (the client's grpc-timeout, {timeout:?})")
+        }
+        _ => format!("route {route}: deadline passed (the route's timeouts.request)"),
+    }
+}
+
+/// The reason of an overloaded answer to a gRPC request.
+pub(super) fn overloaded_reason(ctx: &RequestCtx, reason: ShedReason) -> String {
+    format!(
+        "route {}: overloaded (shed: {})",
+        ctx.route_name(),
+        reason.label()
+    )
 }
 
 /// Ends a response that failed after it started: nothing more is written, the client's

@@ -129,6 +129,10 @@ fn describe() {
         "gateway_responses_truncated_total",
         "Responses that failed after their header reached the client and were ended abnormally, by route, region, endpoint and cause (upstream, client, gateway)."
     );
+    describe_counter!(
+        "gateway_grpc_answers_total",
+        "The gateway's own answers to gRPC requests (Trailers-Only), by route and grpc_status (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ...)."
+    );
     describe_gauge!(
         "gateway_event_loop_lag_seconds",
         Unit::Seconds,
@@ -399,6 +403,16 @@ pub fn truncated(route: &str, region: &str, endpoint: &str, cause: &'static str)
         "region" => region.to_string(),
         "endpoint" => endpoint.to_string(),
         "cause" => cause
+    )
+    .increment(1);
+}
+
+/// Counts the gateway's own answer to a gRPC request, by route and gRPC status name.
+pub fn grpc_answer(route: &str, grpc_status: &'static str) {
+    metrics::counter!(
+        "gateway_grpc_answers_total",
+        "route" => route.to_string(),
+        "grpc_status" => grpc_status
     )
     .increment(1);
 }
