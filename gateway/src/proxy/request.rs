@@ -118,7 +118,11 @@ pub(super) async fn refuse_bad_head(session: &mut Session, ctx: &mut RequestCtx)
 /// Notes whether the request speaks gRPC (its `content-type`): the gateway's own answers to it
 /// are gRPC statuses, and its body is limited per message.
 pub(super) fn note_grpc(session: &Session, ctx: &mut RequestCtx) {
-    ctx.grpc = GrpcKind::of(&session.req_header().headers);
+    let req = session.req_header();
+    // gRPC is always a POST: other requests skip the header lookup.
+    if req.method == http::Method::POST {
+        ctx.grpc = GrpcKind::of(&req.headers);
+    }
 }
 
 /// The request id (the client's, when usable, else a new one) and the trace context to
