@@ -693,3 +693,83 @@ async fn http2_header_lists_over_the_head_limit_are_not_forwarded() {
     assert_eq!(fra.requests(), before, "forwarded: {answer}");
     assert_nothing_counted(&gw, "an HTTP/2 header list over the limit").await;
 }
+
+#[tokio::test]
+async fn garbage_first_bytes_are_refused_at_once_and_no_answer_names_the_software() {
+    // A head deadline and an idle timeout far longer than the generous bound below: an answer
+    // within it was not waiting for either.
+    let (gw, fra) =
+        start_with_server("  request_head_timeout: 30s\n  keepalive_timeout: 60s\n").await;
+    let soon = Duration::from_secs(5);
+    let hello = [
+        0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00, 0xf0, 0x03, 0x03, 0x11, 0x22,
+    ];
+    let target = "t".repeat(9000);
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "l".repeat(100_000));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a TLS ClientHello on the plaintext port",
+            hello.to_vec(),
+            "400",
+        ),
+        ("an HTTP/0.9 request line", b"GET /\r\n".to_vec(), "400"),
+        (
+            "a first byte no method has",
+            b"\x01\x02\x03".to_vec(),
+            "400",
+        ),
+        (
+            "a method with a non-token byte",
+            b"GE(T / HTTP/1.1".to_vec(),
+            "400",
+        ),
+        (
+            "a request line without a target",
+            b"GET\r\n".to_vec(),
+            "400",
+        ),
+        // The target alone is over max_uri_bytes (8 KiB): 414 before the rest arrives...
+        (
+            "an unfinished 9000-byte target",
+            format!("GET /{target}").into_bytes(),
+            "414",
+        ),
+        // ...and 414, not 431, when the whole head is over max_request_head_bytes too.
+        ("a 100 KB request line", long_line.into_bytes(), "414"),
+    ];
+    for (what, bytes, want) in cases {
+        let mut tcp = TcpStream::connect(gw.addr).await.expect("connect");
+        tcp.write_all(&bytes).await.expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The answer, without closing our side: the gateway must not wait for more.
+        let answered = tokio::time::timeout(soon, async {
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(answered.is_ok(), "{what}: no answer within {soon:?}");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {want}")),
+            "{what}: {text:?}"
+        );
+        assert!(
+            !text.to_ascii_lowercase().contains("\r\nserver:"),
+            "{what}: a Server banner: {text:?}"
+        );
+    }
+    // A normal request on the same gateway is still served, without a banner of its own.
+    let (line, _) = status_of(
+        &gw,
+        b"GET /ok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    assert_eq!(fra.requests(), 1, "a refused head reached the upstream");
+    assert_nothing_counted(&gw, "garbage heads").await;
+}

@@ -17,6 +17,7 @@ pub(crate) fn apply(server: &ServerSettings) {
 fn apply_client_limits(limits: &RequestLimits) {
     pingora::protocols::http::v1::server::set_request_head_limits(
         limits.head_bytes as usize,
+        limits.uri_bytes as usize,
         Some(limits.head_timeout),
     );
     pingora::protocols::http::v1::server::set_client_keepalive_timeout(limits.keepalive_timeout);

@@ -367,9 +367,12 @@ where
                 // PATCH (failover gateway): the right 4xx for a head over its limits (431) or
                 // past its deadline (408), and client-caused failures at debug level: a client
                 // must not control how fast the error log grows.
-                use pingora_core::protocols::http::v1::server::{HEAD_DEADLINE, HEAD_TOO_LARGE};
+                use pingora_core::protocols::http::v1::server::{
+                    HEAD_DEADLINE, HEAD_TOO_LARGE, URI_TOO_LONG,
+                };
                 let status = match &e.etype {
                     InvalidHTTPHeader => Some(400),
+                    t if *t == URI_TOO_LONG => Some(414),
                     t if *t == HEAD_TOO_LARGE => Some(431),
                     t if *t == HEAD_DEADLINE => Some(408),
                     _ => None,
@@ -1205,9 +1208,8 @@ impl DerefMut for Session {
 
 // generic HTTP 502 response sent when proxy_upstream_filter refuses to connect to upstream
 static BAD_GATEWAY: Lazy<ResponseHeader> = Lazy::new(|| {
-    let mut resp = ResponseHeader::build(http::StatusCode::BAD_GATEWAY, Some(3)).unwrap();
-    resp.insert_header(header::SERVER, &SERVER_NAME[..])
-        .unwrap();
+    // PATCH (failover gateway): no `Server` banner on the proxy's own answers.
+    let mut resp = ResponseHeader::build(http::StatusCode::BAD_GATEWAY, Some(2)).unwrap();
     resp.insert_header(header::CONTENT_LENGTH, 0).unwrap();
     resp.insert_header(header::CACHE_CONTROL, "private, no-store")
         .unwrap();

@@ -18,15 +18,14 @@ use http::header;
 use once_cell::sync::Lazy;
 use pingora_http::ResponseHeader;
 
-use super::SERVER_NAME;
 
 /// Generate an error response with the given status code.
 ///
 /// This error response has a zero `Content-Length` and `Cache-Control: private, no-store`.
 pub fn gen_error_response(code: u16) -> ResponseHeader {
-    let mut resp = ResponseHeader::build(code, Some(4)).unwrap();
-    resp.insert_header(header::SERVER, &SERVER_NAME[..])
-        .unwrap();
+    // PATCH (failover gateway): no `Server` banner (it names the software to whoever probes
+    // for it; the gateway's own answers carry none either).
+    let mut resp = ResponseHeader::build(code, Some(3)).unwrap();
     resp.insert_header(header::DATE, "Sun, 06 Nov 1994 08:49:37 GMT")
         .unwrap(); // placeholder
     resp.insert_header(header::CONTENT_LENGTH, "0").unwrap();

@@ -40,18 +40,26 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 // trickling one byte at a time cannot hold the connection by resetting the per-read timeout.
 static HEAD_LIMIT_BYTES: AtomicUsize = AtomicUsize::new(MAX_HEADER_SIZE);
 static HEAD_DEADLINE_MS: AtomicU64 = AtomicU64::new(0);
+// PATCH (failover gateway): the request target's byte limit, for `URI_TOO_LONG` (414) as soon as
+// the target alone is over it, even when the whole head is over `HEAD_LIMIT_BYTES` too.
+static URI_LIMIT_BYTES: AtomicUsize = AtomicUsize::new(MAX_HEADER_SIZE);
 
 /// The error type of a request head over the size or header-count limit.
 pub const HEAD_TOO_LARGE: pingora_error::ErrorType =
     pingora_error::ErrorType::Custom("RequestHeadTooLarge");
+/// PATCH (failover gateway): the error type of a request target over its limit (answered 414).
+pub const URI_TOO_LONG: pingora_error::ErrorType =
+    pingora_error::ErrorType::Custom("RequestUriTooLong");
 /// The error type of a request head not complete within its deadline.
 pub const HEAD_DEADLINE: pingora_error::ErrorType =
     pingora_error::ErrorType::Custom("RequestHeadDeadline");
 
-/// Sets the process-wide request head limits: at most `max_bytes` (capped at 1 MiB) and
-/// complete within `deadline` of its first byte (`None`: only the per-read timeout).
-pub fn set_request_head_limits(max_bytes: usize, deadline: Option<Duration>) {
+/// Sets the process-wide request head limits: at most `max_bytes` (capped at 1 MiB), a request
+/// target of at most `max_uri_bytes`, and complete within `deadline` of its first byte (`None`:
+/// only the per-read timeout).
+pub fn set_request_head_limits(max_bytes: usize, max_uri_bytes: usize, deadline: Option<Duration>) {
     HEAD_LIMIT_BYTES.store(max_bytes.min(MAX_HEADER_SIZE), Ordering::Relaxed);
+    URI_LIMIT_BYTES.store(max_uri_bytes, Ordering::Relaxed);
     HEAD_DEADLINE_MS.store(
         deadline.map_or(0, |d| (d.as_millis() as u64).max(1)),
         Ordering::Relaxed,
@@ -106,6 +114,11 @@ pub async fn wait_request_head(
         // Only the new bytes (and the two before them) are searched: a head trickled a byte per
         // read costs linear time, not quadratic.
         if buf.len() > head_limit || head_complete(&buf[scanned..]) {
+            return Some((buf, started));
+        }
+        // PATCH (failover gateway): a head that can never become a request is handed over now
+        // (the session answers 400 or 414), not at the head deadline.
+        if hopeless(&buf, URI_LIMIT_BYTES.load(Ordering::Relaxed)).is_some() {
             return Some((buf, started));
         }
         if buf.len() == buf.capacity() {
@@ -182,6 +195,76 @@ async fn first_bytes(stream: &mut crate::protocols::Stream, idle: Duration) -> O
         Ok(Ok(n)) if n > 0 => Some(buf),
         _ => None,
     }
+}
+
+/// PATCH (failover gateway): the error of a head over `head_limit` bytes: `URI_TOO_LONG` when
+/// its request target alone is over the target limit, else `HEAD_TOO_LARGE`.
+fn head_too_large<T>(buf: &[u8], head_limit: usize) -> Result<T> {
+    if hopeless(buf, URI_LIMIT_BYTES.load(Ordering::Relaxed)) == Some(Hopeless::UriTooLong) {
+        return uri_too_long();
+    }
+    Error::e_explain(
+        HEAD_TOO_LARGE,
+        format!("Request header larger than {head_limit}"),
+    )
+}
+
+fn uri_too_long<T>() -> Result<T> {
+    let limit = URI_LIMIT_BYTES.load(Ordering::Relaxed);
+    Error::e_explain(URI_TOO_LONG, format!("request target longer than {limit}"))
+}
+
+/// PATCH (failover gateway): why the start of a request head can never become a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hopeless {
+    /// A first byte that cannot start a method (a TLS record's 0x16 on a plaintext port, too),
+    /// a method with a byte no token has, or a request line without an HTTP version
+    /// (HTTP/0.9): 400.
+    Malformed,
+    /// The request target alone is over its limit: 414.
+    UriTooLong,
+}
+
+/// PATCH (failover gateway): whether the start of a request head in `buf` (complete or not) can
+/// never become a request, and why; `None` while it still can. Leading empty lines are skipped
+/// (RFC 9112 §2.2). Checked on incomplete heads only: a head that came whole is parsed once.
+pub(crate) fn hopeless(buf: &[u8], uri_limit: usize) -> Option<Hopeless> {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let buf = &buf[start..];
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    let method_end = line.iter().position(|&b| b == b' ');
+    let method = &line[..method_end.unwrap_or(line.len())];
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Some(Hopeless::Malformed);
+    }
+    let Some(method_end) = method_end else {
+        // The method is still arriving, or the line ended without a target.
+        return line_end.map(|_| Hopeless::Malformed);
+    };
+    let rest = &line[method_end + 1..];
+    match line_end {
+        // A whole request line: it must end with its version.
+        Some(_) => {
+            let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+            match rest.iter().rposition(|&b| b == b' ') {
+                Some(sp) if rest[sp + 1..].starts_with(b"HTTP/") => {
+                    (sp > uri_limit).then_some(Hopeless::UriTooLong)
+                }
+                _ => Some(Hopeless::Malformed),
+            }
+        }
+        // The target so far (the version may not have come yet).
+        None => {
+            let target = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+            (target > uri_limit).then_some(Hopeless::UriTooLong)
+        }
+    }
+}
+
+/// A byte of an HTTP token (RFC 9110 §5.6.2), as a method is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Whether `buf` holds a whole request head (an empty line after the request line; bare LF
@@ -479,10 +562,7 @@ impl HttpSession {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
-                return Error::e_explain(
-                    HEAD_TOO_LARGE,
-                    format!("Request header larger than {head_limit}"),
-                );
+                return head_too_large(&buf, head_limit);
             }
             if head_ends.is_none() && already_read > 0 {
                 let started = self.head_started.take();
@@ -530,10 +610,7 @@ impl HttpSession {
                     HeaderParseState::Complete(s) => {
                         if s > head_limit {
                             // The whole head came in one read, before the check above.
-                            return Error::e_explain(
-                                HEAD_TOO_LARGE,
-                                format!("Request header larger than {head_limit}"),
-                            );
+                            return head_too_large(&buf, head_limit);
                         }
                         self.raw_header = Some(BufRef(0, s));
 
@@ -633,7 +710,19 @@ impl HttpSession {
                         return Ok(Some(s));
                     }
                     HeaderParseState::Partial => {
-                        break; /* continue the read loop */
+                        // PATCH (failover gateway): a head that can never become a request is
+                        // answered now, not when the rest (which may never come) arrives.
+                        match hopeless(&buf, URI_LIMIT_BYTES.load(Ordering::Relaxed)) {
+                            None => break, /* continue the read loop */
+                            Some(Hopeless::UriTooLong) => return uri_too_long(),
+                            Some(Hopeless::Malformed) => {
+                                buf.truncate(MAX_ERR_BUF_LEN);
+                                return Error::e_explain(
+                                    InvalidHTTPHeader,
+                                    format!("buf: {}", buf.escape_ascii()),
+                                );
+                            }
+                        }
                     }
                     HeaderParseState::Invalid(e) => match e {
                         httparse::Error::TooManyHeaders => {
