@@ -5,16 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use gateway_config::GatewayConfig;
 use gateway_health::{HealthHub, HealthMonitor};
-use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::Server;
 use pingora::services::background::background_service;
 
 use crate::control::app::{App, ControlService};
@@ -110,9 +108,10 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     let limit = Arc::new(ProcessLimit::default());
     monitor.set_probe_observer(Arc::new(crate::telemetry::metrics::probe_finished));
 
+    let connections = Arc::new(Connections::default());
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        GatewayProxy::new(snapshot.clone(), limit.clone()),
+        GatewayProxy::new(snapshot.clone(), limit.clone(), connections.clone()),
     );
     // h2c on plaintext listeners; Pingora turns it off on TLS streams where ALPN decides.
     let mut http_options = HttpServerOptions::default();
@@ -129,15 +128,7 @@ pub fn build_server(config: GatewayConfig, options: &ServerOptions) -> Result<Se
     // stay at the protocol's 64 KiB per stream and per connection.
     h2.max_send_buffer_size(H2_SEND_BUFFER);
     app.h2_options = Some(h2);
-    let connections = Arc::new(Connections::default());
-    let mut proxy = pingora::services::listening::Service::new(
-        "gateway proxy".to_string(),
-        CountedConnections {
-            inner: Arc::new(app),
-            live: connections.clone(),
-            snapshot: snapshot.clone(),
-        },
-    );
+    let mut proxy = pingora::services::listening::Service::new("gateway proxy".to_string(), app);
     for listener in &config.listeners {
         let addr = listener.bind.to_string();
         match &listener.tls {
@@ -233,43 +224,5 @@ fn raise_fd_limit(max_connections: u32) {
             max_connections,
             "the file-descriptor limit (ulimit -n) is below what server.max_connections needs: raise it or lower max_connections"
         );
-    }
-}
-
-/// Pingora's HTTP app with every client connection counted in [`Connections`]: the count
-/// covers a connection from its first byte after the TLS handshake until it closes, all its
-/// requests (HTTP/2 streams until the connection ends), upgrades and the shutdown linger. A
-/// connection above `server.max_connections` is closed at once.
-struct CountedConnections<A> {
-    inner: Arc<A>,
-    live: Arc<Connections>,
-    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedConnections<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let (_connection, open) = self.live.enter();
-        let limit = self.snapshot.load().config.server.max_connections as usize;
-        if open > limit {
-            // Dropping the stream closes it: the client sees the connection end unanswered (as
-            // with Envoy's connection limit) and may retry elsewhere.
-            crate::telemetry::metrics::connection_refused();
-            tracing::debug!(
-                open,
-                limit,
-                "client connection refused: server.max_connections"
-            );
-            return None;
-        }
-        self.inner.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
     }
 }

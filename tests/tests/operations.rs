@@ -447,11 +447,8 @@ async fn metrics_are_prometheus_text_with_the_documented_names() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
-    let (_two, mut gw, slow) = request_in_flight(Duration::from_secs(3), "/slow/1500").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    gw.signal("TERM");
+/// Waits until readiness is false (the gateway is draining).
+async fn draining(gw: &Gateway) {
     eventually("readiness false while draining", || async {
         matches!(
             gateway_tests::client::get_status(gw.admin, "/readyz").await,
@@ -459,6 +456,14 @@ async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
         )
     })
     .await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_turns_readiness_false() {
+    let (_two, mut gw, slow) = request_in_flight(Duration::from_secs(3), "/slow/1500").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    draining(&gw).await;
     let resp = slow.await.expect("slow request");
     assert_eq!(resp.status, 200, "in-flight request finished");
     assert_eq!(gw.wait_exit().await, Some(0), "exits after the drain");
@@ -961,4 +966,49 @@ async fn status_readiness_agrees_with_readyz_without_readyz_being_asked_first() 
     gw.admin_call("POST", "/undrain", None).await;
     assert_eq!(gw.status(None).await["ready"], true);
     assert_eq!(readyz(&gw).await, 200);
+}
+
+// Issue 32: an idle kept-alive HTTP/1 connection is parked without a task after its grace
+// second, still counted, served in full when it speaks again, and at shutdown it lingers for a
+// request on its way as a waiting one does.
+#[tokio::test]
+async fn idle_connections_are_parked_counted_served_again_and_linger_at_shutdown() {
+    let (_two, mut gw) = graceful_gateway(Duration::from_secs(300)).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = H1::connect(gw.addr).await;
+        assert_eq!(c.send(get("a", "/")).await.status, 200);
+        clients.push(c);
+    }
+    let admission = |s: serde_json::Value| {
+        (
+            s["admission"]["connections"].clone(),
+            s["admission"]["parked"].clone(),
+        )
+    };
+    eventually("20 connections parked", || async {
+        admission(gw.status(None).await) == (20.into(), 20.into())
+    })
+    .await;
+    // Each speaks again: served in full, then parked again after its grace second.
+    for c in &mut clients {
+        let resp = c.send(get("a", "/again")).await;
+        assert_eq!(resp.status, 200);
+        assert!(!resp.body.is_empty(), "a body");
+    }
+    eventually("20 connections parked again", || async {
+        admission(gw.status(None).await) == (20.into(), 20.into())
+    })
+    .await;
+    // At shutdown a parked connection still takes a request sent within the linger.
+    gw.signal("TERM");
+    draining(&gw).await;
+    let resp = clients[0].send(get("a", "/late")).await;
+    assert_eq!(
+        resp.status, 200,
+        "a request on a parked connection at shutdown"
+    );
+    assert_eq!(resp.header("connection"), Some("close"));
+    drop(clients);
+    assert_eq!(gw.wait_exit().await, Some(0));
 }

@@ -488,6 +488,8 @@ fn status_json(state: &AdminState, ready: bool) -> serde_json::Value {
         })),
         "admission": {
             "connections": gateway.connections.open(),
+            // Idle HTTP/1 connections parked without a task (vendor patch 21), among them.
+            "parked": pingora::apps::parked_connections(),
             "max_connections": s.config.server.max_connections,
             "in_flight": gateway.limit.in_flight(),
             "max_in_flight": s.config.server.max_in_flight,

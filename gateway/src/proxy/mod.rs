@@ -49,7 +49,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::proxy::context::{RequestCtx, ResponsePhase};
 use crate::proxy::errors::ErrorPage;
-use crate::routing::admission::ProcessLimit;
+use crate::routing::admission::{Connections, ProcessLimit};
 use crate::routing::snapshot::RoutingSnapshot;
 use crate::telemetry::lag::Lag;
 
@@ -63,16 +63,23 @@ pub(crate) struct GatewayProxy {
     limit: Arc<ProcessLimit>,
     /// The proxy runtime's scheduling lag.
     lag: Arc<Lag>,
+    /// Open client connections (`server.max_connections`, and what shutdown waits for).
+    connections: Arc<Connections>,
 }
 
 impl GatewayProxy {
-    /// A proxy that reads routing from `snapshot` (swapped on reload) and admits requests
-    /// under `limit`.
-    pub fn new(snapshot: Arc<ArcSwap<RoutingSnapshot>>, limit: Arc<ProcessLimit>) -> Self {
+    /// A proxy that reads routing from `snapshot` (swapped on reload), admits requests under
+    /// `limit` and client connections into `connections`.
+    pub fn new(
+        snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+        limit: Arc<ProcessLimit>,
+        connections: Arc<Connections>,
+    ) -> Self {
         Self {
             snapshot,
             limit,
             lag: Arc::default(),
+            connections,
         }
     }
 }
@@ -83,6 +90,26 @@ impl ProxyHttp for GatewayProxy {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx::new(self.snapshot.load_full())
+    }
+
+    /// Counts every client connection in [`Connections`] from its first byte after the TLS
+    /// handshake until it closes: all its requests (HTTP/2 streams until the connection ends),
+    /// upgrades, the time it is parked while idle, and the shutdown linger. A connection above
+    /// `server.max_connections` is closed at once, unanswered (as Envoy's connection limit
+    /// does; the client may retry elsewhere).
+    fn admit_connection(&self) -> Option<pingora::apps::ConnectionToken> {
+        let (connection, open) = self.connections.enter();
+        let limit = self.snapshot.load().config.server.max_connections as usize;
+        if open > limit {
+            crate::telemetry::metrics::connection_refused();
+            tracing::debug!(
+                open,
+                limit,
+                "client connection refused: server.max_connections"
+            );
+            return None;
+        }
+        Some(Box::new(connection))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {

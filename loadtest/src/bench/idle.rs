@@ -34,7 +34,7 @@ pub struct IdleResult {
 }
 
 /// Opens `clients` connections to `addr`, sends `GET /bench` with `host` on each and reads the
-/// answer, keeps them idle for a second and reads the `VmRSS` of `worker` then, against before.
+/// answer, keeps them idle for two seconds and reads the `VmRSS` of `worker` then, against before.
 /// At most `OPENING_AT_ONCE` are being opened at a time; each gets 5 s, all of them 90 s.
 pub(super) async fn measure(
     name: &str,
@@ -69,8 +69,9 @@ pub(super) async fn measure(
     }
     opening.abort_all();
     let open_s = started.elapsed().as_secs_f64();
-    // Let the proxy finish what it does after an answer (buffers freed, timers set).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the proxy finish what it does after an answer (buffers freed, timers set; the
+    // gateway parks a connection a grace second after its answer).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let with = testbed::launcher::rss_kib(worker);
     let answered = held.len();
     let still = held.iter().filter(|s| still_open(s)).count();

@@ -1725,6 +1725,11 @@ where
         self.server_options.as_ref()
     }
 
+    // PATCH (failover gateway): the proxy decides whether a new connection is admitted.
+    fn admit_connection(&self) -> Option<pingora_core::apps::ConnectionToken> {
+        self.inner.admit_connection()
+    }
+
     fn h2_options(&self) -> Option<H2Options> {
         self.h2_options.clone()
     }

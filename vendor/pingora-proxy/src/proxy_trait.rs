@@ -550,6 +550,13 @@ pub trait ProxyHttp {
         false
     }
 
+    /// PATCH (failover gateway): called once for each new client connection before anything
+    /// is read from it. `None` refuses it (closed unanswered); the token is kept for as long
+    /// as the connection lives, idle and parked or not (e.g. a guard counting it).
+    fn admit_connection(&self) -> Option<pingora_core::apps::ConnectionToken> {
+        Some(Box::new(()))
+    }
+
     /// A value of true means that the proxy warning log message will be suppressed.
     /// The default value is false.
     ///

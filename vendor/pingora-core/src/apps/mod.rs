@@ -15,6 +15,13 @@
 //! The abstraction and implementation interface for service application logic
 
 pub mod http_app;
+pub(crate) mod park;
+pub use park::parked_connections;
+
+/// PATCH (failover gateway): what an application keeps for each admitted connection, for as
+/// long as the connection lives (served by a task or parked while idle), e.g. a guard that
+/// counts it.
+pub type ConnectionToken = Box<dyn std::any::Any + Send + Sync>;
 
 use crate::server::ShutdownWatch;
 use async_trait::async_trait;
@@ -248,6 +255,13 @@ pub trait HttpServerApp {
 
     async fn http_cleanup(&self) {}
 
+    /// PATCH (failover gateway): called once for each new connection before anything is read
+    /// from it. `None` refuses it (the connection is closed unanswered); the token is kept for
+    /// as long as the connection lives, parked while idle or not.
+    fn admit_connection(&self) -> Option<ConnectionToken> {
+        Some(Box::new(()))
+    }
+
     #[doc(hidden)]
     async fn process_custom_session(
         self: Arc<Self>,
@@ -299,14 +313,18 @@ where
         }
         // PATCH (failover gateway): each protocol's connection loop is a future of its own,
         // boxed, so a connection holds only the state of the protocol it speaks; HTTP/1 waits
-        // for each request head holding a few KiB at most (see `serve_http1`).
+        // for each request head holding a few KiB at most, and is parked without a task while
+        // idle (see `serve_http1`). The application admits the connection first.
+        let token = self.admit_connection()?;
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             Box::pin(serve_http2(self, stream, shutdown)).await;
+            drop(token);
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
+            let _token = token;
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            Box::pin(serve_http1(self, stream, shutdown)).await;
+            serve_http1(self.clone(), stream, shutdown.clone(), None, token).await;
         }
         None
     }
@@ -374,15 +392,36 @@ where
 
 /// PATCH (failover gateway): an HTTP/1.x connection, request after request. Between requests
 /// (and before the first) the connection waits in [`wait_request_head`], holding no session
-/// and at most the head's bytes; the session and the proxy's per-request state exist only
-/// from a complete head (or one over its limits or past its deadline, which the session then
-/// rejects) until the response is done. Bytes a pipelining client sent past the previous
-/// request are parsed at once.
-async fn serve_http1<T>(app: &Arc<T>, mut stream: Stream, shutdown: &ShutdownWatch)
+/// and at most the head's bytes; after its grace second with nothing read it is parked
+/// ([`park`]): this task ends, and the connection holds only its stream, `token` and what
+/// resumes it (`reused`, the keep-alive state) until bytes come, when a new task continues
+/// here. The session and the proxy's per-request state exist only from a complete head (or
+/// one over its limits or past its deadline, which the session then rejects) until the
+/// response is done. Bytes a pipelining client sent past the previous request are parsed at
+/// once.
+fn serve_http1<T>(
+    app: Arc<T>,
+    stream: Stream,
+    shutdown: ShutdownWatch,
+    reused: Option<Option<HttpPersistentSettings>>,
+    token: ConnectionToken,
+) -> futures::future::BoxFuture<'static, ()>
 where
     T: HttpServerApp + Send + Sync + 'static,
 {
-    let mut reused: Option<Option<HttpPersistentSettings>> = None;
+    // Boxed with its type erased: a parked connection resumes in a new task running this.
+    Box::pin(serve_http1_loop(app, stream, shutdown, reused, token))
+}
+
+async fn serve_http1_loop<T>(
+    app: Arc<T>,
+    mut stream: Stream,
+    shutdown: ShutdownWatch,
+    mut reused: Option<Option<HttpPersistentSettings>>,
+    token: ConnectionToken,
+) where
+    T: HttpServerApp + Send + Sync + 'static,
+{
     let mut watch = shutdown.clone();
     loop {
         let pipelined = reused
@@ -398,8 +437,16 @@ where
             None
         } else {
             match next_request_head(&mut stream, &mut watch).await {
-                Some(head) => Some(head),
-                None => return,
+                v1::server::HeadWait::Head(bytes, started) => Some((bytes, started)),
+                v1::server::HeadWait::Closed => return,
+                v1::server::HeadWait::Idle(idle) => {
+                    let resume: park::Resume = Box::new(move |stream| {
+                        pingora_runtime::current_handle()
+                            .spawn(serve_http1(app, stream, shutdown, reused, token));
+                    });
+                    park::park(stream, resume, idle, &watch);
+                    return;
+                }
             }
         };
         let mut session = ServerSession::new_http1(stream);
@@ -423,7 +470,7 @@ where
             session.set_pipelined_prefix(bytes);
             session.set_request_head_started(started);
         }
-        match app.process_new_http(session, shutdown).await {
+        match app.process_new_http(session, &shutdown).await {
             Some(next) => {
                 let (next_stream, settings) = next.consume();
                 stream = next_stream;
@@ -434,27 +481,28 @@ where
     }
 }
 
-/// The next request head of an HTTP/1 connection ([`wait_request_head`]). At shutdown (and
-/// when it comes while waiting) a head on its way is still read for up to 1 s, and served
-/// with `Connection: close`; an idle connection is closed after that linger.
-async fn next_request_head(
-    stream: &mut Stream,
-    watch: &mut ShutdownWatch,
-) -> Option<(BytesMut, std::time::Instant)> {
+/// The next request head of an HTTP/1 connection ([`wait_request_head`]), or `Idle` when the
+/// connection should be parked. At shutdown (and when it comes while waiting) a head on its
+/// way is still read for up to 1 s, and served with `Connection: close`; an idle connection is
+/// closed after that linger.
+async fn next_request_head(stream: &mut Stream, watch: &mut ShutdownWatch) -> v1::server::HeadWait {
     const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
-    let wait = v1::server::wait_request_head(stream);
+    // Parking is asked for until shutdown: then the wait goes on here, for the linger.
+    let park = std::sync::atomic::AtomicBool::new(!*watch.borrow());
+    let wait = v1::server::wait_request_head(stream, &park);
     tokio::pin!(wait);
-    if !*watch.borrow() {
+    if park.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::select! {
             biased;
             head = &mut wait => return head,
             _ = watch.changed() => {}
         }
+        park.store(false, std::sync::atomic::Ordering::Relaxed);
     }
-    pingora_timeout::timeout(SHUTDOWN_LINGER, &mut wait)
-        .await
-        .ok()
-        .flatten()
+    match pingora_timeout::timeout(SHUTDOWN_LINGER, &mut wait).await {
+        Ok(v1::server::HeadWait::Idle(_)) | Err(_) => v1::server::HeadWait::Closed,
+        Ok(head) => head,
+    }
 }
 
 #[cfg(test)]

@@ -93,16 +93,23 @@ const PREREAD_BUF_SIZE: usize = 1024;
 /// passes. Returns the bytes and when the first one
 /// came, to hand to [`HttpSession::set_pipelined_prefix`] and
 /// [`HttpSession::set_request_head_started`], whose `read_request` then answers or rejects
-/// the head as it would have; `None` when the client closed, errored or stayed idle for
-/// [`client_keepalive_secs`] (the connection is closed without an answer, as before).
+/// the head as it would have; `Closed` when the client closed, errored or stayed idle for
+/// [`client_keepalive_secs`] (the connection is closed without an answer, as before); `Idle`
+/// when `park` is set as the grace second ends with nothing read (the caller parks the
+/// connection, `apps::park`, instead of waiting here).
 ///
 /// This is what lets thousands of idle or trickling connections cost a few KiB each: the
 /// proxy's per-request state (tens of KiB) exists only once a head is there.
 pub async fn wait_request_head(
     stream: &mut crate::protocols::Stream,
-) -> Option<(BytesMut, std::time::Instant)> {
+    park: &std::sync::atomic::AtomicBool,
+) -> HeadWait {
     let idle = Duration::from_secs(client_keepalive_secs());
-    let mut buf = first_bytes(stream, idle).await?;
+    let mut buf = match first_bytes(stream, idle, park).await {
+        FirstBytes::Bytes(buf) => buf,
+        FirstBytes::Closed => return HeadWait::Closed,
+        FirstBytes::Idle => return HeadWait::Idle(idle.saturating_sub(IDLE_GRACE)),
+    };
     let started = std::time::Instant::now();
     let head_limit = HEAD_LIMIT_BYTES.load(Ordering::Relaxed);
     let deadline = match HEAD_DEADLINE_MS.load(Ordering::Relaxed) {
@@ -114,12 +121,12 @@ pub async fn wait_request_head(
         // Only the new bytes (and the two before them) are searched: a head trickled a byte per
         // read costs linear time, not quadratic.
         if buf.len() > head_limit || head_complete(&buf[scanned..]) {
-            return Some((buf, started));
+            return HeadWait::Head(buf, started);
         }
         // PATCH (failover gateway): a head that can never become a request is handed over now
         // (the session answers 400 or 414), not at the head deadline.
         if hopeless(&buf, URI_LIMIT_BYTES.load(Ordering::Relaxed)).is_some() {
-            return Some((buf, started));
+            return HeadWait::Head(buf, started);
         }
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len());
@@ -128,7 +135,7 @@ pub async fn wait_request_head(
             Some(end) => match end.checked_duration_since(std::time::Instant::now()) {
                 Some(left) => left,
                 // `read_request` answers 408 with what came so far.
-                None => return Some((buf, started)),
+                None => return HeadWait::Head(buf, started),
             },
             None => idle,
         };
@@ -140,7 +147,7 @@ pub async fn wait_request_head(
             // Closed, reset or silent mid-head: as `read_request` did, close without an answer.
             _ => {
                 debug!("client closed after {} bytes of a request head", buf.len());
-                return None;
+                return HeadWait::Closed;
             }
         }
     }
@@ -151,18 +158,45 @@ pub async fn wait_request_head(
 // request comes sooner and costs no extra system call; an idle one drops to a few hundred bytes.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 
-/// The first bytes of a request head (at least one), or `None` when the client closed, failed
-/// or sent nothing for `idle`.
-async fn first_bytes(stream: &mut crate::protocols::Stream, idle: Duration) -> Option<BytesMut> {
+/// PATCH (failover gateway): how the wait for a request head ended.
+#[derive(Debug)]
+pub enum HeadWait {
+    /// The head's bytes (complete, over its limits, past its deadline or hopeless: the
+    /// session parses and answers them) and when its first byte came.
+    Head(BytesMut, std::time::Instant),
+    /// The client closed, failed or sent nothing for the idle timeout.
+    Closed,
+    /// Nothing came within the grace second, and the caller asked to park the connection: it
+    /// may wait this much longer.
+    Idle(Duration),
+}
+
+enum FirstBytes {
+    Bytes(BytesMut),
+    Closed,
+    Idle,
+}
+
+/// The first bytes of a request head (at least one); `Closed` when the client closed, failed
+/// or sent nothing for `idle`; `Idle` when nothing came within the grace second and `park` is
+/// set (read when the grace second ends: the caller may clear it meanwhile).
+async fn first_bytes(
+    stream: &mut crate::protocols::Stream,
+    idle: Duration,
+    park: &std::sync::atomic::AtomicBool,
+) -> FirstBytes {
     use std::pin::Pin;
     let grace = IDLE_GRACE.min(idle);
     let mut buf = BytesMut::with_capacity(PREREAD_BUF_SIZE);
     match timeout(grace, stream.read_buf(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => return Some(buf),
-        Ok(_) => return None,
+        Ok(Ok(n)) if n > 0 => return FirstBytes::Bytes(buf),
+        Ok(_) => return FirstBytes::Closed,
         Err(_) => {}
     }
     drop(buf);
+    if park.load(Ordering::Relaxed) && grace < idle {
+        return FirstBytes::Idle;
+    }
     // A plaintext connection's 1460-byte write buffer is a quarter of what it holds while idle.
     let parked = stream
         .as_any_mut()
@@ -188,12 +222,12 @@ async fn first_bytes(stream: &mut crate::protocols::Stream, idle: Duration) -> O
     unpark(stream);
     match woke {
         Ok(Ok(())) => {}
-        _ => return None,
+        _ => return FirstBytes::Closed,
     }
     let mut buf = BytesMut::with_capacity(PREREAD_BUF_SIZE);
     match timeout(idle, stream.read_buf(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => Some(buf),
-        _ => None,
+        Ok(Ok(n)) if n > 0 => FirstBytes::Bytes(buf),
+        _ => FirstBytes::Closed,
     }
 }
 
