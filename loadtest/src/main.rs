@@ -125,7 +125,7 @@ struct SlowArgs {
     /// kind of simulated region (default: the gateway, and HAProxy and nginx if installed).
     #[arg(long, value_enum, value_delimiter = ',')]
     proxies: Vec<loadtest::slowclients::Proxy>,
-    /// Attack with slowhttptest (`-H`, `-B`, `-X`; install it first) instead of the built-in
+    /// Attack with slowhttptest (`-H`, `-B`, `-X`; installed with apt-get when missing) instead of the built-in
     /// attackers.
     #[arg(long)]
     slowhttptest: bool,
@@ -465,10 +465,9 @@ async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
             Attacker::Builtin
         },
     };
-    anyhow::ensure!(
-        !args.slowhttptest || loadtest::slowclients::slowhttptest_installed(),
-        "slowhttptest is not installed (apt-get install slowhttptest)"
-    );
+    if args.slowhttptest {
+        loadtest::slowclients::ensure_slowhttptest()?;
+    }
     let report = loadtest::slowclients::run(&spec).await?;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)?;

@@ -80,9 +80,9 @@ impl Proxy {
     }
 }
 
-/// Whether `slowhttptest` is installed.
-pub fn slowhttptest_installed() -> bool {
-    which("slowhttptest").is_some()
+/// Installs `slowhttptest` (a Debian package) when it is missing, as nginx and HAProxy are.
+pub fn ensure_slowhttptest() -> anyhow::Result<()> {
+    crate::process::ensure_installed(&[("slowhttptest", "slowhttptest")])
 }
 
 /// Who attacks.
