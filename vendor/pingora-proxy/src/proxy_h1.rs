@@ -154,7 +154,7 @@ where
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
-        let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
+        let pipe_state = Arc::new(H1Pipe::default());
 
         // start bi-directional streaming
         let ret = tokio::try_join!(
@@ -258,12 +258,13 @@ where
         client_session: &mut HttpSessionV1,
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
-        pipe_state: Arc<AtomicU8>,
+        pipe_state: Arc<H1Pipe>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
     {
+        let read_ahead_limit = 2 * pingora_core::protocols::http::v1::body_buffer_size();
         let mut request_done = false;
         let mut response_done = false;
         let mut upstream_can_reuse = true;
@@ -273,10 +274,11 @@ where
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             tokio::select! {
-                res = client_session.read_response_task(), if !response_done => {
+                res = client_session.read_response_task(), if !response_done && pipe_state.ahead() < read_ahead_limit => {
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
+                            pipe_state.read(&task);
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
@@ -299,7 +301,7 @@ where
                             // the closure, then exit.
                             if result.is_err() && !client_session.was_upgraded() {
                                 if PipeState::is_downstream_complete(
-                                    pipe_state.load(Ordering::Acquire),
+                                    pipe_state.state.load(Ordering::Acquire),
                                 ) {
                                     // The downstream half finished the response by its own framing
                                     // and dropped the task pipe, so this send failure is benign.
@@ -330,6 +332,11 @@ where
                         }
                     }
                 },
+
+                // PATCH (failover gateway): the read-ahead is full (the client takes the
+                // response slower than the upstream sends it): the rest waits in the
+                // upstream's socket until the client side has written some.
+                _ = pipe_state.drained.notified(), if !response_done && pipe_state.ahead() >= read_ahead_limit => {}
 
                 body = rx.recv(), if !request_done => {
                     match send_body_to1(client_session, body).await {
@@ -377,11 +384,15 @@ where
         serve_from_cache: &mut ServeFromCache,
         range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
         response_state: &mut ResponseStateMachine,
+        pipe: &H1Pipe,
     ) -> Result<Option<bool>>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
     {
+        // PATCH (failover gateway): the body bytes of the tasks taken here leave the
+        // read-ahead once this returns (written, or dropped on an error).
+        let mut taken = pipe.take(&initial_task);
         if serve_from_cache.should_discard_upstream() {
             // Serving the cached response and discarding the upstream one; nothing
             // is written downstream this round, so return None and let the caller
@@ -396,6 +407,7 @@ where
         while let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() {
             debug!("upstream event now: {:?}", maybe_task);
             if let Some(t) = maybe_task {
+                taken.add(&t);
                 tasks.push(t);
             } else {
                 break; // upstream closed
@@ -459,7 +471,7 @@ where
         downstream_custom_message_reader: &mut Option<
             Box<dyn futures::Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
         >,
-        pipe_state: Arc<AtomicU8>,
+        pipe_state: Arc<H1Pipe>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -636,6 +648,7 @@ where
                             &mut serve_from_cache,
                             &mut range_body_filter,
                             &mut response_state,
+                            &pipe_state,
                         ).await? else {
                             // nothing sent downstream e.g. serve_from_cache
                             continue;
@@ -661,6 +674,7 @@ where
                             &mut serve_from_cache,
                             &mut range_body_filter,
                             &mut response_state,
+                            &pipe_state,
                         ).await? else {
                             // nothing sent downstream e.g. serve_from_cache
                             continue;
@@ -855,7 +869,9 @@ where
         }
         // Signal the upstream half that the downstream half completed cleanly before
         // dropping rx, so a resulting task-pipe closure is treated as benign.
-        pipe_state.store(PipeState::DownstreamComplete as u8, Ordering::Release);
+        pipe_state
+            .state
+            .store(PipeState::DownstreamComplete as u8, Ordering::Release);
         Ok(reuse_downstream)
     }
 
@@ -1275,5 +1291,60 @@ mod tests {
 
         assert_eq!(err.etype(), &InvalidHTTPHeader);
         assert_eq!(err.esource(), &ErrorSource::Upstream);
+    }
+}
+
+/// PATCH (failover gateway): what the two halves of an HTTP/1 exchange share: the pipe's
+/// state, and the response body bytes read from the upstream but not yet written to the client
+/// (the read-ahead). The upstream half stops reading while the read-ahead is two body buffers
+/// or more, so a client that takes its response slowly makes the proxy hold a bounded amount
+/// and the rest waits in the upstream's socket; the client half gives bytes back once it has
+/// written them.
+#[derive(Default)]
+pub(crate) struct H1Pipe {
+    pub(crate) state: AtomicU8,
+    ahead: std::sync::atomic::AtomicUsize,
+    pub(crate) drained: tokio::sync::Notify,
+}
+
+impl H1Pipe {
+    /// Response body bytes read and not yet written to the client.
+    fn ahead(&self) -> usize {
+        self.ahead.load(Ordering::Relaxed)
+    }
+
+    /// `task` was read from the upstream.
+    fn read(&self, task: &HttpTask) {
+        if let HttpTask::Body(Some(bytes), _) = task {
+            self.ahead.fetch_add(bytes.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Tasks taken by the client half, starting with `task`; given back when dropped.
+    fn take(&self, task: &HttpTask) -> Taken<'_> {
+        let mut taken = Taken(self, 0);
+        taken.add(task);
+        taken
+    }
+}
+
+/// Response body bytes the client half took from the pipe; they leave the read-ahead when this
+/// drops (written, or given up on an error), waking the upstream half if it waits.
+struct Taken<'a>(&'a H1Pipe, usize);
+
+impl Taken<'_> {
+    fn add(&mut self, task: &HttpTask) {
+        if let HttpTask::Body(Some(bytes), _) = task {
+            self.1 += bytes.len();
+        }
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0.ahead.fetch_sub(self.1, Ordering::Relaxed);
+            self.0.drained.notify_one();
+        }
     }
 }

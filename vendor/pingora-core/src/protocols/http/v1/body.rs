@@ -44,6 +44,11 @@ pub fn set_body_buffer_size(bytes: usize) {
         std::sync::atomic::Ordering::Relaxed,
     );
 }
+/// PATCH (failover gateway): the size of each HTTP/1 body read (see [`set_body_buffer_size`]).
+pub fn body_buffer_size() -> usize {
+    BODY_BUF_SIZE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2

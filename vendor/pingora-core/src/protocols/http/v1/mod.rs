@@ -16,7 +16,7 @@
 
 pub(crate) mod body;
 // PATCH (failover gateway): see `body::set_body_buffer_size`.
-pub use body::set_body_buffer_size;
+pub use body::{body_buffer_size, set_body_buffer_size};
 pub mod client;
 pub mod common;
 pub(crate) mod header;
