@@ -162,6 +162,7 @@ impl AdminArgs {
 static ALLOCATOR: gateway_alloc::Mimalloc = gateway_alloc::Mimalloc;
 
 fn main() -> ExitCode {
+    gateway_alloc::configure();
     init_logging();
     match run(Cli::parse().command) {
         Ok(code) => code,
