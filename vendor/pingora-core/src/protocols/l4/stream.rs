@@ -913,6 +913,10 @@ impl AsyncRead for Stream {
             if !data_to_read.is_empty() {
                 let remaining_buf = Vec::from(data_to_read);
                 self.rewind_read_buf.push(remaining_buf);
+            } else if self.rewind_read_buf.is_empty() {
+                // PATCH (failover gateway): the peeked bytes are all read again: the list's
+                // room (96 bytes) is not kept for the rest of the connection's life.
+                self.rewind_read_buf = Vec::new();
             }
             result
         } else {
