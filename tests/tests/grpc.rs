@@ -297,8 +297,8 @@ async fn grpc_timeout_is_the_deadline_and_the_upstream_sees_the_cancellation() {
                 "route echo: deadline passed (the client's grpc-timeout, 200ms)",
             );
         }
-        // About 200 ms; well before the handler's 2 s in any case.
-        assert!(took < Duration::from_millis(1500), "{how}: took {took:?}");
+        // About 200 ms; before the handler's 2 s in any case (generous for a loaded box).
+        assert!(took < Duration::from_millis(1900), "{how}: took {took:?}");
         // The server was told at most what the client allowed, and saw the call cancelled.
         let told = echo.timeouts()[i].clone().expect("grpc-timeout forwarded");
         let told = parse_timeout(&told);
