@@ -245,13 +245,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         g.dedup();
         g
     };
+    let mut tools = Vec::new();
     if !args.gateway_only {
-        let mut tools = vec![("nginx", "nginx-light"), ("haproxy", "haproxy")];
-        if groups.contains(&Group::Tls) {
-            tools.push(("h2load", "nghttp2-client"));
-        }
-        ensure_installed(&tools)?;
+        tools.extend([("nginx", "nginx-light"), ("haproxy", "haproxy")]);
     }
+    // The tls group's client, with or without the peers.
+    if groups.contains(&Group::Tls) {
+        tools.push(("h2load", "nghttp2-client"));
+    }
+    ensure_installed(&tools)?;
     let gateway = match args.gateway.clone() {
         Some(bin) => bin,
         None => testbed::launcher::gateway_bin()?,
