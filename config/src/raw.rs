@@ -168,8 +168,10 @@ pub struct RawServer {
     pub request_head_timeout: Option<String>,
     /// How long a client connection may stay idle waiting for a request head (default `60s`):
     /// on a new connection until its first byte, between kept-alive HTTP/1 requests, and on an
-    /// HTTP/2 connection with no stream open. Then the connection is closed without an answer.
-    /// An idle HTTP/1 connection costs the gateway about 5 KiB.
+    /// HTTP/2 connection with no stream open. Then the connection is closed without an answer
+    /// (an HTTP/1 connection idle past its first second is parked without a task and closed by
+    /// a once-a-second sweep, so up to a second later). An idle HTTP/1 connection costs the
+    /// gateway about 2 KiB.
     #[serde(default)]
     #[schemars(!default, extend("default" = defaults::KEEPALIVE_TIMEOUT))]
     pub keepalive_timeout: Option<String>,
