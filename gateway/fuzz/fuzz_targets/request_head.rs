@@ -14,7 +14,7 @@ use std::time::Duration;
 use gateway_config::RequestLimits;
 use libfuzzer_sys::fuzz_target;
 use pingora_core::protocols::http::v1::server::{
-    set_request_head_limits, wait_request_head, HttpSession, HEAD_TOO_LARGE,
+    set_request_head_limits, wait_request_head, HeadWait, HttpSession, HEAD_TOO_LARGE,
 };
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
@@ -33,7 +33,11 @@ const LIMITS: RequestLimits = RequestLimits {
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        set_request_head_limits(LIMITS.head_bytes as usize, Some(LIMITS.head_timeout));
+        set_request_head_limits(
+            LIMITS.head_bytes as usize,
+            LIMITS.uri_bytes as usize,
+            Some(LIMITS.head_timeout),
+        );
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -68,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
         let server = tokio::net::UnixStream::from_std(server).expect("tokio stream");
         let mut stream: Stream = Box::new(L4Stream::from(server));
         let expected = reference(data).filter(|(n, _)| *n <= LIMITS.head_bytes as usize);
-        let Some((head, started)) = wait_request_head(&mut stream).await else {
+        // Never parked: the fuzzer's client has sent everything it will send.
+        let never_park = std::sync::atomic::AtomicBool::new(false);
+        let HeadWait::Head(head, started) = wait_request_head(&mut stream, &never_park).await
+        else {
             assert!(
                 expected.is_none(),
                 "a complete head of {:?} was taken for a closed connection",
