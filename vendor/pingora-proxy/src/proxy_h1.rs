@@ -115,7 +115,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upgrade_req = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upgrade_req);
 
         session.upstream_compression.request_filter(&req);
 
@@ -147,28 +148,47 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        session.as_mut().enable_retry_buffering();
+
+        // PATCH (failover gateway): the common exchange (no cache, no upgrade, no custom
+        // messages) runs in this future alone, without the task pipe; the rest below is
+        // Pingora's two halves, boxed so their state does not size the common path's future.
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && !upgrade_req
+            && !session.cache.enabled()
+        {
+            return match self.proxy_1to1_direct(session, client_session, ctx).await {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
+        }
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
-
-        session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(H1Pipe::default());
 
         // start bi-directional streaming
-        let ret = tokio::try_join!(
-            self.proxy_handle_downstream(
-                session,
-                tx_downstream,
-                rx_upstream,
-                ctx,
-                &mut downstream_custom_message_writer,
-                &mut downstream_custom_message_reader,
-                pipe_state.clone(),
-            ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
-        );
+        let ret = Box::pin(async {
+            tokio::try_join!(
+                self.proxy_handle_downstream(
+                    session,
+                    tx_downstream,
+                    rx_upstream,
+                    ctx,
+                    &mut downstream_custom_message_writer,
+                    &mut downstream_custom_message_reader,
+                    pipe_state.clone(),
+                ),
+                self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            )
+        })
+        .await;
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
             if let Some(downstream_custom_message_writer) = downstream_custom_message_writer {
@@ -251,6 +271,121 @@ where
         session.set_upstream_write_pending_time(upstream_write_pending);
 
         (server_session_reuse, client_session_reuse, error)
+    }
+
+    /// PATCH (failover gateway): the common HTTP/1-upstream exchange in this one future,
+    /// without the task pipe (two channels and their wake-ups per request) between two halves.
+    /// It waits for whichever comes first: a request body chunk (or, once the body is read,
+    /// the client going away: the disconnect watch) or the upstream's next response task; each
+    /// is filtered and written to the other side before the next wait, as each of the two
+    /// halves did. The response tasks already read are written together, with at most one body
+    /// buffer of read-ahead: a client that reads slowly leaves the rest in the upstream's
+    /// socket, and while the gateway waits for it, no upstream read timeout runs. The retry
+    /// buffer, the request body filters, the response filters and the error sides are the
+    /// halves' own.
+    ///
+    /// Returns whether the downstream and the upstream session can be reused.
+    async fn proxy_1to1_direct(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
+        let mut upstream = DirectUpstream::default();
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        // The response is written to the client to its end.
+        let mut response_done = false;
+
+        // retry, send buffer if it exists or body empty
+        let buffer = session.as_ref().get_retry_buffer();
+        if buffer.is_some() || session.as_mut().is_body_empty() {
+            let end = downstream_state.is_done();
+            let (_, task) = self.filter_request_body(session, buffer, end, ctx).await?;
+            upstream.send(client_session, task).await;
+        }
+
+        let batch_limit = pingora_core::protocols::http::v1::body_buffer_size();
+        while (!downstream_state.is_done() && upstream.send_error.is_none()) || !response_done {
+            tokio::select! {
+                body = session.downstream_session.read_body_or_idle(downstream_state.is_done()),
+                    if downstream_state.can_poll() && upstream.send_error.is_none() => {
+                    let body = body.map_err(|e| e.into_down())?;
+                    let is_body_done = session.is_body_done();
+                    let (request_done, task) =
+                        self.filter_request_body(session, body, is_body_done, ctx).await?;
+                    upstream.send(client_session, task).await;
+                    downstream_state.maybe_finished(request_done);
+                },
+
+                res = client_session.read_response_task(), if !upstream.response_read => {
+                    let mut tasks = Vec::with_capacity(3);
+                    let mut batched = 0;
+                    let mut next = Some(res);
+                    // What is already there is written in one go, up to a body buffer.
+                    while let Some(res) = next.take() {
+                        let task = upstream.response_task(res);
+                        if let HttpTask::Body(Some(bytes), _) = &task {
+                            batched += bytes.len();
+                        }
+                        tasks.push(task);
+                        if !upstream.response_read && batched < batch_limit {
+                            next = tokio::task::unconstrained(client_session.read_response_task())
+                                .now_or_never();
+                        }
+                    }
+                    for task in tasks.iter_mut() {
+                        let mut t = std::mem::replace(task, HttpTask::Done);
+                        #[cfg(feature = "upstream_modules")]
+                        if let HttpTask::Header(header, end_of_stream) = &t {
+                            self.inner
+                                .adjust_upstream_modules(session, header, *end_of_stream, ctx)
+                                .await?;
+                        }
+                        #[cfg(feature = "upstream_modules")]
+                        session.upstream_modules_filter_task(&mut t).await?;
+                        session.upstream_compression.response_filter(&mut t);
+                        *task = self
+                            .h1_response_filter(
+                                session,
+                                t,
+                                ctx,
+                                &mut serve_from_cache,
+                                &mut range_body_filter,
+                                false,
+                            )
+                            .await?;
+                    }
+                    response_done = session.write_response_tasks(tasks).await?;
+                    if response_done && !upstream.response_read {
+                        // The client's side ended the response by its own framing: the rest
+                        // of the upstream's is unread, so its connection is not reused.
+                        upstream.response_read = true;
+                        upstream.unusable = true;
+                    }
+                    downstream_state.maybe_finished(session.is_body_done());
+                },
+
+                else => break,
+            }
+        }
+
+        let mut reuse_downstream = !downstream_state.is_errored();
+        if reuse_downstream {
+            if let Err(e) = session.as_mut().finish_body().await {
+                error!("Error finish sending body to downstream: {}", e);
+                reuse_downstream = false;
+            }
+        }
+        Ok((
+            reuse_downstream,
+            !upstream.unusable && upstream.request_sent && upstream.response_read,
+        ))
     }
 
     async fn proxy_handle_upstream(
@@ -1044,11 +1179,34 @@ where
     async fn send_body_to_pipe(
         &self,
         session: &mut Session,
-        mut data: Option<Bytes>,
+        data: Option<Bytes>,
         end_of_body: bool,
         tx: mpsc::Permit<'_, HttpTask>,
         ctx: &mut SV::CTX,
     ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let (end_of_body, task) = self
+            .filter_request_body(session, data, end_of_body, ctx)
+            .await?;
+        if let Some(task) = task {
+            tx.send(task);
+        }
+        Ok(end_of_body)
+    }
+
+    /// PATCH (failover gateway): `send_body_to_pipe`'s filtering, shared with the direct path:
+    /// runs the request body filters on `data` and returns whether the downstream finished
+    /// its body, and the task to send upstream (none for an empty chunk that is not the end).
+    async fn filter_request_body(
+        &self,
+        session: &mut Session,
+        mut data: Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, Option<HttpTask>)>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
@@ -1077,7 +1235,7 @@ where
          * Don't write 0 bytes to the network since it will be
          * treated as the terminating chunk */
         if !upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
-            return Ok(false);
+            return Ok((false, None));
         }
 
         debug!(
@@ -1086,13 +1244,13 @@ where
         );
 
         // upgraded body needs to be marked
-        if session.was_upgraded() {
-            tx.send(HttpTask::UpgradedBody(data, upstream_end_of_body));
+        let task = if session.was_upgraded() {
+            HttpTask::UpgradedBody(data, upstream_end_of_body)
         } else {
-            tx.send(HttpTask::Body(data, upstream_end_of_body));
-        }
+            HttpTask::Body(data, upstream_end_of_body)
+        };
 
-        Ok(end_of_body)
+        Ok((end_of_body, Some(task)))
     }
 }
 
@@ -1345,6 +1503,59 @@ impl Drop for Taken<'_> {
         if self.1 > 0 {
             self.0.ahead.fetch_sub(self.1, Ordering::Relaxed);
             self.0.drained.notify_one();
+        }
+    }
+}
+
+/// PATCH (failover gateway): the upstream side of [`HttpProxy::proxy_1to1_direct`], as the
+/// pipe's upstream half kept it.
+#[derive(Default)]
+struct DirectUpstream {
+    /// The request body is written to its end (or given up after a write error).
+    request_sent: bool,
+    /// The response is read to its end (or given up).
+    response_read: bool,
+    /// The connection has unread or unwritten bytes of this exchange.
+    unusable: bool,
+    /// A request body write failed: the response is still read and forwarded (a premature
+    /// answer such as a 413), and this error stands in for a response read error after it.
+    send_error: Option<Box<Error>>,
+}
+
+impl DirectUpstream {
+    /// Writes a request body task to the upstream; a failure ends the request side and is kept
+    /// for the response side.
+    async fn send(&mut self, client_session: &mut HttpSessionV1, task: Option<HttpTask>) {
+        let Some(task) = task else {
+            return;
+        };
+        if self.request_sent {
+            return;
+        }
+        match send_body_to1(client_session, Some(task)).await {
+            Ok(done) => self.request_sent = done,
+            Err(e) => {
+                warn!("send error, draining read buf: {e}");
+                self.request_sent = true;
+                self.unusable = true;
+                self.send_error = Some(e);
+            }
+        }
+    }
+
+    /// What a response read gave, as the task to write downstream.
+    fn response_task(&mut self, res: Result<HttpTask>) -> HttpTask {
+        match res {
+            Ok(task) => {
+                self.response_read = task.is_end();
+                task
+            }
+            Err(e) => {
+                // The HTTP/1 message boundary was not established: not reusable.
+                self.response_read = true;
+                self.unusable = true;
+                HttpTask::Failed(self.send_error.take().unwrap_or(e).into_up())
+            }
         }
     }
 }
