@@ -708,3 +708,154 @@ async fn the_first_body_bytes_reach_the_client_while_the_upstream_pauses() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"firstagain");
 }
+
+/// Reads from `stream` into `buf` until `buf` holds `needle`, within the tests' deadline;
+/// false when the peer closed first.
+async fn read_until(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, needle: &[u8]) -> bool {
+    use tokio::io::AsyncReadExt;
+    let found = |buf: &[u8]| buf.windows(needle.len()).any(|w| w == needle);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !found(buf) {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no {:?} in {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(buf)
+        )
+    })
+}
+
+/// A loopback upstream whose first request is answered by `first` (given the stream and the
+/// request head as read); later requests get `200` with the body `again`. After each answer
+/// it drains what the gateway still sends until the gateway closes; connections that close
+/// without a head (the TCP probes) are dropped.
+async fn upstream_answering<F, Fut>(first: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(tokio::net::TcpStream, Vec<u8>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = tokio::net::TcpStream> + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let first = first.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                if !read_until(&mut stream, &mut head, b"\r\n\r\n").await {
+                    return;
+                }
+                let serve = first.lock().expect("lock").take();
+                let mut stream = match serve {
+                    Some(serve) => serve(stream, head).await,
+                    None => {
+                        let again = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain";
+                        let _ = stream.write_all(again).await;
+                        stream
+                    }
+                };
+                let mut sink = [0u8; 65536];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn an_upstream_answer_that_comes_before_the_upload_ends_reaches_the_client_at_once() {
+    use tokio::io::AsyncWriteExt;
+    // The upstream answers `413` as soon as the head is there, without reading the body (and
+    // then drains it, as a lingering close does). The client sends only the first 64 KiB of
+    // its 512 KiB and waits: the answer must reach it while the upload is unfinished.
+    let (up, upstream) = upstream_answering(|mut stream, head| async move {
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.contains("content-length: 524288"), "{head}");
+        stream
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+            .await
+            .expect("answer");
+        stream
+    })
+    .await;
+    let config = one_region(Region::one("fra-1", up).probe(rare_probes()));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 524288\r\n\r\n")
+        .await
+        .expect("head");
+    tcp.write_all(&vec![b'u'; 65536]).await.expect("first part");
+    let mut got = Vec::new();
+    assert!(read_until(&mut tcp, &mut got, b"too big!").await, "closed");
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("content-length: 8\r\n"), "{text}");
+    // The rest of the upload still goes through, and the gateway stays up.
+    tcp.write_all(&vec![b'u'; 524288 - 65536])
+        .await
+        .expect("rest");
+    drop(tcp);
+    let resp = H1::connect(gw.addr).await.send(get("app.test", "/")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(&resp.body[..], b"again");
+    upstream.abort();
+}
+
+#[tokio::test]
+async fn expect_100_continue_passes_the_upstreams_interim_answer_before_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The upstream answers `100 Continue`, reads the five body bytes and echoes them; the
+    // client sends its body only after it has seen the `100`.
+    let (up, upstream) = upstream_answering(|mut stream, head| async move {
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.contains("expect: 100-continue"), "{head}");
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .expect("interim");
+        let mut body = [0u8; 5];
+        stream.read_exact(&mut body).await.expect("body");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}",
+            String::from_utf8_lossy(&body)
+        );
+        stream.write_all(answer.as_bytes()).await.expect("answer");
+        stream
+    })
+    .await;
+    let config = one_region(Region::one("fra-1", up).probe(rare_probes()));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    let mut got = Vec::new();
+    assert!(read_until(&mut tcp, &mut got, b"\r\n\r\n").await, "closed");
+    let interim = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(interim.starts_with("http/1.1 100"), "{interim}");
+    tcp.write_all(b"hello").await.expect("body");
+    assert!(read_until(&mut tcp, &mut got, b"hello").await, "closed");
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    let final_head = &text[text.find("\r\n\r\n").expect("interim end") + 4..];
+    assert!(final_head.starts_with("http/1.1 200"), "{text}");
+    assert!(final_head.ends_with("\r\n\r\nhello"), "{text}");
+    upstream.abort();
+}
