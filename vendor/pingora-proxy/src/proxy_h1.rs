@@ -361,7 +361,21 @@ where
                             )
                             .await?;
                     }
-                    response_done = session.write_response_tasks(tasks).await?;
+                    // A client that could not take this at once gets small chunks next.
+                    let mut waited = false;
+                    response_done = {
+                        let write = session.write_response_tasks(tasks);
+                        tokio::pin!(write);
+                        std::future::poll_fn(|cx| {
+                            let polled = write.as_mut().poll(cx);
+                            waited |= polled.is_pending();
+                            polled
+                        })
+                        .await?
+                    };
+                    if waited {
+                        client_session.response_reader_waited();
+                    }
                     if response_done && !upstream.response_read {
                         // The client's side ended the response by its own framing: the rest
                         // of the upstream's is unread, so its connection is not reused.

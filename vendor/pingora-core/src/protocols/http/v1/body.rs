@@ -206,6 +206,33 @@ impl BodyReader {
 
     /// PATCH (failover gateway): after a read of `n` bytes into room for `read_size`: a full
     /// read doubles the next one, up to `body_buf_size`.
+    /// PATCH (failover gateway): waits until `stream` has something to read (bytes, its end or
+    /// an error, which the read that follows finds out), giving the body buffer back if it has
+    /// to wait: a client trickling its body holds no buffer between its bytes. A zero-length
+    /// read waits for readability, as the request head wait's does.
+    async fn wait_readable<S>(&mut self, stream: &mut S)
+    where
+        S: AsyncRead + Unpin + Send,
+    {
+        let body_buf = &mut self.body_buf;
+        let _ = std::future::poll_fn(|cx| {
+            let mut empty = tokio::io::ReadBuf::new(&mut []);
+            let polled = std::pin::Pin::new(&mut *stream).poll_read(cx, &mut empty);
+            if polled.is_pending() {
+                *body_buf = None;
+            }
+            polled
+        })
+        .await;
+    }
+
+    /// PATCH (failover gateway): the next Content-Length or close-delimited reads start small
+    /// again (`FIRST_BODY_READ`), as the first did: for a response whose client takes it
+    /// slower than the upstream sends it, so what waits for the client is a small chunk.
+    pub fn restart_read_hint(&mut self) {
+        self.read_hint = FIRST_BODY_READ.min(self.body_buf_size);
+    }
+
     fn grow_read_hint(&mut self, n: usize, read_size: usize) {
         if n >= read_size && read_size == self.read_hint {
             self.read_hint = (self.read_hint * 2).min(self.body_buf_size);
@@ -447,6 +474,9 @@ impl BodyReader {
             _ => self.read_hint,
         };
         if n == 0 {
+            if !self.upstream {
+                self.wait_readable(stream).await;
+            }
             /* Need to actually read */
             let body_buf = self.prepare_buf_for_io(read_size);
             n = stream

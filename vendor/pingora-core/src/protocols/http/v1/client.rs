@@ -936,6 +936,13 @@ impl HttpSession {
         }
     }
 
+    /// PATCH (failover gateway): the client of this response could not take the last body
+    /// chunk at once: the next body reads start small again (see
+    /// [`BodyReader::restart_read_hint`]), so a slow reader makes the proxy hold little.
+    pub fn response_reader_waited(&mut self) {
+        self.body_reader.restart_read_hint();
+    }
+
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
             let resp_header = self.read_resp_header_parts().await?;
