@@ -226,3 +226,16 @@ fn raise_fd_limit(max_connections: u32) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// What every parked connection keeps of its socket (vendor patch 25): an address boxes a
+    /// Unix path, so an IP address and the digest holding three of them stay small.
+    #[test]
+    fn a_socket_address_and_a_connections_socket_digest_stay_small() {
+        let addr = std::mem::size_of::<pingora::protocols::l4::socket::SocketAddr>();
+        let digest = std::mem::size_of::<pingora::protocols::SocketDigest>();
+        assert!(addr <= 40, "SocketAddr is {addr} bytes");
+        assert!(digest <= 160, "SocketDigest is {digest} bytes");
+    }
+}

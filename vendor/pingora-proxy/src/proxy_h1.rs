@@ -361,21 +361,22 @@ where
                             )
                             .await?;
                     }
-                    // A client that could not take this at once gets small chunks next.
+                    // A client that cannot take this at once gets small chunks next, and the
+                    // upstream's read buffer is given back while the gateway waits for it.
                     let mut waited = false;
                     response_done = {
                         let write = session.write_response_tasks(tasks);
                         tokio::pin!(write);
                         std::future::poll_fn(|cx| {
                             let polled = write.as_mut().poll(cx);
-                            waited |= polled.is_pending();
+                            if polled.is_pending() && !waited {
+                                waited = true;
+                                client_session.response_reader_waited();
+                            }
                             polled
                         })
                         .await?
                     };
-                    if waited {
-                        client_session.response_reader_waited();
-                    }
                     if response_done && !upstream.response_read {
                         // The client's side ended the response by its own framing: the rest
                         // of the upstream's is unread, so its connection is not reused.

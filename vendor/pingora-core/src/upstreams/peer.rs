@@ -325,8 +325,11 @@ impl BasicPeer {
     #[cfg(unix)]
     pub fn new_uds<P: AsRef<Path>>(path: P) -> Result<Self> {
         let addr = SocketAddr::Unix(
-            UnixSocketAddr::from_pathname(path.as_ref())
-                .or_err(InternalError, "while creating BasicPeer")?,
+            // PATCH (failover gateway): boxed (see `SocketAddr`).
+            Box::new(
+                UnixSocketAddr::from_pathname(path.as_ref())
+                    .or_err(InternalError, "while creating BasicPeer")?,
+            ),
         );
         Ok(Self::new_from_sockaddr(addr))
     }
@@ -800,7 +803,11 @@ impl HttpPeer {
     #[cfg(unix)]
     pub fn new_uds(path: &str, tls: bool, sni: String) -> Result<Self> {
         let addr = SocketAddr::Unix(
-            UnixSocketAddr::from_pathname(Path::new(path)).or_err(SocketError, "invalid path")?,
+            // PATCH (failover gateway): boxed (see `SocketAddr`).
+            Box::new(
+                UnixSocketAddr::from_pathname(Path::new(path))
+                    .or_err(SocketError, "invalid path")?,
+            ),
         );
         Ok(Self::new_from_sockaddr(addr, tls, sni))
     }

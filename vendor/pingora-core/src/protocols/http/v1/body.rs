@@ -227,10 +227,18 @@ impl BodyReader {
     }
 
     /// PATCH (failover gateway): the next Content-Length or close-delimited reads start small
-    /// again (`FIRST_BODY_READ`), as the first did: for a response whose client takes it
-    /// slower than the upstream sends it, so what waits for the client is a small chunk.
+    /// again (`FIRST_BODY_READ`), as the first did, into a new buffer that size: for a response
+    /// whose client takes it slower than the upstream sends it, so what waits for the client
+    /// is a small chunk and the reader does not keep a full-size buffer meanwhile. (Between
+    /// reads of such a body the buffer holds nothing: what was read past the body's end is in
+    /// `body_buf_overread`.)
     pub fn restart_read_hint(&mut self) {
         self.read_hint = FIRST_BODY_READ.min(self.body_buf_size);
+        if matches!(self.body_state, PS::Partial(..) | PS::UntilClose(_))
+            && self.rewind_buf_len == 0
+        {
+            self.body_buf = None;
+        }
     }
 
     fn grow_read_hint(&mut self, n: usize, read_size: usize) {

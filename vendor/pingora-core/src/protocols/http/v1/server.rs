@@ -47,6 +47,10 @@ static URI_LIMIT_BYTES: AtomicUsize = AtomicUsize::new(MAX_HEADER_SIZE);
 /// The error type of a request head over the size or header-count limit.
 pub const HEAD_TOO_LARGE: pingora_error::ErrorType =
     pingora_error::ErrorType::Custom("RequestHeadTooLarge");
+/// PATCH (failover gateway): the most a connection keeps of its body write buffer between
+/// batches.
+const KEPT_BODY_WRITE_BUF: usize = 4096;
+
 /// PATCH (failover gateway): the error type of a request target over its limit (answered 414).
 pub const URI_TOO_LONG: pingora_error::ErrorType =
     pingora_error::ErrorType::Custom("RequestUriTooLong");
@@ -1395,6 +1399,12 @@ impl HttpSession {
 
         // make sure this buf is safe to reuse
         self.body_write_buf.clear();
+        // PATCH (failover gateway): a batch of body chunks is copied in here; a connection
+        // keeps no more than a small buffer between batches (a slow reader's connection would
+        // otherwise keep the largest batch it ever had, up to two body buffers).
+        if self.body_write_buf.capacity() > KEPT_BODY_WRITE_BUF {
+            self.body_write_buf = BytesMut::new();
+        }
 
         written
     }
