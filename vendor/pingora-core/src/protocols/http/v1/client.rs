@@ -63,6 +63,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    /// PATCH (failover gateway): what the session still needs of a final response head that
+    /// `read_resp_header_parts` handed over instead of copying.
+    handed_over: Option<HandedOver>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -77,6 +80,16 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+}
+
+/// PATCH (failover gateway): see `HttpSession::read_resp_header_parts`.
+#[derive(Clone, Copy)]
+struct HandedOver {
+    status: StatusCode,
+    version: Version,
+    transfer_encoding: bool,
+    connection_keepalive: Option<bool>,
+    keepalive_timeout: Option<u64>,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +113,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None,
             request_written: None,
             read_timeout: None,
             first_byte: None,
@@ -557,16 +571,43 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// PATCH (failover gateway): a final (2xx–5xx) head is handed over, not copied: the
+    /// session keeps only what it needs of it later (status, version and the keep-alive
+    /// fields), and [`Self::resp_header`] and [`Self::get_header`] return `None` afterwards.
+    /// An informational (1xx) head is still copied, since the session reads on.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let header = self.response_header.as_deref().unwrap();
+        if header.status.is_informational() {
+            return Ok(Box::new(header.clone()));
+        }
+        let (keepalive_timeout, _) = self.get_keepalive_values();
+        let header = self.response_header.take().unwrap();
+        self.handed_over = Some(HandedOver {
+            status: header.status,
+            version: header.version,
+            transfer_encoding: header.headers.contains_key(header::TRANSFER_ENCODING),
+            connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
+            keepalive_timeout,
+        });
+        Ok(header)
     }
 
-    /// Return a reference of the [`ResponseHeader`] if the response is read
+    /// Return a reference of the [`ResponseHeader`] if the response is read (and not handed
+    /// over by [`Self::read_resp_header_parts`])
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
+    }
+
+    /// PATCH (failover gateway): the response's version, also once its head was handed over.
+    fn resp_version(&self) -> Option<Version> {
+        self.response_header
+            .as_ref()
+            .map(|h| h.version)
+            .or(self.handed_over.map(|f| f.version))
     }
 
     /// Get the header value for the given header name from the response header
@@ -586,7 +627,10 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        self.response_header
+            .as_ref()
+            .map(|h| h.status)
+            .or(self.handed_over.map(|f| f.status))
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -696,12 +740,11 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        let transfer_encoding = match &self.response_header {
+            Some(h) => h.headers.contains_key(header::TRANSFER_ENCODING),
+            None => self.handed_over.is_some_and(|f| f.transfer_encoding),
+        };
+        if self.resp_version() == Some(Version::HTTP_10) && transfer_encoding {
             self.set_keepalive(None);
             return;
         }
@@ -716,7 +759,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if self.resp_version() == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -737,7 +780,10 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => match (&self.response_header, self.handed_over) {
+                (None, Some(facts)) => facts.connection_keepalive,
+                _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            },
         }
     }
 
@@ -746,6 +792,9 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
+        if let (None, Some(facts)) = (&self.response_header, self.handed_over) {
+            return (facts.keepalive_timeout, None);
+        }
         let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
             return (None, None);
         };
