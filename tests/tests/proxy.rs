@@ -859,3 +859,48 @@ async fn expect_100_continue_passes_the_upstreams_interim_answer_before_the_body
     assert!(final_head.ends_with("\r\n\r\nhello"), "{text}");
     upstream.abort();
 }
+
+#[tokio::test]
+async fn bodiless_answers_to_head_204_and_304_keep_the_upstream_connection_framed() {
+    use gateway_tests::raw::{RawUpstream, Step};
+    // Each answer announces a length it does not send (HEAD, 304) or has none (204): the
+    // gateway must frame each by the request and the status, forward it whole, and use the
+    // same upstream connection for the next request.
+    let up = RawUpstream::start(|n| {
+        let answer: &'static [u8] = match n {
+            0 => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-N: 0\r\n\r\n",
+            1 => b"HTTP/1.1 204 No Content\r\nX-N: 1\r\n\r\n",
+            2 => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nX-N: 2\r\n\r\n",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-N: 3\r\n\r\ndone",
+        };
+        vec![Step::Write(Bytes::from_static(answer))]
+    })
+    .await;
+    let config = one_region(Region::one("fra-1", up.addr()).probe(rare_probes()));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let mut c = H1::connect(gw.addr).await;
+    let head = Request::head("/head")
+        .header("host", "app.test")
+        .body(client::empty())
+        .expect("request");
+    let resp = c.send(head).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), Some("1000"));
+    assert_eq!(resp.header("x-n"), Some("0"));
+    assert!(resp.body.is_empty());
+    let resp = c.send(get("app.test", "/no-content")).await;
+    assert_eq!((resp.status, resp.header("x-n")), (204, Some("1")));
+    assert!(resp.body.is_empty());
+    let resp = c.send(get("app.test", "/not-modified")).await;
+    assert_eq!((resp.status, resp.header("x-n")), (304, Some("2")));
+    assert!(resp.body.is_empty());
+    let resp = c.send(get("app.test", "/after")).await;
+    assert_eq!((resp.status, resp.header("x-n")), (200, Some("3")));
+    assert_eq!(&resp.body[..], b"done");
+    let log = up.log();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(
+        log.iter().all(|(conn, _)| *conn == log[0].0),
+        "the upstream connection was not kept: {log:?}"
+    );
+}

@@ -90,6 +90,8 @@ struct HandedOver {
     transfer_encoding: bool,
     connection_keepalive: Option<bool>,
     keepalive_timeout: Option<u64>,
+    request_keepalive: Option<bool>,
+    upgrade_req: bool,
 }
 
 /// HTTP 1.x client session
@@ -576,7 +578,9 @@ impl HttpSession {
     /// PATCH (failover gateway): a final (2xx–5xx) head is handed over, not copied: the
     /// session keeps only what it needs of it later (status, version and the keep-alive
     /// fields), and [`Self::resp_header`] and [`Self::get_header`] return `None` afterwards.
-    /// An informational (1xx) head is still copied, since the session reads on.
+    /// The request head it wrote is let go too (its keep-alive field and whether it asked for
+    /// an upgrade are kept): the response body's framing is set by now. An informational
+    /// (1xx) head is still copied, since the session reads on.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         // safe to unwrap because it is just read
@@ -585,6 +589,8 @@ impl HttpSession {
             return Ok(Box::new(header.clone()));
         }
         let (keepalive_timeout, _) = self.get_keepalive_values();
+        let upgrade_req = self.is_upgrade_req();
+        let request = self.request_written.take();
         let header = self.response_header.take().unwrap();
         self.handed_over = Some(HandedOver {
             status: header.status,
@@ -592,6 +598,9 @@ impl HttpSession {
             transfer_encoding: header.headers.contains_key(header::TRANSFER_ENCODING),
             connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
             keepalive_timeout,
+            request_keepalive: request
+                .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION))),
+            upgrade_req,
         });
         Ok(header)
     }
@@ -772,10 +781,13 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
+        let request_keepalive = match (&self.request_written, self.handed_over) {
+            (None, Some(facts)) => facts.request_keepalive,
+            _ => self
+                .request_written
+                .as_ref()
+                .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION))),
+        };
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
@@ -900,7 +912,7 @@ impl HttpSession {
     pub fn is_upgrade_req(&self) -> bool {
         match self.request_written.as_deref() {
             Some(req) => is_upgrade_req(req),
-            None => false,
+            None => self.handed_over.is_some_and(|facts| facts.upgrade_req),
         }
     }
 
