@@ -777,14 +777,17 @@ where
 #[tokio::test]
 async fn an_upstream_answer_that_comes_before_the_upload_ends_reaches_the_client_at_once() {
     use tokio::io::AsyncWriteExt;
-    // The upstream answers `413` as soon as the head is there, without reading the body (and
-    // then drains it, as a lingering close does). The client sends only the first 64 KiB of
-    // its 512 KiB and waits: the answer must reach it while the upload is unfinished.
+    // The upstream answers `413` as soon as the head is there, without reading the body, and
+    // closes after draining it (`Connection: close` and a lingering close, as nginx does). The
+    // client sends only the first 64 KiB of its 512 KiB and waits: the answer must reach it
+    // while the upload is unfinished.
     let (up, upstream) = upstream_answering(|mut stream, head| async move {
         let head = String::from_utf8_lossy(&head).to_lowercase();
         assert!(head.contains("content-length: 524288"), "{head}");
         stream
-            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!")
+            .write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!",
+            )
             .await
             .expect("answer");
         stream

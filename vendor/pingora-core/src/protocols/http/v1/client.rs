@@ -67,6 +67,9 @@ pub struct HttpSession {
     /// `read_resp_header_parts` handed over instead of copying.
     handed_over: Option<HandedOver>,
     request_written: Option<Box<RequestHeader>>,
+    /// PATCH (failover gateway): what the session still needs of the request head it wrote,
+    /// once it let the head go (see `let_request_head_go`).
+    request_summary: Option<RequestSummary>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -90,8 +93,14 @@ struct HandedOver {
     transfer_encoding: bool,
     connection_keepalive: Option<bool>,
     keepalive_timeout: Option<u64>,
-    request_keepalive: Option<bool>,
-    upgrade_req: bool,
+}
+
+/// PATCH (failover gateway): see `HttpSession::let_request_head_go`.
+#[derive(Clone, Copy)]
+struct RequestSummary {
+    keepalive: Option<bool>,
+    head: bool,
+    upgrade: bool,
 }
 
 /// HTTP 1.x client session
@@ -117,6 +126,7 @@ impl HttpSession {
             response_header: None,
             handed_over: None,
             request_written: None,
+            request_summary: None,
             read_timeout: None,
             first_byte: None,
             hedged: false,
@@ -180,6 +190,11 @@ impl HttpSession {
 
         // write was successful
         self.request_written = Some(req);
+        // PATCH (failover gateway): a request with a body (never hedged: hedges are for requests
+        // without one) does not keep its head while the body streams.
+        if !self.body_writer.finished() {
+            self.let_request_head_go();
+        }
         Ok(to_wire.len())
     }
 
@@ -589,8 +604,7 @@ impl HttpSession {
             return Ok(Box::new(header.clone()));
         }
         let (keepalive_timeout, _) = self.get_keepalive_values();
-        let upgrade_req = self.is_upgrade_req();
-        let request = self.request_written.take();
+        self.let_request_head_go();
         let header = self.response_header.take().unwrap();
         self.handed_over = Some(HandedOver {
             status: header.status,
@@ -598,11 +612,21 @@ impl HttpSession {
             transfer_encoding: header.headers.contains_key(header::TRANSFER_ENCODING),
             connection_keepalive: is_buf_keepalive(header.headers.get(header::CONNECTION)),
             keepalive_timeout,
-            request_keepalive: request
-                .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION))),
-            upgrade_req,
         });
         Ok(header)
+    }
+
+    /// PATCH (failover gateway): drops the request head written, keeping what the response
+    /// side needs of it: its `Connection` keep-alive answer, whether it is a `HEAD` and whether
+    /// it asks for an upgrade. A hedge needs the head and is not raced without it.
+    fn let_request_head_go(&mut self) {
+        if let Some(req) = self.request_written.take() {
+            self.request_summary = Some(RequestSummary {
+                keepalive: is_buf_keepalive(req.headers.get(header::CONNECTION)),
+                head: req.method == http::method::Method::HEAD,
+                upgrade: is_upgrade_req(&req),
+            });
+        }
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read (and not handed
@@ -781,8 +805,8 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = match (&self.request_written, self.handed_over) {
-            (None, Some(facts)) => facts.request_keepalive,
+        let request_keepalive = match (&self.request_written, self.request_summary) {
+            (None, Some(summary)) => summary.keepalive,
             _ => self
                 .request_written
                 .as_ref()
@@ -886,11 +910,14 @@ impl HttpSession {
                 false
             };
 
-            if let Some(req) = self.request_written.as_ref() {
-                if req.method == http::method::Method::HEAD {
-                    self.body_reader.init_content_length(0, preread_body);
-                    return;
-                }
+            let head = match (&self.request_written, self.request_summary) {
+                (Some(req), _) => req.method == http::method::Method::HEAD,
+                (None, Some(summary)) => summary.head,
+                (None, None) => false,
+            };
+            if head {
+                self.body_reader.init_content_length(0, preread_body);
+                return;
             }
 
             if upgraded {
@@ -912,7 +939,7 @@ impl HttpSession {
     pub fn is_upgrade_req(&self) -> bool {
         match self.request_written.as_deref() {
             Some(req) => is_upgrade_req(req),
-            None => self.handed_over.is_some_and(|facts| facts.upgrade_req),
+            None => self.request_summary.is_some_and(|summary| summary.upgrade),
         }
     }
 
