@@ -734,13 +734,23 @@ async fn read_until(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, needl
     })
 }
 
+/// A gateway in front of `up` (probed once an hour) and a raw client connection to it.
+async fn gateway_and_raw_client(up: std::net::SocketAddr) -> (Gateway, tokio::net::TcpStream) {
+    let config = one_region(Region::one("fra-1", up).probe(rare_probes()));
+    let (gw, _) = Gateway::start(&config, &[]).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    (gw, tcp)
+}
+
 /// A loopback upstream whose first request is answered by `first` (given the stream and the
-/// request head as read); later requests get `200` with the body `again`. After each answer
+/// request head as read, lowercased); later requests get `200` with the body `again`. After each answer
 /// it drains what the gateway still sends until the gateway closes; connections that close
 /// without a head (the TCP probes) are dropped.
 async fn upstream_answering<F, Fut>(first: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
 where
-    F: FnOnce(tokio::net::TcpStream, Vec<u8>) -> Fut + Send + 'static,
+    F: FnOnce(tokio::net::TcpStream, String) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = tokio::net::TcpStream> + Send + 'static,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -759,7 +769,9 @@ where
                 }
                 let serve = first.lock().expect("lock").take();
                 let mut stream = match serve {
-                    Some(serve) => serve(stream, head).await,
+                    Some(serve) => {
+                        serve(stream, String::from_utf8_lossy(&head).to_lowercase()).await
+                    }
                     None => {
                         let again = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain";
                         let _ = stream.write_all(again).await;
@@ -782,7 +794,6 @@ async fn an_upstream_answer_that_comes_before_the_upload_ends_reaches_the_client
     // client sends only the first 64 KiB of its 512 KiB and waits: the answer must reach it
     // while the upload is unfinished.
     let (up, upstream) = upstream_answering(|mut stream, head| async move {
-        let head = String::from_utf8_lossy(&head).to_lowercase();
         assert!(head.contains("content-length: 524288"), "{head}");
         stream
             .write_all(
@@ -793,11 +804,7 @@ async fn an_upstream_answer_that_comes_before_the_upload_ends_reaches_the_client
         stream
     })
     .await;
-    let config = one_region(Region::one("fra-1", up).probe(rare_probes()));
-    let (gw, _) = Gateway::start(&config, &[]).await;
-    let mut tcp = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
+    let (gw, mut tcp) = gateway_and_raw_client(up).await;
     tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 524288\r\n\r\n")
         .await
         .expect("head");
@@ -824,7 +831,6 @@ async fn expect_100_continue_passes_the_upstreams_interim_answer_before_the_body
     // The upstream answers `100 Continue`, reads the five body bytes and echoes them; the
     // client sends its body only after it has seen the `100`.
     let (up, upstream) = upstream_answering(|mut stream, head| async move {
-        let head = String::from_utf8_lossy(&head).to_lowercase();
         assert!(head.contains("expect: 100-continue"), "{head}");
         stream
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -840,11 +846,7 @@ async fn expect_100_continue_passes_the_upstreams_interim_answer_before_the_body
         stream
     })
     .await;
-    let config = one_region(Region::one("fra-1", up).probe(rare_probes()));
-    let (gw, _) = Gateway::start(&config, &[]).await;
-    let mut tcp = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
+    let (_gw, mut tcp) = gateway_and_raw_client(up).await;
     tcp.write_all(
         b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
     )
