@@ -66,9 +66,9 @@ pub struct HttpSession {
     /// PATCH (failover gateway): what the session still needs of a final response head that
     /// `read_resp_header_parts` handed over instead of copying.
     handed_over: Option<HandedOver>,
+    /// PATCH (failover gateway): the request head written, kept only while a hedge may need it
+    /// (see `let_request_head_go`); what the response side needs of it is `request_summary`.
     request_written: Option<Box<RequestHeader>>,
-    /// PATCH (failover gateway): what the session still needs of the request head it wrote,
-    /// once it let the head go (see `let_request_head_go`).
     request_summary: Option<RequestSummary>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -95,12 +95,23 @@ struct HandedOver {
     keepalive_timeout: Option<u64>,
 }
 
-/// PATCH (failover gateway): see `HttpSession::let_request_head_go`.
+/// PATCH (failover gateway): what the response side needs of the request head written: its
+/// `Connection` keep-alive answer, whether it is a `HEAD` and whether it asks for an upgrade.
 #[derive(Clone, Copy)]
 struct RequestSummary {
     keepalive: Option<bool>,
     head: bool,
     upgrade: bool,
+}
+
+impl RequestSummary {
+    fn of(req: &RequestHeader) -> Self {
+        RequestSummary {
+            keepalive: is_buf_keepalive(req.headers.get(header::CONNECTION)),
+            head: req.method == http::method::Method::HEAD,
+            upgrade: is_upgrade_req(req),
+        }
+    }
 }
 
 /// HTTP 1.x client session
@@ -189,6 +200,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
+        self.request_summary = Some(RequestSummary::of(&req));
         self.request_written = Some(req);
         // PATCH (failover gateway): a request with a body (never hedged: hedges are for requests
         // without one) does not keep its head while the body streams.
@@ -616,17 +628,10 @@ impl HttpSession {
         Ok(header)
     }
 
-    /// PATCH (failover gateway): drops the request head written, keeping what the response
-    /// side needs of it: its `Connection` keep-alive answer, whether it is a `HEAD` and whether
-    /// it asks for an upgrade. A hedge needs the head and is not raced without it.
+    /// PATCH (failover gateway): drops the request head written (`request_summary` keeps what
+    /// the response side needs of it). A hedge needs the head and is not raced without it.
     fn let_request_head_go(&mut self) {
-        if let Some(req) = self.request_written.take() {
-            self.request_summary = Some(RequestSummary {
-                keepalive: is_buf_keepalive(req.headers.get(header::CONNECTION)),
-                head: req.method == http::method::Method::HEAD,
-                upgrade: is_upgrade_req(&req),
-            });
-        }
+        self.request_written = None;
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read (and not handed
@@ -805,13 +810,7 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = match (&self.request_written, self.request_summary) {
-            (None, Some(summary)) => summary.keepalive,
-            _ => self
-                .request_written
-                .as_ref()
-                .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION))),
-        };
+        let request_keepalive = self.request_summary.and_then(|summary| summary.keepalive);
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
@@ -910,12 +909,7 @@ impl HttpSession {
                 false
             };
 
-            let head = match (&self.request_written, self.request_summary) {
-                (Some(req), _) => req.method == http::method::Method::HEAD,
-                (None, Some(summary)) => summary.head,
-                (None, None) => false,
-            };
-            if head {
+            if self.request_summary.is_some_and(|summary| summary.head) {
                 self.body_reader.init_content_length(0, preread_body);
                 return;
             }
@@ -937,10 +931,7 @@ impl HttpSession {
 
     /// Whether this request is for upgrade
     pub fn is_upgrade_req(&self) -> bool {
-        match self.request_written.as_deref() {
-            Some(req) => is_upgrade_req(req),
-            None => self.request_summary.is_some_and(|summary| summary.upgrade),
-        }
+        self.request_summary.is_some_and(|summary| summary.upgrade)
     }
 
     /// `Some(true)` if the this is a successful upgrade
