@@ -6,21 +6,27 @@
 # prints the gateway's instructions per request. Needs release binaries
 # (`cargo build --release -p gateway -p loadtest`; TARGET_DIR overrides where they are);
 # CALLGRIND_OUT=FILE keeps the profile. `{dir}` in --server is a scratch directory,
-# `{collector}` the port of an OTLP sink that answers every export 200.
+# `{collector}` the port of an OTLP sink that answers every export 200. `--proxy nginx` or
+# `--proxy haproxy` measures that peer instead, with the config `loadtest bench` gives it (one
+# worker, the gateway's header work, access log off; `loadtest peer-config`), in the same
+# harness: the ratios in the README come from here.
 #
 #   scripts/callgrind.sh [--requests N] [--server 'start_traces: false'] [--header 'traceparent: ...']
+#   scripts/callgrind.sh --proxy nginx|haproxy [--requests N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 requests=2000
 server=""
 header=""
+proxy=gateway
 while (($#)); do
     case "$1" in
         --requests) requests=$2; shift 2 ;;
+        --proxy) proxy=$2; shift 2 ;;
         --server) server=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "callgrind.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -71,25 +77,45 @@ routes:
   - { name: app, regions: [fra] }
 EOF
 
-valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-    "$bin/gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
+ready="http://127.0.0.1:$admin/readyz"
+case $proxy in
+    gateway)
+        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+            "$bin/gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
+        ;;
+    nginx | haproxy)
+        command -v "$proxy" >/dev/null || { echo "callgrind.sh: $proxy is not installed (apt-get install $proxy)" >&2; exit 1; }
+        cfg=$("$bin/loadtest" peer-config --proxy "$proxy" --dir "$dir" \
+            --listen "127.0.0.1:$listen" --upstream "127.0.0.1:$app")
+        ready="http://127.0.0.1:$listen/bench"
+        if [[ $proxy == nginx ]]; then
+            # One process: the worker's loop runs in the process valgrind watches.
+            valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+                nginx -p "$dir" -g 'master_process off;' -c "$cfg" >"$dir/gateway.log" 2>&1 &
+        else
+            valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+                haproxy -db -f "$cfg" >"$dir/gateway.log" 2>&1 &
+        fi
+        ;;
+    *) echo "callgrind.sh: --proxy is gateway, nginx or haproxy, not $proxy" >&2; exit 2 ;;
+esac
 vg=$!
 pids+=($vg)
 
-python3 - "$listen" "$admin" "$requests" "$header" "$vg" <<'EOF'
-import http.client, subprocess, sys, time
-listen, admin, n, header, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+python3 - "$listen" "$ready" "$requests" "$header" "$vg" <<'EOF'
+import http.client, subprocess, sys, time, urllib.parse
+listen, ready, n, header, pid = int(sys.argv[1]), urllib.parse.urlsplit(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 deadline = time.time() + 120
 while True:
     try:
-        c = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
-        c.request("GET", "/readyz")
+        c = http.client.HTTPConnection(ready.hostname, ready.port, timeout=5)
+        c.request("GET", ready.path, headers={"host": "app.test"})
         if c.getresponse().status == 200:
             break
     except OSError:
         pass
     if time.time() > deadline:
-        sys.exit("callgrind.sh: the gateway never became ready")
+        sys.exit("callgrind.sh: the proxy never became ready")
     time.sleep(0.5)
 headers = {"host": "app.test"}
 if header:
@@ -115,6 +141,6 @@ EOF
 out=$(ls -t "$dir"/callgrind.out* | grep -v '^$' | head -n 1)
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 [[ -n $total ]] || { echo "callgrind.sh: no totals in $out" >&2; exit 1; }
-echo "requests: $requests, instructions: $total, per request: $((total / requests))"
+echo "$proxy: requests: $requests, instructions: $total, per request: $((total / requests))"
 # CALLGRIND_OUT=FILE keeps the profile, for callgrind_annotate --inclusive=yes FILE.
 if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$out" "$CALLGRIND_OUT"; fi

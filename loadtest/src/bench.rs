@@ -31,6 +31,7 @@ use crate::scenario::{spread, start_gateway};
 
 pub use goals::Goal;
 pub use idle::IdleResult;
+pub use proxies::{write_peer_config, Peer};
 use proxies::{GatewayRoutes, Setup, Target, TlsFiles};
 
 /// Arguments of `loadtest bench`.

@@ -64,6 +64,23 @@ enum Command {
     /// nginx while another client is served: each one's memory and descriptors per 1000
     /// attackers, attackers it closed, and whether the other client was served during and after
     Slowclients(SlowArgs),
+    /// Write the config `loadtest bench` gives nginx or HAProxy (one worker, the gateway's
+    /// header work, access log off) into a directory, for other harnesses
+    /// (`scripts/callgrind.sh --proxy`); prints the file's path
+    PeerConfig {
+        /// Which peer.
+        #[arg(long, value_enum)]
+        proxy: loadtest::bench::Peer,
+        /// Directory for the config and the peer's own files (pid, logs, temporary files).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// HTTP/1.1 listen address.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The upstream (origin) address.
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+    },
     /// A chaos soak: steady GETs through a gateway while regions fail and recover one at a
     /// time, the config is rewritten (valid and invalid in turn) and hostile clients attack;
     /// exits non-zero unless nothing was lost and memory and descriptors stayed flat
@@ -282,6 +299,16 @@ fn progress_bar(total: u64, quiet: bool) -> (Option<engine::Progress>, Option<Pr
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
+        Command::PeerConfig {
+            proxy,
+            dir,
+            listen,
+            upstream,
+        } => {
+            let path = loadtest::bench::write_peer_config(proxy, &dir, listen, upstream)?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Region {
             name,
             listen,

@@ -125,6 +125,40 @@ async fn a_connection_idle_past_the_grace_second_serves_its_next_requests_in_ful
 }
 
 #[tokio::test]
+async fn a_tls_connection_parked_without_its_read_buffer_serves_its_next_requests_in_full() {
+    // A TLS HTTP/1.1 connection idle past its grace second is parked and gives back its
+    // listener's 16 KiB L4 read buffer (vendor patch 27); speaking again gets it back: an
+    // upload and a download larger than that buffer, then a small request, pass whole.
+    let fra = region("fra", "fra-1").await;
+    let pki = TestPki::new(&[&["a.test"]]);
+    let certs = [("a.pem", "a.key")];
+    let config = one_region(Region::one("fra-1", fra.addr()))
+        .listener(Listener::tls("https", "{tls}", &certs));
+    let (gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
+    let (mut conn, _) = client::h1_tls(tls_addr, &pki.ca_der, "a.test").await;
+    assert_eq!(conn.send(get("a.test", "/first")).await.status, 200);
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for round in 0..2 {
+        gateway_tests::eventually("the TLS connection is parked", || async {
+            gw.status(None).await["admission"]["parked"] == 1
+        })
+        .await;
+        let upload = Request::post("/upload")
+            .header("host", "a.test")
+            .body(full(body.clone()))
+            .expect("request");
+        let resp = conn.send(upload).await;
+        assert_eq!(resp.status, 200, "round {round}");
+        assert_eq!(resp.json()["body_bytes"], 100_000, "round {round}");
+        let resp = conn.send(get("a.test", "/stream/300000")).await;
+        assert_eq!(resp.status, 200, "round {round}");
+        assert_eq!(resp.body.len(), 300_000, "round {round}");
+        let small = conn.send(get("a.test", "/again")).await;
+        assert_eq!(small.json()["path"], "/again", "round {round}");
+    }
+}
+
+#[tokio::test]
 async fn chunked_upload_and_large_streamed_download() {
     let fra = region("fra", "fra-1").await;
     let ber = region("ber", "ber-1").await;

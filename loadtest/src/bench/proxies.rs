@@ -185,28 +185,36 @@ pub(super) async fn start_nginx(
     upstream: SocketAddr,
     setup: Setup<'_>,
 ) -> anyhow::Result<Target> {
-    let (map, headers) = if setup.headers {
+    let config = |dir: &Path, listeners: Listeners| {
+        nginx_config(dir, &PeerConfig::of(listeners, setup, upstream))
+    };
+    let args = |dir: &Path| vec!["-p".into(), dir.into(), "-c".into()];
+    start_proxy("nginx", name, setup, ("nginx.conf", config), args).await
+}
+
+/// The nginx config of the bench (and of `scripts/callgrind.sh --proxy nginx`): `workers`
+/// worker processes, the listeners, keep-alive to `upstream`, access log off, and the
+/// gateway's header work when `headers`. Its files (pid, error log, temporary files) are
+/// under `dir`.
+fn nginx_config(dir: &Path, c: &PeerConfig<'_>) -> String {
+    let (map, headers) = if c.headers {
         (NGINX_REQUEST_ID_MAP, NGINX_HEADERS)
     } else {
         ("", "")
     };
-    let (workers, nofile) = (setup.workers, fd_limit());
-    let config = |dir: &Path, listeners: Listeners| {
-        let Listeners { h1, h2c, .. } = listeners;
-        let p = dir.display();
-        let tls = listeners.tls_with(setup).map_or(String::new(), |(addr, files)| {
-            format!(
-                "    listen {addr} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n",
-                files.cert.display(),
-                files.key.display()
-            )
-        });
+    let (workers, upstream, nofile) = (c.workers, c.upstream, fd_limit());
+    let Listeners { h1, h2c, .. } = c.listeners;
+    let p = dir.display();
+    let tls = c.tls.map_or(String::new(), |(addr, files)| {
         format!(
-            "worker_processes {workers};\nworker_rlimit_nofile {nofile};\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log crit;\nevents {{ worker_connections {MAX_CONNECTIONS}; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  keepalive_requests 1000000;\n{map}  upstream origin {{ server {upstream}; keepalive 256; }}\n  server {{\n    listen {h1};\n    listen {h2c} http2;\n{tls}    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";{headers} }}\n  }}\n}}\n",
+            "    listen {addr} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n",
+            files.cert.display(),
+            files.key.display()
         )
-    };
-    let args = |dir: &Path| vec!["-p".into(), dir.into(), "-c".into()];
-    start_proxy("nginx", name, setup, ("nginx.conf", config), args).await
+    });
+    format!(
+        "worker_processes {workers};\nworker_rlimit_nofile {nofile};\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log crit;\nevents {{ worker_connections {MAX_CONNECTIONS}; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  keepalive_requests 1000000;\n{map}  upstream origin {{ server {upstream}; keepalive 256; }}\n  server {{\n    listen {h1};\n    listen {h2c} http2;\n{tls}    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";{headers} }}\n  }}\n}}\n",
+    )
 }
 
 /// HAProxy's rules for the gateway's header work (`uuid()`: 122 random bits).
@@ -218,24 +226,88 @@ pub(super) async fn start_haproxy(
     upstream: SocketAddr,
     setup: Setup<'_>,
 ) -> anyhow::Result<Target> {
-    let headers = if setup.headers { HAPROXY_HEADERS } else { "" };
-    let (workers, nofile) = (setup.workers, fd_limit());
     let config = |_: &Path, listeners: Listeners| {
-        let Listeners { h1, h2c, .. } = listeners;
-        let tls = listeners
-            .tls_with(setup)
-            .map_or(String::new(), |(addr, files)| {
-                format!(
-                    "  bind {addr} ssl crt {} alpn h2,http/1.1\n",
-                    files.combined.display()
-                )
-            });
-        format!(
-            "global\n  nbthread {workers}\n  maxconn {MAX_CONNECTIONS}\n  ulimit-n {nofile}\n  no strict-limits\ndefaults\n  mode http\n  maxconn {MAX_CONNECTIONS}\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {h1}\n  bind {h2c} proto h2\n{tls}{headers}  default_backend b\nbackend b\n  server origin {upstream} maxconn 4000\n",
-        )
+        haproxy_config(&PeerConfig::of(listeners, setup, upstream))
     };
     let args = |_: &Path| vec!["-db".into(), "-f".into()];
     start_proxy("haproxy", name, setup, ("haproxy.cfg", config), args).await
+}
+
+/// The HAProxy config of the bench (and of `scripts/callgrind.sh --proxy haproxy`), like
+/// [`nginx_config`].
+fn haproxy_config(c: &PeerConfig<'_>) -> String {
+    let headers = if c.headers { HAPROXY_HEADERS } else { "" };
+    let (workers, upstream, nofile) = (c.workers, c.upstream, fd_limit());
+    let Listeners { h1, h2c, .. } = c.listeners;
+    let tls = c.tls.map_or(String::new(), |(addr, files)| {
+        format!(
+            "  bind {addr} ssl crt {} alpn h2,http/1.1\n",
+            files.combined.display()
+        )
+    });
+    format!(
+        "global\n  nbthread {workers}\n  maxconn {MAX_CONNECTIONS}\n  ulimit-n {nofile}\n  no strict-limits\ndefaults\n  mode http\n  maxconn {MAX_CONNECTIONS}\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\nfrontend f\n  bind {h1}\n  bind {h2c} proto h2\n{tls}{headers}  default_backend b\nbackend b\n  server origin {upstream} maxconn 4000\n",
+    )
+}
+
+/// A peer proxy whose bench config [`write_peer_config`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// nginx (`nginx.conf`).
+    Nginx,
+    /// HAProxy (`haproxy.cfg`).
+    Haproxy,
+}
+
+/// Writes the bench's config of `peer` (one worker, the gateway's header work, no TLS) into
+/// `dir`, listening for HTTP/1.1 on `listen` (h2c on a free port) in front of `upstream`:
+/// the same config `loadtest bench` measures, for other harnesses (`scripts/callgrind.sh`).
+/// Returns the file written.
+pub fn write_peer_config(
+    peer: Peer,
+    dir: &Path,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+) -> anyhow::Result<PathBuf> {
+    let config = PeerConfig {
+        listeners: Listeners {
+            h1: listen,
+            h2c: free_port()?,
+            tls: None,
+        },
+        tls: None,
+        upstream,
+        workers: 1,
+        headers: true,
+    };
+    let (file, text) = match peer {
+        Peer::Nginx => ("nginx.conf", nginx_config(dir, &config)),
+        Peer::Haproxy => ("haproxy.cfg", haproxy_config(&config)),
+    };
+    let path = dir.join(file);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// What an nginx or HAProxy config is written from.
+struct PeerConfig<'a> {
+    listeners: Listeners,
+    tls: Option<(SocketAddr, &'a TlsFiles)>,
+    upstream: SocketAddr,
+    workers: usize,
+    headers: bool,
+}
+
+impl<'a> PeerConfig<'a> {
+    fn of(listeners: Listeners, setup: Setup<'a>, upstream: SocketAddr) -> Self {
+        PeerConfig {
+            listeners,
+            tls: listeners.tls_with(setup),
+            upstream,
+            workers: setup.workers,
+            headers: setup.headers,
+        }
+    }
 }
 
 /// The listen addresses of one nginx or HAProxy.
@@ -405,5 +477,24 @@ mod tests {
         let files = TlsFiles::generate().expect("certificate");
         let combined = std::fs::read_to_string(&files.combined).expect("combined");
         assert!(combined.contains("BEGIN CERTIFICATE") && combined.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn a_peer_config_for_other_harnesses_is_the_benchs_with_the_header_work() {
+        let dir = tempfile::tempdir().expect("dir");
+        let listen: SocketAddr = "127.0.0.1:18080".parse().expect("addr");
+        let upstream: SocketAddr = "127.0.0.1:19001".parse().expect("addr");
+        let nginx = write_peer_config(Peer::Nginx, dir.path(), listen, upstream).expect("nginx");
+        let text = std::fs::read_to_string(&nginx).expect("read");
+        assert!(text.starts_with("worker_processes 1;"), "{text}");
+        assert!(
+            text.contains("listen 127.0.0.1:18080;") && text.contains("server 127.0.0.1:19001;")
+        );
+        assert!(text.contains(NGINX_HEADERS) && text.contains("access_log off;"));
+        let haproxy =
+            write_peer_config(Peer::Haproxy, dir.path(), listen, upstream).expect("haproxy");
+        let text = std::fs::read_to_string(&haproxy).expect("read");
+        assert!(text.contains("nbthread 1\n") && text.contains("bind 127.0.0.1:18080\n"));
+        assert!(text.contains(HAPROXY_HEADERS) && text.contains("server origin 127.0.0.1:19001"));
     }
 }

@@ -301,6 +301,8 @@ where
         let mut range_body_filter = RangeBodyFilter::new();
         // The response is written to the client to its end.
         let mut response_done = false;
+        // A response write had to wait for the client (patch 27).
+        let mut client_waited = false;
 
         // retry, send buffer if it exists or body empty
         let buffer = session.as_ref().get_retry_buffer();
@@ -310,7 +312,12 @@ where
             upstream.send(client_session, task).await;
         }
 
-        let batch_limit = pingora_core::protocols::http::v1::body_buffer_size();
+        // PATCH (failover gateway, patch 27): small body chunks already read are written
+        // together (one write instead of many), up to this much; a larger one goes alone, as
+        // it came, without being copied into a batch. A batch is read ahead of the write, so a
+        // client that does not read made the proxy hold the whole batch (up to two body
+        // buffers: the reads grow while they fill) on top of the body buffer.
+        const SMALL_BATCH: usize = 4096;
         while (!downstream_state.is_done() && upstream.send_error.is_none()) || !response_done {
             tokio::select! {
                 body = session.downstream_session.read_body_or_idle(downstream_state.is_done()),
@@ -327,14 +334,16 @@ where
                     let mut tasks = Vec::with_capacity(3);
                     let mut batched = 0;
                     let mut next = Some(res);
-                    // What is already there is written in one go, up to a body buffer.
+                    // What is already there is written in one go, while it is small.
                     while let Some(res) = next.take() {
                         let task = upstream.response_task(res);
                         if let HttpTask::Body(Some(bytes), _) = &task {
                             batched += bytes.len();
                         }
                         tasks.push(task);
-                        if !upstream.response_read && batched < batch_limit {
+                        // A client that made the proxy wait gets one task per write: what
+                        // waits for it is one small chunk, not a batch copied together.
+                        if !upstream.response_read && !client_waited && batched < SMALL_BATCH {
                             next = tokio::task::unconstrained(client_session.read_response_task())
                                 .now_or_never();
                         }
@@ -371,6 +380,7 @@ where
                             let polled = write.as_mut().poll(cx);
                             if polled.is_pending() && !waited {
                                 waited = true;
+                                client_waited = true;
                                 client_session.response_reader_waited();
                             }
                             polled

@@ -449,28 +449,33 @@ async fn serve_http1_loop<T>(
                 }
             }
         };
-        let mut session = ServerSession::new_http1(stream);
-        match reused.take() {
-            None => {
-                if *shutdown.borrow() {
-                    // stop downstream from reusing if this service is shutting down soon
-                    session.set_keepalive(None);
-                } else {
-                    session.set_keepalive(Some(v1::server::client_keepalive_secs()));
+        // The session is moved into the request's future in this block, so this loop's own
+        // future does not keep room for it (704 bytes) while the request runs.
+        let process = {
+            let mut session = ServerSession::new_http1(stream);
+            match reused.take() {
+                None => {
+                    if *shutdown.borrow() {
+                        // stop downstream from reusing if this service is shutting down soon
+                        session.set_keepalive(None);
+                    } else {
+                        session.set_keepalive(Some(v1::server::client_keepalive_secs()));
+                    }
+                    session.set_keepalive_reuses_remaining(
+                        app.server_options()
+                            .and_then(|opts| opts.keepalive_request_limit),
+                    );
                 }
-                session.set_keepalive_reuses_remaining(
-                    app.server_options()
-                        .and_then(|opts| opts.keepalive_request_limit),
-                );
+                Some(Some(settings)) => settings.apply_to_session(&mut session),
+                Some(None) => {}
             }
-            Some(Some(settings)) => settings.apply_to_session(&mut session),
-            Some(None) => {}
-        }
-        if let Some((bytes, started)) = head {
-            session.set_pipelined_prefix(bytes);
-            session.set_request_head_started(started);
-        }
-        match app.process_new_http(session, &shutdown).await {
+            if let Some((bytes, started)) = head {
+                session.set_pipelined_prefix(bytes);
+                session.set_request_head_started(started);
+            }
+            app.process_new_http(session, &shutdown)
+        };
+        match process.await {
             Some(next) => {
                 let (next_stream, settings) = next.consume();
                 stream = next_stream;

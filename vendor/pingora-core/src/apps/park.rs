@@ -34,8 +34,8 @@ struct Parked {
     resume: Resume,
     /// Closed when this passes with nothing read.
     until: Instant,
-    /// The plaintext write buffer's capacity, given back while parked (patch 17).
-    write_capacity: Option<usize>,
+    /// The L4 buffers given back while parked (patches 17 and 27).
+    buffers: Option<crate::protocols::l4::stream::L4BufferSettings>,
 }
 
 /// One thread's parked connections and the task that waits for them.
@@ -102,15 +102,13 @@ thread_local! {
 /// passes (then it is closed). Must be called on a Tokio runtime; the lot's task is spawned on
 /// it with the first connection parked on this thread.
 pub(crate) fn park(mut stream: Stream, resume: Resume, idle: Duration, shutdown: &ShutdownWatch) {
-    let write_capacity = stream
-        .as_any_mut()
-        .downcast_mut::<crate::protocols::l4::stream::Stream>()
-        .and_then(|l4| l4.park_write_buffer());
+    let buffers =
+        crate::protocols::l4::stream::Stream::under(&mut stream).and_then(|l4| l4.park_buffers());
     let parked = Parked {
         stream,
         resume,
         until: Instant::now() + idle,
-        write_capacity,
+        buffers,
     };
     let lot = LOT.with(|lot| {
         lot.borrow_mut()
@@ -160,16 +158,13 @@ fn poll_entry(lot: &Arc<Lot>, entries: &mut Entries, index: usize) -> Option<Par
     }
 }
 
-/// Hands a parked connection back to a task of its own (with its write buffer).
+/// Hands a parked connection back to a task of its own (with its buffers).
 fn wake_up(mut parked: Parked) {
-    if let (Some(capacity), Some(l4)) = (
-        parked.write_capacity,
-        parked
-            .stream
-            .as_any_mut()
-            .downcast_mut::<crate::protocols::l4::stream::Stream>(),
+    if let (Some(buffers), Some(l4)) = (
+        parked.buffers,
+        crate::protocols::l4::stream::Stream::under(&mut parked.stream),
     ) {
-        l4.unpark_write_buffer(capacity);
+        l4.unpark_buffers(buffers);
     }
     (parked.resume)(parked.stream);
 }

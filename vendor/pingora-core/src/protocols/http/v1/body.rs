@@ -164,8 +164,8 @@ impl ParseState {
     }
 }
 
-// PATCH (failover gateway): the first read of a Content-Length or close-delimited body is
-// this small, and each read that fills its buffer doubles the next one up to `body_buf_size`.
+// PATCH (failover gateway): the first read of a body is this small (chunked bodies too, since
+// patch 27), and each read that fills its buffer doubles the next one up to `body_buf_size`.
 // A body trickling in (or a slow reader's response) holds a 2 KiB buffer, not 16 or 64 KiB; a
 // fast one reaches the full size after three reads.
 const FIRST_BODY_READ: usize = 2048;
@@ -234,8 +234,12 @@ impl BodyReader {
     /// `body_buf_overread`.)
     pub fn restart_read_hint(&mut self) {
         self.read_hint = FIRST_BODY_READ.min(self.body_buf_size);
-        if matches!(self.body_state, PS::Partial(..) | PS::UntilClose(_))
-            && self.rewind_buf_len == 0
+        // A chunked body's buffer is free when all it held was parsed and handed out (the
+        // next read is a fresh one); bytes still to parse keep it.
+        if matches!(
+            self.body_state,
+            PS::Partial(..) | PS::UntilClose(_) | PS::Chunked(_, 0, 0, _)
+        ) && self.rewind_buf_len == 0
         {
             self.body_buf = None;
         }
@@ -579,13 +583,17 @@ impl BodyReader {
                         existing_buf_end = self.rewind_buf_len;
                         self.rewind_buf_len = 0; // we only need to read rewind data once
                         if existing_buf_end == 0 {
-                            let read_size = self.body_buf_size;
+                            // PATCH (failover gateway): sized by the read hint, as the other
+                            // framings' reads (patch 27): small after the client made the proxy
+                            // wait, growing while reads fill it.
+                            let read_size = self.read_hint;
                             let body_buf = self.prepare_buf_for_io(read_size);
                             existing_buf_end = stream
                                 .take(read_size as u64)
                                 .read_buf(body_buf)
                                 .await
                                 .or_err(ReadError, "when reading body")?;
+                            self.grow_read_hint(existing_buf_end, read_size);
                         }
                     } else {
                         /* existing_buf_end != 0 this is partial chunk head */

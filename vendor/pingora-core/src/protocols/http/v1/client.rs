@@ -29,8 +29,8 @@ use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
-use crate::utils::{BufRef, KVRef};
 use crate::upstreams::peer::{ArmedFirstByte, Hedge, FIRST_BYTE_DEADLINE};
+use crate::utils::{BufRef, KVRef};
 use std::sync::Arc;
 
 /// PATCH (failover gateway): see `read_response`.
@@ -440,18 +440,29 @@ impl HttpSession {
             } else {
                 INIT_HEADER_BUF_SIZE
             };
-            if self
-                .response_header_read_buf
-                .capacity()
-                .saturating_sub(self.response_header_read_buf.len())
-                < want
-            {
-                self.response_header_read_buf.reserve(want);
-            }
-
-            let read_fut = self
-                .underlying_stream
-                .read_buf(&mut self.response_header_read_buf);
+            // PATCH (failover gateway): before the first byte, the read waits for the socket
+            // to be readable (a zero-length read) and only then takes its buffer: a request
+            // waiting for its answer (a trickling upload, a slow upstream) holds none. A stream
+            // that answers the empty read at once gets its buffer then, as before.
+            let stream = &mut self.underlying_stream;
+            let head_buf = &mut self.response_header_read_buf;
+            let read_fut = async move {
+                if head_buf.is_empty() {
+                    let _ = std::future::poll_fn(|cx| {
+                        let mut empty = tokio::io::ReadBuf::new(&mut []);
+                        tokio::io::AsyncRead::poll_read(
+                            std::pin::Pin::new(&mut *stream),
+                            cx,
+                            &mut empty,
+                        )
+                    })
+                    .await;
+                }
+                if head_buf.capacity().saturating_sub(head_buf.len()) < want {
+                    head_buf.reserve(want);
+                }
+                stream.read_buf(head_buf).await
+            };
             // PATCH (failover gateway): until the first byte, a read waits at most until the
             // first-byte deadline; when it passes, the deadline's owner says whether to cut.
             let (wait, by_deadline) = match &self.first_byte {
@@ -555,6 +566,11 @@ impl HttpSession {
                 _ => None,
             }
         };
+        // The original's head read may have been waiting for readability, without a buffer.
+        if self.response_header_read_buf.capacity() == 0 {
+            self.response_header_read_buf
+                .reserve(FIRST_RESPONSE_HEAD_READ);
+        }
         let race = async {
             tokio::pin!(hedged);
             let mut original = None;

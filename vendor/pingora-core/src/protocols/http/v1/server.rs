@@ -201,19 +201,13 @@ async fn first_bytes(
     if park.load(Ordering::Relaxed) && grace < idle {
         return FirstBytes::Idle;
     }
-    // A plaintext connection's 1460-byte write buffer is a quarter of what it holds while idle.
-    let parked = stream
-        .as_any_mut()
-        .downcast_mut::<crate::protocols::l4::stream::Stream>()
-        .and_then(|l4| l4.park_write_buffer());
+    // A TLS connection's 16 KiB L4 read buffer is most of what it holds while idle (an empty
+    // write buffer holds nothing since patch 27).
+    use crate::protocols::l4::stream::Stream as L4;
+    let parked = L4::under(stream).and_then(|l4| l4.park_buffers());
     let unpark = |stream: &mut crate::protocols::Stream| {
-        if let (Some(capacity), Some(l4)) = (
-            parked,
-            stream
-                .as_any_mut()
-                .downcast_mut::<crate::protocols::l4::stream::Stream>(),
-        ) {
-            l4.unpark_write_buffer(capacity);
+        if let (Some(buffers), Some(l4)) = (parked, L4::under(stream)) {
+            l4.unpark_buffers(buffers);
         }
     };
     let readable = std::future::poll_fn(|cx| {
@@ -604,8 +598,8 @@ impl HttpSession {
             }
             if head_ends.is_none() && already_read > 0 {
                 let started = self.head_started.take();
-                head_ends = head_deadline
-                    .map(|d| started.unwrap_or_else(std::time::Instant::now) + d);
+                head_ends =
+                    head_deadline.map(|d| started.unwrap_or_else(std::time::Instant::now) + d);
             }
 
             // On the first iteration after a pipelined prefix was injected,
@@ -669,8 +663,9 @@ impl HttpSession {
                             req.path.unwrap_or("").as_bytes(),
                             // PATCH (failover gateway): room for the fields a proxy adds
                             // (forwarding headers, a request id), so that adding them to this
-                            // header or its upstream copy does not rehash both header maps.
-                            Some(req.headers.len() + super::common::HEADER_HEADROOM),
+                            // header or its upstream copy does not rehash both header maps;
+                            // none for a request with a body (patch 27).
+                            Some(req.headers.len() + super::common::request_headroom(req.headers)),
                         )?);
 
                         request_header.set_version(match req.version {

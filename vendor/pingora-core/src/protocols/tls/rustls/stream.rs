@@ -134,6 +134,11 @@ where
 }
 
 impl<T> TlsStream<T> {
+    /// PATCH (failover gateway): the transport under the TLS session (after the handshake).
+    pub fn transport_mut(&mut self) -> Option<&mut T> {
+        self.tls.stream.as_mut().map(|s| s.get_mut().0)
+    }
+
     pub fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
         self.digest.clone()
     }
