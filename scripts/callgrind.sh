@@ -84,7 +84,10 @@ case $proxy in
             "$bin/gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
         ;;
     nginx | haproxy)
-        command -v "$proxy" >/dev/null || { echo "callgrind.sh: $proxy is not installed (apt-get install $proxy)" >&2; exit 1; }
+        if ! command -v "$proxy" >/dev/null; then
+            echo "callgrind.sh: installing $proxy" >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$proxy" >/dev/null
+        fi
         cfg=$("$bin/loadtest" peer-config --proxy "$proxy" --dir "$dir" \
             --listen "127.0.0.1:$listen" --upstream "127.0.0.1:$app")
         ready="http://127.0.0.1:$listen/bench"

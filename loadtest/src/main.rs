@@ -139,7 +139,8 @@ struct SlowArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     attack: Vec<loadtest::slowclients::Attack>,
     /// Proxies to attack, one after the other, each fresh for each attack in front of the same
-    /// kind of simulated region (default: the gateway, and HAProxy and nginx if installed).
+    /// kind of simulated region (default: the gateway, and HAProxy and nginx if installed;
+    /// named ones are installed with apt-get when missing).
     #[arg(long, value_enum, value_delimiter = ',')]
     proxies: Vec<loadtest::slowclients::Proxy>,
     /// Attack with slowhttptest (`-H`, `-B`, `-X`; installed with apt-get when missing) instead of the built-in
@@ -466,14 +467,8 @@ async fn slowclients(args: SlowArgs) -> anyhow::Result<()> {
         }
         all.into_iter().filter(|p| p.installed()).collect()
     } else {
-        for p in &args.proxies {
-            anyhow::ensure!(
-                p.installed(),
-                "{} is not installed (apt-get install {}), or leave it out of --proxies",
-                p.label(),
-                p.label().to_lowercase()
-            );
-        }
+        // Named peers are installed when missing, as `loadtest bench` installs its own.
+        Proxy::ensure_installed(&args.proxies)?;
         args.proxies
     };
     let spec = SlowSpec {

@@ -72,11 +72,27 @@ impl Proxy {
 
     /// Whether it can be started here (the gateway always can: its binary is checked later).
     pub fn installed(self) -> bool {
+        self.package().is_none_or(|pkg| which(pkg).is_some())
+    }
+
+    /// Its Debian package (and binary), for a peer.
+    fn package(self) -> Option<&'static str> {
         match self {
-            Proxy::Gateway => true,
-            Proxy::Haproxy => which("haproxy").is_some(),
-            Proxy::Nginx => which("nginx").is_some(),
+            Proxy::Gateway => None,
+            Proxy::Haproxy => Some("haproxy"),
+            Proxy::Nginx => Some("nginx"),
         }
+    }
+
+    /// Installs the Debian packages of the peers among `proxies` that are missing (as
+    /// `loadtest bench` does); the packages' own services are not used.
+    pub fn ensure_installed(proxies: &[Proxy]) -> anyhow::Result<()> {
+        let tools: Vec<(&str, &str)> = proxies
+            .iter()
+            .filter_map(|p| p.package())
+            .map(|pkg| (pkg, pkg))
+            .collect();
+        crate::process::ensure_installed(&tools)
     }
 }
 
