@@ -75,7 +75,8 @@ pub struct BenchArgs {
 #[serde(rename_all = "lowercase")]
 pub enum Group {
     /// HTTP/1.1 keep-alive and h2c maximum, CPU µs/request, latency at a fixed rate: direct,
-    /// gateway, nginx, HAProxy (all with the gateway's header work), nginx-min, haproxy-min.
+    /// gateway, nginx, HAProxy (all with the gateway's header work), nginx-min, haproxy-min,
+    /// and Caddy (with the header work, `GOMAXPROCS=1`).
     H1,
     /// The gateway with all features on (1000 host routes, sticky cookie, probes) vs nginx.
     Features,
@@ -249,6 +250,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut tools = Vec::new();
     if !args.gateway_only {
         tools.extend([("nginx", "nginx-light"), ("haproxy", "haproxy")]);
+        if groups.contains(&Group::H1) {
+            tools.push(("caddy", "caddy"));
+        }
     }
     // The tls group's client, with or without the peers.
     if groups.contains(&Group::Tls) {
@@ -328,8 +332,8 @@ impl Bench {
         !self.args.gateway_only
     }
 
-    /// The gateway with one route plus nginx and HAProxy, as `setup` says; nginx-min and
-    /// haproxy-min too with `min_rows`. Each is checked to do the header work or not (an
+    /// The gateway with one route plus nginx and HAProxy, as `setup` says; nginx-min,
+    /// haproxy-min and Caddy too with `min_rows`. Each is checked to do the header work or not (an
     /// `X-Request-Id` on its answer).
     async fn three(
         &self,
@@ -358,6 +362,8 @@ impl Bench {
                 };
                 targets.push(proxies::start_nginx("nginx-min", up, min).await?);
                 targets.push(proxies::start_haproxy("haproxy-min", up, min).await?);
+                // Caddy with the header work, in the h1 group only.
+                targets.push(proxies::start_caddy("caddy", up, setup).await?);
             }
         }
         for t in &targets {
@@ -723,7 +729,7 @@ fn parse_h2load(stdout: &str) -> Option<H2loadRun> {
 /// The report: one table per group that ran, then the goals.
 pub fn markdown(report: &BenchReport) -> String {
     let mut md = format!(
-        "# bench: gateway vs direct, nginx, HAProxy\n\n{} rounds of {:?} per target, interleaved; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker (except the workers group). nginx and HAProxy add the gateway's forwarding and request-id headers; the `-min` rows are their minimal configs.\n\n",
+        "# bench: gateway vs direct, nginx, HAProxy, Caddy\n\n{} rounds of {:?} per target, interleaved; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker (except the workers group). nginx, HAProxy and Caddy add the gateway's forwarding and request-id headers; the `-min` rows are nginx's and HAProxy's minimal configs.\n\n",
         report.repeat,
         Duration::from_secs_f64(report.duration_s)
     );

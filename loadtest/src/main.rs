@@ -51,7 +51,7 @@ enum Command {
     /// Benchmark the gateway against direct, nginx and HAProxy on the same upstream, like for
     /// like (nginx and HAProxy add the gateway's forwarding and request-id headers; `-min` rows
     /// keep their minimal configs), in groups (`--only`): h1 (HTTP/1.1 and h2c maximum, CPU
-    /// µs/request, p99 at half nginx's maximum), features (1000 routes, sticky, probes), routes
+    /// µs/request, p99 at half nginx's maximum; Caddy too), features (1000 routes, sticky, probes), routes
     /// (10 vs 10 000), workers (two on two cores), tls (h2 by h2load), idle (RSS with 10 000
     /// idle keep-alive clients), probes (CPU for 1000 endpoints probed every second). Writes
     /// report.md and report.json with a table per group and the goals met or not. About 8

@@ -189,7 +189,7 @@ pub(super) async fn start_nginx(
         nginx_config(dir, &PeerConfig::of(listeners, setup, upstream))
     };
     let args = |dir: &Path| vec!["-p".into(), dir.into(), "-c".into()];
-    start_proxy("nginx", name, setup, ("nginx.conf", config), args).await
+    start_proxy("nginx", name, setup, ("nginx.conf", config), args, &[]).await
 }
 
 /// The nginx config of the bench (and of `scripts/callgrind.sh --proxy nginx`): `workers`
@@ -230,7 +230,42 @@ pub(super) async fn start_haproxy(
         haproxy_config(&PeerConfig::of(listeners, setup, upstream))
     };
     let args = |_: &Path| vec!["-db".into(), "-f".into()];
-    start_proxy("haproxy", name, setup, ("haproxy.cfg", config), args).await
+    start_proxy("haproxy", name, setup, ("haproxy.cfg", config), args, &[]).await
+}
+
+/// Caddy's routes for the gateway's header work: `reverse_proxy` itself sets
+/// `X-Forwarded-For`, `-Proto` and `-Host` and passes `Host` on; the request id is the
+/// client's, else a new UUID, on the upstream request and on the answer.
+const CADDY_HEADERS: &str = "    @noid not header X-Request-Id *\n    request_header @noid X-Request-Id {http.request.uuid}\n    header X-Request-Id {http.request.header.X-Request-Id}\n";
+
+/// Caddy (Debian's 2.6) in front of `upstream`, like [`start_nginx`]: HTTP/1.1 and h2c
+/// listeners, `GOMAXPROCS` set to `setup.workers`, its admin endpoint and automatic HTTPS
+/// off, no access log (Caddy logs requests only when a site asks). No TLS row.
+pub(super) async fn start_caddy(
+    name: &str,
+    upstream: SocketAddr,
+    setup: Setup<'_>,
+) -> anyhow::Result<Target> {
+    let headers = if setup.headers { CADDY_HEADERS } else { "" };
+    let config = |_: &Path, listeners: Listeners| {
+        let Listeners { h1, h2c, .. } = listeners;
+        format!(
+            "{{\n  admin off\n  auto_https off\n  servers {{\n    protocols h1 h2c\n  }}\n}}\nhttp://:{} , http://:{} {{\n  bind {}\n  route {{\n{headers}    reverse_proxy {upstream}\n  }}\n}}\n",
+            h1.port(),
+            h2c.port(),
+            h1.ip(),
+        )
+    };
+    let args = |_: &Path| {
+        vec![
+            "run".into(),
+            "--adapter".into(),
+            "caddyfile".into(),
+            "--config".into(),
+        ]
+    };
+    let env = [("GOMAXPROCS", setup.workers.to_string())];
+    start_proxy("caddy", name, setup, ("Caddyfile", config), args, &env).await
 }
 
 /// The HAProxy config of the bench (and of `scripts/callgrind.sh --proxy haproxy`), like
@@ -345,6 +380,7 @@ async fn start_proxy(
     setup: Setup<'_>,
     (file, config): (&str, impl FnOnce(&Path, Listeners) -> String),
     args: impl FnOnce(&Path) -> Vec<OsString>,
+    env: &[(&str, String)],
 ) -> anyhow::Result<Target> {
     let dir = tempfile::tempdir()?;
     let listeners = Listeners::free(setup)?;
@@ -354,6 +390,7 @@ async fn start_proxy(
     let child = Command::new(which(bin).with_context(|| format!("{bin} not installed"))?)
         .args(args(dir.path()))
         .arg(&path)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr)?)
         .spawn()?;
