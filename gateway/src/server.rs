@@ -242,11 +242,12 @@ mod tests {
         assert!(stream <= 384, "the L4 stream is {stream} bytes");
     }
 
-    /// A connection's write buffer (vendor patch 27) is taken by a small write and given back
-    /// by the flush that sends it: a connection waiting for a request body or an upstream
-    /// holds none. Small writes are still gathered into one send, large ones go straight out.
+    /// An idle connection gives back its L4 buffers (vendor patches 17 and 27): the write
+    /// buffer, and a read buffer as TLS listeners have; not while either holds bytes. Given
+    /// back, they are what they were and the bytes pass as before.
     #[tokio::test]
-    async fn a_connections_write_buffer_is_held_only_between_a_small_write_and_its_flush() {
+    async fn an_idle_connection_gives_back_its_buffers_and_gets_them_again() {
+        use pingora::protocols::l4::stream::{L4BufferSettings, Stream};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -255,46 +256,42 @@ mod tests {
             .await
             .expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let mut stream = pingora::protocols::l4::stream::Stream::from(server);
-        stream.unpark_buffers(pingora::protocols::l4::stream::L4BufferSettings::new(
-            0, 1460,
-        ));
-        assert_eq!(stream.write_buffer_allocated(), 0, "before any write");
+        let mut stream = Stream::from(server);
+        assert_eq!(stream.park_buffers(), None, "no buffers to give back");
 
+        let tls_like = L4BufferSettings::new(16 * 1024, 1460);
+        stream.unpark_buffers(tls_like);
         stream
             .write_all(b"HTTP/1.1 200 OK\r\n")
             .await
             .expect("write");
+        assert_eq!(
+            stream.park_buffers(),
+            None,
+            "bytes wait in the write buffer"
+        );
+        stream.flush().await.expect("flush");
+        assert_eq!(stream.park_buffers(), Some(tls_like));
+        assert_eq!(stream.park_buffers(), None, "given back already");
+
+        stream.unpark_buffers(tls_like);
         stream
-            .write_all(b"content-length: 2\r\n\r\n")
+            .write_all(b"content-length: 2\r\n\r\nok")
             .await
             .expect("write");
-        assert_eq!(
-            stream.write_buffer_allocated(),
-            1460,
-            "gathering small writes"
-        );
-        let mut byte = [0u8; 1];
-        assert!(
-            client.try_read(&mut byte).is_err(),
-            "nothing is sent before the flush"
-        );
-        stream.write_all(b"ok").await.expect("write");
         stream.flush().await.expect("flush");
-        assert_eq!(stream.write_buffer_allocated(), 0, "after the flush");
         let mut got = vec![0u8; 40];
         client.read_exact(&mut got).await.expect("read");
         assert_eq!(&got[..], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-
-        let large = vec![b'x'; 4000];
-        stream.write_all(&large).await.expect("write");
-        assert_eq!(
-            stream.write_buffer_allocated(),
-            0,
-            "a large write is not gathered"
-        );
-        let mut got = vec![0u8; 4000];
-        client.read_exact(&mut got).await.expect("read");
-        assert_eq!(got, large);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let mut line = vec![0u8; 16];
+        stream.read_exact(&mut line).await.expect("read");
+        assert_eq!(&line[..], b"GET / HTTP/1.1\r\n");
+        let plaintext = L4BufferSettings::new(0, 1460);
+        stream.unpark_buffers(plaintext);
+        assert_eq!(stream.park_buffers(), Some(plaintext));
     }
 }

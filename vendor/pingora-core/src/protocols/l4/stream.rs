@@ -20,19 +20,18 @@ use log::{debug, error};
 
 use pingora_error::{ErrorType::*, OrErr, Result};
 #[cfg(target_os = "linux")]
-use std::fmt;
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSliceMut;
 #[cfg(unix)]
 use std::os::unix::io::AsRawFd;
 #[cfg(windows)]
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -432,190 +431,6 @@ enum BufferedStream {
     BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
 }
 
-/// PATCH (failover gateway): tokio's `BufWriter`, with its buffer allocated at the first
-/// write that is buffered and given back whenever a flush empties it. A connection holds its
-/// write buffer only between a small write and the flush after it, not while it waits for a
-/// request, a request body or an upstream (1460 bytes per connection, the default capacity).
-/// The writes and flushes behave as `BufWriter`'s: what is smaller than the capacity is
-/// gathered, what is not goes straight through once the gathered bytes are out.
-struct BufWriter<W> {
-    inner: W,
-    buf: Vec<u8>,
-    // How much of `buf` a flush in progress has written.
-    written: u32,
-    capacity: u32,
-}
-
-impl<W: AsyncWrite + Unpin> BufWriter<W> {
-    fn with_capacity(capacity: usize, inner: W) -> Self {
-        BufWriter {
-            inner,
-            buf: Vec::new(),
-            written: 0,
-            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity as usize
-    }
-
-    fn get_ref(&self) -> &W {
-        &self.inner
-    }
-
-    fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
-
-    fn into_inner(self) -> W {
-        self.inner
-    }
-
-    fn buffer(&self) -> &Vec<u8> {
-        &self.buf
-    }
-
-    fn gather(&mut self, data: &[u8]) {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(self.capacity());
-        }
-        self.buf.extend_from_slice(data);
-    }
-
-    fn flush_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut ret = Ok(());
-        while (self.written as usize) < self.buf.len() {
-            let rest = &self.buf[self.written as usize..];
-            match Pin::new(&mut self.inner).poll_write(cx, rest) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    ret = Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "failed to write the buffered data",
-                    ));
-                    break;
-                }
-                // `n` is at most the buffer's length, which is at most `capacity` (a u32).
-                Poll::Ready(Ok(n)) => self.written += n as u32,
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Poll::Ready(Err(e)) => {
-                    ret = Err(e);
-                    break;
-                }
-            }
-        }
-        if self.written as usize == self.buf.len() {
-            self.buf = Vec::new();
-        } else if self.written > 0 {
-            self.buf.drain(..self.written as usize);
-        }
-        self.written = 0;
-        Poll::Ready(ret)
-    }
-}
-
-impl<W: fmt::Debug> fmt::Debug for BufWriter<W> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufWriter")
-            .field("writer", &self.inner)
-            .field(
-                "buffer",
-                &format_args!("{}/{}", self.buf.len(), self.capacity),
-            )
-            .field("written", &self.written)
-            .finish()
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for BufWriter<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let me = &mut *self;
-        if me.buf.len() + data.len() > me.capacity() {
-            ready!(me.flush_buf(cx))?;
-        }
-        if data.len() >= me.capacity() {
-            Pin::new(&mut me.inner).poll_write(cx, data)
-        } else {
-            me.gather(data);
-            Poll::Ready(Ok(data.len()))
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let me = &mut *self;
-        if me.inner.is_write_vectored() {
-            let total = bufs
-                .iter()
-                .fold(0usize, |acc, b| acc.saturating_add(b.len()));
-            if total > me.capacity() - me.buf.len() {
-                ready!(me.flush_buf(cx))?;
-            }
-            if total >= me.capacity() {
-                return Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
-            }
-            for b in bufs {
-                me.gather(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        while bufs.first().map(|b| b.len()) == Some(0) {
-            bufs = &bufs[1..];
-        }
-        let Some(first) = bufs.first() else {
-            return Poll::Ready(Ok(0));
-        };
-        if first.len() > me.capacity() - me.buf.len() {
-            ready!(me.flush_buf(cx))?;
-        }
-        if first.len() >= me.capacity() {
-            return Pin::new(&mut me.inner).poll_write(cx, first);
-        }
-        me.gather(first);
-        let mut total = first.len();
-        for b in &bufs[1..] {
-            if b.len() > me.capacity() - me.buf.len() {
-                break;
-            }
-            me.gather(b);
-            total += b.len();
-        }
-        Poll::Ready(Ok(total))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.flush_buf(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.flush_buf(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<W: AsyncRead + Unpin> AsyncRead for BufWriter<W> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
         let writer = BufWriter::with_capacity(write, stream);
@@ -713,9 +528,10 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
-    // PATCH (failover gateway): the read buffer's capacity as last set (see `set_buffer`;
-    // the write buffer keeps its own). A `u32` (it is a few KiB): with the `bool` beside it,
-    // the struct stays in mimalloc's 384-byte size class.
+    // PATCH (failover gateway): the buffers' capacities as last set (see `set_buffer`), for
+    // `park_buffers`. Small types beside the `bool` (the write buffer is a few KiB; a larger
+    // one is recorded as `u16::MAX`): the struct stays in mimalloc's 384-byte size class.
+    write_capacity: u16,
     read_capacity: u32,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
@@ -814,22 +630,25 @@ impl Stream {
 
     /// PATCH (failover gateway): gives back the buffers of a connection that waits idle
     /// (nothing buffered in either) and returns their sizes, to pass to
-    /// [`Self::unpark_buffers`] when the connection has something to do again. Since patch 27
-    /// an empty write buffer holds no memory, so this is for the read buffer (a TLS listener's
-    /// 16 KiB). `None` when there is no read buffer or it holds bytes: then nothing changes.
+    /// [`Self::unpark_buffers`] when the connection has something to do again: the write
+    /// buffer (1460 bytes, patch 17) and a read buffer (a TLS listener's 16 KiB, patch 27).
+    /// `None` when there is neither, or one holds bytes: then nothing changes.
     pub fn park_buffers(&mut self) -> Option<L4BufferSettings> {
-        let Some(BufferedStream::BufferedRead(reader)) = &self.stream else {
-            return None;
+        let (read, writer) = match self.stream.as_ref()? {
+            BufferedStream::UnbufferedRead(writer) => (0, writer),
+            BufferedStream::BufferedRead(reader) => {
+                if !reader.buffer().is_empty() {
+                    return None;
+                }
+                (self.read_capacity as usize, reader.get_ref())
+            }
         };
-        if !reader.buffer().is_empty() || !reader.get_ref().buffer().is_empty() {
+        let write = self.write_capacity as usize;
+        if !writer.buffer().is_empty() || (read == 0 && write == 0) {
             return None;
         }
-        let settings = L4BufferSettings::new(
-            self.read_capacity as usize,
-            reader.get_ref().capacity(),
-        );
-        self.set_buffer(L4BufferSettings::new(0, settings.write_capacity()));
-        Some(settings)
+        self.set_buffer(L4BufferSettings::new(0, 0));
+        Some(L4BufferSettings::new(read, write))
     }
 
     /// PATCH (failover gateway): the buffers [`Self::park_buffers`] gave back (or any sizes).
@@ -850,12 +669,6 @@ impl Stream {
         None
     }
 
-    /// PATCH (failover gateway): the bytes the write buffer holds allocated now: its capacity
-    /// between a write it gathered and the flush after it, else 0 (patch 27).
-    pub fn write_buffer_allocated(&self) -> usize {
-        self.stream().writer().buffer().capacity()
-    }
-
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
@@ -863,6 +676,7 @@ impl Stream {
         // Since the buffers can't be resized in place,
         // we take the raw stream out of them and put it in new buffers with the size we want
         let stream = mem::take(&mut self.stream);
+        self.write_capacity = u16::try_from(buffer.write_capacity()).unwrap_or(u16::MAX);
         self.read_capacity = u32::try_from(buffer.read_capacity()).unwrap_or(u32::MAX);
         let stream = stream.map(|s| {
             BufferedStream::with_capacity(
@@ -885,6 +699,7 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             read_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
@@ -909,6 +724,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             read_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
@@ -934,6 +750,7 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             read_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
