@@ -201,8 +201,8 @@ async fn first_bytes(
     if park.load(Ordering::Relaxed) && grace < idle {
         return FirstBytes::Idle;
     }
-    // A TLS connection's 16 KiB L4 read buffer is most of what it holds while idle (an empty
-    // write buffer holds nothing since patch 27).
+    // A plaintext connection's 1460-byte write buffer and a TLS connection's 16 KiB L4 read
+    // buffer are much of what it holds while idle (patches 17 and 27).
     use crate::protocols::l4::stream::Stream as L4;
     let parked = L4::under(stream).and_then(|l4| l4.park_buffers());
     let unpark = |stream: &mut crate::protocols::Stream| {
