@@ -773,3 +773,27 @@ async fn garbage_first_bytes_are_refused_at_once_and_no_answer_names_the_softwar
     assert_eq!(fra.requests(), 1, "a refused head reached the upstream");
     assert_nothing_counted(&gw, "garbage heads").await;
 }
+
+#[tokio::test]
+async fn an_ambiguous_content_length_is_refused_and_reaches_no_upstream() {
+    // RFC 9110 §8.6 / RFC 9112 §6.3: differing duplicates and values that are not a number
+    // frame nothing reliably (request smuggling), identical duplicates are one value.
+    let (gw, fra) = start().await;
+    for head in [
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef",
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nabcdef",
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nabcde",
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: five\r\n\r\nabcde",
+    ] {
+        let (line, _) = status_of(&gw, head.as_bytes()).await;
+        assert!(line.starts_with("HTTP/1.1 400"), "{head:?}: {line}");
+    }
+    assert_eq!(fra.requests(), 0, "an ambiguous body was forwarded");
+    let same = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcde";
+    let (line, _) = status_of(&gw, same.as_bytes()).await;
+    assert!(
+        line.starts_with("HTTP/1.1 200"),
+        "identical duplicates: {line}"
+    );
+    assert_eq!(fra.requests(), 1);
+}

@@ -943,3 +943,113 @@ async fn bodiless_answers_to_head_204_and_304_keep_the_upstream_connection_frame
         "the upstream connection was not kept: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn header_names_reach_each_side_spelled_as_sent() {
+    use tokio::io::AsyncWriteExt;
+    // Names spelled every way peers spell them: title case, lowercase, neither (`DNT`, `ETag`),
+    // and (second exchange) one name spelled two ways. The gateway keeps a header's spelling
+    // as a style plus its odd names, or per value when a name is spelled two ways (vendor
+    // patch 28): each way must put the same bytes on the wire.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let up = listener.local_addr().expect("addr");
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let upstream = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    if !read_until(&mut stream, &mut head, b"\r\n\r\n").await {
+                        return;
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let answer: &[u8] = if head.starts_with("GET /one ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nETag: \"v1\"\r\nX-Title-Case: a\r\nx-lower: b\r\ncontent-length: 3\r\n\r\none"
+                    } else if head.starts_with("GET /two ") {
+                        b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nContent-Type: text/plain\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n\r\ntwo"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                    };
+                    if head.starts_with("GET /one ") || head.starts_with("GET /two ") {
+                        let _ = heads_tx.send(head);
+                    }
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (_gw, mut tcp) = gateway_and_raw_client(up).await;
+    async fn exchange(tcp: &mut tokio::net::TcpStream, request: &[u8], end: &[u8]) -> String {
+        tcp.write_all(request).await.expect("request");
+        let mut got = Vec::new();
+        assert!(read_until(tcp, &mut got, end).await, "closed");
+        String::from_utf8_lossy(&got).to_string()
+    }
+    let spelled = |text: &str, lines: &[&str]| {
+        for line in lines {
+            assert!(
+                text.contains(&format!("\r\n{line}\r\n")),
+                "{line:?} in {text}"
+            );
+        }
+    };
+
+    // A title-case request with odd names, a lowercase answer with odd names.
+    let one = exchange(
+        &mut tcp,
+        b"GET /one HTTP/1.1\r\nHost: app.test\r\nUser-Agent: raw\r\nx-lower-one: 1\r\nDNT: 1\r\nX-Title-Case: 2\r\n\r\n",
+        b"\r\n\r\none",
+    )
+    .await;
+    let head = heads.recv().await.expect("upstream head");
+    let sent = [
+        "Host: app.test",
+        "User-Agent: raw",
+        "x-lower-one: 1",
+        "DNT: 1",
+        "X-Title-Case: 2",
+    ];
+    spelled(&head, &sent);
+    // The gateway's own fields keep their lowercase spelling among them.
+    assert!(
+        head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nx-request-id: "), "{head}");
+    spelled(
+        &one,
+        &[
+            "content-type: text/plain",
+            "ETag: \"v1\"",
+            "X-Title-Case: a",
+            "x-lower: b",
+        ],
+    );
+
+    // One name spelled two ways on each side: each value keeps its spelling.
+    let two = exchange(
+        &mut tcp,
+        b"GET /two HTTP/1.1\r\nhost: app.test\r\nx-dup: a\r\nAccept: */*\r\nX-Dup: b\r\n\r\n",
+        b"\r\n\r\ntwo",
+    )
+    .await;
+    let head = heads.recv().await.expect("upstream head");
+    spelled(
+        &head,
+        &["host: app.test", "x-dup: a", "X-Dup: b", "Accept: */*"],
+    );
+    spelled(
+        &two,
+        &[
+            "set-cookie: a=1",
+            "Set-Cookie: b=2",
+            "Content-Type: text/plain",
+        ],
+    );
+    upstream.abort();
+}

@@ -72,7 +72,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
             }
             TraceContext::Passed => req
                 .headers
-                .get(TRACEPARENT)
+                .get(&TRACEPARENT)
                 .and_then(|v| crate::telemetry::trace::trace_id(v.as_bytes())),
             TraceContext::None => None,
         },
@@ -173,7 +173,7 @@ fn request_span(
             (ids.trace_id, ids.parent_id, None)
         }
         TraceContext::Passed => {
-            let ids = crate::telemetry::trace::ids(req.headers.get(TRACEPARENT)?.as_bytes())?;
+            let ids = crate::telemetry::trace::ids(req.headers.get(&TRACEPARENT)?.as_bytes())?;
             (ids.trace_id, fastrand::u64(1..), Some(ids.parent_id))
         }
         TraceContext::None => return None,

@@ -27,8 +27,9 @@ use crate::telemetry::metrics::LabelSet;
 use crate::telemetry::trace::TraceContext;
 
 /// W3C trace context headers.
-pub(super) const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+// Parsed names: a `&str` name is parsed again on every lookup.
+pub(super) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 impl GatewayProxy {
     /// Starts the lag monitor on the proxy's runtime at its first request, with the adaptive
@@ -134,13 +135,13 @@ pub(super) fn identify(session: &Session, ctx: &mut RequestCtx) {
         _ => new_request_id(),
     });
     ctx.trace = TraceContext::of(
-        session.req_header().headers.get(TRACEPARENT),
+        session.req_header().headers.get(&TRACEPARENT),
         ctx.snapshot.config.server.start_traces,
     );
     ctx.export_span = crate::telemetry::otlp::on()
         && ctx
             .trace
-            .sampled(session.req_header().headers.get(TRACEPARENT));
+            .sampled(session.req_header().headers.get(&TRACEPARENT));
 }
 
 /// Looks the route up by host and path; no route is a 404 echoing at most 256 bytes of each.
@@ -321,7 +322,7 @@ pub(super) fn forward_headers(
     }
     if let TraceContext::Started { value, replaced } = &ctx.trace {
         if *replaced {
-            upstream.remove_header(TRACESTATE);
+            upstream.remove_header(&TRACESTATE);
         }
         headers::TRACEPARENT.insert_request(upstream, value.clone())?;
     }

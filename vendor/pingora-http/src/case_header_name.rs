@@ -38,11 +38,29 @@ impl CaseHeaderName {
     pub(crate) fn from_bytes(name: Bytes) -> Self {
         CaseHeaderName(name)
     }
+
+    // PATCH (failover gateway): for `name_case`, without a copy.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        self.0
+    }
 }
 
 /// A trait that converts into case-sensitive header names.
 pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
+
+    /// The parsed name and its spelling.
+    // PATCH (failover gateway): a `HeaderName` is not parsed again from its own spelling.
+    fn into_parsed(self) -> pingora_error::Result<(HeaderName, CaseHeaderName)>
+    where
+        Self: Sized,
+    {
+        use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr};
+        let case = self.into_case_header_name();
+        let name = HeaderName::from_bytes(case.as_slice())
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        Ok((name, case))
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -67,11 +85,20 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
     }
+
+    fn into_parsed(self) -> pingora_error::Result<(HeaderName, CaseHeaderName)> {
+        let case = CaseHeaderName(titled_header_name(&self));
+        Ok((self, case))
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    fn into_parsed(self) -> pingora_error::Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.clone(), CaseHeaderName(titled_header_name(self))))
     }
 }
 

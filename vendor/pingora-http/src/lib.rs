@@ -45,6 +45,9 @@ mod case_header_name;
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;
 
+mod name_case;
+use name_case::{Add, NameCase};
+
 pub mod prelude {
     pub use crate::RequestHeader;
     pub use crate::ResponseHeader;
@@ -59,7 +62,8 @@ Hopefully this property makes sure this map of header names always iterates in t
 same order of the map of header values.
 This idea is inspaired by hyper @nox
 */
-type CaseMap = HMap<CaseHeaderName>;
+// PATCH (failover gateway): the spelling is kept by `name_case::NameCase`, a style plus the
+// names spelled otherwise, and this per-value map only when a name is spelled two ways.
 
 pub enum HeaderNameVariant<'a> {
     Case(&'a CaseHeaderName),
@@ -84,7 +88,7 @@ pub enum HeaderNameVariant<'a> {
 #[derive(Debug)]
 pub struct RequestHeader {
     base: ReqParts,
-    header_name_map: Option<CaseMap>,
+    name_case: NameCase,
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
@@ -152,7 +156,7 @@ impl RequestHeader {
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
-            header_name_map: None,
+            name_case: NameCase::Unkept,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
         }
@@ -167,9 +171,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::build_no_case(method, path, size_hint)?;
-        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        req.name_case = NameCase::kept();
         Ok(req)
     }
 
@@ -204,7 +206,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.name_case,
             &mut self.base.headers,
             name,
             header_value,
@@ -224,7 +226,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.name_case,
             &mut self.base.headers,
             name,
             header_value,
@@ -243,7 +245,7 @@ impl RequestHeader {
         value: HeaderValue,
     ) -> Result<()> {
         insert_parsed_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.name_case,
             &mut self.base.headers,
             name,
             case,
@@ -256,54 +258,35 @@ impl RequestHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(&mut self.name_case, &mut self.base.headers, name)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(&self.name_case, &self.base.headers, buf)
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
-    pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
-        case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
+    // PATCH (failover gateway): names are yielded by value, as most are no longer stored.
+    pub fn case_header_iter(&self) -> impl Iterator<Item = (CaseHeaderName, &HeaderValue)> + '_ {
+        case_header_iter(&self.name_case, &self.base.headers)
     }
 
     /// Returns true if the request has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        self.name_case.is_kept()
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
     ) -> Result<()> {
-        let key_map = self.header_name_map.as_ref();
-        let value_map = &self.base.headers;
-
-        if let Some(key_map) = key_map {
-            let iter = key_map.iter().zip(value_map.iter());
-            for ((header, case_header), (header2, val)) in iter {
-                if header != header2 {
-                    // in case the header iteration order changes in future versions of HMap
-                    panic!("header iter mismatch {}, {}", header, header2)
-                }
-                f(HeaderNameVariant::Case(case_header), val)?;
-            }
-        } else {
-            for (header, value) in value_map {
-                let titled_header =
-                    case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
-                f(HeaderNameVariant::Titled(titled_header), value)?;
-            }
-        }
-
-        Ok(())
+        map_headers(&self.name_case, &self.base.headers, &mut f)
     }
 
     /// Return mutable access to the request extensions.
@@ -426,7 +409,7 @@ impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
             base: self.as_owned_parts(),
-            header_name_map: self.header_name_map.clone(),
+            name_case: self.name_case.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
         }
@@ -441,7 +424,7 @@ impl From<ReqParts> for RequestHeader {
     fn from(parts: ReqParts) -> RequestHeader {
         Self {
             base: parts,
-            header_name_map: None,
+            name_case: NameCase::Unkept,
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
@@ -472,7 +455,7 @@ impl From<RequestHeader> for ReqParts {
 pub struct ResponseHeader {
     base: RespParts,
     // an ordered header map to store the original case of each header name
-    header_name_map: Option<CaseMap>,
+    name_case: NameCase,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
 }
@@ -495,7 +478,7 @@ impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {
             base: self.as_owned_parts(),
-            header_name_map: self.header_name_map.clone(),
+            name_case: self.name_case.clone(),
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -506,7 +489,7 @@ impl From<RespParts> for ResponseHeader {
     fn from(parts: RespParts) -> ResponseHeader {
         Self {
             base: parts,
-            header_name_map: None,
+            name_case: NameCase::Unkept,
             reason_phrase: None,
         }
     }
@@ -527,9 +510,7 @@ impl From<Box<ResponseHeader>> for Box<RespParts> {
 impl ResponseHeader {
     fn new(size_hint: Option<usize>) -> Self {
         let mut resp_header = Self::new_no_case(size_hint);
-        resp_header.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        resp_header.name_case = NameCase::kept();
         resp_header
     }
 
@@ -538,7 +519,7 @@ impl ResponseHeader {
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
-            header_name_map: None,
+            name_case: NameCase::Unkept,
             reason_phrase: None,
         }
     }
@@ -578,7 +559,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.name_case,
             &mut self.base.headers,
             name,
             header_value,
@@ -598,7 +579,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.name_case,
             &mut self.base.headers,
             name,
             header_value,
@@ -617,7 +598,7 @@ impl ResponseHeader {
         value: HeaderValue,
     ) -> Result<()> {
         insert_parsed_header_value(
-            self.header_name_map.as_mut(),
+            &mut self.name_case,
             &mut self.base.headers,
             name,
             case,
@@ -630,54 +611,35 @@ impl ResponseHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(&mut self.name_case, &mut self.base.headers, name)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(&self.name_case, &self.base.headers, buf)
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
-    pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
-        case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
+    // PATCH (failover gateway): names are yielded by value, as most are no longer stored.
+    pub fn case_header_iter(&self) -> impl Iterator<Item = (CaseHeaderName, &HeaderValue)> + '_ {
+        case_header_iter(&self.name_case, &self.base.headers)
     }
 
     /// Returns true if the response has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        self.name_case.is_kept()
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
     ) -> Result<()> {
-        let key_map = self.header_name_map.as_ref();
-        let value_map = &self.base.headers;
-
-        if let Some(key_map) = key_map {
-            let iter = key_map.iter().zip(value_map.iter());
-            for ((header, case_header), (header2, val)) in iter {
-                if header != header2 {
-                    // in case the header iteration order changes in future versions of HMap
-                    panic!("header iter mismatch {}, {}", header, header2)
-                }
-                f(HeaderNameVariant::Case(case_header), val)?;
-            }
-        } else {
-            for (header, value) in value_map {
-                let titled_header =
-                    case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
-                f(HeaderNameVariant::Titled(titled_header), value)?;
-            }
-        }
-
-        Ok(())
+        map_headers(&self.name_case, &self.base.headers, &mut f)
     }
 
     /// Return mutable access to the response extensions.
@@ -887,27 +849,17 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
 
 #[inline]
 fn append_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    name_case: &mut NameCase,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
-    // store the original case in the map
-    if let Some(name_map) = name_map {
-        // Use the non-panicking `try_append`: the infallible `append` calls
-        // `.expect("size overflows MAX_SIZE")` internally, which would abort the
-        // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
-        name_map
-            .try_append(header_name.clone(), case_header_name)
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
+    let (header_name, case_header_name) = name.into_parsed()?;
+    // store the original case
+    name_case.add(value_map, &header_name, case_header_name, Add::Append)?;
 
-    // Non-panicking `try_append` for the same reason as the case map above.
+    // Non-panicking `try_append`: the infallible `append` calls
+    // `.expect("size overflows MAX_SIZE")` internally, which would abort the process.
     value_map.try_append(header_name, value).or_err(
         InvalidHTTPHeader,
         "header value map size overflows MAX_SIZE",
@@ -916,20 +868,14 @@ fn append_header_value<T>(
 
 #[inline]
 fn insert_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    name_case: &mut NameCase,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
-    if let Some(name_map) = name_map {
-        // store the original case in the map
-        name_map.insert(header_name.clone(), case_header_name);
-    }
+    let (header_name, case_header_name) = name.into_parsed()?;
+    // store the original case
+    name_case.add(value_map, &header_name, case_header_name, Add::Insert)?;
     value_map.insert(header_name, value);
     Ok(())
 }
@@ -937,27 +883,29 @@ fn insert_header_value<T>(
 // PATCH (failover gateway): see `RequestHeader::insert_parsed_header`.
 #[inline]
 fn insert_parsed_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    name_case: &mut NameCase,
     value_map: &mut HMap<T>,
     name: &HeaderName,
     case: &Bytes,
     value: T,
 ) -> Result<()> {
-    if let Some(name_map) = name_map {
-        name_map
-            .try_insert(name.clone(), CaseHeaderName::from_bytes(case.clone()))
-            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
-    }
-    value_map
-        .try_insert(name.clone(), value)
-        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")?;
+    name_case.add(
+        value_map,
+        name,
+        CaseHeaderName::from_bytes(case.clone()),
+        Add::Insert,
+    )?;
+    value_map.try_insert(name.clone(), value).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )?;
     Ok(())
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
-    name_map: Option<&mut CaseMap>,
+    name_case: &mut NameCase,
     value_map: &mut HMap<T>,
     name: &'a N,
 ) -> Option<T>
@@ -966,9 +914,7 @@ where
 {
     let removed = value_map.remove(name);
     if removed.is_some() {
-        if let Some(name_map) = name_map {
-            name_map.remove(name);
-        }
+        name_case.remove(value_map, name);
     }
     removed
 }
@@ -1071,44 +1017,50 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 #[inline]
-fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl BufMut) {
+fn header_to_h1_wire(name_case: &NameCase, value_map: &HMap, buf: &mut impl BufMut) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
-    if let Some(key_map) = key_map {
-        case_header_iter(key_map.into(), value_map).for_each(|(case_header, val)| {
-            buf.put_slice(case_header.as_slice());
-            buf.put_slice(HEADER_KV_DELIMITER);
-            buf.put_slice(val.as_ref());
-            buf.put_slice(CRLF);
-        });
-    } else {
-        for (header, value) in value_map {
-            let titled_header =
-                case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
-            buf.put_slice(titled_header.as_bytes());
-            buf.put_slice(HEADER_KV_DELIMITER);
-            buf.put_slice(value.as_ref());
-            buf.put_slice(CRLF);
-        }
-    }
+    name_case.for_each(value_map, |name, val| {
+        name.put(buf);
+        buf.put_slice(HEADER_KV_DELIMITER);
+        buf.put_slice(val.as_ref());
+        buf.put_slice(CRLF);
+    });
 }
 
 #[inline]
 fn case_header_iter<'a>(
-    name_map: Option<&'a CaseMap>,
+    name_case: &'a NameCase,
     value_map: &'a HMap,
-) -> impl Iterator<Item = (&'a CaseHeaderName, &'a HeaderValue)> + 'a {
-    name_map.into_iter().flat_map(|name_map| {
-        name_map
-            .iter()
-            .zip(value_map.iter())
-            .map(|((h1, name), (h2, value))| {
-                // in case the header iteration order changes in future versions of HMap
-                assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
-                (name, value)
-            })
-    })
+) -> impl Iterator<Item = (CaseHeaderName, &'a HeaderValue)> + 'a {
+    let mut all = Vec::new();
+    if name_case.is_kept() {
+        name_case.for_each(value_map, |name, value| all.push((name.to_case(), value)));
+    }
+    all.into_iter()
+}
+
+fn map_headers<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
+    name_case: &NameCase,
+    value_map: &HMap,
+    f: &mut F,
+) -> Result<()> {
+    if !name_case.is_kept() {
+        for (header, value) in value_map {
+            let titled_header =
+                case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
+            f(HeaderNameVariant::Titled(titled_header), value)?;
+        }
+        return Ok(());
+    }
+    let mut result = Ok(());
+    name_case.for_each(value_map, |name, value| {
+        if result.is_ok() {
+            result = f(HeaderNameVariant::Case(&name.to_case()), value);
+        }
+    });
+    result
 }
 
 #[cfg(test)]
