@@ -25,6 +25,8 @@ use testbed::fleet::Fleet;
 use testbed::yaml::{GatewayYaml, Probe, Route};
 
 use crate::engine::{self, LoadSpec};
+use crate::overload::{nginx_origin, run_wrk};
+pub use crate::overload::{Client, Origin};
 use crate::process::{self, ensure_installed, wait_port, which, Guard};
 use crate::report;
 use crate::scenario::{spread, start_gateway};
@@ -68,6 +70,16 @@ pub struct BenchArgs {
     /// Report directory.
     #[arg(long, default_value = "reports/bench")]
     pub out: PathBuf,
+    /// The upstream every target proxies to: the test bed's app (`loadtest region`, which
+    /// echoes the request's headers), or one nginx worker answering with the names of the
+    /// forwarding and request-id headers it received. Either shares CPU 0 with the generator.
+    #[arg(long, value_enum, default_value = "testbed")]
+    pub origin: Origin,
+    /// The generator of the HTTP/1.1 maximum-throughput runs: this crate's engine, or `wrk`
+    /// (one thread, `--connections` kept-alive connections, on CPU 0; installed when
+    /// missing). The h2c and fixed-rate runs always use the engine.
+    #[arg(long, value_enum, default_value = "engine")]
+    pub client: Client,
 }
 
 /// One group of measurements, one per row of the goals (or two).
@@ -150,6 +162,9 @@ pub struct TargetResult {
     pub failed: u64,
     /// Proxy CPU time per request in the HTTP/1.1 runs (TLS group: the h2 runs) (µs).
     pub cpu_us_per_req: Rounds,
+    /// How busy CPU 0 (the generator and the upstream) was during the HTTP/1.1 runs (%): near
+    /// 100, the load side, not the proxy, may be the limit.
+    pub load_cpu_busy_pct: Rounds,
     /// Peak resident memory of the proxy's worker (MiB).
     pub peak_rss_mib: Option<f64>,
     /// Latency at the fixed rate.
@@ -182,6 +197,10 @@ pub struct BenchReport {
     pub repeat: u32,
     /// Connections of the HTTP/1.1 throughput runs.
     pub connections: usize,
+    /// The upstream (`--origin`).
+    pub origin: Origin,
+    /// The HTTP/1.1 throughput runs' generator (`--client`).
+    pub client: Client,
     /// The latency runs' rate (req/s), when the h1 group ran.
     pub fixed_rate: Option<u32>,
     /// Group h1.
@@ -208,6 +227,19 @@ struct Bench {
     gateway: PathBuf,
     upstream: SocketAddr,
 }
+
+/// The nginx origin's answer: the names of the forwarding and request-id headers the request
+/// carried (what `check_answer` looks for in the test bed's JSON echo), so that a target's
+/// header work is checked the same way with either origin.
+const NGINX_ECHO: (&str, &str) = (
+    concat!(
+        "  map $http_x_forwarded_for $echo_xff { \"\" \"\"; default \"x-forwarded-for \"; }\n",
+        "  map $http_x_forwarded_proto $echo_xfp { \"\" \"\"; default \"x-forwarded-proto \"; }\n",
+        "  map $http_x_forwarded_host $echo_xfh { \"\" \"\"; default \"x-forwarded-host \"; }\n",
+        "  map $http_x_request_id $echo_rid { \"\" \"\"; default \"x-request-id \"; }\n",
+    ),
+    "    location / { return 200 \"$echo_xff$echo_xfp$echo_xfh$echo_rid\\n\"; }\n",
+);
 
 /// One worker alone on CPU 1, with the gateway's header work.
 const ONE_WORKER: Setup<'static> = Setup {
@@ -258,6 +290,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if groups.contains(&Group::Tls) {
         tools.push(("h2load", "nghttp2-client"));
     }
+    if args.origin == Origin::Nginx {
+        tools.push(("nginx", "nginx-light"));
+    }
+    if args.client == Client::Wrk {
+        tools.push(("wrk", "wrk"));
+    }
     ensure_installed(&tools)?;
     let gateway = match args.gateway.clone() {
         Some(bin) => bin,
@@ -268,20 +306,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // The generator (this process) and the upstream on CPU 0.
     proxies::pin(std::process::id(), "0");
-    let upstream_addr = testbed::launcher::free_port()?;
-    let upstream = Command::new(std::env::current_exe()?)
-        .args(["region", "--name", "origin", "--listen"])
-        .arg(upstream_addr.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let upstream_pid = upstream.id();
-    let _upstream = Guard::Child {
-        child: upstream,
-        _dir: None,
+    let (upstream_addr, _upstream) = match args.origin {
+        Origin::Testbed => {
+            let upstream_addr = testbed::launcher::free_port()?;
+            let upstream = Command::new(std::env::current_exe()?)
+                .args(["region", "--name", "origin", "--listen"])
+                .arg(upstream_addr.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let upstream_pid = upstream.id();
+            let guard = Guard::Child {
+                child: upstream,
+                _dir: None,
+            };
+            wait_port(upstream_addr).await?;
+            proxies::pin(upstream_pid, "0");
+            (upstream_addr, guard)
+        }
+        Origin::Nginx => {
+            let (guard, ports) = nginx_origin(1, Some(0), NGINX_ECHO).await?;
+            (ports[0], guard)
+        }
     };
-    wait_port(upstream_addr).await?;
-    proxies::pin(upstream_pid, "0");
 
     let bench = Bench {
         args: args.clone(),
@@ -292,6 +339,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration_s: args.duration.as_secs_f64(),
         repeat: args.repeat,
         connections: args.connections,
+        origin: args.origin,
+        client: args.client,
         ..BenchReport::default()
     };
     for group in &groups {
@@ -575,6 +624,27 @@ impl Bench {
         Ok(r)
     }
 
+    /// One maximum-throughput HTTP/1.1 run against `t`, by the engine or by wrk.
+    async fn h1_max(
+        &self,
+        t: &Target,
+        duration: Duration,
+        connections: usize,
+    ) -> anyhow::Result<report::Summary> {
+        let started = Instant::now();
+        Ok(match self.args.client {
+            Client::Engine => {
+                let load = spec(t, t.h1, 0, duration, (connections, false));
+                report::summarize(&engine::run(&load, None).await, started.elapsed())
+            }
+            Client::Wrk => {
+                let host = (t.host.as_str(), "/bench");
+                let phase = run_wrk(t.h1, host, connections, duration, Some(0)).await?;
+                phase.summary
+            }
+        })
+    }
+
     /// Maximum HTTP/1.1 throughput (and h2c with `h2c`) of `targets` in interleaved rounds,
     /// after a warm-up that fills the connection pools; CPU µs/request of the HTTP/1.1 runs.
     async fn rounds(&self, targets: &[Target], h2c: bool) -> Vec<TargetResult> {
@@ -587,11 +657,20 @@ impl Bench {
         for round in 1..=self.args.repeat {
             for (t, r) in targets.iter().zip(results.iter_mut()) {
                 let before = t.cpu_ticks();
-                let started = Instant::now();
-                let load = spec(t, t.h1, 0, duration, (connections, false));
-                let s = report::summarize(&engine::run(&load, None).await, started.elapsed());
+                let load_before = cpu_times(0);
+                let s = match self.h1_max(t, duration, connections).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("round {round} {:12} http/1.1: {e:#}", t.name);
+                        r.failed += 1;
+                        continue;
+                    }
+                };
                 if let (Some(b), Some(a)) = (before, t.cpu_ticks()) {
                     r.cpu_us_per_req.0.push(cpu_us_per_req(a - b, s.requests));
+                }
+                if let (Some(b), Some(a)) = (load_before, cpu_times(0)) {
+                    r.load_cpu_busy_pct.0.push(busy_pct(b, a));
                 }
                 r.failed += s.failed;
                 r.h1_rps.0.push(s.throughput_rps);
@@ -662,6 +741,31 @@ fn new_results(targets: &[Target]) -> Vec<TargetResult> {
             ..TargetResult::default()
         })
         .collect()
+}
+
+/// CPU `cpu`'s (busy, total) time in clock ticks, from `/proc/stat`.
+fn cpu_times(cpu: usize) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let label = format!("cpu{cpu} ");
+    let line = stat.lines().find(|l| l.starts_with(&label))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The busy share (%) between two `cpu_times` readings.
+fn busy_pct((busy0, total0): (u64, u64), (busy1, total1): (u64, u64)) -> f64 {
+    let total = total1.saturating_sub(total0);
+    if total == 0 {
+        return 0.0;
+    }
+    busy1.saturating_sub(busy0) as f64 * 100.0 / total as f64
 }
 
 fn cpu_us_per_req(ticks: u64, requests: u64) -> f64 {
@@ -831,10 +935,18 @@ fn throughput_table(
 
 fn h1_table(results: &[TargetResult], report: &BenchReport) -> String {
     let mut md = format!(
-        "## h1: HTTP/1.1 keep-alive ({} connections) and h2c (4 connections × 64 streams)\n\n",
-        report.connections
+        "## h1: HTTP/1.1 keep-alive ({} connections, {}) and h2c (4 connections × 64 streams)\n\nOrigin: {}. Load CPU busy: CPU 0 (generator and origin) during the HTTP/1.1 runs; near 100 % the load side may be the limit.\n\n",
+        report.connections,
+        match report.client {
+            Client::Engine => "this crate's engine",
+            Client::Wrk => "wrk, one thread",
+        },
+        match report.origin {
+            Origin::Testbed => "the test bed's app (`loadtest region`)",
+            Origin::Nginx => "one nginx worker",
+        },
     );
-    md.push_str("| target | HTTP/1.1 req/s median (min–max) | ÷ nginx | ÷ HAProxy | h2c req/s median (min–max) | failed | CPU µs/req | ÷ nginx | peak RSS MiB | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| target | HTTP/1.1 req/s median (min–max) | ÷ nginx | ÷ HAProxy | load CPU busy % | h2c req/s median (min–max) | failed | CPU µs/req | ÷ nginx | peak RSS MiB | p50 ms | p99 ms | p99.9 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let by = |name: &str, f: fn(&TargetResult) -> &Rounds| {
         results
             .iter()
@@ -850,11 +962,12 @@ fn h1_table(results: &[TargetResult], report: &BenchReport) -> String {
         let ms =
             |f: fn(&report::Latency) -> f64| lat.map_or("-".into(), |l| format!("{:.3}", f(l)));
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.h1_rps.text(0),
             against(r.h1_rps.median(), by("nginx", |r| &r.h1_rps)),
             against(r.h1_rps.median(), by("haproxy", |r| &r.h1_rps)),
+            r.load_cpu_busy_pct.text(0),
             r.h2c_rps.text(0),
             r.failed,
             r.cpu_us_per_req.text(1),

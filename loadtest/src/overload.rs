@@ -49,9 +49,11 @@ pub struct OverloadSpec {
 }
 
 /// The endpoints behind the gateway: two regions of two each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// The test bed's simulated app (`testbed::region`).
+    #[default]
     Testbed,
     /// One nginx process (Debian's, installed when missing) serving four ports, pinned with
     /// the load generator when the gateway is pinned: what a user would put behind it.
@@ -59,9 +61,11 @@ pub enum Origin {
 }
 
 /// The load generator of the overload phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Client {
     /// This crate's engine (open or closed loop, per-request records and a timeline).
+    #[default]
     Engine,
     /// `wrk` (Debian's, installed when missing), one thread, closed loop, pinned to the CPU the
     /// gateway is not on; HTTP/1.1 only, and no timeline.
@@ -146,7 +150,7 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
             (Some(fleet), None, regions)
         }
         Origin::Nginx => {
-            let (guard, ports) = nginx_origin(4, other_cpu).await?;
+            let (guard, ports) = nginx_origin(4, other_cpu, OK_ANSWER).await?;
             let region = |name: &str, ports: &[SocketAddr]| {
                 let endpoints = ports
                     .iter()
@@ -212,7 +216,9 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
                 !spec.http2 && spec.rate == 0,
                 "wrk runs HTTP/1.1 in a closed loop"
             );
-            run_wrk(gw.addr, spec, other_cpu).await?
+            let (connections, duration) = (spec.connections, spec.duration);
+            let host = "overload.test";
+            run_wrk(gw.addr, (host, "/"), connections, duration, other_cpu).await?
         }
     };
     let elapsed = started.elapsed();
@@ -258,8 +264,8 @@ pub async fn run(spec: &OverloadSpec) -> anyhow::Result<OverloadResult> {
 }
 
 /// What the overload phase's load generator saw.
-struct Phase {
-    summary: Summary,
+pub(crate) struct Phase {
+    pub(crate) summary: Summary,
     served: u64,
     fivexx: u64,
     transport_errors: u64,
@@ -298,9 +304,16 @@ fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One nginx process (one worker) answering `200 ok` on `n` loopback ports, `/healthz`
-/// included; pinned to `cpu` when given.
-async fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Vec<SocketAddr>)> {
+/// The overload origin's answer to every path: `200 ok` (no `http` directives).
+const OK_ANSWER: (&str, &str) = ("", "    location / { return 200 \"ok\\n\"; }\n");
+
+/// One nginx process (one worker) on `n` loopback ports with `http` directives in its `http`
+/// block and `locations` in its one `server` block; pinned to `cpu` when given.
+pub(crate) async fn nginx_origin(
+    n: usize,
+    cpu: Option<usize>,
+    (http, locations): (&str, &str),
+) -> anyhow::Result<(Guard, Vec<SocketAddr>)> {
     ensure_installed(&[("nginx", "nginx")])?;
     let dir = tempfile::tempdir()?;
     let ports: Vec<SocketAddr> = (0..n)
@@ -312,7 +325,7 @@ async fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Ve
          worker_rlimit_nofile 65536;\nevents {{ worker_connections 16384; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
          fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n\
-         keepalive_requests 1000000;\n  server {{\n{listens}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+         keepalive_requests 1000000;\n{http}  server {{\n{listens}{locations}  }}\n}}\n",
         dir = dir.path().display()
     );
     let path = dir.path().join("nginx.conf");
@@ -337,11 +350,14 @@ async fn nginx_origin(n: usize, cpu: Option<usize>) -> anyhow::Result<(Guard, Ve
     Ok((guard, ports))
 }
 
-/// The overload phase sent by `wrk` (one thread, closed loop, `spec.connections`), pinned to
-/// `cpu` when given; its counts parsed from `--latency` output.
-async fn run_wrk(
+/// `GET path` with `Host: host` to `addr` from `wrk` (one thread, closed loop, `connections`
+/// kept-alive HTTP/1.1 connections, for `duration`), pinned to `cpu` when given; its counts
+/// parsed from `--latency` output.
+pub(crate) async fn run_wrk(
     addr: SocketAddr,
-    spec: &OverloadSpec,
+    (host, path): (&str, &str),
+    connections: usize,
+    duration: Duration,
     cpu: Option<usize>,
 ) -> anyhow::Result<Phase> {
     ensure_installed(&[("wrk", "wrk")])?;
@@ -352,10 +368,10 @@ async fn run_wrk(
     command
         .args(["-c", &cpu.map_or("0-1023".into(), |c| c.to_string())])
         .arg(&wrk)
-        .args(["-t1", &format!("-c{}", spec.connections)])
-        .arg(format!("-d{}s", spec.duration.as_secs().max(1)))
-        .args(["--latency", "-H", "Host: overload.test"])
-        .arg(format!("http://{addr}/"));
+        .args(["-t1", &format!("-c{connections}")])
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .args(["--latency", "-H", &format!("Host: {host}")])
+        .arg(format!("http://{addr}{path}"));
     let out = command
         .kill_on_drop(true)
         .output()
@@ -363,7 +379,7 @@ async fn run_wrk(
         .context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     anyhow::ensure!(out.status.success(), "wrk failed: {text}");
-    Ok(parse_wrk(&text, spec.duration))
+    Ok(parse_wrk(&text, duration))
 }
 
 /// Requests, non-2xx/3xx answers, socket errors and the p99 from `wrk --latency` output.
