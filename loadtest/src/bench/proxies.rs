@@ -160,7 +160,10 @@ pub(super) const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Restricts `pid` (all its threads) to `cpus`, when the machine has at least two.
 pub(super) fn pin(pid: u32, cpus: &str) {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+    // The machine's CPUs, not this process's: `available_parallelism` reads the affinity
+    // mask, which is one CPU once the bench has pinned itself, and every proxy then stayed
+    // on the generator's CPU.
+    if online_cpus() < 2 {
         return;
     }
     let _ = Command::new("taskset")
@@ -168,6 +171,35 @@ pub(super) fn pin(pid: u32, cpus: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+    // A placement that did not take would make every ratio of the run meaningless: say so.
+    let allowed = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string())
+        });
+    if allowed.as_deref().is_some_and(|a| a != cpus) {
+        eprintln!("bench: warning: process {pid} runs on CPUs {allowed:?}, not {cpus}");
+    }
+}
+
+/// CPUs online (`/sys/devices/system/cpu/online`, e.g. `0-1`), whatever this process's
+/// affinity; 1 when it cannot be read.
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .map(|list| {
+            list.trim()
+                .split(',')
+                .filter_map(|range| match range.split_once('-') {
+                    Some((a, b)) => Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?),
+                    None => range.parse::<usize>().ok().map(|_| 1),
+                })
+                .sum()
+        })
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// nginx's directives for the gateway's header work (the request id taken from the client,
