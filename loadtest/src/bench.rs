@@ -423,7 +423,10 @@ impl Bench {
 
     /// Group h1: HTTP/1.1 and h2c rounds, then latency at a fixed rate.
     async fn h1(&self) -> anyhow::Result<(Vec<TargetResult>, u32)> {
-        let mut targets = vec![Target::direct(self.upstream)];
+        let mut targets = vec![Target::direct(
+            self.upstream,
+            self.args.origin == Origin::Testbed,
+        )];
         targets.extend(self.three("", ONE_WORKER, true).await?);
         let mut results = self.rounds(&targets, true).await;
         let median = |name: &str| {

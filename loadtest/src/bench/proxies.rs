@@ -122,12 +122,13 @@ pub(super) struct Target {
 }
 
 impl Target {
-    /// No proxy: the upstream itself.
-    pub(super) fn direct(upstream: SocketAddr) -> Self {
+    /// No proxy: the upstream itself, over h2c too when it serves it (`loadtest region` does,
+    /// the nginx origin does not).
+    pub(super) fn direct(upstream: SocketAddr, h2c: bool) -> Self {
         Self {
             name: "direct".into(),
             h1: upstream,
-            h2c: Some(upstream),
+            h2c: h2c.then_some(upstream),
             tls: None,
             host: "bench.test".into(),
             root: None,
