@@ -53,17 +53,9 @@ pub mod prelude {
     pub use crate::ResponseHeader;
 }
 
-/* an ordered header map to store the original case of each header name
-HMap({
-    "foo": ["Foo", "foO", "FoO"]
-})
-The order how HeaderMap iter over its items is "arbitrary, but consistent".
-Hopefully this property makes sure this map of header names always iterates in the
-same order of the map of header values.
-This idea is inspaired by hyper @nox
-*/
-// PATCH (failover gateway): the spelling is kept by `name_case::NameCase`, a style plus the
-// names spelled otherwise, and this per-value map only when a name is spelled two ways.
+// PATCH (failover gateway): the spelling of header names is kept by `name_case::NameCase`
+// (a style plus the names spelled otherwise; Pingora's per-value case map, in step with the
+// value map, only when a name is spelled two ways).
 
 pub enum HeaderNameVariant<'a> {
     Case(&'a CaseHeaderName),
