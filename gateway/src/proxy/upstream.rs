@@ -159,6 +159,11 @@ impl VirtualSocket for AbortableSocket {
         std::os::unix::io::AsRawFd::as_raw_fd(&self.inner)
     }
 
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Readiness, not a zero-length read: one system call less per response.
+        self.unless_aborted(cx, |inner, cx| inner.poll_read_ready(cx))
+    }
+
     fn set_socket_option(&self, opt: VirtualSockOpt) -> io::Result<()> {
         match opt {
             VirtualSockOpt::NoDelay => self.inner.set_nodelay(true),

@@ -111,7 +111,7 @@ pub(crate) enum Add {
 }
 
 /// The spelling of a header's names on the HTTP/1 wire.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum NameCase {
     /// No spelling kept (`build_no_case`): Pingora's titled form of a few standard names,
     /// lowercase for the rest.
@@ -123,6 +123,31 @@ pub(crate) enum NameCase {
     },
     /// A name spelled more than one way: every value's spelling, in step with the value map.
     Exact(CaseMap),
+}
+
+impl Clone for NameCase {
+    fn clone(&self) -> Self {
+        match self {
+            NameCase::Unkept => NameCase::Unkept,
+            NameCase::Styled { style, odd } => {
+                // A clone is usually a head about to be forwarded, to which a proxy adds a few
+                // names spelled its own way (`x-forwarded-for`, `x-request-id`, ...): room for
+                // them now, not two reallocations later.
+                let room = if odd.is_empty() && *style == Style::Lower {
+                    0
+                } else {
+                    odd.len() + 6
+                };
+                let mut copy = Vec::with_capacity(room);
+                copy.extend(odd.iter().cloned());
+                NameCase::Styled {
+                    style: *style,
+                    odd: copy,
+                }
+            }
+            NameCase::Exact(map) => NameCase::Exact(map.clone()),
+        }
+    }
 }
 
 impl NameCase {

@@ -656,6 +656,26 @@ impl Stream {
         self.set_buffer(settings);
     }
 
+    /// PATCH (failover gateway): ready once a read would not wait (bytes buffered or on the
+    /// socket, its end, or an error), without reading: a wait for the first byte of an answer
+    /// that holds no buffer and costs no system call (a zero-length read costs one).
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(BufferedStream::BufferedRead(reader)) = &self.stream {
+            if !reader.buffer().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        match &mut self.stream_mut().get_mut().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx),
+            RawStream::Virtual(s) => s.poll_read_ready(cx),
+        }
+    }
+
     /// PATCH (failover gateway): the plaintext or TLS connection's L4 stream under `stream`.
     pub fn under(stream: &mut crate::protocols::Stream) -> Option<&mut Stream> {
         let any = stream.as_any_mut();

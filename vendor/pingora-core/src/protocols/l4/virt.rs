@@ -29,6 +29,13 @@ pub trait VirtualSocket: AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt
     fn raw_fd(&self) -> std::os::unix::io::RawFd {
         -1
     }
+
+    /// PATCH (failover gateway): ready once a read would not wait (bytes, end of stream or an
+    /// error are there), without reading. The default is a zero-length read, which costs a
+    /// system call on an OS socket; a socket over one should ask its readiness instead.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self).poll_read(cx, &mut tokio::io::ReadBuf::new(&mut []))
+    }
 }
 
 /// Wrapper around any type implementing  [`VirtualSocket`].
@@ -45,6 +52,12 @@ impl VirtualSocketStream {
     #[inline]
     pub fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
         self.socket.set_socket_option(opt)
+    }
+
+    /// PATCH (failover gateway): see [`VirtualSocket::poll_read_ready`].
+    #[inline]
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.socket.poll_read_ready(cx)
     }
 
     /// The OS file descriptor behind the socket, or -1 if none.

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use crate::protocols::http::HttpTask;
+use crate::protocols::l4::stream::Stream as L4Stream;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::upstreams::peer::{ArmedFirstByte, Hedge, FIRST_BYTE_DEADLINE};
 use crate::utils::{BufRef, KVRef};
@@ -441,14 +442,18 @@ impl HttpSession {
                 INIT_HEADER_BUF_SIZE
             };
             // PATCH (failover gateway): before the first byte, the read waits for the socket
-            // to be readable (a zero-length read) and only then takes its buffer: a request
-            // waiting for its answer (a trickling upload, a slow upstream) holds none. A stream
-            // that answers the empty read at once gets its buffer then, as before.
+            // to be readable and only then takes its buffer: a request waiting for its answer
+            // (a trickling upload, a slow upstream) holds none. A plaintext stream is asked
+            // for its readiness (patch 30: no system call); another one gets a zero-length
+            // read, and if it answers that at once it gets its buffer then, as before.
             let stream = &mut self.underlying_stream;
             let head_buf = &mut self.response_header_read_buf;
             let read_fut = async move {
                 if head_buf.is_empty() {
                     let _ = std::future::poll_fn(|cx| {
+                        if let Some(l4) = stream.as_any_mut().downcast_mut::<L4Stream>() {
+                            return l4.poll_read_ready(cx);
+                        }
                         let mut empty = tokio::io::ReadBuf::new(&mut []);
                         tokio::io::AsyncRead::poll_read(
                             std::pin::Pin::new(&mut *stream),
