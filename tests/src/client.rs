@@ -138,7 +138,9 @@ impl H1 {
     }
 }
 
-/// An HTTP/2 connection, plaintext (h2c prior knowledge) or over TLS.
+/// An HTTP/2 connection, plaintext (h2c prior knowledge) or over TLS; a clone sends its
+/// requests as further streams of the same connection.
+#[derive(Clone)]
 pub struct H2 {
     sender: hyper::client::conn::http2::SendRequest<ReqBody>,
 }

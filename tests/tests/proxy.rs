@@ -282,6 +282,56 @@ async fn tls_sni_picks_certificates_and_alpn_negotiates_h2() {
     assert_eq!(resp.status, 200);
 }
 
+/// Many HTTP/2 streams answered at the same moment share the connection's writes (vendor
+/// patch 31 gathers them): each still gets its own answer, complete, small ones and downloads
+/// larger than the gathering limit alike, over h2c and over TLS.
+#[tokio::test]
+async fn many_http2_streams_answered_at_once_each_get_their_own_complete_answer() {
+    let fra = region("fra", "fra-1").await;
+    let pki = TestPki::new(&[&["a.test"]]);
+    let certs = [("a.pem", "a.key")];
+    let config = one_region(Region::one("fra-1", fra.addr()))
+        .listener(Listener::tls("https", "{tls}", &certs));
+    let (gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
+    let h2c = H2::connect_h2c(gw.addr).await;
+    let (tls, _) = client::h2_tls(tls_addr, &pki.ca_der, "a.test").await;
+    for (name, conn, scheme) in [("h2c", h2c, "http"), ("tls", tls, "https")] {
+        let calls: Vec<_> = (0..96usize)
+            .map(|i| {
+                let mut conn = conn.clone();
+                let uri = if i % 16 == 0 {
+                    format!("{scheme}://a.test/stream/{}", 200_000 + i)
+                } else {
+                    format!("{scheme}://a.test/echo/{i}")
+                };
+                let req = Request::get(uri).body(client::empty()).expect("req");
+                tokio::spawn(async move { (i, conn.send(req).await) })
+            })
+            .collect();
+        for call in calls {
+            let (i, resp) = call.await.expect("call");
+            assert_eq!(resp.status, 200, "{name} stream {i}");
+            if i % 16 == 0 {
+                assert_eq!(
+                    resp.body.len(),
+                    200_000 + i,
+                    "{name} stream {i}: the whole download"
+                );
+                assert!(
+                    resp.body.iter().all(|&b| b == b'x'),
+                    "{name} stream {i}: only its own bytes"
+                );
+            } else {
+                assert_eq!(
+                    resp.json()["path"],
+                    format!("/echo/{i}"),
+                    "{name} stream {i}: its own answer"
+                );
+            }
+        }
+    }
+}
+
 /// The certificate a server presents to a client that sends no SNI (connecting by IP).
 async fn rustls_no_sni_cert(
     addr: std::net::SocketAddr,

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::protocols::http::v1;
+use crate::protocols::http::v2::coalesce::CoalescedWrites;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -348,6 +349,9 @@ where
         socket_digest: stream.get_socket_digest(),
     });
 
+    // PATCH (failover gateway, patch 31): the streams' answers ready together go out in one
+    // write (see `CoalescedWrites`).
+    let stream: Stream = Box::new(CoalescedWrites::new(stream));
     let h2_options = app.h2_options();
     let h2_conn = match server::handshake(stream, h2_options).await {
         Err(e) => {

@@ -23,6 +23,8 @@ use bytes::Bytes;
 use h2::SendStream;
 
 pub mod client;
+// PATCH (failover gateway): see `coalesce.rs`.
+pub mod coalesce;
 pub mod server;
 
 async fn reserve_and_send(
