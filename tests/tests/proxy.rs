@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gateway_tests::client::{self, full, get, H1, H2};
-use gateway_tests::{config, one_region, region, Gateway, Mode, Template, TestPki};
+use gateway_tests::{config, one_region, region, Gateway, Mode, RegionServer, Template, TestPki};
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -124,17 +124,24 @@ async fn a_connection_idle_past_the_grace_second_serves_its_next_requests_in_ful
     assert!(conn.is_open());
 }
 
-#[tokio::test]
-async fn a_tls_connection_parked_without_its_read_buffer_serves_its_next_requests_in_full() {
-    // A TLS HTTP/1.1 connection idle past its grace second is parked and gives back its
-    // listener's 16 KiB L4 read buffer (vendor patch 27); speaking again gets it back: an
-    // upload and a download larger than that buffer, then a small request, pass whole.
+/// A gateway over one region with a TLS listener for `a.test` besides its plaintext one: the
+/// region, the test PKI, the gateway and the TLS listener's address.
+async fn tls_gateway_for_a_test() -> (RegionServer, TestPki, Gateway, std::net::SocketAddr) {
     let fra = region("fra", "fra-1").await;
     let pki = TestPki::new(&[&["a.test"]]);
     let certs = [("a.pem", "a.key")];
     let config = one_region(Region::one("fra-1", fra.addr()))
         .listener(Listener::tls("https", "{tls}", &certs));
     let (gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
+    (fra, pki, gw, tls_addr)
+}
+
+#[tokio::test]
+async fn a_tls_connection_parked_without_its_read_buffer_serves_its_next_requests_in_full() {
+    // A TLS HTTP/1.1 connection idle past its grace second is parked and gives back its
+    // listener's 16 KiB L4 read buffer (vendor patch 27); speaking again gets it back: an
+    // upload and a download larger than that buffer, then a small request, pass whole.
+    let (_fra, pki, gw, tls_addr) = tls_gateway_for_a_test().await;
     let (mut conn, _) = client::h1_tls(tls_addr, &pki.ca_der, "a.test").await;
     assert_eq!(conn.send(get("a.test", "/first")).await.status, 200);
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -287,12 +294,7 @@ async fn tls_sni_picks_certificates_and_alpn_negotiates_h2() {
 /// larger than the gathering limit alike, over h2c and over TLS.
 #[tokio::test]
 async fn many_http2_streams_answered_at_once_each_get_their_own_complete_answer() {
-    let fra = region("fra", "fra-1").await;
-    let pki = TestPki::new(&[&["a.test"]]);
-    let certs = [("a.pem", "a.key")];
-    let config = one_region(Region::one("fra-1", fra.addr()))
-        .listener(Listener::tls("https", "{tls}", &certs));
-    let (gw, tls_addr) = Gateway::start(&config, &pki.files(&certs)).await;
+    let (_fra, pki, gw, tls_addr) = tls_gateway_for_a_test().await;
     let h2c = H2::connect_h2c(gw.addr).await;
     let (tls, _) = client::h2_tls(tls_addr, &pki.ca_der, "a.test").await;
     for (name, conn, scheme) in [("h2c", h2c, "http"), ("tls", tls, "https")] {
