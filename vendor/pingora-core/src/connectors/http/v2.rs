@@ -17,6 +17,7 @@ use crate::connectors::{ConnectorOptions, IdleConnection, PoolCallback, Transpor
 use crate::protocols::http::custom::client::Session;
 use crate::protocols::http::v1::client::HttpSession as Http1Session;
 use crate::protocols::http::v2::client::{drive_connection, Http2Session};
+use crate::protocols::http::v2::coalesce::CoalescedWrites;
 use crate::protocols::{Digest, Stream, UniqueIDType};
 use crate::upstreams::peer::{Peer, ALPN};
 
@@ -621,6 +622,9 @@ pub async fn handshake(stream: Stream, settings: H2HandshakeSettings) -> Result<
         proxy_digest: stream.get_proxy_digest(),
         socket_digest: stream.get_socket_digest(),
     };
+    // PATCH (failover gateway, patch 31): the requests of streams started together go out in
+    // one write (see `CoalescedWrites`).
+    let stream: Stream = Box::new(CoalescedWrites::new(stream));
     let stream_window = settings.stream_window_size.unwrap_or(H2_WINDOW_SIZE);
     let conn_window = settings.connection_window_size.unwrap_or(H2_WINDOW_SIZE);
     let (send_req, connection) = Builder::new()
