@@ -294,4 +294,86 @@ mod tests {
         stream.unpark_buffers(plaintext);
         assert_eq!(stream.park_buffers(), Some(plaintext));
     }
+
+    /// An HTTP/2 connection's writes are gathered (vendor patch 31): the first flush of a round
+    /// writes nothing and wakes the task, the next writes all that was gathered in one go, and
+    /// shutdown writes what is left before it closes.
+    #[tokio::test]
+    async fn an_http2_connections_writes_wait_one_turn_and_go_out_together() {
+        use pingora::protocols::http::v2::coalesce::CoalescedWrites;
+        use pingora::protocols::l4::stream::Stream as L4Stream;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Wake, Waker};
+        use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        /// Whether the peer has bytes to read now (a non-blocking read of what has arrived).
+        fn pending_at(client: &mut tokio::net::TcpStream) -> usize {
+            let mut buf = [0u8; 64];
+            let mut read = ReadBuf::new(&mut buf);
+            let waker = Waker::noop();
+            match std::pin::Pin::new(client).poll_read(&mut Context::from_waker(waker), &mut read) {
+                Poll::Ready(Ok(())) => read.filled().len(),
+                _ => 0,
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut stream = CoalescedWrites::new(Box::new(L4Stream::from(server)));
+
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut pinned = std::pin::Pin::new(&mut stream);
+        for part in [&b"first answer;"[..], b"second answer;"] {
+            assert!(matches!(
+                pinned.as_mut().poll_write(&mut cx, part),
+                Poll::Ready(Ok(n)) if n == part.len()
+            ));
+        }
+        assert!(matches!(
+            pinned.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            pending_at(&mut client),
+            0,
+            "nothing written on the first flush"
+        );
+        assert!(matches!(
+            pinned.as_mut().poll_write(&mut cx, b"third"),
+            Poll::Ready(Ok(5))
+        ));
+        assert!(matches!(
+            pinned.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        let mut got = vec![0u8; 32];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got[..], b"first answer;second answer;third");
+
+        // The next round waits its turn again; shutdown writes it.
+        stream.write_all(b"last").await.expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b"last");
+    }
 }
