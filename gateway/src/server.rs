@@ -242,6 +242,18 @@ mod tests {
         assert!(stream <= 384, "the L4 stream is {stream} bytes");
     }
 
+    /// A connected loopback TCP pair: the client's end and the server's.
+    async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
     /// An idle connection gives back its L4 buffers (vendor patches 17 and 27): the write
     /// buffer, and a read buffer as TLS listeners have; not while either holds bytes. Given
     /// back, they are what they were and the bytes pass as before.
@@ -249,13 +261,7 @@ mod tests {
     async fn an_idle_connection_gives_back_its_buffers_and_gets_them_again() {
         use pingora::protocols::l4::stream::{L4BufferSettings, Stream};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (mut client, server) = tcp_pair().await;
         let mut stream = Stream::from(server);
         assert_eq!(stream.park_buffers(), None, "no buffers to give back");
 
@@ -327,13 +333,7 @@ mod tests {
             }
         }
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (mut client, server) = tcp_pair().await;
         let mut stream = CoalescedWrites::new(Box::new(L4Stream::from(server)));
 
         let wakes = Arc::new(Count(AtomicUsize::new(0)));
