@@ -242,6 +242,65 @@ mod tests {
         assert!(stream <= 384, "the L4 stream is {stream} bytes");
     }
 
+    /// A header map's presence filter (vendor patch 33, in `http`) answers "absent" only for
+    /// names the map does not hold: whatever key form a lookup uses (a `HeaderName`, a
+    /// lowercase or mixed-case `&str`, which is hashed a byte at a time), with more names
+    /// than the filter has bits, after removals, `clear` and `drain`.
+    #[test]
+    fn a_header_maps_presence_filter_never_hides_a_name_it_holds() {
+        use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+
+        let mut map = HeaderMap::new();
+        let names: Vec<String> = (0..200).map(|i| format!("x-Field-{i}")).collect();
+        for (i, spelled) in names.iter().enumerate() {
+            let lower = spelled.to_ascii_lowercase();
+            assert!(
+                !map.contains_key(spelled.as_str()),
+                "{spelled} before it was added"
+            );
+            let name = HeaderName::from_bytes(spelled.as_bytes()).expect("a valid name");
+            map.append(name.clone(), HeaderValue::from(i));
+            for (j, earlier) in names[..=i].iter().enumerate() {
+                let want = Some(&HeaderValue::from(j));
+                assert_eq!(map.get(earlier.as_str()), want, "{earlier} as spelled");
+                assert_eq!(
+                    map.get(earlier.to_ascii_uppercase()),
+                    want,
+                    "{earlier} upper"
+                );
+            }
+            assert_eq!(
+                map.get(&name),
+                Some(&HeaderValue::from(i)),
+                "{lower} by name"
+            );
+        }
+        assert!(!map.contains_key(TRANSFER_ENCODING));
+
+        map.insert(CONTENT_LENGTH, HeaderValue::from(7));
+        assert_eq!(map.get("Content-Length"), Some(&HeaderValue::from(7)));
+        assert!(map.remove("x-field-3").is_some());
+        assert!(!map.contains_key("x-field-3"), "a removed name");
+        assert!(map.contains_key("X-FIELD-4"), "its neighbour");
+        map.append("x-field-3", HeaderValue::from(3));
+        assert_eq!(map.get_all("X-Field-3").iter().count(), 1);
+
+        map.clear();
+        assert!(!map.contains_key("x-field-4") && !map.contains_key(CONTENT_LENGTH));
+        map.insert("x-field-4", HeaderValue::from(4));
+        assert!(map.contains_key("X-Field-4"));
+
+        let drained = map.drain().count();
+        assert_eq!(drained, 1);
+        assert!(!map.contains_key("x-field-4"));
+        map.append(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(map.contains_key("transfer-encoding"));
+        assert_eq!(
+            map.clone().get(TRANSFER_ENCODING),
+            map.get("Transfer-Encoding")
+        );
+    }
+
     /// A connected loopback TCP pair: the client's end and the server's.
     async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

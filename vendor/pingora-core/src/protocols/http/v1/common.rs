@@ -26,6 +26,15 @@ use crate::utils::KVRef;
 
 pub(super) const MAX_HEADERS: usize = 256;
 
+/// PATCH (failover gateway): the slots a head is parsed into, left uninitialized. Pingora
+/// initialized all `MAX_HEADERS` of them (8 KiB of stores) for every request and response head
+/// read, most of which have a dozen fields; httparse writes the slots it fills and hands back
+/// only those.
+#[inline]
+pub(super) fn header_slots<'buf>() -> [std::mem::MaybeUninit<httparse::Header<'buf>>; MAX_HEADERS] {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
