@@ -465,6 +465,20 @@ fn recorded_peer(stream: &Stream) -> Option<crate::protocols::l4::socket::Socket
 }
 
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
+    // PATCH (failover gateway): a plaintext connection is asked its readiness first, which
+    // costs neither a read nor the stream's read bookkeeping: one that has nothing to read and
+    // has not ended (nearly every one, taken from the pool or given back to it) is reusable as
+    // it is. One that is readable (or a TLS connection, which may hold decrypted bytes its
+    // socket no longer shows) gets the one-byte read below, as before.
+    if let Some(l4) = stream
+        .as_any_mut()
+        .downcast_mut::<crate::protocols::l4::stream::Stream>()
+    {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if l4.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+    }
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
     let result = tokio::task::unconstrained(stream.read(&mut buf[..])).now_or_never();

@@ -1181,11 +1181,12 @@ impl HttpSession {
             /* update headers */
             header.insert_header(header::DATE, date::get_cached_date())?;
 
-            // TODO: make these lazy static
+            // PATCH (failover gateway): static values (a `&str` was validated and copied into
+            // a new allocation for every response).
             let connection_value = if self.will_keepalive() {
-                "keep-alive"
+                http::HeaderValue::from_static("keep-alive")
             } else {
-                "close"
+                http::HeaderValue::from_static("close")
             };
             header.insert_header(header::CONNECTION, connection_value)?;
         }
