@@ -9,9 +9,13 @@
 # `{collector}` the port of an OTLP sink that answers every export 200. `--proxy nginx` or
 # `--proxy haproxy` measures that peer instead, with the config `loadtest bench` gives it (one
 # worker, the gateway's header work, access log off; `loadtest peer-config`), in the same
-# harness: the ratios in the README come from here.
+# harness: the ratios in the README come from here. `--h2` measures the gateway over TLS h2
+# instead: its listener takes `config/examples/tls/example.pem` (ECDSA P-256), `h2load` (Debian's
+# nghttp2-client, installed when missing) sends 400 warm-up requests on one connection, then N
+# on a new one (`-m 16` streams); the new connection's handshake is in the count (about a
+# million instructions: ~500 per request at N 2000). The upstream stays HTTP/1.1.
 #
-#   scripts/callgrind.sh [--requests N] [--server 'start_traces: false'] [--header 'traceparent: ...']
+#   scripts/callgrind.sh [--requests N] [--h2] [--server 'start_traces: false'] [--header 'traceparent: ...']
 #   scripts/callgrind.sh --proxy nginx|haproxy [--requests N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +24,15 @@ requests=2000
 server=""
 header=""
 proxy=gateway
+h2=false
 while (($#)); do
     case "$1" in
+        --h2) h2=true; shift ;;
         --requests) requests=$2; shift 2 ;;
         --proxy) proxy=$2; shift 2 ;;
         --server) server=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "callgrind.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -65,9 +71,18 @@ pids+=($!)
 
 server=${server//\{collector\}/$collector}
 server=${server//\{dir\}/$dir}
+tls=""
+if $h2; then
+    [[ $proxy == gateway ]] || { echo "callgrind.sh: --h2 measures the gateway only" >&2; exit 2; }
+    if ! command -v h2load >/dev/null; then
+        echo "callgrind.sh: installing h2load (nghttp2-client)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null
+    fi
+    tls=", tls: { certs: [{ cert: \"$PWD/config/examples/tls/example.pem\", key: \"$PWD/config/examples/tls/example.key\" }] }"
+fi
 cat >"$dir/gateway.yaml" <<EOF
 listeners:
-  - { name: http, bind: "127.0.0.1:$listen" }
+  - { name: http, bind: "127.0.0.1:$listen"$tls }
 admin: { bind: "127.0.0.1:$admin" }
 server: { threads: 1${server:+, $server} }
 regions:
@@ -105,6 +120,22 @@ esac
 vg=$!
 pids+=($vg)
 
+if $h2; then
+    for _ in $(seq 240); do
+        curl -sf -o /dev/null "$ready" && break
+        sleep 0.5
+    done
+    h2args=(-c 1 -m 16 "https://127.0.0.1:$listen/bench")
+    [[ -n $header ]] && h2args+=(-H "$header")
+    h2load -n 400 "${h2args[@]}" >"$dir/h2load-warm.log"
+    sleep 1
+    callgrind_control --zero "$vg" >/dev/null
+    h2load -n "$requests" "${h2args[@]}" >"$dir/h2load.log"
+    grep -q "status codes: $requests 2xx" "$dir/h2load.log" ||
+        { echo "callgrind.sh: h2load did not get $requests 2xx" >&2; cat "$dir/h2load.log" >&2; exit 1; }
+    sleep 1
+    callgrind_control --dump "$vg" >/dev/null
+else
 python3 - "$listen" "$ready" "$requests" "$header" "$vg" <<'EOF'
 import http.client, subprocess, sys, time, urllib.parse
 listen, ready, n, header, pid = int(sys.argv[1]), urllib.parse.urlsplit(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -139,11 +170,13 @@ send(n)
 time.sleep(1)
 subprocess.run(["callgrind_control", "--dump", pid], check=True, stdout=subprocess.DEVNULL)
 EOF
+fi
 
 # The dump after the zero holds the measured requests only.
 out=$(ls -t "$dir"/callgrind.out* | grep -v '^$' | head -n 1)
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 [[ -n $total ]] || { echo "callgrind.sh: no totals in $out" >&2; exit 1; }
+$h2 && proxy="$proxy (TLS h2)"
 echo "$proxy: requests: $requests, instructions: $total, per request: $((total / requests))"
 # CALLGRIND_OUT=FILE keeps the profile, for callgrind_annotate --inclusive=yes FILE.
 if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$out" "$CALLGRIND_OUT"; fi
