@@ -77,7 +77,6 @@ pub use self::into_header_name::IntoHeaderName;
 ///
 /// assert!(!headers.contains_key(HOST));
 /// ```
-#[derive(Clone)]
 pub struct HeaderMap<T = HeaderValue> {
     // Used to mask values to get an index
     mask: Size,
@@ -87,6 +86,25 @@ pub struct HeaderMap<T = HeaderValue> {
     danger: Danger,
     // PATCH (failover gateway): which names may be present (see `Presence`).
     present: Presence,
+}
+
+// PATCH (failover gateway): a clone keeps the room its original has for entries (as its index
+// already does), instead of `Vec::clone`'s exact length: a proxy clones a request head to
+// forward it and adds its own fields to the copy, each of the first few of which grew the
+// entries (a reallocation and a copy of every entry, twice per request).
+impl<T: Clone> Clone for HeaderMap<T> {
+    fn clone(&self) -> Self {
+        let mut entries = Vec::with_capacity(self.entries.capacity());
+        entries.extend_from_slice(&self.entries);
+        HeaderMap {
+            mask: self.mask,
+            indices: self.indices.clone(),
+            entries,
+            extra_values: self.extra_values.clone(),
+            danger: self.danger.clone(),
+            present: self.present,
+        }
+    }
 }
 
 // # Implementation notes
