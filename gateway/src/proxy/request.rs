@@ -421,12 +421,8 @@ pub(super) fn never_indexed(value: &mut HeaderValue) {
 /// A random 128-bit request id as 32 lowercase hex digits (thread-local PRNG: no syscall per
 /// request; written straight into the value, no formatting machinery).
 fn new_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 32];
-    let id = fastrand::u128(..);
-    for (i, d) in digits.iter_mut().enumerate() {
-        *d = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    crate::telemetry::trace::hex_lower(&fastrand::u128(..).to_be_bytes(), &mut digits);
     HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
 }
 

@@ -101,17 +101,22 @@ pub fn is_valid(v: &[u8]) -> bool {
     }
 }
 
+/// `bytes` as lowercase hex digits into `out` (twice as long), a byte at a time (shifting a
+/// `u128` per digit cost twice as many instructions).
+pub(crate) fn hex_lower(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 0xf) as usize];
+    }
+}
+
 /// A new sampled `traceparent`: random trace and parent ids (thread-local PRNG).
 fn new_traceparent() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let (trace, parent) = (fastrand::u128(1..), fastrand::u64(1..));
-    for i in 0..32 {
-        out[3 + i] = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    for i in 0..16 {
-        out[36 + i] = HEX[((parent >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    hex_lower(&trace.to_be_bytes(), &mut out[3..35]);
+    hex_lower(&parent.to_be_bytes(), &mut out[36..52]);
     let mut value = HeaderValue::from_bytes(&out).expect("hex digits are a valid header value");
     // New on every request: an HTTP/2 upstream gets it as an HPACK literal never indexed, so
     // it does not churn the connection's dynamic table (see `proxy::request::never_indexed`).
@@ -124,6 +129,13 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn hex_lower_writes_each_byte_as_two_lowercase_digits() {
+        let mut out = [0u8; 8];
+        hex_lower(&[0x00, 0x9f, 0xa0, 0xff], &mut out);
+        assert_eq!(&out, b"009fa0ff");
+    }
 
     #[test]
     fn the_specs_rules_for_a_valid_traceparent() {
