@@ -92,16 +92,16 @@ impl ProxyHttp for GatewayProxy {
         RequestCtx::new(self.snapshot.load_full())
     }
 
-    /// Counts every client connection in [`Connections`] from its first byte after the TLS
-    /// handshake until it closes: all its requests (HTTP/2 streams until the connection ends),
-    /// upgrades, the time it is parked while idle, and the shutdown linger. A connection above
-    /// `server.max_connections` is closed at once, unanswered (as Envoy's connection limit
-    /// does; the client may retry elsewhere).
     /// No downstream modules. Pingora's default is a response-compression module at level 0
     /// (never compressing) whose per-request context and filters cost three allocations and
     /// about 900 instructions per request; the gateway passes bodies as they come.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// Counts every client connection in [`Connections`] from its first byte after the TLS
+    /// handshake until it closes: all its requests (HTTP/2 streams until the connection ends),
+    /// upgrades, the time it is parked while idle, and the shutdown linger. A connection above
+    /// `server.max_connections` is closed at once, unanswered (as Envoy's connection limit
+    /// does; the client may retry elsewhere).
     fn admit_connection(&self) -> Option<pingora::apps::ConnectionToken> {
         let (connection, open) = self.connections.enter();
         let limit = self.snapshot.load().config.server.max_connections as usize;
