@@ -41,6 +41,9 @@ impl Style {
         match self {
             Style::Lower => case == lower,
             Style::Title => {
+                if let Some(titled) = titled_standard(name) {
+                    return case == titled;
+                }
                 if case.len() != lower.len() {
                     return false;
                 }
@@ -61,7 +64,10 @@ impl Style {
         let lower = name.as_str().as_bytes();
         match self {
             Style::Lower => Bytes::copy_from_slice(lower),
-            Style::Title => Bytes::from(title(lower)),
+            Style::Title => match titled_standard(name) {
+                Some(titled) => Bytes::from_static(titled),
+                None => Bytes::from(title(lower)),
+            },
         }
     }
 
@@ -71,6 +77,10 @@ impl Style {
         match self {
             Style::Lower => buf.put_slice(lower),
             Style::Title => {
+                if let Some(titled) = titled_standard(name) {
+                    buf.put_slice(titled);
+                    return;
+                }
                 let mut stack = [0u8; 64];
                 if lower.len() <= stack.len() {
                     for (i, &l) in lower.iter().enumerate() {
@@ -83,6 +93,16 @@ impl Style {
             }
         }
     }
+}
+
+/// The title-case spelling of a standard name (`Content-Length`), made once per name on first
+/// use: checking and writing a title-case head's standard names compares and copies it instead
+/// of going through the name a byte at a time. `None` for other names.
+fn titled_standard(name: &HeaderName) -> Option<&'static [u8]> {
+    static TITLED: [std::sync::OnceLock<Box<[u8]>>; 128] =
+        [const { std::sync::OnceLock::new() }; 128];
+    let slot = TITLED.get(name.standard_index()?)?;
+    Some(slot.get_or_init(|| title(name.as_str().as_bytes()).into_boxed_slice()))
 }
 
 fn title_byte(lower: &[u8], i: usize, l: u8) -> u8 {
@@ -369,6 +389,37 @@ mod tests {
             wire(&case, &values),
             "Host: v\r\nUser-Agent: v\r\nx-forwarded-for: v\r\nETag: v\r\nAccept: v\r\n"
         );
+    }
+
+    #[test]
+    fn a_standard_names_kept_title_spelling_is_the_one_made_a_byte_at_a_time() {
+        use http::header;
+        for name in [
+            header::CONTENT_LENGTH,
+            header::WWW_AUTHENTICATE,
+            header::ETAG,
+            header::X_XSS_PROTECTION,
+            header::TE,
+            header::DNT,
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        ] {
+            let made = title(name.as_str().as_bytes());
+            assert_eq!(titled_standard(&name), Some(made.as_slice()), "{name}");
+            assert!(Style::Title.spells(&name, &made), "{name}");
+            assert!(
+                !Style::Title.spells(&name, name.as_str().as_bytes()),
+                "{name}"
+            );
+            let mut written = Vec::new();
+            Style::Title.put(&name, &mut written);
+            assert_eq!(written, made, "{name}");
+            assert_eq!(Style::Title.render(&name), made, "{name}");
+        }
+        let custom = HeaderName::from_static("x-forwarded-for");
+        assert_eq!(titled_standard(&custom), None);
+        let mut written = Vec::new();
+        Style::Title.put(&custom, &mut written);
+        assert_eq!(written, b"X-Forwarded-For");
     }
 
     #[test]

@@ -1270,6 +1270,18 @@ impl HeaderName {
         }
     }
 
+    /// PATCH (failover gateway): a standard name's position in this crate's table of them
+    /// (stable within a build), `None` for another name: for callers that keep something per
+    /// standard name (pingora-http keeps each one's title-case spelling).
+    #[doc(hidden)]
+    #[inline]
+    pub fn standard_index(&self) -> Option<usize> {
+        match self.inner {
+            Repr::Standard(v) => Some(v as usize),
+            Repr::Custom(_) => None,
+        }
+    }
+
     pub(super) fn into_bytes(self) -> Bytes {
         self.inner.into()
     }
