@@ -121,10 +121,19 @@ vg=$!
 pids+=($vg)
 
 if $h2; then
-    for _ in $(seq 240); do
-        curl -sf -o /dev/null "$ready" && break
-        sleep 0.5
-    done
+    python3 - "$ready" <<'EOF'
+import sys, time, urllib.request
+deadline = time.time() + 120
+while True:
+    try:
+        if urllib.request.urlopen(sys.argv[1], timeout=5).status == 200:
+            break
+    except OSError:
+        pass
+    if time.time() > deadline:
+        sys.exit("callgrind.sh: the gateway never became ready")
+    time.sleep(0.5)
+EOF
     h2args=(-c 1 -m 16 "https://127.0.0.1:$listen/bench")
     [[ -n $header ]] && h2args+=(-H "$header")
     h2load -n 400 "${h2args[@]}" >"$dir/h2load-warm.log"
