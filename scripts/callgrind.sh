@@ -120,34 +120,10 @@ esac
 vg=$!
 pids+=($vg)
 
-if $h2; then
-    python3 - "$ready" <<'EOF'
-import sys, time, urllib.request
-deadline = time.time() + 120
-while True:
-    try:
-        if urllib.request.urlopen(sys.argv[1], timeout=5).status == 200:
-            break
-    except OSError:
-        pass
-    if time.time() > deadline:
-        sys.exit("callgrind.sh: the gateway never became ready")
-    time.sleep(0.5)
-EOF
-    h2args=(-c 1 -m 16 "https://127.0.0.1:$listen/bench")
-    [[ -n $header ]] && h2args+=(-H "$header")
-    h2load -n 400 "${h2args[@]}" >"$dir/h2load-warm.log"
-    sleep 1
-    callgrind_control --zero "$vg" >/dev/null
-    h2load -n "$requests" "${h2args[@]}" >"$dir/h2load.log"
-    grep -q "status codes: $requests 2xx" "$dir/h2load.log" ||
-        { echo "callgrind.sh: h2load did not get $requests 2xx" >&2; cat "$dir/h2load.log" >&2; exit 1; }
-    sleep 1
-    callgrind_control --dump "$vg" >/dev/null
-else
-python3 - "$listen" "$ready" "$requests" "$header" "$vg" <<'EOF'
-import http.client, subprocess, sys, time, urllib.parse
-listen, ready, n, header, pid = int(sys.argv[1]), urllib.parse.urlsplit(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+# Both paths wait for the proxy to answer its readiness URL first.
+python3 - "$ready" <<'EOF'
+import http.client, sys, time, urllib.parse
+ready = urllib.parse.urlsplit(sys.argv[1])
 deadline = time.time() + 120
 while True:
     try:
@@ -160,6 +136,23 @@ while True:
     if time.time() > deadline:
         sys.exit("callgrind.sh: the proxy never became ready")
     time.sleep(0.5)
+EOF
+
+if $h2; then
+    h2args=(-c 1 -m 16 "https://127.0.0.1:$listen/bench")
+    [[ -n $header ]] && h2args+=(-H "$header")
+    h2load -n 400 "${h2args[@]}" >"$dir/h2load-warm.log"
+    sleep 1
+    callgrind_control --zero "$vg" >/dev/null
+    h2load -n "$requests" "${h2args[@]}" >"$dir/h2load.log"
+    grep -q "status codes: $requests 2xx" "$dir/h2load.log" ||
+        { echo "callgrind.sh: h2load did not get $requests 2xx" >&2; cat "$dir/h2load.log" >&2; exit 1; }
+    sleep 1
+    callgrind_control --dump "$vg" >/dev/null
+else
+python3 - "$listen" "$requests" "$header" "$vg" <<'EOF'
+import http.client, subprocess, sys, time
+listen, n, header, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 headers = {"host": "app.test"}
 if header:
     k, v = header.split(":", 1)
