@@ -313,6 +313,23 @@ mod tests {
         (client, server)
     }
 
+    /// Writes the rest of a response whose status line was written already, flushes, and
+    /// checks that `client` reads the whole response.
+    async fn finish_response(
+        stream: &mut pingora::protocols::l4::stream::Stream,
+        client: &mut tokio::net::TcpStream,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"content-length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        stream.flush().await.expect("flush");
+        let mut got = vec![0u8; 40];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got[..], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    }
+
     /// An idle connection gives back its L4 buffers (vendor patches 17 and 27): the write
     /// buffer, and a read buffer as TLS listeners have; not while either holds bytes. Given
     /// back, they are what they were and the bytes pass as before.
@@ -340,14 +357,7 @@ mod tests {
         assert_eq!(stream.park_buffers(), None, "given back already");
 
         stream.unpark_buffers(tls_like);
-        stream
-            .write_all(b"content-length: 2\r\n\r\nok")
-            .await
-            .expect("write");
-        stream.flush().await.expect("flush");
-        let mut got = vec![0u8; 40];
-        client.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got[..], b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        finish_response(&mut stream, &mut client).await;
         client
             .write_all(b"GET / HTTP/1.1\r\n")
             .await
@@ -358,6 +368,50 @@ mod tests {
         let plaintext = L4BufferSettings::new(0, 1460);
         stream.unpark_buffers(plaintext);
         assert_eq!(stream.park_buffers(), Some(plaintext));
+    }
+
+    /// A plaintext connection's write buffer is made at its first write (vendor patch 37): a
+    /// request that only reads (a trickling upload, a wait for the answer) holds none; the first
+    /// write makes it, and small writes wait in it for the flush as before.
+    #[tokio::test]
+    async fn a_plaintext_connections_write_buffer_is_made_at_its_first_write() {
+        use pingora::protocols::l4::stream::{L4BufferSettings, Stream};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tcp_pair().await;
+        let mut stream = Stream::from(server);
+        let plaintext = L4BufferSettings::new(0, 1460);
+        stream.unpark_buffers(plaintext);
+        assert!(!stream.write_buffer_made(), "no write yet, no buffer");
+
+        client
+            .write_all(b"POST / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let mut line = vec![0u8; 17];
+        stream.read_exact(&mut line).await.expect("read");
+        assert!(!stream.write_buffer_made(), "reads make no write buffer");
+
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .expect("write");
+        assert!(stream.write_buffer_made());
+        assert_eq!(
+            stream.park_buffers(),
+            None,
+            "the small write waits in the buffer for the flush"
+        );
+        finish_response(&mut stream, &mut client).await;
+
+        // Parked and back: deferred again, and the same bytes pass.
+        assert_eq!(stream.park_buffers(), Some(plaintext));
+        stream.unpark_buffers(plaintext);
+        assert!(!stream.write_buffer_made());
+        stream.write_all(b"again").await.expect("write");
+        stream.flush().await.expect("flush");
+        let mut got = vec![0u8; 5];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got[..], b"again");
     }
 
     /// An HTTP/2 connection's writes are gathered (vendor patch 31): the first flush of a round

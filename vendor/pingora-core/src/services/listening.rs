@@ -229,12 +229,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let peer_addr = io.peer_addr();
+                    // PATCH (failover gateway): the handshake (TLS state included) is boxed
+                    // so that, once it is done, the task holds only the connection's own
+                    // loop, not room for a handshake for the rest of its life; and the
+                    // future is made here (it does not run until the task polls it), so that
+                    // the task holds no slot for the 432-byte stream it takes (patch 37).
+                    let handshake = Box::pin(io.handshake());
                     current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        // PATCH (failover gateway): the handshake (TLS state included) is boxed
-                        // so that, once it is done, the task holds only the connection's own
-                        // loop, not room for a handshake for the rest of its life.
-                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
+                        match timeout(Duration::from_secs(60), handshake).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,

@@ -533,6 +533,9 @@ pub struct Stream {
     // one is recorded as `u16::MAX`): the struct stays in mimalloc's 384-byte size class.
     write_capacity: u16,
     read_capacity: u32,
+    // PATCH (failover gateway): the write buffer (`write_capacity` bytes) is made at the first
+    // write (see `set_buffer`); in the struct's padding.
+    writer_deferred: bool,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -698,14 +701,40 @@ impl Stream {
         let stream = mem::take(&mut self.stream);
         self.write_capacity = u16::try_from(buffer.write_capacity()).unwrap_or(u16::MAX);
         self.read_capacity = u32::try_from(buffer.read_capacity()).unwrap_or(u32::MAX);
-        let stream = stream.map(|s| {
-            BufferedStream::with_capacity(
-                buffer.read_capacity(),
-                buffer.write_capacity(),
-                s.into_inner(),
-            )
-        });
+        // PATCH (failover gateway): without a read buffer, the write buffer is made at the
+        // first write (`make_deferred_writer`): a request whose client trickles its body, or
+        // that waits for its answer, holds none until its answer is written. (Under a read
+        // buffer the writer cannot be replaced without dropping the read buffer: made now.)
+        let read = buffer.read_capacity();
+        let write = buffer.write_capacity();
+        self.writer_deferred = read == 0 && write > 0 && write < u16::MAX as usize;
+        let write = if self.writer_deferred { 0 } else { write };
+        let stream = stream.map(|s| BufferedStream::with_capacity(read, write, s.into_inner()));
         let _ = mem::replace(&mut self.stream, stream);
+    }
+
+    /// PATCH (failover gateway): the write buffer `set_buffer` deferred, made before the first
+    /// write. The zero-capacity writer it replaces holds no bytes (it writes straight through).
+    #[cold]
+    fn make_deferred_writer(&mut self) {
+        self.writer_deferred = false;
+        let capacity = self.write_capacity as usize;
+        self.stream = self.stream.take().map(|stream| match stream {
+            BufferedStream::UnbufferedRead(writer) => {
+                debug_assert!(writer.buffer().is_empty());
+                BufferedStream::UnbufferedRead(BufWriter::with_capacity(
+                    capacity,
+                    writer.into_inner(),
+                ))
+            }
+            buffered => buffered,
+        });
+    }
+
+    /// PATCH (failover gateway): whether the write buffer is there (made), for tests.
+    #[doc(hidden)]
+    pub fn write_buffer_made(&self) -> bool {
+        !self.writer_deferred && self.write_capacity > 0
     }
 }
 
@@ -721,6 +750,7 @@ impl From<TcpStream> for Stream {
             buffer_write: true,
             write_capacity: 0,
             read_capacity: 0,
+            writer_deferred: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -746,6 +776,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             buffer_write: true,
             write_capacity: 0,
             read_capacity: 0,
+            writer_deferred: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -772,6 +803,7 @@ impl From<UnixStream> for Stream {
             buffer_write: true,
             write_capacity: 0,
             read_capacity: 0,
+            writer_deferred: false,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -977,6 +1009,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.writer_deferred && self.buffer_write {
+            self.make_deferred_writer();
+        }
         let result = if self.buffer_write {
             Pin::new(&mut self.stream_mut()).poll_write(cx, buf)
         } else {
@@ -1002,6 +1037,9 @@ impl AsyncWrite for Stream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total_size = bufs.iter().fold(0, |acc, s| acc + s.len());
+        if self.writer_deferred && self.buffer_write {
+            self.make_deferred_writer();
+        }
 
         let result = if self.buffer_write {
             Pin::new(&mut self.stream_mut()).poll_write_vectored(cx, bufs)

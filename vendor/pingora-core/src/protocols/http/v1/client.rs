@@ -492,7 +492,10 @@ impl HttpSession {
                                 "no response byte before the first-byte deadline",
                             ));
                         };
-                        match self.race_hedge(hedge).await {
+                        // PATCH (failover gateway): boxed, so that every response read's
+                        // future (held by each request while it waits, trickling uploads
+                        // included) does not keep room for the rare race (about 500 bytes).
+                        match Box::pin(self.race_hedge(hedge)).await {
                             Some(res) => res,
                             None => {
                                 return self.fail_response_header_read(Error::explain(

@@ -47,15 +47,20 @@ pub const CRLF: &[u8; 2] = b"\r\n";
 // values and the case-preserving names) on the first insert.
 pub(crate) const HEADER_HEADROOM: usize = 8;
 
-/// PATCH (failover gateway): the spare slots for a request head with `headers`: none when it
-/// announces a body (`Content-Length` or `Transfer-Encoding`). Such a request holds its head
-/// for as long as its body takes to arrive (a slow upload: the whole time), and the one rehash
-/// of its upstream copy costs little next to the body; a bodiless request keeps the headroom.
-pub(crate) fn request_headroom(headers: &[httparse::Header<'_>]) -> usize {
-    let announces_body = headers.iter().any(|h| {
+/// PATCH (failover gateway): whether a request head with `headers` announces a body
+/// (`Content-Length` or `Transfer-Encoding`). Such a request holds its head for as long as its
+/// body takes to arrive (a slow upload: the whole time).
+pub(crate) fn announces_body(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
         (h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length"))
             || (h.name.len() == 17 && h.name.eq_ignore_ascii_case("transfer-encoding"))
-    });
+    })
+}
+
+/// PATCH (failover gateway): the spare slots for a request head: none when it announces a
+/// body ([`announces_body`]): the one rehash of its upstream copy costs little next to the
+/// body; a bodiless request keeps the headroom.
+pub(crate) fn request_headroom(announces_body: bool) -> usize {
     if announces_body {
         0
     } else {

@@ -89,6 +89,9 @@ pub fn client_keepalive_secs() -> u64 {
 // first read of the head starts in a buffer this small (nginx's `client_header_buffer_size`
 // is 1 KiB), doubling only while a longer head keeps coming.
 const PREREAD_BUF_SIZE: usize = 1024;
+// PATCH (failover gateway): how much unused room a request with a body may keep in its head's
+// buffer before the head is moved to an allocation of its own size (patch 37).
+const SPARE_KEPT_BYTES: usize = 256;
 
 /// PATCH (failover gateway): waits for the next request head on `stream` while holding only
 /// the bytes it read. Before the first byte it holds a 1 KiB buffer for up to a second, then
@@ -659,15 +662,17 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
+                        // PATCH (failover gateway): room for the fields a proxy adds
+                        // (forwarding headers, a request id), so that adding them to this
+                        // header or its upstream copy does not rehash both header maps;
+                        // none for a request with a body (patch 27).
+                        let with_body = super::common::announces_body(req.headers);
+                        let headroom = super::common::request_headroom(with_body);
                         let mut request_header = Box::new(RequestHeader::build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            // PATCH (failover gateway): room for the fields a proxy adds
-                            // (forwarding headers, a request id), so that adding them to this
-                            // header or its upstream copy does not rehash both header maps;
-                            // none for a request with a body (patch 27).
-                            Some(req.headers.len() + super::common::request_headroom(req.headers)),
+                            Some(req.headers.len() + headroom),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -676,6 +681,15 @@ impl HttpSession {
                             _ => Version::HTTP_09,
                         });
 
+                        // PATCH (failover gateway, patch 37): a request with a body is held
+                        // as long as its body takes (a trickling upload: minutes), and its
+                        // header values point into this buffer: what of it is unused (most of
+                        // the 1 KiB first read, or of a buffer grown by later reads) is given
+                        // back by moving the bytes to an allocation of their own size. The
+                        // header offsets above are relative to the buffer's start.
+                        if with_body && buf.capacity() - buf.len() >= SPARE_KEPT_BYTES {
+                            buf = BytesMut::from(&buf[..]);
+                        }
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
                         // splitting the same allocation instead of copying the shrinking suffix.
