@@ -1858,7 +1858,15 @@ impl HttpSession {
         Ok(())
     }
 
-    async fn write_non_empty_body(&mut self, data: Option<Bytes>, upgraded: bool) -> Result<()> {
+    // PATCH (failover gateway, patch 38): the response write's futures are functions returning
+    // `async move` blocks (an `async fn` keeps a second slot for each argument it moves), and
+    // the one-task and many-task writes are two futures chosen up front, not one holding room
+    // for both: every request's future holds the largest of them for its whole life.
+    fn write_non_empty_body(
+        &mut self,
+        data: Option<Bytes>,
+        upgraded: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + '_ {
         // Both upstream and downstream should agree on upgrade status.
         // Upgrade can only occur if both downstream and upstream sessions are H1.1
         // and see a 101 response, which logically MUST have been received
@@ -1870,41 +1878,45 @@ impl HttpSession {
                 panic!("Unexpected Body task received on upgraded downstream session");
             }
         }
-        let Some(d) = data else {
-            return Ok(());
-        };
-        if d.is_empty() {
-            return Ok(());
+        let data = data.filter(|d| !d.is_empty());
+        async move {
+            if let Some(d) = &data {
+                self.write_body(d).await.map_err(|e| e.into_down())?;
+            }
+            Ok(())
         }
-        self.write_body(&d).await.map_err(|e| e.into_down())?;
-        Ok(())
     }
 
-    async fn response_duplex(&mut self, task: HttpTask) -> Result<bool> {
-        let end_stream = match task {
-            HttpTask::Header(header, end_stream) => {
-                self.write_response_header(header)
-                    .await
-                    .map_err(|e| e.into_down())?;
-                end_stream
+    fn response_duplex(
+        &mut self,
+        task: HttpTask,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send + '_ {
+        async move {
+            let end_stream = match task {
+                HttpTask::Header(header, end_stream) => {
+                    self.write_response_header(header)
+                        .await
+                        .map_err(|e| e.into_down())?;
+                    end_stream
+                }
+                HttpTask::Body(data, end_stream) => {
+                    self.write_non_empty_body(data, false).await?;
+                    end_stream
+                }
+                HttpTask::UpgradedBody(data, end_stream) => {
+                    self.write_non_empty_body(data, true).await?;
+                    end_stream
+                }
+                HttpTask::Trailer(_) => true, // h1 trailer is not supported yet
+                HttpTask::Done => true,
+                HttpTask::Failed(e) => return Err(e),
+            };
+            if end_stream {
+                // no-op if body wasn't initialized or is finished already
+                self.finish_body().await.map_err(|e| e.into_down())?;
             }
-            HttpTask::Body(data, end_stream) => {
-                self.write_non_empty_body(data, false).await?;
-                end_stream
-            }
-            HttpTask::UpgradedBody(data, end_stream) => {
-                self.write_non_empty_body(data, true).await?;
-                end_stream
-            }
-            HttpTask::Trailer(_) => true, // h1 trailer is not supported yet
-            HttpTask::Done => true,
-            HttpTask::Failed(e) => return Err(e),
-        };
-        if end_stream {
-            // no-op if body wasn't initialized or is finished already
-            self.finish_body().await.map_err(|e| e.into_down())?;
+            Ok(end_stream || self.body_writer.finished())
         }
-        Ok(end_stream || self.body_writer.finished())
     }
 
     fn buffer_body_data(&mut self, data: Option<Bytes>, upgraded: bool) {
@@ -1925,13 +1937,19 @@ impl HttpSession {
     }
 
     // TODO: use vectored write to avoid copying
-    pub async fn response_duplex_vec(&mut self, mut tasks: Vec<HttpTask>) -> Result<bool> {
-        let n_tasks = tasks.len();
-        if n_tasks == 1 {
+    pub fn response_duplex_vec(
+        &mut self,
+        mut tasks: Vec<HttpTask>,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send + '_ {
+        use futures::future::Either;
+        if tasks.len() == 1 {
             // fallback to single operation to avoid copy
-            return self.response_duplex(tasks.pop().unwrap()).await;
+            return Either::Left(self.response_duplex(tasks.pop().unwrap()));
         }
+        Either::Right(self.response_duplex_tasks(tasks))
+    }
 
+    async fn response_duplex_tasks(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
         let mut end_stream = false;
         for task in tasks.into_iter() {
             end_stream = match task {

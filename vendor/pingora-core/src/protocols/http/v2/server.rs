@@ -663,16 +663,25 @@ impl HttpSession {
     }
 
     /// Write response body to the client. See [Self::write_response_header] for how to use `end`.
-    pub async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
-        match self.write_timeout {
-            Some(t) => match timeout(t, self.do_write_body(data, end)).await {
+    // PATCH (failover gateway, patch 38): the write with or without its timeout, chosen up
+    // front: an `async fn` held `data` once more beside the write that took it.
+    pub fn write_body(
+        &mut self,
+        data: Bytes,
+        end: bool,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        use futures::future::{Either, FutureExt};
+        let write_timeout = self.write_timeout;
+        let write = self.do_write_body(data, end);
+        match write_timeout {
+            Some(t) => Either::Left(timeout(t, write).map(move |res| match res {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(
                     ErrorType::WriteTimedout,
                     format!("writing body, timeout: {t:?}"),
                 ),
-            },
-            None => self.do_write_body(data, end).await,
+            })),
+            None => Either::Right(write),
         }
     }
 
@@ -759,15 +768,11 @@ impl HttpSession {
                         .map_err(|e| e.into_down())?;
                     end
                 }
-                HttpTask::Body(data, end) => match data {
-                    Some(d) => {
-                        if !d.is_empty() {
-                            self.write_body(d, end).await.map_err(|e| e.into_down())?;
-                        }
-                        end
-                    }
-                    None => end,
-                },
+                HttpTask::Body(Some(d), end) if !d.is_empty() => {
+                    self.write_body(d, end).await.map_err(|e| e.into_down())?;
+                    end
+                }
+                HttpTask::Body(_, end) => end,
                 HttpTask::UpgradedBody(..) => {
                     // Seeing an Upgraded body means that the upstream session
                     // was H1.1 that upgraded.
