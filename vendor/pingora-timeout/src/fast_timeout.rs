@@ -46,7 +46,12 @@ static FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECS: AtomicU64 =
     AtomicU64::new(DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECS);
 
 fn check_clock_thread(tm: &Arc<TimerManager>) {
-    if tm.should_i_start_clock() {
+    check_clock_thread_at(tm, tm.elapsed());
+}
+
+// PATCH (failover gateway, patch 39): `check_clock_thread` with the time already read.
+fn check_clock_thread_at(tm: &Arc<TimerManager>, elapsed: Duration) {
+    if tm.should_i_start_clock_at(elapsed) {
         std::thread::Builder::new()
             .name("Timer thread".into())
             .spawn(|| TIMER_MANAGER.clock_thread())
@@ -93,8 +98,10 @@ impl ToTimeout for FastTimeout {
         // PATCH (failover gateway): the clock thread is checked when a timer is registered
         // (the first time the future waits), not for every timeout created: most complete
         // without waiting, and the check reads the clock.
-        check_clock_thread(&TIMER_MANAGER);
-        Box::pin(TIMER_MANAGER.register_timer(self.0).poll())
+        // PATCH (failover gateway, patch 39): one clock read for the check and the slot.
+        let elapsed = TIMER_MANAGER.elapsed();
+        check_clock_thread_at(&TIMER_MANAGER, elapsed);
+        Box::pin(TIMER_MANAGER.register_timer_at(elapsed, self.0).poll())
     }
 
     fn create(d: Duration) -> Self {

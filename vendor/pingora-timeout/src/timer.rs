@@ -176,11 +176,24 @@ impl TimerManager {
 
     // False if the clock is already started
     // If true, the caller must start the clock thread next
+    #[cfg(test)]
     pub(crate) fn should_i_start_clock(&self) -> bool {
-        let Err(prev) = self.is_clock_running() else {
+        self.should_i_start_clock_at(self.elapsed())
+    }
+
+    // PATCH (failover gateway, patch 39): the time since `zero`, read once by a registration
+    // for both its clock-thread check and its slot (each read and subtraction of `Instant`s
+    // costs about 60 instructions; two registrations per proxied request).
+    pub(crate) fn elapsed(&self) -> Duration {
+        Instant::now().duration_since(self.zero)
+    }
+
+    // `should_i_start_clock` at `elapsed` (since `zero`).
+    pub(crate) fn should_i_start_clock_at(&self, elapsed: Duration) -> bool {
+        let Err(prev) = self.is_clock_running_at(elapsed) else {
             return false;
         };
-        let now = Instant::now().duration_since(self.zero).as_secs() as i64;
+        let now = elapsed.as_secs() as i64;
         let res =
             self.clock_watchdog
                 .compare_exchange(prev, now, Ordering::SeqCst, Ordering::SeqCst);
@@ -189,8 +202,14 @@ impl TimerManager {
 
     // Ok(()) if clock is running (watch dog is within DELAYS_SEC of now)
     // Err(time) if watch do stopped at `time`
+    #[cfg(test)]
     pub(crate) fn is_clock_running(&self) -> Result<(), i64> {
-        let now = Instant::now().duration_since(self.zero).as_secs() as i64;
+        self.is_clock_running_at(self.elapsed())
+    }
+
+    // `is_clock_running` at `elapsed` (since `zero`).
+    fn is_clock_running_at(&self, elapsed: Duration) -> Result<(), i64> {
+        let now = elapsed.as_secs() as i64;
         let prev = self.clock_watchdog.load(Ordering::SeqCst);
         if now < prev + DELAYS_SEC {
             Ok(())
@@ -203,6 +222,11 @@ impl TimerManager {
     ///
     /// When the timer expires, the [TimerStub] will be notified.
     pub fn register_timer(&self, duration: Duration) -> TimerStub {
+        self.register_timer_at(self.elapsed(), duration)
+    }
+
+    // PATCH (failover gateway, patch 39): `register_timer` at `elapsed` (since `zero`).
+    pub(crate) fn register_timer_at(&self, elapsed: Duration, duration: Duration) -> TimerStub {
         if self.is_paused_for_fork() {
             // Return a dummy TimerStub that will trigger right away.
             // This is fine assuming pause_for_fork() is called right before fork().
@@ -213,7 +237,7 @@ impl TimerManager {
             timer.fire();
             return timer.subscribe();
         }
-        let now: Time = (Instant::now() + duration - self.zero).into();
+        let now: Time = (elapsed + duration).into();
         {
             let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
             if let Some(t) = timers.get(&now) {

@@ -1338,13 +1338,36 @@ impl std::fmt::Debug for SendBodyState {
 }
 
 impl SendBodyState {
-    fn new() -> Self {
+    const fn new() -> Self {
         SendBodyState {
             pending_bytes: None,
             write_state: WriteState::Idle,
             timeout_duration: None,
             timeout_fut: None,
         }
+    }
+}
+
+/// PATCH (failover gateway, patch 39): the cancel-safe task API's state, made the first time
+/// that API changes it. Every HTTP/1 session (one per request on each side of the proxy) boxed
+/// its 160 bytes at creation, and the proxy's own exchange never uses that API; reads before
+/// then see an idle state.
+#[derive(Debug, Default)]
+struct LazySendBodyState(Option<Box<SendBodyState>>);
+
+static IDLE_SEND_BODY_STATE: SendBodyState = SendBodyState::new();
+
+impl std::ops::Deref for LazySendBodyState {
+    type Target = SendBodyState;
+
+    fn deref(&self) -> &SendBodyState {
+        self.0.as_deref().unwrap_or(&IDLE_SEND_BODY_STATE)
+    }
+}
+
+impl std::ops::DerefMut for LazySendBodyState {
+    fn deref_mut(&mut self) -> &mut SendBodyState {
+        self.0.get_or_insert_with(|| Box::new(SendBodyState::new()))
     }
 }
 
@@ -1356,7 +1379,7 @@ impl SendBodyState {
 pub struct BodyWriter {
     pub body_mode: BodyMode,
     // Boxed to reduce inline size. Only used by the cancel-safe proxy task API.
-    send_body_state: Box<SendBodyState>,
+    send_body_state: LazySendBodyState,
     send_finish_state: FinishWriteState,
 }
 
@@ -1370,7 +1393,7 @@ impl BodyWriter {
     pub fn new() -> Self {
         BodyWriter {
             body_mode: BM::ToSelect,
-            send_body_state: Box::new(SendBodyState::new()),
+            send_body_state: LazySendBodyState(None),
             send_finish_state: FinishWriteState::NotStarted,
         }
     }
