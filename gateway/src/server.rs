@@ -242,6 +242,24 @@ mod tests {
         assert!(stream <= 384, "the L4 stream is {stream} bytes");
     }
 
+    /// The per-layer timing every HTTP/1 session keeps (vendor patch 40): a plaintext stream's
+    /// holds its one entry in room for one (it had room for two), a TLS stream asks for room
+    /// for its own entry below it, and the entry is the stream's own.
+    #[tokio::test]
+    async fn a_plaintext_streams_timing_digest_has_room_for_its_one_layer() {
+        use pingora::protocols::l4::stream::Stream;
+        use pingora::protocols::GetTimingDigest;
+        let (_client, server) = tcp_pair().await;
+        let stream = Stream::from(server);
+        let digest = stream.get_timing_digest();
+        assert_eq!(digest.len(), 1);
+        assert_eq!(digest.capacity(), 1, "room for one layer");
+        let timing = digest[0].as_ref().expect("the stream's timing");
+        assert_eq!(timing.established_ts, stream.established_ts);
+        let under_tls = stream.get_timing_digest_with_room(1);
+        assert_eq!((under_tls.len(), under_tls.capacity()), (1, 2));
+    }
+
     /// A header map's presence filter (vendor patch 33, in `http`) answers "absent" only for
     /// names the map does not hold: whatever key form a lookup uses (a `HeaderName`, a
     /// lowercase or mixed-case `&str`, which is hashed a byte at a time), with more names

@@ -235,6 +235,13 @@ impl SocketDigest {
 pub trait GetTimingDigest {
     /// Return the timing for each layer from the lowest layer to upper
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>>;
+    /// PATCH (failover gateway, patch 40): the same with room for `layers` more entries, for a
+    /// layer above (TLS) that adds its own: the lowest layer allocates once, exactly.
+    fn get_timing_digest_with_room(&self, layers: usize) -> Vec<Option<TimingDigest>> {
+        let mut digest = self.get_timing_digest();
+        digest.reserve_exact(layers);
+        digest
+    }
     fn get_read_pending_time(&self) -> Duration {
         Duration::ZERO
     }

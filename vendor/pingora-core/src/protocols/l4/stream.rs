@@ -896,8 +896,15 @@ impl Shutdown for Stream {
 }
 
 impl GetTimingDigest for Stream {
+    // PATCH (failover gateway, patch 40): exactly the room asked for. Every HTTP/1 session (one
+    // per request on each side) keeps this vector; room for a TLS layer is asked for by the TLS
+    // stream (`get_timing_digest_with_room`), so a plaintext session's holds one entry, not two.
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        let mut digest = Vec::with_capacity(2); // expect to have both L4 stream and TLS layer
+        self.get_timing_digest_with_room(0)
+    }
+
+    fn get_timing_digest_with_room(&self, layers: usize) -> Vec<Option<TimingDigest>> {
+        let mut digest = Vec::with_capacity(1 + layers);
         digest.push(Some(TimingDigest {
             established_ts: self.established_ts,
             establishment_duration: self.establishment_duration,

@@ -111,7 +111,8 @@ where
     S: GetTimingDigest,
 {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        let mut ts_vec = self.tls.get_timing_digest();
+        // PATCH (failover gateway, patch 40): the layers below leave room for this one.
+        let mut ts_vec = self.tls.get_timing_digest_with_room(1);
         ts_vec.push(Some(self.timing.clone()));
         ts_vec
     }
@@ -377,12 +378,16 @@ where
     S: GetTimingDigest,
 {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.get_timing_digest_with_room(0)
+    }
+
+    fn get_timing_digest_with_room(&self, layers: usize) -> Vec<Option<TimingDigest>> {
         self.stream
             .as_ref()
             .unwrap()
             .get_ref()
             .0
-            .get_timing_digest()
+            .get_timing_digest_with_room(layers)
     }
 }
 
