@@ -499,12 +499,21 @@ where
                 _ = pipe_state.drained.notified(), if !response_done && pipe_state.ahead() >= read_ahead_limit => {}
 
                 body = rx.recv(), if !request_done => {
+                    // PATCH (failover gateway, patch 41): the end of the request's own body
+                    // (a `Body` task: the downstream half marks everything after the upgrade
+                    // `UpgradedBody`) can come through the pipe after the 101 was read here.
+                    // It is not the end of the upgraded stream: that one goes on.
+                    let own_body_end = matches!(body, Some(HttpTask::Body(_, true)));
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
-                                response_done = true;
+                                if own_body_end {
+                                    request_done = false;
+                                } else {
+                                    response_done = true;
+                                }
                             }
                         },
                         Err(e) => {
