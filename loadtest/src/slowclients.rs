@@ -10,8 +10,8 @@
 //!
 //! Memory is the sum of `VmRSS` over the proxy's process tree (the gateway: one process; nginx:
 //! master and worker; HAProxy with `-db`: one process), read once the proxy answers through to
-//! the region (the gateway: `/readyz`, after its health probes; HAProxy and nginx: one proxied
-//! GET), then every 250 ms while the attackers are there (the peak), and once `duration - 1 s`
+//! the region (every proxy: one proxied GET answered 200; the gateway after `/readyz`, its
+//! health probes), then every 250 ms while the attackers are there (the peak), and once `duration - 1 s`
 //! after the last attacker was opened: the one figure of the first version of this command,
 //! kept as it was so that its results stay comparable. By then every attacker opened more than
 //! 1 s before the last has left (they are opened over 5 s and stay `duration` each), so that
@@ -609,6 +609,17 @@ async fn start(spec: &SlowSpec, proxy: Proxy, fleet: &Fleet) -> anyhow::Result<T
             })
             .await?;
             let pid = gw.pid().context("no gateway pid")?;
+            // Ready as HAProxy and nginx are (`spawn_proxy`): one GET answered through to the
+            // region, so that what its first proxied request makes once (allocator pages for
+            // the request's sizes, the upstream pool) is in "before" for every proxy alike.
+            let start = Instant::now();
+            while get(gw.addr).await != Some(200) {
+                anyhow::ensure!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "the gateway does not answer 200 through to the region"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Ok(Target {
                 addr: gw.addr,
                 pid,
