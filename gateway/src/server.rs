@@ -260,6 +260,50 @@ mod tests {
         assert_eq!((under_tls.len(), under_tls.capacity()), (1, 2));
     }
 
+    /// What every request holds, in mimalloc's size classes (vendor patch 42): the peer the
+    /// gateway makes for each attempt in the 512-byte class (632 bytes before: 640), the
+    /// HTTP/1 session in the 640 class (704 before: 768), and Pingora's per-request `Session`
+    /// without an inline cache or compression context (368 bytes before). (The request future
+    /// that holds the `Session`, 2 544 bytes in the 2.5 KiB class, has no name to measure here;
+    /// `-Zprint-type-sizes` shows it, see `vendor/README.md`.)
+    #[test]
+    fn a_requests_peer_and_sessions_fit_their_allocator_classes() {
+        use std::mem::size_of;
+        assert!(size_of::<pingora::upstreams::peer::HttpPeer>() <= 512);
+        assert!(size_of::<pingora::protocols::http::v1::server::HttpSession>() <= 640);
+        assert!(size_of::<pingora::proxy::Session>() <= 136);
+    }
+
+    /// The request's cache (vendor patch 42) reads as a never-enabled one before and after it
+    /// is made for a change, and what one request makes is not what another reads.
+    #[test]
+    fn a_requests_cache_is_made_at_its_first_change() {
+        use pingora::proxy::LazyCache;
+        let mut cache = LazyCache::default();
+        assert!(!cache.enabled() && !cache.bypassing());
+        assert!(format!("{:?}", cache.phase()).contains("NeverEnabled"));
+        assert!(format!("{:?}", cache.phase()).starts_with("Disabled"));
+        let made = std::ops::DerefMut::deref_mut(&mut cache);
+        assert!(!made.enabled() && format!("{:?}", made.phase()).contains("NeverEnabled"));
+        let other = LazyCache::default();
+        assert!(format!("{:?}", other.phase()).contains("NeverEnabled"));
+    }
+
+    /// The upstream (de)compression context (vendor patch 42) is not there until asked for;
+    /// its filters do nothing meanwhile, and the one made is disabled until a level is set.
+    #[test]
+    fn upstream_compression_is_made_when_asked_for_and_disabled_until_set() {
+        use pingora::proxy::UpstreamCompression;
+        let mut compression = UpstreamCompression::default();
+        assert!(compression.get().is_none());
+        let req = pingora::http::RequestHeader::build("GET", b"/", None).expect("a head");
+        compression.request_filter(&req);
+        assert!(compression.get().is_none(), "a filter does not make it");
+        assert!(!compression.get_mut().is_enabled());
+        compression.get_mut().adjust_level(5);
+        assert!(compression.get().is_some_and(|c| c.is_enabled()));
+    }
+
     /// A header map's presence filter (vendor patch 33, in `http`) answers "absent" only for
     /// names the map does not hold: whatever key form a lookup uses (a `HeaderName`, a
     /// lowercase or mixed-case `&str`, which is hashed a byte at a time), with more names

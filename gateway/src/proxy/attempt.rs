@@ -21,7 +21,6 @@ use crate::proxy::selection::{choose_fail_open, has_untried, Choice, InFlight, N
 use crate::routing::admission::{ShedReason, Slot};
 use crate::routing::snapshot::{RoutePlan, RoutingSnapshot};
 use crate::telemetry::lag::Lag;
-use crate::telemetry::metrics::LabelSet;
 
 /// The endpoint of the next attempt: the sticky one when it is honoured, else the selection's
 /// choice from the serving tier; when every allowed region looks down, or a retry has tried
@@ -71,7 +70,7 @@ pub(super) fn choose(
         }
         Err(NoChoice::AtCapacity) => {
             plan.metrics.shed(ShedReason::Capacity);
-            ctx.shed = Some(ShedReason::Capacity.label());
+            ctx.shed = Some(ShedReason::Capacity);
             ctx.refusal = Some(ErrorPage::Overloaded(ShedReason::Capacity));
             let message = format!(
                 "route {}: every allowed region is at capacity",

@@ -15,7 +15,7 @@ use crate::proxy::errors::ErrorPage;
 use crate::proxy::grpc::{Code, GrpcKind, Messages};
 use crate::proxy::hedge::HedgeSlot;
 use crate::proxy::selection::{has_untried, has_untried_fail_open, Choice, InFlight};
-use crate::routing::admission::Slot;
+use crate::routing::admission::{ShedReason, Slot};
 use crate::routing::snapshot::{RoutePlan, RoutingSnapshot};
 use crate::routing::table::RouteIndex;
 use crate::telemetry::trace::TraceContext;
@@ -38,8 +38,9 @@ pub(crate) struct RequestCtx {
     pub(super) status_retry: bool,
     /// Type of the last upstream failure, reported when no endpoint is left to try.
     pub(super) last_failure: Option<ErrorType>,
-    /// Sticky-session state, on routes with `sticky`.
-    pub(super) sticky: Option<Affinity>,
+    /// Sticky-session state, on routes with `sticky` (boxed: 112 bytes that every other
+    /// request would carry in its future).
+    pub(super) sticky: Option<Box<Affinity>>,
     /// Whether the response to the client has started; the error path decides from it.
     pub(super) response: ResponsePhase,
     /// The request's total deadline: the route's `timeouts.request` (unless off or the
@@ -72,7 +73,7 @@ pub(crate) struct RequestCtx {
     /// shed, whether a hedge answered.
     pub(super) retries: Vec<String>,
     pub(super) sticky_outcome: Option<&'static str>,
-    pub(super) shed: Option<&'static str>,
+    pub(super) shed: Option<ShedReason>,
     pub(super) hedge_won: bool,
     /// The W3C trace context to forward.
     pub(super) trace: TraceContext,

@@ -10,7 +10,9 @@ use pingora::Error;
 
 use crate::proxy::context::RequestCtx;
 use crate::proxy::request::TRACEPARENT;
+use crate::routing::admission::ShedReason;
 use crate::routing::table::host_without_port;
+use crate::telemetry::metrics::LabelSet;
 use crate::telemetry::trace::TraceContext;
 
 /// Records the finished request: traffic, metrics, the access line and span when wanted, and
@@ -131,7 +133,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
     .bool("hedge_won", ctx.hedge_won)
     .opt_str("sticky", ctx.sticky_outcome)
     .bool("fail_open", ctx.fail_open)
-    .opt_str("shed", ctx.shed)
+    .opt_str("shed", ctx.shed.map(ShedReason::label))
     .opt_str("tls", tls.map(|t| &*t.version))
     .opt_str(
         "sni",
@@ -254,7 +256,7 @@ fn request_span(
         span.bool("gateway.hedge_won", true);
     }
     if let Some(shed) = ctx.shed {
-        span.str("gateway.shed", shed);
+        span.str("gateway.shed", shed.label());
     }
     if let Some(sticky) = ctx.sticky_outcome {
         span.str("gateway.sticky", sticky);

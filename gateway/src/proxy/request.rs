@@ -60,7 +60,7 @@ impl GatewayProxy {
         if let Some(plan) = ctx.plan() {
             plan.metrics.shed(reason);
         }
-        ctx.shed = Some(reason.label());
+        ctx.shed = Some(reason);
         answer(
             session,
             ctx,
@@ -280,12 +280,12 @@ pub(super) fn count_and_read_affinity(session: &Session, ctx: &mut RequestCtx) {
         early.state.budget.on_request();
     }
     if let Some(settings) = &plan.route.sticky {
-        ctx.sticky = Some(Affinity::of_request(
+        ctx.sticky = Some(Box::new(Affinity::of_request(
             &session.req_header().headers,
             settings,
             &ctx.snapshot,
             plan,
-        ));
+        )));
     }
 }
 

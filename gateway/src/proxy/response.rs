@@ -19,7 +19,7 @@ use crate::telemetry::metrics::LabelSet;
 /// request's cookie named (or there was no valid cookie), and counts the outcome.
 pub(super) fn sticky_cookie(response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
     let (Some(plan), Some(affinity), Some(served)) =
-        (ctx.plan(), ctx.sticky.as_ref(), ctx.current())
+        (ctx.plan(), ctx.sticky.as_deref(), ctx.current())
     else {
         return Ok(());
     };

@@ -1559,20 +1559,26 @@ struct DirectUpstream {
 impl DirectUpstream {
     /// Writes a request body task to the upstream; a failure ends the request side and is kept
     /// for the response side.
-    async fn send(&mut self, client_session: &mut HttpSessionV1, task: Option<HttpTask>) {
-        let Some(task) = task else {
-            return;
-        };
-        if self.request_sent {
-            return;
-        }
-        match send_body_to1(client_session, Some(task)).await {
-            Ok(done) => self.request_sent = done,
-            Err(e) => {
-                warn!("send error, draining read buf: {e}");
-                self.request_sent = true;
-                self.unusable = true;
-                self.send_error = Some(e);
+    // PATCH (failover gateway, patch 42): a function returning an `async move` block, which
+    // holds `task` once (the `async fn` held it twice: 640 -> 600 bytes in every exchange's
+    // future).
+    fn send<'a>(
+        &'a mut self,
+        client_session: &'a mut HttpSessionV1,
+        task: Option<HttpTask>,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        async move {
+            if task.is_none() || self.request_sent {
+                return;
+            }
+            match send_body_to1(client_session, task).await {
+                Ok(done) => self.request_sent = done,
+                Err(e) => {
+                    warn!("send error, draining read buf: {e}");
+                    self.request_sent = true;
+                    self.unusable = true;
+                    self.send_error = Some(e);
+                }
             }
         }
     }

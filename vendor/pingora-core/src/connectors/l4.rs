@@ -516,12 +516,12 @@ mod tests {
         let mut peer = HttpPeer::new("1.1.1.1:80".to_string(), false, "".to_string());
         let mut path = PathBuf::new();
         path.push("/tmp/123");
-        peer.proxy = Some(Proxy {
+        peer.proxy = Some(Box::new(Proxy {
             next_hop: path.into(),
             host: "1.1.1.1".into(),
             port: 80,
             headers: BTreeMap::new(),
-        });
+        }));
         let new_session = connect(&peer, None).await;
         let e = new_session.unwrap_err();
         assert_eq!(e.etype(), &ConnectError);
@@ -543,12 +543,12 @@ mod tests {
         let mut peer = HttpPeer::new("1.1.1.1:80".to_string(), false, "".to_string());
         let mut path = PathBuf::new();
         path.push(&socket_path);
-        peer.proxy = Some(Proxy {
+        peer.proxy = Some(Box::new(Proxy {
             next_hop: path.into(),
             host: "1.1.1.1".into(),
             port: 80,
             headers: BTreeMap::new(),
-        });
+        }));
         let new_session = connect(&peer, None).await;
         assert!(new_session.is_ok());
 
@@ -572,12 +572,12 @@ mod tests {
         let mut peer = HttpPeer::new("1.1.1.1:80".to_string(), false, "".to_string());
         let mut path = PathBuf::new();
         path.push(&socket_path);
-        peer.proxy = Some(Proxy {
+        peer.proxy = Some(Box::new(Proxy {
             next_hop: path.into(),
             host: "1.1.1.1".into(),
             port: 80,
             headers: BTreeMap::new(),
-        });
+        }));
         let new_session = connect(&peer, None).await;
         let err = new_session.unwrap_err();
         assert_eq!(err.etype(), &ConnectionClosed);

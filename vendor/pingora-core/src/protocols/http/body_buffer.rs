@@ -18,7 +18,9 @@ use bytes::{Bytes, BytesMut};
 /// all the data will be held in the buffer. Otherwise, the buffer will report to be truncated.
 pub struct FixedBuffer {
     buffer: BytesMut,
-    capacity: usize,
+    // PATCH (failover gateway, patch 42): a `u32` (the HTTP/1 session holds this buffer; see
+    // `v1::server::HttpSession::proxy_task_state`).
+    capacity: u32,
     truncated: bool,
 }
 
@@ -26,7 +28,7 @@ impl FixedBuffer {
     pub fn new(capacity: usize) -> Self {
         FixedBuffer {
             buffer: BytesMut::new(),
-            capacity,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
             truncated: false,
         }
     }
@@ -37,7 +39,7 @@ impl FixedBuffer {
             return;
         }
 
-        if self.buffer.len() + data.len() <= self.capacity {
+        if self.buffer.len() + data.len() <= self.capacity as usize {
             self.buffer.extend_from_slice(data);
         } else {
             // Buffered data is no longer usable for a retry, so release its allocation.

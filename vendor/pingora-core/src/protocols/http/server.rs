@@ -335,14 +335,21 @@ impl Session {
         }
     }
 
-    pub async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
+    // PATCH (failover gateway, patch 42): the version's write chosen up front (an `async fn`
+    // held `tasks` besides the write that took them: 576 -> 544 bytes).
+    pub fn response_duplex_vec(
+        &mut self,
+        tasks: Vec<HttpTask>,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send + '_ {
+        use futures::future::Either;
+        type Boxed<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>>;
         match self {
-            Self::H1(s) => s.response_duplex_vec(tasks).await,
-            Self::H2(s) => s.response_duplex_vec(tasks).await,
+            Self::H1(s) => Either::Left(Either::Left(s.response_duplex_vec(tasks))),
+            Self::H2(s) => Either::Left(Either::Right(s.response_duplex_vec(tasks))),
             // PATCH (failover gateway): boxed, so a subrequest's state (1 KiB) is not part of the
             // future of every HTTP/1 response write.
-            Self::Subrequest(s) => Box::pin(s.response_duplex_vec(tasks)).await,
-            Self::Custom(s) => s.response_duplex_vec(tasks).await,
+            Self::Subrequest(s) => Either::Right(Box::pin(s.response_duplex_vec(tasks)) as Boxed<'_>),
+            Self::Custom(s) => Either::Right(s.response_duplex_vec(tasks)),
         }
     }
 

@@ -344,6 +344,13 @@ struct ProxyTaskState {
     current_writer: Option<ProxyTaskWriter>,
 }
 
+impl HttpSession {
+    /// PATCH (failover gateway, patch 42): the proxy task API's state, made at its first use.
+    fn proxy_tasks(&mut self) -> &mut ProxyTaskState {
+        self.proxy_task_state.get_or_insert_with(Default::default)
+    }
+}
+
 impl ProxyTaskState {
     fn header_writer(&mut self) -> &mut HeaderWriter {
         self.header_writer.get_or_insert_with(HeaderWriter::new)
@@ -367,7 +374,10 @@ pub struct HttpSession {
     /// A state machine to track how to write the response body
     body_writer: BodyWriter,
     /// Cancel-safe proxy task state.
-    proxy_task_state: ProxyTaskState,
+    // PATCH (failover gateway, patch 42): made by the first use of the proxy task API (the
+    // proxy never uses it); with `min_send_rate` a `NonZeroUsize` and the retry buffer's limit a
+    // `u32`, the session is 640 bytes (mimalloc's 640 class), not 704 (768).
+    proxy_task_state: Option<Box<ProxyTaskState>>,
     /// An internal buffer to buf multiple body writes to reduce the underlying syscalls
     body_write_buf: BytesMut,
     /// Track how many application (not on the wire) body bytes already sent
@@ -393,8 +403,8 @@ pub struct HttpSession {
     upgraded: bool,
     /// Digest to track underlying connection metrics
     digest: Box<Digest>,
-    /// Minimum send rate to the client
-    min_send_rate: Option<usize>,
+    /// Minimum send rate to the client (0 is none, as before patch 42)
+    min_send_rate: Option<std::num::NonZeroUsize>,
     /// When this is enabled informational response headers will not be proxied downstream
     ignore_info_resp: bool,
     /// Disable keepalive if response is sent before downstream body is finished
@@ -461,7 +471,7 @@ impl HttpSession {
             preread_body: None,
             body_reader: BodyReader::new(false),
             body_writer: BodyWriter::new(),
-            proxy_task_state: ProxyTaskState::default(),
+            proxy_task_state: None,
             body_write_buf: BytesMut::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             update_resp_headers: true,
@@ -1129,7 +1139,7 @@ impl HttpSession {
 
     // calculate write timeout from min_send_rate if set, otherwise return write_timeout
     fn write_timeout(&self, buf_len: usize) -> Option<Duration> {
-        let Some(min_send_rate) = self.min_send_rate.filter(|r| *r > 0) else {
+        let Some(min_send_rate) = self.min_send_rate.map(std::num::NonZeroUsize::get) else {
             return self.write_timeout;
         };
 
@@ -1737,7 +1747,7 @@ impl HttpSession {
     /// Calculated write timeout is guaranteed to be at least 1s if `min_send_rate`
     /// is greater than zero, a send rate of zero is equivalent to disabling.
     pub fn set_min_send_rate(&mut self, min_send_rate: Option<usize>) {
-        if let Some(rate) = min_send_rate.filter(|r| *r > 0) {
+        if let Some(rate) = min_send_rate.and_then(std::num::NonZeroUsize::new) {
             self.min_send_rate = Some(rate);
         } else {
             self.min_send_rate = None;
@@ -1993,12 +2003,14 @@ impl HttpSession {
     ///
     /// A write canceled mid-operation can be resumed via `write_proxy_tasks()`.
     pub fn send_proxy_task(&mut self, task: HttpTask) {
-        self.proxy_task_state.tasks.push_back(task);
+        self.proxy_tasks().tasks.push_back(task);
     }
 
     /// Check if there are pending proxy tasks queued for writing.
     pub fn has_pending_proxy_tasks(&self) -> bool {
-        self.proxy_task_state.current_writer.is_some() || !self.proxy_task_state.tasks.is_empty()
+        self.proxy_task_state
+            .as_ref()
+            .is_some_and(|p| p.current_writer.is_some() || !p.tasks.is_empty())
     }
 
     /// Write all queued proxy tasks (response `HttpTask`s from `send_proxy_task`)
@@ -2015,11 +2027,12 @@ impl HttpSession {
         // TODO: buffer body data like response_duplex_vec
         loop {
             // - Resume any in-progress write
-            if let Some(ref writer_state) = self.proxy_task_state.current_writer {
+            if let Some(ref writer_state) = self.proxy_tasks().current_writer {
                 match writer_state {
                     ProxyTaskWriter::WritingHeader(_, _) => {
                         let _bytes_written = self
                             .proxy_task_state
+                            .get_or_insert_with(Default::default)
                             .header_writer()
                             .write_current_header_task(&mut self.underlying_stream)
                             .await
@@ -2044,7 +2057,7 @@ impl HttpSession {
                 }
 
                 match self
-                    .proxy_task_state
+                    .proxy_tasks()
                     .current_writer
                     .take()
                     .expect("writer state present")
@@ -2067,10 +2080,10 @@ impl HttpSession {
 
             // - Send tasks, set state.
             // Pop next task
-            let Some(task) = self.proxy_task_state.tasks.pop_front() else {
+            let Some(task) = self.proxy_tasks().tasks.pop_front() else {
                 if end_stream {
                     self.body_writer.send_finish_task();
-                    self.proxy_task_state.current_writer = Some(ProxyTaskWriter::FinishingBody);
+                    self.proxy_tasks().current_writer = Some(ProxyTaskWriter::FinishingBody);
                     continue;
                 }
                 break;
@@ -2086,10 +2099,10 @@ impl HttpSession {
                     };
                     // header only responses will want to flush
                     let flush = should_flush || self.body_writer.finished();
-                    self.proxy_task_state
+                    self.proxy_tasks()
                         .header_writer()
                         .send_header_task(write_buf, flush, None);
-                    self.proxy_task_state.current_writer =
+                    self.proxy_tasks().current_writer =
                         Some(ProxyTaskWriter::WritingHeader(header, end));
                 }
                 HttpTask::Body(ref data, end) => {
@@ -2100,7 +2113,7 @@ impl HttpSession {
                         if !d.is_empty() {
                             let body_timeout = self.write_timeout(d.len());
                             self.body_writer.send_body_task(d.clone(), body_timeout);
-                            self.proxy_task_state.current_writer =
+                            self.proxy_tasks().current_writer =
                                 Some(ProxyTaskWriter::WritingBody(end));
                             continue;
                         }
@@ -2115,7 +2128,7 @@ impl HttpSession {
                         if !d.is_empty() {
                             let body_timeout = self.write_timeout(d.len());
                             self.body_writer.send_body_task(d.clone(), body_timeout);
-                            self.proxy_task_state.current_writer =
+                            self.proxy_tasks().current_writer =
                                 Some(ProxyTaskWriter::WritingBody(end));
                             continue;
                         }
@@ -3953,7 +3966,7 @@ mod test_proxy_tasks {
         http_stream.send_proxy_task(HttpTask::Body(Some(Bytes::from("world")), true));
 
         // Verify we have 3 tasks queued
-        assert_eq!(http_stream.proxy_task_state.tasks.len(), 3);
+        assert_eq!(http_stream.proxy_tasks().tasks.len(), 3);
 
         // Try to write all tasks - this should timeout while writing the second body chunk
         let result = http_stream.write_proxy_tasks().await;
@@ -3966,7 +3979,7 @@ mod test_proxy_tasks {
         // - Third task (second body "world") was removed and sent to BodyWriter, timed out mid-write
         // - The in-progress write state is tracked in current_writer, NOT in the queue
         assert_eq!(
-            http_stream.proxy_task_state.tasks.len(),
+            http_stream.proxy_tasks().tasks.len(),
             0,
             "Queue should be empty - tasks are owned by writers once sent"
         );
@@ -3974,7 +3987,7 @@ mod test_proxy_tasks {
         // The task being written should be tracked in current_writer
         assert!(
             matches!(
-                http_stream.proxy_task_state.current_writer,
+                http_stream.proxy_tasks().current_writer,
                 Some(ProxyTaskWriter::WritingBody(_))
             ),
             "Should be mid-write of body task - writer owns the 'world' task state"
