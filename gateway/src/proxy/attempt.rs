@@ -158,6 +158,9 @@ pub(super) fn begin(
         &snapshot.regions[choice.region].health.in_flight,
     ));
     ctx.endpoint_attempt = Some(InFlight::start(&choice.endpoint));
+    // Most requests make one attempt: room for it alone (a first push makes room for four,
+    // 96 bytes held to the request's end).
+    ctx.tried.reserve_exact(1);
     ctx.tried.push(choice);
     ctx.attempt_started = tokio::time::Instant::now();
     if ctx.export_span {

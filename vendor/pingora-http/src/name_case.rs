@@ -142,7 +142,9 @@ pub(crate) enum NameCase {
         odd: Vec<(HeaderName, Bytes)>,
     },
     /// A name spelled more than one way: every value's spelling, in step with the value map.
-    Exact(CaseMap),
+    // PATCH (failover gateway, patch 43): boxed (rare): the spelling field 104 -> 40 bytes, a
+    // request head 368 -> 304 (mimalloc's 320 class instead of 384).
+    Exact(Box<CaseMap>),
 }
 
 impl Clone for NameCase {
@@ -242,7 +244,7 @@ impl NameCase {
                 .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
         }
         exact_add(&mut map, name, case, how)?;
-        *self = NameCase::Exact(map);
+        *self = NameCase::Exact(Box::new(map));
         Ok(())
     }
 

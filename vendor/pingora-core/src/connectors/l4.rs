@@ -266,7 +266,9 @@ pub(crate) fn bind_to_random<P: Peer>(
         }
     }
 
-    let mut bind_to = peer.get_peer_options().and_then(|o| o.bind_to.clone());
+    let mut bind_to = peer
+        .get_peer_options()
+        .and_then(|o| o.bind_to.as_deref().cloned());
     if bind_to.as_ref().map(|b| b.addr).is_some() {
         // already have a bind address selected
         return bind_to;
@@ -306,7 +308,7 @@ async fn proxy_connect<P: Peer>(peer: &P) -> Result<Stream> {
     let mut headers = proxy
         .headers
         .iter()
-        .chain(options.extra_proxy_headers.iter());
+        .chain(options.extra_proxy_headers.iter().flat_map(|h| h.iter()));
 
     // not likely to timeout during connect() to UDS
     let stream: Box<Stream> = Box::new(

@@ -87,7 +87,10 @@ pub struct SocketDigest {
     /// Local socket address
     pub local_addr: OnceCell<Option<SocketAddr>>,
     /// Original destination address
-    pub original_dst: OnceCell<Option<SocketAddr>>,
+    // PATCH (failover gateway, patch 43): boxed (asked for only by transparent proxies): the
+    // digest every connection shares (two per proxied request) 128 -> 104 bytes, mimalloc's
+    // 128 class with its `Arc` instead of 160.
+    pub original_dst: OnceCell<Option<Box<SocketAddr>>>,
 }
 
 impl SocketDigest {
@@ -213,9 +216,9 @@ impl SocketDigest {
                 get_original_dest(self.raw_fd)
                     .ok()
                     .flatten()
-                    .map(SocketAddr::Inet)
+                    .map(|addr| Box::new(SocketAddr::Inet(addr)))
             })
-            .as_ref()
+            .as_deref()
     }
 
     #[cfg(windows)]
@@ -225,9 +228,9 @@ impl SocketDigest {
                 get_original_dest(self.raw_sock)
                     .ok()
                     .flatten()
-                    .map(SocketAddr::Inet)
+                    .map(|addr| Box::new(SocketAddr::Inet(addr)))
             })
-            .as_ref()
+            .as_deref()
     }
 }
 
