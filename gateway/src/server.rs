@@ -401,6 +401,160 @@ mod tests {
         );
     }
 
+    /// Vendor patch 45: a header map of up to 24 entries is flat (no index; names compared one
+    /// by one) and builds its index at the 25th. Against a plain model, through thousands of
+    /// inserts, appends, removals and entry operations on 12, 24 and 40 names (flat maps, maps
+    /// at the limit, maps that grow past it and then shrink), from every starting capacity:
+    /// each name's values in order, the counts, clones and draining agree.
+    #[test]
+    fn a_flat_header_map_agrees_with_a_model_on_both_sides_of_its_limit() {
+        use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
+
+        let standard = [
+            "host",
+            "content-length",
+            "accept",
+            "accept-encoding",
+            "user-agent",
+            "cookie",
+            "set-cookie",
+            "connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "via",
+            "date",
+            "etag",
+            "server",
+            "vary",
+            "age",
+            "location",
+            "referer",
+            "origin",
+        ];
+        let names: Vec<String> = standard
+            .iter()
+            .map(|n| n.to_string())
+            .chain((0..20).map(|i| format!("x-field-{i}")))
+            .collect();
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        type Model = Vec<(String, Vec<HeaderValue>)>;
+        fn values(model: &Model, name: &str) -> Vec<HeaderValue> {
+            model
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        }
+        fn check(map: &HeaderMap, model: &Model, names: &[String], step: usize) {
+            for name in names {
+                let got: Vec<HeaderValue> = map.get_all(name.as_str()).iter().cloned().collect();
+                assert_eq!(got, values(model, name), "{name} at step {step}");
+            }
+            assert_eq!(map.keys_len(), model.len(), "names at step {step}");
+            let len: usize = model.iter().map(|(_, v)| v.len()).sum();
+            assert_eq!(map.len(), len, "values at step {step}");
+            assert_eq!(map.iter().count(), len, "iterated at step {step}");
+        }
+
+        // 12 and 24 names keep a map flat (removals included); 40 take it past the limit.
+        for (pool, capacity) in [12, 24, 40]
+            .into_iter()
+            .flat_map(|pool| [0, 1, 10, 24, 25, 40].map(|capacity| (pool, capacity)))
+        {
+            let names = &names[..pool];
+            let mut map = HeaderMap::with_capacity(capacity);
+            let mut model: Model = Vec::new();
+            for step in 0..3000 {
+                let name = &names[next(names.len())];
+                // Keys spelled lowercase, upper case and capitalized.
+                let spelled = match next(3) {
+                    0 => name.clone(),
+                    1 => name.to_ascii_uppercase(),
+                    _ => name[..1].to_ascii_uppercase() + &name[1..],
+                };
+                let value = HeaderValue::from(step);
+                // Inserted and entered under a parsed name, looked up and removed as text.
+                let key = HeaderName::from_bytes(spelled.as_bytes()).expect("valid");
+                let held = model.iter().position(|(n, _)| n == name);
+                // With 40 names: only grow at first (past the limit), then grow and shrink.
+                let growing = pool == 40 && step < 1000;
+                match next(if growing { 6 } else { 9 }) {
+                    0 => {
+                        let old = map.insert(key, value.clone());
+                        assert_eq!(old, held.map(|i| model[i].1[0].clone()), "insert {step}");
+                        match held {
+                            Some(i) => model[i].1 = vec![value],
+                            None => model.push((name.clone(), vec![value])),
+                        }
+                    }
+                    1 | 2 => {
+                        assert_eq!(
+                            map.append(key, value.clone()),
+                            held.is_some(),
+                            "append {step}"
+                        );
+                        match held {
+                            Some(i) => model[i].1.push(value),
+                            None => model.push((name.clone(), vec![value])),
+                        }
+                    }
+                    3 => match map.entry(key) {
+                        Entry::Occupied(mut entry) => {
+                            entry.append(value.clone());
+                            model[held.expect("occupied means held")].1.push(value);
+                        }
+                        Entry::Vacant(entry) => {
+                            assert!(held.is_none(), "vacant means not held, step {step}");
+                            entry.insert_entry(value.clone()).append(value.clone());
+                            model.push((name.clone(), vec![value.clone(), value]));
+                        }
+                    },
+                    4 if step % 97 == 0 => {
+                        let copy = map.clone();
+                        check(&copy, &model, names, step);
+                        assert!(copy == map, "a clone equals its original, step {step}");
+                    }
+                    4 | 5 => {
+                        let got: Vec<HeaderValue> =
+                            map.get_all(spelled.as_str()).iter().cloned().collect();
+                        assert_eq!(got, values(&model, name), "get_all {step}");
+                    }
+                    6 | 7 => {
+                        let removed = map.remove(spelled.as_str());
+                        assert_eq!(
+                            removed,
+                            held.map(|i| model[i].1[0].clone()),
+                            "remove {step}"
+                        );
+                        if let Some(i) = held {
+                            model.remove(i);
+                        }
+                    }
+                    _ => match map.entry(key) {
+                        Entry::Occupied(entry) => {
+                            let (_, gone) = entry.remove_entry_mult();
+                            let gone: Vec<HeaderValue> = gone.collect();
+                            let i = held.expect("occupied means held");
+                            assert_eq!(gone, model.remove(i).1, "remove_entry_mult {step}");
+                        }
+                        Entry::Vacant(_) => assert!(held.is_none(), "vacant, step {step}"),
+                    },
+                }
+                check(&map, &model, names, step);
+            }
+            let drained = map.drain().count();
+            assert_eq!(drained, model.iter().map(|(_, v)| v.len()).sum::<usize>());
+            assert!(map.is_empty() && !map.contains_key("host"));
+        }
+    }
+
     /// A connected loopback TCP pair: the client's end and the server's.
     async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

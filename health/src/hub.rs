@@ -390,6 +390,8 @@ impl EndpointHealth {
         if !t.to.routable() {
             // Fail requests still waiting on this endpoint, and start a new token for new ones.
             let mut inner = self.lock();
+            // The count first: a connection woken by the token reads it to fail its I/O (and
+            // does not poll the token again while the same task waits).
             self.generation.fetch_add(1, Ordering::AcqRel);
             inner.abort.cancel();
             inner.abort = CancellationToken::new();

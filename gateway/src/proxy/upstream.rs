@@ -6,14 +6,14 @@
 //! endpoint down, every later read and write on its connections fails, those waiting at once,
 //! and the proxy retries idempotent requests elsewhere (see `error_while_proxy` in
 //! [`crate::proxy`]). Each read and write first checks the endpoint's down count (one atomic
-//! load); the token itself, whose state sits behind a lock, is polled only when the socket would
-//! wait, to be woken by the mark-down.
+//! load); the token itself, whose state sits behind two locks, is polled only when the socket
+//! would wait with a task it has not yet registered, to be woken by the mark-down.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,6 +72,7 @@ impl L4Connect for AbortableConnect {
             endpoint: self.endpoint.clone(),
             generation: self.generation,
             cancelled: Box::pin(self.token.clone().cancelled_owned()),
+            registered: None,
             aborted: false,
         };
         Ok(Stream::from(VirtualSocketStream::new(Box::new(socket))))
@@ -84,6 +85,9 @@ struct AbortableSocket {
     endpoint: Arc<EndpointHealth>,
     generation: u64,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The task whose waker `cancelled` was last polled with: it stays registered with the
+    /// token until polled with another.
+    registered: Option<Waker>,
     aborted: bool,
 }
 
@@ -114,9 +118,24 @@ impl AbortableSocket {
             return Poll::Ready(Err(aborted()));
         }
         match io(Pin::new(&mut self.inner), cx) {
-            Poll::Pending if self.cancelled.as_mut().poll(cx).is_ready() => {
-                self.aborted = true;
-                Poll::Ready(Err(aborted()))
+            // Already registered with this task: a mark-down wakes it (the down count is raised
+            // before the token is cancelled, so the check above sees it). Polling the token again
+            // took both its locks, two or three times per request.
+            Poll::Pending
+                if self
+                    .registered
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker())) =>
+            {
+                Poll::Pending
+            }
+            Poll::Pending => {
+                if self.cancelled.as_mut().poll(cx).is_ready() {
+                    self.aborted = true;
+                    return Poll::Ready(Err(aborted()));
+                }
+                self.registered = Some(cx.waker().clone());
+                Poll::Pending
             }
             done => done,
         }
@@ -233,5 +252,72 @@ mod tests {
         let (token, generation) = endpoint.abort_token();
         assert!(!endpoint.marked_down_since(generation));
         assert!(!token.is_cancelled());
+    }
+
+    /// The token is polled once per waiting task, not on every wait: a read that waited twice
+    /// with the same task is still woken by the mark-down, and then fails.
+    #[tokio::test]
+    async fn a_read_waiting_again_with_the_same_task_is_woken_by_the_mark_down() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hub = HealthHub::new();
+        let region = hub.region(&RegionName::try_new("fra").expect("name"));
+        let policy = HealthPolicy {
+            rise: 1,
+            fall: 1,
+            consecutive_failures: Some(1),
+            ejection: Duration::from_secs(60),
+            max_ejection: Duration::from_secs(60),
+        };
+        let key = TargetKey {
+            id: EndpointId::try_new("fra-1").expect("id"),
+            addr,
+        };
+        let endpoint = hub.endpoint(&region, key, policy);
+        let (token, generation) = endpoint.abort_token();
+        let connect = AbortableConnect {
+            endpoint: endpoint.clone(),
+            token,
+            generation,
+            connect_timeout: Duration::from_secs(10),
+        };
+        let mut client = connect
+            .connect(&SocketAddr::Inet(addr))
+            .await
+            .expect("connect");
+        let (_server, _) = listener.accept().await.expect("accept");
+
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut bytes = [0u8; 8];
+        for _ in 0..2 {
+            let mut buf = ReadBuf::new(&mut bytes);
+            assert!(Pin::new(&mut client)
+                .poll_read(&mut cx, &mut buf)
+                .is_pending());
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "nothing to wake for yet");
+
+        assert_eq!(endpoint.report_failure(Failure::Definite), Passive::Ejected);
+        assert!(
+            count.0.load(Ordering::SeqCst) >= 1,
+            "the mark-down woke the waiting read"
+        );
+        let mut buf = ReadBuf::new(&mut bytes);
+        match Pin::new(&mut client).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted),
+            other => panic!("the woken read should fail: {other:?}"),
+        }
     }
 }

@@ -201,8 +201,10 @@ impl NameCase {
             };
         };
         let spelling = case.as_slice();
+        // Checked once: a name out of style (a proxy's added field) was checked twice.
+        let in_style = style.spells(name, spelling);
         if odd.is_empty() {
-            if style.spells(name, spelling) {
+            if in_style {
                 return Ok(());
             }
             // The first name sets the style.
@@ -214,7 +216,6 @@ impl NameCase {
             }
         }
         let listed = odd.iter().position(|(n, _)| n == name);
-        let in_style = style.spells(name, spelling);
         match (how, listed, in_style) {
             (_, None, true) => return Ok(()),
             (Add::Insert, Some(i), true) => {

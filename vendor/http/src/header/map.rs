@@ -394,6 +394,15 @@ enum Danger {
 // The current constant values were picked from another implementation. It could
 // be that there are different values better suited to the header map case.
 const DISPLACEMENT_THRESHOLD: usize = 128;
+
+// PATCH (failover gateway): a map that would have an index of at most `FLAT_RAW_CAP` slots has
+// none: it holds at most `FLAT_MAX` entries (`usable_capacity(FLAT_RAW_CAP)`) and finds a name
+// by comparing it with each entry's (after the presence filter, which ends most lookups of
+// absent names). A head is almost always that small; such a map hashes no name, allocates no
+// index and moves no slot when a field is added or removed. The first entry past `FLAT_MAX`
+// builds the index (`try_index`) and the map works as before from then on.
+const FLAT_RAW_CAP: usize = 32;
+const FLAT_MAX: usize = FLAT_RAW_CAP - FLAT_RAW_CAP / 4;
 const FORWARD_SHIFT_THRESHOLD: usize = 512;
 
 // The default strategy for handling the yellow danger state is to increase the
@@ -593,6 +602,18 @@ impl<T> HeaderMap<T> {
             }
             debug_assert!(raw_cap > 0);
 
+            // PATCH (failover gateway): a small map is flat (see `FLAT_RAW_CAP`).
+            if raw_cap <= FLAT_RAW_CAP {
+                return Ok(HeaderMap {
+                    mask: 0,
+                    indices: Box::new([]),
+                    entries: Vec::with_capacity(usable_capacity(raw_cap)),
+                    extra_values: Vec::new(),
+                    danger: Danger::Green,
+                    present: Presence::NONE,
+                });
+            }
+
             Ok(HeaderMap {
                 mask: (raw_cap - 1) as Size,
                 indices: vec![Pos::none(); raw_cap].into_boxed_slice(),
@@ -722,6 +743,10 @@ impl<T> HeaderMap<T> {
     /// assert_eq!(6, map.capacity());
     /// ```
     pub fn capacity(&self) -> usize {
+        // PATCH (failover gateway): a flat map's room is its entries'.
+        if self.is_flat() {
+            return self.entries.capacity();
+        }
         usable_capacity(self.indices.len())
     }
 
@@ -785,6 +810,18 @@ impl<T> HeaderMap<T> {
             .ok_or_else(MaxSizeReached::new)?;
 
         let raw_cap = to_raw_capacity(cap)?;
+
+        // PATCH (failover gateway): a flat map stays flat while `cap` fits (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            if cap > FLAT_MAX {
+                return self.try_index(cap);
+            }
+            if cap > self.entries.capacity() {
+                let room = usable_capacity(raw_cap.next_power_of_two()).max(cap);
+                self.entries.reserve_exact(room - self.entries.len());
+            }
+            return Ok(());
+        }
 
         if raw_cap > self.indices.len() {
             let raw_cap = raw_cap
@@ -1246,6 +1283,24 @@ impl<T> HeaderMap<T> {
         // Ensure that there is space in the map
         self.try_reserve_one()?;
 
+        // PATCH (failover gateway): a flat map (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            return Ok(match self.find_flat(&key) {
+                Some(index) => Entry::Occupied(OccupiedEntry {
+                    map: self,
+                    index,
+                    probe: index,
+                }),
+                None => Entry::Vacant(VacantEntry {
+                    map: self,
+                    hash: HashValue(0),
+                    key: key.into(),
+                    probe: 0,
+                    danger: false,
+                }),
+            });
+        }
+
         Ok(insert_phase_one!(
             self,
             key,
@@ -1358,6 +1413,17 @@ impl<T> HeaderMap<T> {
         HeaderName: PartialEq<K>,
     {
         self.try_reserve_one()?;
+
+        // PATCH (failover gateway): a flat map (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            return Ok(match self.find_flat(&key) {
+                Some(index) => Some(self.insert_occupied(index, value)),
+                None => {
+                    self.try_insert_entry(HashValue(0), key.into(), value)?;
+                    None
+                }
+            });
+        }
 
         Ok(insert_phase_one!(
             self,
@@ -1502,6 +1568,20 @@ impl<T> HeaderMap<T> {
     {
         self.try_reserve_one()?;
 
+        // PATCH (failover gateway): a flat map (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            return Ok(match self.find_flat(&key) {
+                Some(index) => {
+                    append_value(index, &mut self.entries[index], &mut self.extra_values, value);
+                    true
+                }
+                None => {
+                    self.try_insert_entry(HashValue(0), key.into(), value)?;
+                    false
+                }
+            });
+        }
+
         Ok(insert_phase_one!(
             self,
             key,
@@ -1545,6 +1625,14 @@ impl<T> HeaderMap<T> {
         if !self.present.may_have(key) {
             return None;
         }
+        // PATCH (failover gateway): a flat map (see `FLAT_RAW_CAP`); the probe is the index.
+        if self.is_flat() {
+            return self
+                .entries
+                .iter()
+                .position(|entry| entry.key == *key)
+                .map(|i| (i, i));
+        }
 
         let hash = hash_elem_using(&self.danger, key);
         let mask = self.mask;
@@ -1580,6 +1668,10 @@ impl<T> HeaderMap<T> {
         // Push the value and get the index
         let index = self.entries.len();
         self.try_insert_entry(hash, key, value)?;
+        // PATCH (failover gateway): a flat map has no slots to shift (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            return Ok(index);
+        }
 
         let num_displaced = do_insert_phase_two(&mut self.indices, probe, Pos::new(index, hash));
 
@@ -1636,6 +1728,18 @@ impl<T> HeaderMap<T> {
     /// _before_ this method is called.
     #[inline]
     fn remove_found(&mut self, probe: usize, found: usize) -> Bucket<T> {
+        // PATCH (failover gateway): a flat map has no index to update (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            let entry = self.entries.swap_remove(found);
+            if let Some(moved) = self.entries.get(found) {
+                if let Some(links) = moved.links {
+                    self.extra_values[links.next].prev = Link::Entry(found);
+                    self.extra_values[links.tail].next = Link::Entry(found);
+                }
+            }
+            return entry;
+        }
+
         // index `probe` and entry `found` is to be removed
         // use swap_remove, but then we need to update the index that points
         // to the other entry that has to move
@@ -1781,6 +1885,23 @@ impl<T> HeaderMap<T> {
     fn try_reserve_one(&mut self) -> Result<(), MaxSizeReached> {
         let len = self.entries.len();
 
+        // PATCH (failover gateway): a flat map grows its entries (6, 12, 24, as the index's
+        // usable room would) and builds its index past `FLAT_MAX` (see `FLAT_RAW_CAP`).
+        if self.is_flat() {
+            if len >= FLAT_MAX {
+                return self.try_index(len + 1);
+            }
+            if len == self.entries.capacity() {
+                let room = if len == 0 {
+                    usable_capacity(8)
+                } else {
+                    (len * 2).min(FLAT_MAX)
+                };
+                self.entries.reserve_exact(room - len);
+            }
+            return Ok(());
+        }
+
         if self.danger.is_yellow() {
             // Overflow is not a concern here: entries.len() is bounded by
             // MAX_SIZE (2^15) and LOAD_FACTOR_THRESHOLD is 5, so the product
@@ -1856,6 +1977,47 @@ impl<T> HeaderMap<T> {
         // Reserve additional entry slots
         let more = self.capacity() - self.entries.len();
         self.entries.reserve_exact(more);
+        Ok(())
+    }
+
+    /// PATCH (failover gateway): whether the map is flat, without an index (see
+    /// `FLAT_RAW_CAP`). An empty map without room is flat too.
+    #[inline]
+    fn is_flat(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// PATCH (failover gateway): the entry of a flat map that holds `key`.
+    #[inline]
+    fn find_flat<K>(&self, key: &K) -> Option<usize>
+    where
+        K: Hash + ?Sized,
+        HeaderName: PartialEq<K>,
+    {
+        if !self.present.may_have(key) {
+            return None;
+        }
+        self.entries.iter().position(|entry| entry.key == *key)
+    }
+
+    /// PATCH (failover gateway): a flat map builds its index, with room for `cap` entries (at
+    /// least twice the flat form's), and hashes each name it holds.
+    #[cold]
+    fn try_index(&mut self, cap: usize) -> Result<(), MaxSizeReached> {
+        let raw_cap = to_raw_capacity(cap)?
+            .checked_next_power_of_two()
+            .ok_or_else(MaxSizeReached::new)?
+            .max(FLAT_RAW_CAP * 2);
+        if raw_cap > MAX_SIZE {
+            return Err(MaxSizeReached::new());
+        }
+        self.mask = (raw_cap - 1) as Size;
+        self.indices = vec![Pos::none(); raw_cap].into_boxed_slice();
+        self.rebuild();
+        let room = usable_capacity(raw_cap);
+        if room > self.entries.capacity() {
+            self.entries.reserve_exact(room - self.entries.len());
+        }
         Ok(())
     }
 
@@ -2926,10 +3088,12 @@ impl<'a, T> VacantEntry<'a, T> {
             self.map
                 .try_insert_phase_two(self.key, value, self.hash, self.probe, self.danger)?;
 
+        // PATCH (failover gateway): in a flat map the probe is the index.
+        let probe = if self.map.is_flat() { index } else { self.probe };
         Ok(OccupiedEntry {
             map: self.map,
             index,
-            probe: self.probe,
+            probe,
         })
     }
 }
