@@ -306,7 +306,14 @@ fn is_tchar(b: u8) -> bool {
 /// line ends count, as the parser takes them). A head after leading empty lines may be handed
 /// over early: the parser then reads the rest by itself.
 fn head_complete(buf: &[u8]) -> bool {
-    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
+    // PATCH (failover gateway, patch 48): from one line end to the next with memchr; comparing
+    // every two- and three-byte window, twice over the head, cost ~1 000 instructions per
+    // request.
+    memchr::memchr_iter(b'\n', buf).any(|i| match buf.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 use super::body::{BodyReader, BodyWriter};
@@ -2276,6 +2283,35 @@ fn http_resp_header_to_buf(
 
     buf.put_slice(CRLF);
     Ok(())
+}
+
+// PATCH (failover gateway, patch 48).
+#[cfg(test)]
+mod tests_head_complete {
+    /// Every string of up to 9 bytes from `a`, CR and LF: the memchr scan agrees with the
+    /// window comparison it replaced.
+    #[test]
+    fn the_line_end_scan_agrees_with_the_window_comparison() {
+        fn windows(buf: &[u8]) -> bool {
+            buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
+        }
+        let alphabet = [b'a', b'\r', b'\n'];
+        let mut checked = 0;
+        for len in 0..=9u32 {
+            for mut code in 0..3usize.pow(len) {
+                let buf: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = alphabet[code % 3];
+                        code /= 3;
+                        b
+                    })
+                    .collect();
+                assert_eq!(super::head_complete(&buf), windows(&buf), "{buf:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, (0..=9).map(|l| 3usize.pow(l)).sum::<usize>());
+    }
 }
 
 #[cfg(test)]
