@@ -1622,15 +1622,14 @@ impl<T> HeaderMap<T> {
         }
         // PATCH (failover gateway): most lookups are for names a head does not have
         // (`Transfer-Encoding`, `Upgrade`, forwarding fields, ...); they end here.
-        if !self.present.may_have(key) {
-            return None;
-        }
+        let mixed = self.present.may_have(key)?;
         // PATCH (failover gateway): a flat map (see `FLAT_RAW_CAP`); the probe is the index.
         if self.is_flat() {
+            let fingerprint = Presence::fingerprint(mixed);
             return self
                 .entries
                 .iter()
-                .position(|entry| entry.key == *key)
+                .position(|entry| entry.hash == fingerprint && entry.key == *key)
                 .map(|i| (i, i));
         }
 
@@ -1824,7 +1823,13 @@ impl<T> HeaderMap<T> {
             return Err(MaxSizeReached::new());
         }
 
-        self.present.add(&key);
+        let mixed = self.present.add(&key);
+        // PATCH (failover gateway, patch 49): a flat map's entries hold their fingerprint.
+        let hash = if self.is_flat() {
+            Presence::fingerprint(mixed)
+        } else {
+            hash
+        };
         self.entries.push(Bucket {
             hash,
             key,
@@ -1994,10 +1999,10 @@ impl<T> HeaderMap<T> {
         K: Hash + ?Sized,
         HeaderName: PartialEq<K>,
     {
-        if !self.present.may_have(key) {
-            return None;
-        }
-        self.entries.iter().position(|entry| entry.key == *key)
+        let fingerprint = Presence::fingerprint(self.present.may_have(key)?);
+        self.entries
+            .iter()
+            .position(|entry| entry.hash == fingerprint && entry.key == *key)
     }
 
     /// PATCH (failover gateway): a flat map builds its index, with room for `cap` entries (at
@@ -3953,8 +3958,10 @@ struct Presence(u64);
 impl Presence {
     const NONE: Presence = Presence(0);
 
+    /// What a name's filter bit and flat-map fingerprint are taken from (equal for equal
+    /// keys, however they are written).
     #[inline]
-    fn bit<K: Hash + ?Sized>(key: &K) -> u64 {
+    fn mix<K: Hash + ?Sized>(key: &K) -> u64 {
         let mut h = PresenceHasher {
             tags: 0,
             len: 0,
@@ -3967,17 +3974,34 @@ impl Presence {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add((h.len as u64) << 16 | (h.first as u64) << 8 | h.last as u64)
             .wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        mixed
+    }
+
+    #[inline]
+    fn bit_of(mixed: u64) -> u64 {
         1 << (mixed >> 58)
     }
 
+    /// PATCH (failover gateway, patch 49): a flat map keeps this in each entry's unused hash
+    /// field and compares it before the names (most entries a lookup passes differ in it).
     #[inline]
-    fn add<K: Hash + ?Sized>(&mut self, key: &K) {
-        self.0 |= Self::bit(key);
+    fn fingerprint(mixed: u64) -> HashValue {
+        HashValue((mixed >> 40) as u16)
     }
 
+    /// Records a name; its mix.
     #[inline]
-    fn may_have<K: Hash + ?Sized>(&self, key: &K) -> bool {
-        self.0 & Self::bit(key) != 0
+    fn add<K: Hash + ?Sized>(&mut self, key: &K) -> u64 {
+        let mixed = Self::mix(key);
+        self.0 |= Self::bit_of(mixed);
+        mixed
+    }
+
+    /// The name's mix if the filter may hold it.
+    #[inline]
+    fn may_have<K: Hash + ?Sized>(&self, key: &K) -> Option<u64> {
+        let mixed = Self::mix(key);
+        (self.0 & Self::bit_of(mixed) != 0).then_some(mixed)
     }
 }
 
