@@ -9,14 +9,16 @@
 # `{collector}` the port of an OTLP sink that answers every export 200. `--proxy nginx` or
 # `--proxy haproxy` measures that peer instead, with the config `loadtest bench` gives it (one
 # worker, the gateway's header work, access log off; `loadtest peer-config`), in the same
-# harness: the ratios in the README come from here. `--h2` measures the gateway over TLS h2
+# harness: the ratios in the README come from here. `--proxy pingora` measures `pingora-min`
+# (built with the gateway: the vendored Pingora with the bench's header work and nothing else),
+# the floor of the gateway's request path. `--h2` measures the gateway over TLS h2
 # instead: its listener takes `config/examples/tls/example.pem` (ECDSA P-256), `h2load` (Debian's
 # nghttp2-client, installed when missing) sends 400 warm-up requests on one connection, then N
 # on a new one (`-m 16` streams); the new connection's handshake is in the count (about a
 # million instructions: ~500 per request at N 2000). The upstream stays HTTP/1.1.
 #
 #   scripts/callgrind.sh [--requests N] [--h2] [--server 'start_traces: false'] [--header 'traceparent: ...']
-#   scripts/callgrind.sh --proxy nginx|haproxy [--requests N]
+#   scripts/callgrind.sh --proxy nginx|haproxy|pingora [--requests N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +34,7 @@ while (($#)); do
         --proxy) proxy=$2; shift 2 ;;
         --server) server=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "callgrind.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -115,7 +117,14 @@ case $proxy in
                 haproxy -db -f "$cfg" >"$dir/gateway.log" 2>&1 &
         fi
         ;;
-    *) echo "callgrind.sh: --proxy is gateway, nginx or haproxy, not $proxy" >&2; exit 2 ;;
+    pingora)
+        [[ -x $bin/pingora-min ]] || { echo "callgrind.sh: no $bin/pingora-min (cargo build --release -p gateway)" >&2; exit 1; }
+        ready="http://127.0.0.1:$listen/bench"
+        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+            "$bin/pingora-min" --listen "127.0.0.1:$listen" --upstream "127.0.0.1:$app" \
+            --threads 1 >"$dir/gateway.log" 2>&1 &
+        ;;
+    *) echo "callgrind.sh: --proxy is gateway, nginx, haproxy or pingora, not $proxy" >&2; exit 2 ;;
 esac
 vg=$!
 pids+=($vg)

@@ -88,7 +88,8 @@ pub struct BenchArgs {
 pub enum Group {
     /// HTTP/1.1 keep-alive and h2c maximum, CPU µs/request, latency at a fixed rate: direct,
     /// gateway, nginx, HAProxy (all with the gateway's header work), nginx-min, haproxy-min,
-    /// and Caddy (with the header work, `GOMAXPROCS=1`).
+    /// Caddy (with the header work, `GOMAXPROCS=1`) and pingora-min (the vendored Pingora with
+    /// the header work and nothing else, when built beside the gateway binary).
     H1,
     /// The gateway with all features on (1000 host routes, sticky cookie, probes) vs nginx.
     Features,
@@ -382,7 +383,7 @@ impl Bench {
     }
 
     /// The gateway with one route plus nginx and HAProxy, as `setup` says; nginx-min,
-    /// haproxy-min and Caddy too with `min_rows`. Each is checked to do the header work or not (an
+    /// haproxy-min, Caddy and pingora-min too with `min_rows`. Each is checked to do the header work or not (an
     /// `X-Request-Id` on its answer).
     async fn three(
         &self,
@@ -413,10 +414,22 @@ impl Bench {
                 targets.push(proxies::start_haproxy("haproxy-min", up, min).await?);
                 // Caddy with the header work, in the h1 group only.
                 targets.push(proxies::start_caddy("caddy", up, setup).await?);
+                // The floor of the gateway's request path: Pingora with the same header work.
+                if proxies::pingora_min_beside(&self.gateway).is_some() {
+                    targets.push(
+                        proxies::start_pingora_min(&self.gateway, "pingora-min", up, setup).await?,
+                    );
+                } else {
+                    eprintln!(
+                        "bench: no pingora-min beside the gateway binary: its row is left out"
+                    );
+                }
             }
         }
         for t in &targets {
-            check_answer(t, !t.name.ends_with("-min"), false).await?;
+            // nginx-min and haproxy-min leave the header work out; pingora-min does it.
+            let minimal = matches!(t.name.as_str(), "nginx-min" | "haproxy-min");
+            check_answer(t, !minimal, false).await?;
         }
         Ok(targets)
     }
@@ -836,7 +849,7 @@ fn parse_h2load(stdout: &str) -> Option<H2loadRun> {
 /// The report: one table per group that ran, then the goals.
 pub fn markdown(report: &BenchReport) -> String {
     let mut md = format!(
-        "# bench: gateway vs direct, nginx, HAProxy, Caddy\n\n{} rounds of {:?} per target, interleaved; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker (except the workers group). nginx, HAProxy and Caddy add the gateway's forwarding and request-id headers; the `-min` rows are nginx's and HAProxy's minimal configs.\n\n",
+        "# bench: gateway vs direct, nginx, HAProxy, Caddy\n\n{} rounds of {:?} per target, interleaved; generator and upstream on CPU 0, proxy alone on CPU 1 with one worker (except the workers group). nginx, HAProxy and Caddy add the gateway's forwarding and request-id headers; nginx-min and haproxy-min are their minimal configs; pingora-min is the vendored Pingora with the same header work and nothing else (the floor of the gateway's request path).\n\n",
         report.repeat,
         Duration::from_secs_f64(report.duration_s)
     );

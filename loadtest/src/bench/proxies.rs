@@ -453,6 +453,62 @@ async fn start_proxy(
     })
 }
 
+/// `pingora-min` (built beside the gateway `gateway` names) as row `name` in front of
+/// `upstream`: the vendored Pingora with the bench's header work and nothing else, the floor
+/// of the gateway's request path. Plaintext only (HTTP/1.1 and h2c).
+pub(super) async fn start_pingora_min(
+    gateway: &Path,
+    name: &str,
+    upstream: SocketAddr,
+    setup: Setup<'_>,
+) -> anyhow::Result<Target> {
+    let bin = pingora_min_beside(gateway)
+        .with_context(|| format!("no pingora-min beside {}", gateway.display()))?;
+    let listeners = Listeners::free(setup)?;
+    let dir = tempfile::tempdir()?;
+    let stderr = dir.path().join("stderr");
+    let child = Command::new(&bin)
+        .arg("--listen")
+        .arg(listeners.h1.to_string())
+        .arg("--h2c")
+        .arg(listeners.h2c.to_string())
+        .arg("--upstream")
+        .arg(upstream.to_string())
+        .arg("--threads")
+        .arg(setup.workers.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn()?;
+    let pid = child.id();
+    let guard = Guard::Child {
+        child,
+        _dir: Some(dir),
+    };
+    wait_port(listeners.h1).await.with_context(|| {
+        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+        format!("{name} did not start: {said}")
+    })?;
+    for p in tree(pid) {
+        pin(p, setup.cpus);
+    }
+    Ok(Target {
+        name: name.into(),
+        h1: listeners.h1,
+        h2c: Some(listeners.h2c),
+        tls: None,
+        host: "bench.test".into(),
+        root: Some(pid),
+        worker: Some(pid),
+        _guard: guard,
+    })
+}
+
+/// The `pingora-min` binary in the gateway binary's directory (cargo builds both), if built.
+pub(super) fn pingora_min_beside(gateway: &Path) -> Option<PathBuf> {
+    let bin = gateway.with_file_name("pingora-min");
+    bin.is_file().then_some(bin)
+}
+
 /// The gateway as row `name` in front of `upstream` (probed every second), routing `routes`,
 /// with `setup.workers` threads on `setup.cpus`.
 pub(super) async fn start_gateway_target(
