@@ -201,10 +201,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// Issue 12's "no optimisation changes behaviour": once the endpoint is marked down, a read
-    /// fails even when the socket already holds the upstream's bytes.
-    #[tokio::test]
-    async fn a_marked_down_endpoint_fails_reads_even_with_bytes_waiting() {
+    /// An endpoint ejected at its first failure, and an abortable connection to a listener
+    /// standing for it: the endpoint, the client's end and the server's.
+    async fn abortable_pair() -> (Arc<EndpointHealth>, Stream, tokio::net::TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hub = HealthHub::new();
@@ -228,11 +227,19 @@ mod tests {
             generation,
             connect_timeout: Duration::from_secs(10),
         };
-        let mut client = connect
+        let client = connect
             .connect(&SocketAddr::Inet(addr))
             .await
             .expect("connect");
-        let (mut server, _) = listener.accept().await.expect("accept");
+        let (server, _) = listener.accept().await.expect("accept");
+        (endpoint, client, server)
+    }
+
+    /// Issue 12's "no optimisation changes behaviour": once the endpoint is marked down, a read
+    /// fails even when the socket already holds the upstream's bytes.
+    #[tokio::test]
+    async fn a_marked_down_endpoint_fails_reads_even_with_bytes_waiting() {
+        let (endpoint, mut client, mut server) = abortable_pair().await;
 
         server.write_all(b"first").await.expect("write");
         let mut buf = [0u8; 5];
@@ -268,34 +275,7 @@ mod tests {
             }
         }
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let hub = HealthHub::new();
-        let region = hub.region(&RegionName::try_new("fra").expect("name"));
-        let policy = HealthPolicy {
-            rise: 1,
-            fall: 1,
-            consecutive_failures: Some(1),
-            ejection: Duration::from_secs(60),
-            max_ejection: Duration::from_secs(60),
-        };
-        let key = TargetKey {
-            id: EndpointId::try_new("fra-1").expect("id"),
-            addr,
-        };
-        let endpoint = hub.endpoint(&region, key, policy);
-        let (token, generation) = endpoint.abort_token();
-        let connect = AbortableConnect {
-            endpoint: endpoint.clone(),
-            token,
-            generation,
-            connect_timeout: Duration::from_secs(10),
-        };
-        let mut client = connect
-            .connect(&SocketAddr::Inet(addr))
-            .await
-            .expect("connect");
-        let (_server, _) = listener.accept().await.expect("accept");
+        let (endpoint, mut client, _server) = abortable_pair().await;
 
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());

@@ -378,7 +378,7 @@ impl<'a> PeerConfig<'a> {
     }
 }
 
-/// The listen addresses of one nginx or HAProxy.
+/// The listen addresses of one peer proxy (nginx, HAProxy, Caddy, pingora-min).
 #[derive(Debug, Clone, Copy)]
 struct Listeners {
     h1: SocketAddr,
@@ -427,7 +427,21 @@ async fn start_proxy(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr)?)
         .spawn()?;
+    started(name, child, dir, listeners, setup).await
+}
+
+/// A started proxy as row `name`, once its HTTP/1.1 listener accepts (else its stderr, which
+/// `dir` holds, says why), with its processes pinned to `setup.cpus`; its worker is its first
+/// child process if it has one.
+async fn started(
+    name: &str,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    listeners: Listeners,
+    setup: Setup<'_>,
+) -> anyhow::Result<Target> {
     let pid = child.id();
+    let stderr = dir.path().join("stderr");
     // Stops the proxy if it does not come up.
     let guard = Guard::Child {
         child,
@@ -464,6 +478,7 @@ pub(super) async fn start_pingora_min(
 ) -> anyhow::Result<Target> {
     let bin = pingora_min_beside(gateway)
         .with_context(|| format!("no pingora-min beside {}", gateway.display()))?;
+    let setup = Setup { tls: None, ..setup };
     let listeners = Listeners::free(setup)?;
     let dir = tempfile::tempdir()?;
     let stderr = dir.path().join("stderr");
@@ -479,28 +494,7 @@ pub(super) async fn start_pingora_min(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr)?)
         .spawn()?;
-    let pid = child.id();
-    let guard = Guard::Child {
-        child,
-        _dir: Some(dir),
-    };
-    wait_port(listeners.h1).await.with_context(|| {
-        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
-        format!("{name} did not start: {said}")
-    })?;
-    for p in tree(pid) {
-        pin(p, setup.cpus);
-    }
-    Ok(Target {
-        name: name.into(),
-        h1: listeners.h1,
-        h2c: Some(listeners.h2c),
-        tls: None,
-        host: "bench.test".into(),
-        root: Some(pid),
-        worker: Some(pid),
-        _guard: guard,
-    })
+    started(name, child, dir, listeners, setup).await
 }
 
 /// The `pingora-min` binary in the gateway binary's directory (cargo builds both), if built.
