@@ -107,6 +107,56 @@ impl Timer {
     }
 }
 
+/// PATCH (failover gateway, patch 51): the timer slots a thread registered last, so that the
+/// next timeout with the same deadline slot (most of them: a busy thread registers many per
+/// 10 ms slot, with a few distinct durations) shares it without the thread's tree, its lock
+/// and a B-tree lookup. A kept slot already fired is not shared: the tree path then makes a
+/// new one, as it always did after a slot fired.
+mod recent {
+    use super::{Time, TimerStub};
+    use std::cell::RefCell;
+    use std::sync::atomic::Ordering;
+
+    const KEPT: usize = 4;
+
+    struct Kept {
+        manager: u64,
+        time: Time,
+        stub: TimerStub,
+    }
+
+    thread_local! {
+        static RECENT: RefCell<([Option<Kept>; KEPT], usize)> =
+            const { RefCell::new(([const { None }; KEPT], 0)) };
+    }
+
+    /// A stub of the slot `time` of `manager` this thread registered last, if not yet fired.
+    pub(super) fn find(manager: u64, time: Time) -> Option<TimerStub> {
+        RECENT.with(|recent| {
+            let recent = recent.borrow();
+            recent.0.iter().flatten().find_map(|kept| {
+                (kept.manager == manager
+                    && kept.time == time
+                    && !kept.stub.1.load(Ordering::SeqCst))
+                .then(|| TimerStub(kept.stub.0.clone(), kept.stub.1.clone()))
+            })
+        })
+    }
+
+    /// Keeps the slot `time` of `manager`, replacing the oldest kept one.
+    pub(super) fn keep(manager: u64, time: Time, stub: &TimerStub) {
+        RECENT.with(|recent| {
+            let (kept, next) = &mut *recent.borrow_mut();
+            kept[*next] = Some(Kept {
+                manager,
+                time,
+                stub: TimerStub(stub.0.clone(), stub.1.clone()),
+            });
+            *next = (*next + 1) % KEPT;
+        })
+    }
+}
+
 /// The object that holds all the timers registered to it.
 pub struct TimerManager {
     // each thread insert into its local timer tree to avoid lock contention
@@ -115,6 +165,9 @@ pub struct TimerManager {
     // Start a new clock thread if this is -1 or staled. The clock thread should keep updating this
     clock_watchdog: AtomicI64,
     paused: AtomicBool,
+    // PATCH (failover gateway, patch 51): which manager a slot kept by `recent` belongs to (an
+    // address could be reused by a later manager).
+    id: u64,
 }
 
 // Consider the clock thread is dead after it fails to update the thread in DELAYS_SEC
@@ -127,6 +180,10 @@ impl Default for TimerManager {
             zero: Instant::now(),
             clock_watchdog: AtomicI64::new(-DELAYS_SEC),
             paused: AtomicBool::new(false),
+            id: {
+                static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                IDS.fetch_add(1, Ordering::Relaxed)
+            },
         }
     }
 }
@@ -238,10 +295,17 @@ impl TimerManager {
             return timer.subscribe();
         }
         let now: Time = (elapsed + duration).into();
+        // PATCH (failover gateway, patch 51): the slots this thread registered last.
+        let manager = self.id;
+        if let Some(stub) = recent::find(manager, now) {
+            return stub;
+        }
         {
             let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
             if let Some(t) = timers.get(&now) {
-                return t.subscribe();
+                let stub = t.subscribe();
+                recent::keep(manager, now, &stub);
+                return stub;
             }
         } // drop read lock
 
@@ -253,6 +317,7 @@ impl TimerManager {
         // only removes timer from the tree
         let stub = timer.subscribe();
         timers.insert(now, timer);
+        recent::keep(manager, now, &stub);
         stub
     }
 
@@ -316,6 +381,36 @@ mod tests {
         t2.poll().await;
         // t2 fired along t1 so no extra wait time
         assert_eq!(now.elapsed().as_secs(), 0);
+    }
+
+    // PATCH (failover gateway, patch 51).
+    /// Registrations of one deadline slot on one thread share it through the kept slots; once
+    /// it fired, the same deadline gets a new slot, which fires too; another manager's
+    /// registration never shares this one's.
+    #[tokio::test]
+    async fn a_kept_slot_is_shared_until_it_fires() {
+        let tm_a = Arc::new(TimerManager::new());
+        let tm = tm_a.clone();
+        std::thread::spawn(move || tm_a.clock_thread());
+
+        let at = Duration::ZERO;
+        let first = tm.register_timer_at(at, Duration::from_millis(20));
+        let second = tm.register_timer_at(at, Duration::from_millis(20));
+        assert!(Arc::ptr_eq(&first.0, &second.0), "one slot, shared");
+        let kept = second.0.clone();
+        first.poll().await;
+        second.poll().await;
+
+        let third = tm.register_timer_at(at, Duration::from_millis(20));
+        assert!(!Arc::ptr_eq(&third.0, &kept), "a fired slot is not shared");
+        tokio::time::timeout(Duration::from_secs(10), third.poll())
+            .await
+            .expect("the new slot fires");
+
+        let other = TimerManager::new();
+        let theirs = other.register_timer_at(at, Duration::from_secs(60));
+        let ours = tm.register_timer_at(at, Duration::from_secs(60));
+        assert!(!Arc::ptr_eq(&theirs.0, &ours.0), "managers do not share slots");
     }
 
     #[test]
