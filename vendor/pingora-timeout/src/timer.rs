@@ -83,10 +83,15 @@ pub struct TimerStub(Arc<Notify>, Arc<AtomicBool>);
 impl TimerStub {
     /// Wait for the timer to expire.
     pub async fn poll(self) {
+        // PATCH (failover gateway, patch 51): the waiter is made before the flag is read. A
+        // `Notified` receives every `notify_waiters` from its creation on, so a slot fired
+        // between the read and the wait (the flag set, then the waiters woken) is not missed;
+        // made after the read, it waited for a wake-up that had already gone.
+        let notified = self.0.notified();
         if self.1.load(Ordering::SeqCst) {
             return;
         }
-        self.0.notified().await;
+        notified.await;
     }
 }
 
