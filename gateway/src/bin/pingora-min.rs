@@ -126,6 +126,8 @@ fn main() {
     let args = Args::parse();
     let conf = ServerConf {
         threads: args.threads,
+        // As the gateway: one worker runs Tokio's current-thread scheduler.
+        work_stealing: args.threads > 1,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
