@@ -11,6 +11,7 @@ use super::test_reusable_stream;
 use crate::protocols::Stream;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -28,13 +29,37 @@ pub(crate) struct IdlePool {
 
 #[derive(Default)]
 struct State {
-    /// Per key, the most recently released last.
-    by_key: HashMap<u64, Vec<Idle>>,
+    /// Per key, the most recently released last. A key's list is kept while empty (until the
+    /// next sweep), so that a connection taken and released again, as on every request of a
+    /// kept-alive exchange, allocates nothing.
+    by_key: HashMap<u64, Vec<Idle>, BuildHasherDefault<KeyHasher>>,
     /// `(key, serial)` in release order, oldest first. Entries taken for reuse stay here until
     /// they reach the front or the queue is rebuilt.
     order: VecDeque<(u64, u64)>,
     count: usize,
     serial: u64,
+}
+
+/// A reuse key is a peer's hash already (`Peer::reuse_hash`): it is its own hash, not hashed
+/// again with SipHash on every take and release (~120 instructions each).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; any other input is folded in, not ignored.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
 }
 
 struct Idle {
@@ -119,9 +144,6 @@ impl IdlePool {
                         break;
                     }
                 }
-                if list.is_empty() {
-                    state.by_key.remove(&key);
-                }
             }
             state.count -= expired.len() + usize::from(found.is_some());
             found
@@ -197,5 +219,51 @@ async fn sweep(pool: Weak<IdlePool>, unexpected: Arc<AtomicU64>) {
             return;
         };
         pool.sweep(&unexpected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4;
+    use std::hash::BuildHasher;
+
+    /// A loopback connection (both ends, so the kept end stays open and silent).
+    async fn connection() -> (Stream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        (Box::new(L4::from(client.unwrap())), server.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_key_gets_its_own_connections_back_and_its_empty_list_is_kept() {
+        let pool = Arc::new(IdlePool::new(8));
+        let unexpected = Arc::new(AtomicU64::new(0));
+        let (a, _a_end) = connection().await;
+        let (b, _b_end) = connection().await;
+        let (a_id, b_id) = (a.id(), b.id());
+        assert!(pool.put(1, a, None, &unexpected).is_none());
+        assert!(pool.put(u64::MAX, b, None, &unexpected).is_none());
+        assert_eq!(pool.take(1).map(|s| s.id()), Some(a_id));
+        assert!(pool.take(1).is_none(), "a key's connection is taken once");
+        assert_eq!(pool.take(u64::MAX).map(|s| s.id()), Some(b_id));
+        {
+            let state = pool.state.lock();
+            assert_eq!(state.count, 0);
+            assert!(state.by_key.get(&1).is_some_and(|l| l.is_empty() && l.capacity() > 0));
+        }
+        // The sweep forgets empty lists.
+        pool.sweep(&unexpected);
+        assert!(pool.state.lock().by_key.is_empty());
+    }
+
+    #[test]
+    fn a_reuse_key_is_its_own_hash() {
+        let build = BuildHasherDefault::<KeyHasher>::default();
+        for key in [0, 1, 0xdead_beef, u64::MAX] {
+            assert_eq!(build.hash_one(key), key);
+        }
+        assert_ne!(build.hash_one([1u8, 2]), build.hash_one([2u8, 1]));
     }
 }
