@@ -232,7 +232,8 @@ mod tests {
     async fn connection() -> (Stream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (client, server) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
         (Box::new(L4::from(client.unwrap())), server.unwrap().0)
     }
 
@@ -251,7 +252,10 @@ mod tests {
         {
             let state = pool.state.lock();
             assert_eq!(state.count, 0);
-            assert!(state.by_key.get(&1).is_some_and(|l| l.is_empty() && l.capacity() > 0));
+            assert!(state
+                .by_key
+                .get(&1)
+                .is_some_and(|l| l.is_empty() && l.capacity() > 0));
         }
         // The sweep forgets empty lists.
         pool.sweep(&unexpected);
