@@ -245,6 +245,17 @@ impl RequestHeader {
         )
     }
 
+    /// PATCH (failover gateway, patch 53): sets `name` to `value`, replacing its other values,
+    /// with the name spelled as the head spells its names (lowercase in a lowercase head, title
+    /// case in a title-case one; title case in an empty head, as Pingora spells its own names,
+    /// and in a head that keeps every spelling). For the fields a proxy adds to a head read
+    /// from a peer: `insert_header` spells a standard name in title case, which a lowercase
+    /// head (hyper's, Envoy's, any HTTP/2 peer's) keeps as an odd spelling, an allocation per
+    /// head.
+    pub fn insert_styled_header(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        insert_styled_header_value(&mut self.name_case, &mut self.base.headers, name, value)
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -599,6 +610,17 @@ impl ResponseHeader {
         )
     }
 
+    /// PATCH (failover gateway, patch 53): sets `name` to `value`, replacing its other values,
+    /// with the name spelled as the head spells its names (lowercase in a lowercase head, title
+    /// case in a title-case one; title case in an empty head, as Pingora spells its own names,
+    /// and in a head that keeps every spelling). For the fields a proxy adds to a head read
+    /// from a peer: `insert_header` spells a standard name in title case, which a lowercase
+    /// head (hyper's, Envoy's, any HTTP/2 peer's) keeps as an odd spelling, an allocation per
+    /// head.
+    pub fn insert_styled_header(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        insert_styled_header_value(&mut self.name_case, &mut self.base.headers, name, value)
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -855,6 +877,22 @@ fn insert_header_value<T>(
     // store the original case
     name_case.add(value_map, &header_name, case_header_name, Add::Insert)?;
     value_map.insert(header_name, value);
+    Ok(())
+}
+
+// PATCH (failover gateway, patch 53): see `RequestHeader::insert_styled_header`.
+#[inline]
+fn insert_styled_header_value<T>(
+    name_case: &mut NameCase,
+    value_map: &mut HMap<T>,
+    name: HeaderName,
+    value: T,
+) -> Result<()> {
+    name_case.insert_styled(value_map, &name)?;
+    value_map.try_insert(name, value).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )?;
     Ok(())
 }
 

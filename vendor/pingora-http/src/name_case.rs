@@ -249,6 +249,28 @@ impl NameCase {
         Ok(())
     }
 
+    /// Records that `name` is about to be set (replacing its values) in `values`, spelled in
+    /// the head's style (patch 53): a styled head lists no spelling for it, and an empty one
+    /// takes title case, Pingora's spelling of its own names; a head keeping every spelling
+    /// keeps the title-case one.
+    pub(crate) fn insert_styled<T>(&mut self, values: &HMap<T>, name: &HeaderName) -> Result<()> {
+        match self {
+            NameCase::Styled { style, odd } => {
+                if values.is_empty() && odd.is_empty() {
+                    *style = Style::Title;
+                } else if let Some(i) = odd.iter().position(|(n, _)| n == name) {
+                    odd.swap_remove(i);
+                }
+                Ok(())
+            }
+            NameCase::Exact(map) => {
+                let titled = CaseHeaderName::from_bytes(Style::Title.render(name));
+                exact_add(map, name, titled, Add::Insert)
+            }
+            NameCase::Unkept => Ok(()),
+        }
+    }
+
     /// Records that every value of `name` was removed from `values`.
     pub(crate) fn remove<'a, T, N: ?Sized>(&mut self, values: &HMap<T>, name: &'a N)
     where
@@ -436,6 +458,61 @@ mod tests {
         assert_eq!(
             wire(&case, &values),
             "set-cookie: v\r\nSet-Cookie: v\r\ncontent-type: v\r\n"
+        );
+    }
+
+    fn insert_styled(case: &mut NameCase, values: &mut HMap, name: HeaderName) {
+        case.insert_styled(values, &name).unwrap();
+        values.insert(name, HeaderValue::from_static("v"));
+    }
+
+    #[test]
+    fn a_styled_insert_is_spelled_as_the_head_spells_its_names() {
+        use http::header::{CONNECTION, DATE};
+        // A lowercase head (hyper's): Pingora's fields join it in lowercase, the spelling the
+        // head had for `date` is replaced along with its value, and nothing is listed.
+        let mut case = NameCase::kept();
+        let mut values = HMap::new();
+        for name in ["content-type", "date"] {
+            add(&mut case, &mut values, name, Add::Append);
+        }
+        insert_styled(&mut case, &mut values, DATE);
+        insert_styled(&mut case, &mut values, CONNECTION);
+        assert!(matches!(case, NameCase::Styled { style: Style::Lower, ref odd } if odd.is_empty()));
+        assert_eq!(
+            wire(&case, &values),
+            "content-type: v\r\ndate: v\r\nconnection: v\r\n"
+        );
+
+        // A title-case head with an odd spelling of the name set: the odd one goes.
+        let mut case = NameCase::kept();
+        let mut values = HMap::new();
+        for name in ["Content-Type", "DATE"] {
+            add(&mut case, &mut values, name, Add::Append);
+        }
+        insert_styled(&mut case, &mut values, DATE);
+        assert!(matches!(case, NameCase::Styled { style: Style::Title, ref odd } if odd.is_empty()));
+        assert_eq!(wire(&case, &values), "Content-Type: v\r\nDate: v\r\n");
+
+        // An empty head takes title case, as Pingora spelled its own names; a later name
+        // spelled otherwise is listed.
+        let mut case = NameCase::kept();
+        let mut values = HMap::new();
+        insert_styled(&mut case, &mut values, DATE);
+        add(&mut case, &mut values, "x-id", Add::Append);
+        assert_eq!(wire(&case, &values), "Date: v\r\nx-id: v\r\n");
+
+        // A head that keeps every spelling keeps the title-case one.
+        let mut case = NameCase::kept();
+        let mut values = HMap::new();
+        for name in ["set-cookie", "Set-Cookie"] {
+            add(&mut case, &mut values, name, Add::Append);
+        }
+        insert_styled(&mut case, &mut values, CONNECTION);
+        assert!(matches!(case, NameCase::Exact(_)));
+        assert_eq!(
+            wire(&case, &values),
+            "set-cookie: v\r\nSet-Cookie: v\r\nConnection: v\r\n"
         );
     }
 
