@@ -1632,7 +1632,19 @@ impl<T> HeaderMap<T> {
                 .position(|entry| entry.hash == fingerprint && entry.key == *key)
                 .map(|i| (i, i));
         }
+        self.find_indexed(key)
+    }
 
+    /// PATCH (failover gateway, patch 54): the probe of a map with an index, apart from
+    /// `find`: `find` is called ~37 times per proxied request, nearly always on a flat map,
+    /// and as one function each call saved and restored the registers of the probe's loop
+    /// (~180 instructions per request).
+    #[inline(never)]
+    fn find_indexed<K>(&self, key: &K) -> Option<(usize, usize)>
+    where
+        K: Hash + Into<HeaderName> + ?Sized,
+        HeaderName: PartialEq<K>,
+    {
         let hash = hash_elem_using(&self.danger, key);
         let mask = self.mask;
         let mut probe = desired_pos(mask, hash);
