@@ -114,6 +114,7 @@ pub struct RawAdmin {
 #[schemars(deny_unknown_fields)]
 pub struct RawServer {
     /// Worker threads for the proxy (default: number of CPUs). `gateway run --threads` overrides.
+    /// One thread runs Tokio's current-thread scheduler; more share a work-stealing one.
     #[serde(default)]
     pub threads: Option<usize>,
     /// Idle upstream connections kept per process for reuse (default 1024). Keep it above the
