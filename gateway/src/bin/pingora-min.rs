@@ -15,7 +15,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
 use http::header::{HeaderName, HeaderValue, HOST};
@@ -60,7 +59,6 @@ struct MinProxy {
     ids: AtomicU64,
 }
 
-#[async_trait]
 impl ProxyHttp for MinProxy {
     /// The request id, returned on the answer.
     type CTX = Option<HeaderValue>;

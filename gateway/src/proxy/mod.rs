@@ -40,7 +40,6 @@ pub(crate) mod upstream;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -84,7 +83,6 @@ impl GatewayProxy {
     }
 }
 
-#[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 

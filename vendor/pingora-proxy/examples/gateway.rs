@@ -33,7 +33,6 @@ pub struct MyGateway {
     req_metric: prometheus::IntCounter,
 }
 
-#[async_trait]
 impl ProxyHttp for MyGateway {
     type CTX = ();
     fn new_ctx(&self) -> Self::CTX {}

@@ -22,7 +22,6 @@ use pingora_proxy::{ProxyHttp, Session};
 
 pub struct PipelinedGateway;
 
-#[async_trait]
 impl ProxyHttp for PipelinedGateway {
     type CTX = ();
     fn new_ctx(&self) -> Self::CTX {}

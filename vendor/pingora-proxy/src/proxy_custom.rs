@@ -1197,7 +1197,6 @@ mod tests {
 
     struct TestProxy;
 
-    #[async_trait]
     impl ProxyHttp for TestProxy {
         type CTX = ();
 
