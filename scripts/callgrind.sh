@@ -4,7 +4,8 @@
 # worker) under valgrind on loopback with the config fragment given (merged into `server:`),
 # sends 200 warm-up GETs, zeroes the counters, sends N more over 4 kept-alive connections and
 # prints the gateway's instructions per request. Needs release binaries
-# (`cargo build --release -p gateway -p loadtest`; TARGET_DIR overrides where they are);
+# (`cargo build --release -p gateway -p loadtest`; TARGET_DIR overrides where they are:
+# `TARGET_DIR=target/pgo/x86_64-unknown-linux-gnu` measures `scripts/pgo.sh`'s build);
 # CALLGRIND_OUT=FILE keeps the profile. `{dir}` in --server is a scratch directory,
 # `{collector}` the port of an OTLP sink that answers every export 200. `--proxy nginx` or
 # `--proxy haproxy` measures that peer instead, with the config `loadtest bench` gives it (one
@@ -34,14 +35,17 @@ while (($#)); do
         --proxy) proxy=$2; shift 2 ;;
         --server) server=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "callgrind.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 
 bin=${TARGET_DIR:-target}/release
-for b in gateway loadtest; do
-    [[ -x $bin/$b ]] || { echo "callgrind.sh: no $bin/$b (build with --release)" >&2; exit 1; }
+# `scripts/pgo.sh` builds the gateway only: the plain release `loadtest` serves then.
+loadtest=$bin/loadtest
+[[ -x $loadtest ]] || loadtest=target/release/loadtest
+for b in "$bin/gateway" "$loadtest"; do
+    [[ -x $b ]] || { echo "callgrind.sh: no $b (build with --release)" >&2; exit 1; }
 done
 
 dir=$(mktemp -d)
@@ -56,7 +60,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 app=$(free_port); listen=$(free_port); admin=$(free_port); collector=$(free_port)
 
-"$bin/loadtest" region --name fra --listen "127.0.0.1:$app" >"$dir/region.log" 2>&1 &
+"$loadtest" region --name fra --listen "127.0.0.1:$app" >"$dir/region.log" 2>&1 &
 pids+=($!)
 # A sink for OTLP exports (`--server 'otlp: { endpoint: http://127.0.0.1:{collector}/v1/traces }'`).
 python3 - "$collector" >"$dir/collector.log" 2>&1 <<'EOF' &
@@ -105,7 +109,7 @@ case $proxy in
             echo "callgrind.sh: installing $proxy" >&2
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$proxy" >/dev/null
         fi
-        cfg=$("$bin/loadtest" peer-config --proxy "$proxy" --dir "$dir" \
+        cfg=$("$loadtest" peer-config --proxy "$proxy" --dir "$dir" \
             --listen "127.0.0.1:$listen" --upstream "127.0.0.1:$app")
         ready="http://127.0.0.1:$listen/bench"
         if [[ $proxy == nginx ]]; then
