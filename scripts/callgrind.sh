@@ -48,16 +48,7 @@ for b in "$bin/gateway" "$loadtest"; do
     [[ -x $b ]] || { echo "callgrind.sh: no $b (build with --release)" >&2; exit 1; }
 done
 
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/loopback.sh
 app=$(free_port); listen=$(free_port); admin=$(free_port); collector=$(free_port)
 
 "$loadtest" region --name fra --listen "127.0.0.1:$app" >"$dir/region.log" 2>&1 &

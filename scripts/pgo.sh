@@ -76,16 +76,7 @@ else
     bin=$gen/$host/release/gateway
 fi
 
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/loopback.sh
 origin=$(free_port); http=$(free_port); https=$(free_port); admin=$(free_port); closed=$(free_port)
 
 mkdir -p "$dir/nginx"
