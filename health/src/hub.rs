@@ -622,6 +622,11 @@ impl RegionHealth {
     /// Time left of an operator drain, if one is in force.
     pub fn drain_remaining(&self) -> Option<Duration> {
         let until = self.drained_until_ms.load(Ordering::Acquire);
+        // Never drained (a drain's end is at least 1 ms past the epoch): no clock read, which
+        // `is_up` on the request path would otherwise pay for every region it asks about.
+        if until == 0 {
+            return None;
+        }
         let now = self.now_ms();
         (until > now).then(|| Duration::from_millis(until - now))
     }
