@@ -203,9 +203,9 @@ pub(super) fn observe_first_byte(ctx: &RequestCtx, lag: &Lag) {
     };
     let now = tokio::time::Instant::now();
     let ttfb = now.saturating_duration_since(ctx.attempt_started);
-    let lagging = lag.saturated();
+    let lagging = lag.saturated_at(now.into_std());
     if let Some(early) = ctx.plan().and_then(|p| p.early.as_ref()) {
-        early.state.record(ttfb);
+        early.state.record_at(ttfb, now);
         // The answer of an early retry or of the hedge that won: fast, it gives its early
         // retry back (`EarlyState::settle`), unless the gateway lags (no evidence then, and
         // no time to add attempts).

@@ -4,6 +4,8 @@
 //! string each (`telemetry::json`), built only when the log wants the request or the trace is
 //! sampled.
 
+use std::time::Duration;
+
 use http::header;
 use pingora::proxy::Session;
 use pingora::Error;
@@ -23,21 +25,21 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         .map(|r| r.status.as_u16())
         .unwrap_or(0);
     let served = ctx.current().map(|c| c.region);
+    let elapsed = ctx.started.elapsed();
     if let Some(region) = served {
         ctx.snapshot.regions[region].health.traffic.record(status);
     }
     if let Some(plan) = ctx.plan() {
-        plan.metrics
-            .request(served, status, ctx.started.elapsed().as_secs_f64());
+        plan.metrics.request(served, status, elapsed.as_secs_f64());
     }
     if let Some(code) = ctx.grpc_answer {
         crate::telemetry::metrics::grpc_answer(ctx.route_name(), code.name());
     }
     if crate::telemetry::access_log::wants(status) {
-        crate::telemetry::access_log::write(access_line(session, e, ctx, status));
+        crate::telemetry::access_log::write(access_line(session, e, ctx, status, elapsed));
     }
     if ctx.export_span {
-        if let Some(span) = request_span(session, e, ctx, status) {
+        if let Some(span) = request_span(session, e, ctx, status, elapsed) {
             crate::telemetry::otlp::export_span(span);
         }
     }
@@ -46,7 +48,7 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         route = ctx.route_name(),
         status,
         attempts = ctx.tried.len(),
-        elapsed_ms = ctx.started.elapsed().as_millis() as u64,
+        elapsed_ms = elapsed.as_millis() as u64,
         error = e.map(|e| e.to_string()),
         "request"
     );
@@ -54,7 +56,13 @@ pub(super) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
 
 /// The request's access log line (field names in the README's table), written straight into
 /// one string.
-fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) -> String {
+fn access_line(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    status: u16,
+    elapsed: Duration,
+) -> String {
     let req = session.req_header();
     let header = |name: header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let served = ctx.current();
@@ -97,10 +105,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         .opt_num("grpc_status", ctx.grpc_answer.map(|c| c.value()))
         .int("bytes_in", session.as_ref().body_bytes_read() as u64)
         .int("bytes_out", session.as_ref().body_bytes_sent() as u64)
-        .num(
-            "duration_ms",
-            (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        )
+        .num("duration_ms", (elapsed.as_secs_f64() * 1e6).round() / 1e3)
         .opt_str("route", ctx.plan().map(|p| &*p.route.name))
         .opt_str(
             "region",
@@ -167,6 +172,7 @@ fn request_span(
     e: Option<&Error>,
     ctx: &RequestCtx,
     status: u16,
+    elapsed: Duration,
 ) -> Option<String> {
     let req = session.req_header();
     let (trace_id, span_id, parent_span_id) = match &ctx.trace {
@@ -180,7 +186,6 @@ fn request_span(
         }
         TraceContext::None => return None,
     };
-    let elapsed = ctx.started.elapsed();
     let start = crate::telemetry::otlp::unix_nanos_ago(elapsed);
     let mut name = String::with_capacity(32);
     name.push_str(req.method.as_str());

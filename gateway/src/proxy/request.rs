@@ -263,7 +263,8 @@ pub(super) fn set_deadlines(session: &mut Session, ctx: &mut RequestCtx) {
     // upstream is not read further (backpressure), so it costs a few body buffers.
     let send = ctx.snapshot.config.server.limits.send_timeout;
     let send = ctx.deadline.map_or(send, |end| {
-        send.min(end.saturating_duration_since(Instant::now()))
+        // From the request's start (microseconds ago), not a fresh clock read.
+        send.min(end.saturating_duration_since(ctx.started))
             .max(std::time::Duration::from_millis(1))
     });
     session.as_mut().set_write_timeout(Some(send));
@@ -275,9 +276,11 @@ pub(super) fn count_and_read_affinity(session: &Session, ctx: &mut RequestCtx) {
     let Some(plan) = ctx.plan() else {
         return;
     };
-    plan.failover.budget.on_request();
+    // The request's start, read once when its context was made, counts it in both budgets.
+    let arrived = tokio::time::Instant::from_std(ctx.started);
+    plan.failover.budget.on_request_at(arrived);
     if let Some(early) = &plan.early {
-        early.state.budget.on_request();
+        early.state.budget.on_request_at(arrived);
     }
     if let Some(settings) = &plan.route.sticky {
         ctx.sticky = Some(Box::new(Affinity::of_request(

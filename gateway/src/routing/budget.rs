@@ -38,8 +38,12 @@ impl<const SECONDS: usize> Budget<SECONDS> {
     }
 
     fn index(&self) -> usize {
+        self.index_at(tokio::time::Instant::now())
+    }
+
+    fn index_at(&self, at: tokio::time::Instant) -> usize {
         let n = SECONDS as u64;
-        let now = self.epoch.elapsed().as_secs();
+        let now = at.saturating_duration_since(self.epoch).as_secs();
         let slot = self.slot.load(Ordering::Relaxed);
         if now != slot
             && self
@@ -58,9 +62,16 @@ impl<const SECONDS: usize> Budget<SECONDS> {
         (now % n) as usize
     }
 
-    /// Counts a request.
+    /// Counts a request now.
+    #[cfg(test)]
     pub fn on_request(&self) {
-        let i = self.index();
+        self.on_request_at(tokio::time::Instant::now());
+    }
+
+    /// Counts a request that arrived at `at` (a time the caller has already read: the clock is
+    /// read once per request, not once per budget).
+    pub fn on_request_at(&self, at: tokio::time::Instant) {
+        let i = self.index_at(at);
         self.requests[i].fetch_add(1, Ordering::Relaxed);
     }
 

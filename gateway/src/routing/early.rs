@@ -68,13 +68,24 @@ impl EarlyState {
     }
 
     /// Records one attempt's time to first byte.
+    #[cfg(test)]
     pub fn record(&self, ttfb: Duration) {
-        let w = self.current_window();
+        self.record_at(ttfb, tokio::time::Instant::now());
+    }
+
+    /// [`Self::record`] for an answer that arrived at `at`, a time the caller has read.
+    pub fn record_at(&self, ttfb: Duration, at: tokio::time::Instant) {
+        let w = self.window_at(at);
         self.counts[(w % 2) as usize][bucket(ttfb)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn current_window(&self) -> u64 {
-        let now = self.epoch.elapsed().as_millis() as u64 / WINDOW.as_millis() as u64;
+        self.window_at(tokio::time::Instant::now())
+    }
+
+    fn window_at(&self, at: tokio::time::Instant) -> u64 {
+        let now =
+            at.saturating_duration_since(self.epoch).as_millis() as u64 / WINDOW.as_millis() as u64;
         let seen = self.window.load(Ordering::Relaxed);
         if now != seen
             && self

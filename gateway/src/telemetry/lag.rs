@@ -90,11 +90,17 @@ impl Lag {
     /// The recent lag: the last measurement (decayed), or how overdue the one under way is
     /// already, whichever is larger.
     pub fn current(&self) -> Duration {
+        self.current_at(Instant::now())
+    }
+
+    /// [`Self::current`] as of `now`, a time the caller has read.
+    fn current_at(&self, now: Instant) -> Duration {
         let measured = self.micros.load(Ordering::Relaxed);
         let armed = self.armed_us.load(Ordering::Relaxed);
         let overdue = match armed {
             0 => 0,
-            armed => now_us()
+            armed => (now.saturating_duration_since(base()).as_micros() as u64)
+                .max(1)
                 .saturating_sub(armed)
                 .saturating_sub(TICK.as_micros() as u64),
         };
@@ -104,6 +110,11 @@ impl Lag {
     /// Whether the gateway is too busy for its own timeouts to mean anything.
     pub fn saturated(&self) -> bool {
         self.current() > SATURATED
+    }
+
+    /// [`Self::saturated`] as of `now`, a time the caller has read.
+    pub fn saturated_at(&self, now: Instant) -> bool {
+        self.current_at(now) > SATURATED
     }
 }
 

@@ -109,8 +109,13 @@ where
             .get_peer_options()
             .is_none_or(|o| o.alpn.get_max_http_version() == 1);
         if h1_only {
-            let (h1, reused) = self.h1.get_http_session(peer).await?;
-            Ok((HttpSession::H1(h1), reused))
+            // PATCH (failover gateway, patch 57): the session made where it is returned, not
+            // made, returned and wrapped again (three moves of its 568 bytes per request).
+            let (stream, reused) = self.h1.get_stream(peer).await?;
+            Ok((
+                HttpSession::H1(Http1Session::new_with_options(stream, peer)),
+                reused,
+            ))
         } else {
             // PATCH (failover gateway): boxed, so that the HTTP/1 path's future (held by every
             // request while it is proxied) keeps no room for the HTTP/2 one (about 1.2 KiB).

@@ -14,6 +14,7 @@
 
 use crate::connectors::{ConnectorOptions, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
+use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
 
 use futures::FutureExt;
@@ -41,6 +42,15 @@ impl Connector {
         let (stream, reused) = self.transport.get_stream(peer).await?;
         let http = HttpSession::new_with_options(stream, peer);
         Ok((http, reused))
+    }
+
+    // PATCH (failover gateway, patch 57): the stream alone, for a caller that makes the session
+    // in place (`super::Connector::get_http_session`).
+    pub(crate) async fn get_stream<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(Stream, bool)> {
+        self.transport.get_stream(peer).await
     }
 
     pub async fn reused_http_session<P: Peer + Send + Sync + 'static>(
