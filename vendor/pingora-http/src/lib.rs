@@ -167,6 +167,24 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// [`Self::build`], boxed: made in its box and filled there.
+    // PATCH (failover gateway, patch 59): `Box::new(RequestHeader::build(..)?)` moved the
+    // 280-byte header out of `build_no_case`, out of its `Result`, out of `build` and into the
+    // box: four copies per request read.
+    pub fn build_boxed(
+        method: impl TryInto<Method>,
+        path: &[u8],
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
+        let mut req = Box::new(Self::new_no_case(size_hint));
+        req.name_case = NameCase::kept();
+        req.base.method = method
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+        req.set_raw_path(path)?;
+        Ok(req)
+    }
+
     /// Create a new [RequestHeader] with the given method and path without preserving header case.
     ///
     /// A [RequestHeader] created from this type is more space efficient than those from [Self::build()].
@@ -531,6 +549,17 @@ impl ResponseHeader {
     /// Create a new [ResponseHeader] with the given status code.
     pub fn build(code: impl TryInto<StatusCode>, size_hint: Option<usize>) -> Result<Self> {
         let mut resp = Self::new(size_hint);
+        resp.base.status = code
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
+        Ok(resp)
+    }
+
+    /// [`Self::build`], boxed: made in its box and filled there.
+    // PATCH (failover gateway, patch 59): as `RequestHeader::build_boxed`, for each upstream
+    // response head read (three copies of 176 bytes).
+    pub fn build_boxed(code: impl TryInto<StatusCode>, size_hint: Option<usize>) -> Result<Box<Self>> {
+        let mut resp = Box::new(Self::new(size_hint));
         resp.base.status = code
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
@@ -1088,6 +1117,38 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    // PATCH (failover gateway, patch 59): the boxed build is `build` in a box.
+    #[test]
+    fn a_boxed_build_is_the_build() {
+        let boxed = RequestHeader::build_boxed("POST", b"/a%20b?q=1", Some(4)).unwrap();
+        let built = RequestHeader::build("POST", b"/a%20b?q=1", Some(4)).unwrap();
+        assert_eq!(boxed.method, built.method);
+        assert_eq!(boxed.uri, built.uri);
+        assert_eq!(boxed.raw_path(), built.raw_path());
+        let (mut a, mut b) = (boxed, Box::new(built));
+        for req in [&mut a, &mut b] {
+            req.insert_header("X-Spelled", "1").unwrap();
+        }
+        let (mut wire_a, mut wire_b) = (vec![], vec![]);
+        a.header_to_h1_wire(&mut wire_a);
+        b.header_to_h1_wire(&mut wire_b);
+        assert_eq!(wire_a, b"X-Spelled: 1\r\n");
+        assert_eq!(wire_a, wire_b);
+        assert!(RequestHeader::build_boxed("BAD METHOD", b"/", None).is_err());
+        let raw = RequestHeader::build_boxed("GET", b"/\xff", None).unwrap();
+        assert_eq!(raw.raw_path(), b"/\xff");
+        let mut boxed = ResponseHeader::build_boxed(503, Some(2)).unwrap();
+        let mut built = ResponseHeader::build(503, Some(2)).unwrap();
+        assert_eq!(boxed.status, built.status);
+        boxed.insert_header("Retry-After", "1").unwrap();
+        built.insert_header("Retry-After", "1").unwrap();
+        let (mut wire_a, mut wire_b) = (vec![], vec![]);
+        boxed.header_to_h1_wire(&mut wire_a);
+        built.header_to_h1_wire(&mut wire_b);
+        assert_eq!(wire_a, wire_b);
+        assert!(ResponseHeader::build_boxed(1000, None).is_err());
     }
 
     #[test]

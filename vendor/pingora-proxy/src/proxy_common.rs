@@ -359,10 +359,15 @@ pub(crate) fn sanitize_h1_upstream_request(
         return Ok(());
     }
 
-    let nominations = policy
-        .strip_connection_nominated
-        .then(|| ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations))
-        .transpose()?;
+    // PATCH (failover gateway, patch 58): a request without a `Connection` field nominates
+    // nothing: no 392-byte list is made, moved three times and walked for it.
+    let nominations =
+        if policy.strip_connection_nominated && req.headers.contains_key(header::CONNECTION) {
+            let reject = policy.reject_malformed_connection_nominations;
+            Some(ConnectionNominations::parse(req, reject)?)
+        } else {
+            None
+        };
 
     if policy.h1_upgrade == H1UpgradePolicy::Preserve && req.headers.contains_key(header::UPGRADE) {
         // An arbitrary upgrade may require any of the connection-nominated fields. Preserve the
@@ -422,7 +427,8 @@ pub(crate) fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
-    if policy.strip_connection_nominated {
+    // PATCH (failover gateway, patch 58): as for HTTP/1, nothing to parse without the field.
+    if policy.strip_connection_nominated && req.headers.contains_key(header::CONNECTION) {
         ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
             .remove_from(req);
     }
@@ -708,6 +714,27 @@ mod tests {
         assert!(request.headers.get("proxy-authorization").is_none());
         assert!(request.headers.get("te").is_none());
         assert!(request.headers.get("trailer").is_none());
+    }
+
+    // PATCH (failover gateway, patch 58): without a `Connection` field nothing is parsed; the
+    // hop-by-hop fields still go and the rest stays, on both paths.
+    #[test]
+    fn a_request_without_connection_loses_only_its_hop_by_hop_fields() {
+        let fields = [
+            ("X-Private-Hop", "kept"),
+            ("Proxy-Authorization", "secret"),
+            ("Keep-Alive", "timeout=5"),
+        ];
+        let policy = HttpUpstreamRequestPolicy::standard();
+        let mut h1 = request_with_headers(&fields);
+        sanitize_h1_upstream_request(&mut h1, policy, true).unwrap();
+        let mut h2 = request_with_headers(&fields);
+        sanitize_h2_upstream_request(&mut h2, policy).unwrap();
+        for request in [h1, h2] {
+            assert_eq!(request.headers["x-private-hop"], "kept");
+            assert!(request.headers.get("proxy-authorization").is_none());
+            assert!(request.headers.get("keep-alive").is_none());
+        }
     }
 
     #[test]

@@ -343,12 +343,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        // PATCH (failover gateway, patch 59): made in its box.
+                        let mut response_header = match ResponseHeader::build_boxed(
                             resp.code.unwrap(),
                             // PATCH (failover gateway): see `HEADER_HEADROOM`.
                             Some(resp.headers.len() + super::common::HEADER_HEADROOM),
                         ) {
-                            Ok(header) => Box::new(header),
+                            Ok(header) => header,
                             Err(e) => return self.fail_response_header_read(e),
                         };
 

@@ -685,12 +685,13 @@ impl HttpSession {
                         // none for a request with a body (patch 27).
                         let with_body = super::common::announces_body(req.headers);
                         let headroom = super::common::request_headroom(with_body);
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // PATCH (failover gateway, patch 59): made in its box.
+                        let mut request_header = RequestHeader::build_boxed(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
                             Some(req.headers.len() + headroom),
-                        )?);
+                        )?;
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
