@@ -45,6 +45,12 @@ impl<const SECONDS: usize> Budget<SECONDS> {
         let n = SECONDS as u64;
         let now = at.saturating_duration_since(self.epoch).as_secs();
         let slot = self.slot.load(Ordering::Relaxed);
+        // A time read before the window moved on (a request's start, counted a moment later,
+        // perhaps after another thread's) counts in the current slot: the window never moves
+        // back, which would wipe the current second's counts when it moved forward again.
+        if now < slot {
+            return (slot % n) as usize;
+        }
         if now != slot
             && self
                 .slot
@@ -112,6 +118,20 @@ impl<const SECONDS: usize> Budget<SECONDS> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_read_before_the_window_moved_on_counts_in_the_new_second() {
+        let b = RetryBudget::new(100);
+        let before = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        for _ in 0..100 {
+            b.on_request();
+        }
+        b.on_request_at(before);
+        // The 101 requests all count: the floor of 10 plus a tenth of them.
+        let granted = (0..50).filter(|_| b.try_retry()).count();
+        assert_eq!(granted, 10 + 10);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn budget_allows_a_share_plus_a_floor() {

@@ -87,6 +87,11 @@ impl EarlyState {
         let now =
             at.saturating_duration_since(self.epoch).as_millis() as u64 / WINDOW.as_millis() as u64;
         let seen = self.window.load(Ordering::Relaxed);
+        // A time read just before the window moved on counts in the current one (as in
+        // `Budget`): moving back would empty the current window when it moves forward again.
+        if now < seen {
+            return seen;
+        }
         if now != seen
             && self
                 .window
@@ -301,6 +306,21 @@ mod tests {
             }
         }
         assert_eq!(bucket(Duration::from_secs(100_000)), BUCKETS - 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_timed_before_the_window_moved_on_keeps_the_current_counts() {
+        let state = EarlyState::new(100);
+        let before = tokio::time::Instant::now();
+        tokio::time::advance(WINDOW + Duration::from_millis(1)).await;
+        for _ in 0..MIN_ANSWERS {
+            state.record(Duration::from_millis(10));
+        }
+        state.record_at(Duration::from_millis(10), before);
+        assert!(
+            state.p99().is_some(),
+            "the current window's answers are kept"
+        );
     }
 
     #[tokio::test(start_paused = true)]
