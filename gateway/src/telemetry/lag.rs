@@ -44,7 +44,12 @@ fn base() -> Instant {
 
 /// Microseconds since [`base`], at least 1.
 fn now_us() -> u64 {
-    (base().elapsed().as_micros() as u64).max(1)
+    micros_at(Instant::now())
+}
+
+/// Microseconds from [`base`] to `at`, at least 1.
+fn micros_at(at: Instant) -> u64 {
+    (at.saturating_duration_since(base()).as_micros() as u64).max(1)
 }
 
 impl Lag {
@@ -99,8 +104,7 @@ impl Lag {
         let armed = self.armed_us.load(Ordering::Relaxed);
         let overdue = match armed {
             0 => 0,
-            armed => (now.saturating_duration_since(base()).as_micros() as u64)
-                .max(1)
+            armed => micros_at(now)
                 .saturating_sub(armed)
                 .saturating_sub(TICK.as_micros() as u64),
         };

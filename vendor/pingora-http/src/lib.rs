@@ -178,11 +178,20 @@ impl RequestHeader {
     ) -> Result<Box<Self>> {
         let mut req = Box::new(Self::new_no_case(size_hint));
         req.name_case = NameCase::kept();
-        req.base.method = method
+        req.set_method_and_raw_path(method, path)?;
+        Ok(req)
+    }
+
+    // PATCH (failover gateway, patch 59): the step `build_no_case` and `build_boxed` share.
+    fn set_method_and_raw_path(
+        &mut self,
+        method: impl TryInto<Method>,
+        path: &[u8],
+    ) -> Result<()> {
+        self.base.method = method
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
-        Ok(req)
+        self.set_raw_path(path)
     }
 
     /// Create a new [RequestHeader] with the given method and path without preserving header case.
@@ -196,10 +205,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::new_no_case(size_hint);
-        req.base.method = method
-            .try_into()
-            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
+        req.set_method_and_raw_path(method, path)?;
         Ok(req)
     }
 
@@ -549,20 +555,19 @@ impl ResponseHeader {
     /// Create a new [ResponseHeader] with the given status code.
     pub fn build(code: impl TryInto<StatusCode>, size_hint: Option<usize>) -> Result<Self> {
         let mut resp = Self::new(size_hint);
-        resp.base.status = code
-            .try_into()
-            .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
+        resp.set_status(code)?;
         Ok(resp)
     }
 
     /// [`Self::build`], boxed: made in its box and filled there.
     // PATCH (failover gateway, patch 59): as `RequestHeader::build_boxed`, for each upstream
     // response head read (three copies of 176 bytes).
-    pub fn build_boxed(code: impl TryInto<StatusCode>, size_hint: Option<usize>) -> Result<Box<Self>> {
+    pub fn build_boxed(
+        code: impl TryInto<StatusCode>,
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
         let mut resp = Box::new(Self::new(size_hint));
-        resp.base.status = code
-            .try_into()
-            .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
+        resp.set_status(code)?;
         Ok(resp)
     }
 
