@@ -19,7 +19,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http::header::{HeaderName, HeaderValue, HOST};
 use pingora::apps::HttpServerOptions;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::{FieldWriter, RequestHeader, ResponseHeader};
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::{ProxyHttp, Session};
@@ -73,6 +73,56 @@ impl ProxyHttp for MinProxy {
         _ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+
+    // The same fields written after the client's head when it has none of them (vendor patch
+    // 60), as the gateway does: the head is not cloned.
+    fn upstream_request_fields(
+        &self,
+        session: &Session,
+        fields: &mut FieldWriter<'_>,
+        ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        let headers = &session.req_header().headers;
+        let ours = [
+            &X_REQUEST_ID,
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+        ];
+        if ours.iter().any(|name| headers.contains_key(*name)) {
+            return Ok(false);
+        }
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        let id = HeaderValue::from_maybe_shared(Bytes::from(format!("{n:016x}")))
+            .expect("hex digits are a valid header value");
+        fields.push(
+            &X_REQUEST_ID,
+            X_REQUEST_ID.as_str().as_bytes(),
+            id.as_bytes(),
+        )?;
+        *ctx = Some(id);
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = ip.ip().to_string();
+            fields.push(
+                &X_FORWARDED_FOR,
+                X_FORWARDED_FOR.as_str().as_bytes(),
+                ip.as_bytes(),
+            )?;
+        }
+        fields.push(
+            &X_FORWARDED_PROTO,
+            X_FORWARDED_PROTO.as_str().as_bytes(),
+            b"http",
+        )?;
+        if let Some(host) = headers.get(HOST) {
+            fields.push(
+                &X_FORWARDED_HOST,
+                X_FORWARDED_HOST.as_str().as_bytes(),
+                host.as_bytes(),
+            )?;
+        }
+        Ok(true)
     }
 
     async fn upstream_request_filter(

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::{FieldWriter, RequestHeader, ResponseHeader};
 use pingora::Result;
 
 /// Hop-by-hop request headers (RFC 9110 §7.6.1, plus Proxy-Authorization), never forwarded.
@@ -67,6 +67,111 @@ pub(crate) const X_FORWARDED_HOST: AddedField = AddedField::new("x-forwarded-hos
 pub(crate) const X_FORWARDED_PROTO: AddedField = AddedField::new("x-forwarded-proto");
 /// `traceparent`, when the gateway starts a trace.
 pub(crate) const TRACEPARENT: AddedField = AddedField::new("traceparent");
+/// `grpc-timeout`, the time a gRPC request has left.
+pub(crate) const GRPC_TIMEOUT: AddedField = AddedField::new("grpc-timeout");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// What the gateway adds to a request it forwards, besides what [`forward_request`] does.
+pub(crate) struct Forwarding<'a> {
+    /// The client's address (`X-Forwarded-For`).
+    pub client_ip: Option<IpAddr>,
+    /// The client is a trusted proxy: its forwarding headers are kept.
+    pub trusted: bool,
+    /// An upgrade request (its `Upgrade` is kept).
+    pub upgrade: bool,
+    /// The client came over TLS (`X-Forwarded-Proto`).
+    pub tls: bool,
+    /// The request id: the field's name, its spelling and the value.
+    pub request_id: Option<(&'a HeaderName, &'a Bytes, &'a HeaderValue)>,
+    /// What a gRPC request's deadline leaves (`grpc-timeout`).
+    pub grpc_timeout: Option<HeaderValue>,
+    /// The `traceparent` of the trace the gateway started, and whether it replaced the
+    /// client's (then the client's `tracestate` goes too).
+    pub trace: Option<(&'a HeaderValue, bool)>,
+}
+
+/// Makes `upstream`, a copy of the client's request head, the head forwarded to the upstream.
+pub(crate) fn forward(
+    downstream: &RequestHeader,
+    upstream: &mut RequestHeader,
+    how: &Forwarding<'_>,
+) -> Result<()> {
+    forward_request(
+        downstream,
+        upstream,
+        how.upgrade,
+        how.client_ip,
+        how.trusted,
+    )?;
+    let proto = HeaderValue::from_static(if how.tls { "https" } else { "http" });
+    X_FORWARDED_PROTO.insert_request(upstream, proto)?;
+    if let Some((name, spelling, id)) = how.request_id {
+        upstream.insert_parsed_header(name, spelling, id.clone())?;
+    }
+    if let Some(left) = &how.grpc_timeout {
+        GRPC_TIMEOUT.insert_request(upstream, left.clone())?;
+    }
+    if let Some((value, replaced)) = how.trace {
+        if replaced {
+            upstream.remove_header(&TRACESTATE);
+        }
+        TRACEPARENT.insert_request(upstream, value.clone())?;
+    }
+    Ok(())
+}
+
+/// What [`forward`] does, as fields written after the client's own, when that is all it does:
+/// the client's head has `Host` and none of the fields [`forward`] removes, replaces or appends
+/// to (hop-by-hop fields are the caller's to rule out: Pingora forwards heads with none this
+/// way). `false`, with nothing written, otherwise. The bytes on the wire are those of the head
+/// [`forward`] makes.
+pub(crate) fn forward_fields(
+    downstream: &RequestHeader,
+    fields: &mut FieldWriter<'_>,
+    how: &Forwarding<'_>,
+) -> Result<bool> {
+    const ADDED: [&str; 4] = [
+        "x-forwarded-proto",
+        "grpc-timeout",
+        "traceparent",
+        "tracestate",
+    ];
+    let request_id = how.request_id.map(|(name, _, _)| name);
+    let touched = |k: &HeaderName| {
+        FORWARDING.contains(&k.as_str())
+            || HOP_BY_HOP.contains(&k.as_str())
+            || ADDED.contains(&k.as_str())
+            || request_id == Some(k)
+    };
+    if how.upgrade || downstream.headers.keys().any(touched) {
+        return Ok(false);
+    }
+    let Some(host) = downstream.headers.get(header::HOST) else {
+        return Ok(false);
+    };
+    fields.push(
+        &X_FORWARDED_HOST.name,
+        &X_FORWARDED_HOST.wire,
+        host.as_bytes(),
+    )?;
+    if let Some(ip) = how.client_ip {
+        let mut text = [0u8; 48];
+        let ip = ip_text(ip, &mut text);
+        fields.push(&X_FORWARDED_FOR.name, &X_FORWARDED_FOR.wire, ip)?;
+    }
+    let proto: &[u8] = if how.tls { b"https" } else { b"http" };
+    fields.push(&X_FORWARDED_PROTO.name, &X_FORWARDED_PROTO.wire, proto)?;
+    if let Some((name, spelling, id)) = how.request_id {
+        fields.push(name, spelling, id.as_bytes())?;
+    }
+    if let Some(left) = &how.grpc_timeout {
+        fields.push(&GRPC_TIMEOUT.name, &GRPC_TIMEOUT.wire, left.as_bytes())?;
+    }
+    if let Some((value, _)) = how.trace {
+        fields.push(&TRACEPARENT.name, &TRACEPARENT.wire, value.as_bytes())?;
+    }
+    Ok(true)
+}
 
 /// Prepares the upstream request from the client's: drops hop-by-hop headers and those listed
 /// in `Connection`, keeps `TE: trailers` and an upgrade's `Upgrade`, sets the forwarding
@@ -284,6 +389,148 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head [`forward`] makes, and what [`forward_fields`] writes (`None` when it declines),
+    /// on the wire.
+    fn both_ways(down: &RequestHeader, how: &Forwarding<'_>) -> (Vec<u8>, Option<Vec<u8>>) {
+        use pingora::protocols::http::v1::client::{
+            close_request_wire, http_req_header_to_wire, http_req_header_to_wire_open,
+        };
+        let mut up = down.clone();
+        forward(down, &mut up, how).expect("forward");
+        let slow = http_req_header_to_wire(&up).expect("wire").to_vec();
+        let mut wire = http_req_header_to_wire_open(down).expect("wire");
+        let before = wire.len();
+        let taken = forward_fields(down, &mut FieldWriter::new(&mut wire), how).expect("fields");
+        if !taken {
+            assert_eq!(wire.len(), before, "nothing written when declined");
+            return (slow, None);
+        }
+        close_request_wire(&mut wire);
+        (slow, Some(wire.to_vec()))
+    }
+
+    fn head(fields: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/a?b=c", None).expect("request");
+        for (k, v) in fields {
+            req.append_header(k.to_string(), *v).expect("field");
+        }
+        req
+    }
+
+    #[test]
+    fn fields_written_after_the_client_s_head_are_the_head_forward_makes() {
+        let id_name = HeaderName::from_static("x-request-id");
+        let id_spelling = Bytes::from_static(b"X-Request-Id");
+        let id = HeaderValue::from_static("0af7651916cd43dd8448eb211c80319c");
+        let trace =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let heads = [
+            head(&[("host", "app.example")]),
+            head(&[
+                ("Host", "app.example:8443"),
+                ("Accept", "*/*"),
+                ("User-Agent", "curl/8"),
+            ]),
+            head(&[
+                ("host", "a"),
+                ("X-Custom", "1"),
+                ("x-custom", "2"),
+                ("Cookie", "a=b"),
+            ]),
+            head(&[
+                ("Host", "a"),
+                ("content-length", "3"),
+                ("Accept-Encoding", "gzip"),
+            ]),
+        ];
+        let mut ways = Vec::new();
+        for ip in [
+            None,
+            Some("10.1.2.3".parse().unwrap()),
+            Some("2001:db8::7".parse().unwrap()),
+        ] {
+            for tls in [false, true] {
+                for with_id in [false, true] {
+                    for grpc in [None, Some(HeaderValue::from_static("4999m"))] {
+                        for traced in [None, Some((&trace, false)), Some((&trace, true))] {
+                            ways.push(Forwarding {
+                                client_ip: ip,
+                                trusted: false,
+                                upgrade: false,
+                                tls,
+                                request_id: with_id.then_some((&id_name, &id_spelling, &id)),
+                                grpc_timeout: grpc.clone(),
+                                trace: traced,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for down in &heads {
+            for how in &ways {
+                let (slow, fast) = both_ways(down, how);
+                let fast = fast.expect("a head without fields to change takes the fast way");
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&slow)
+                );
+            }
+        }
+        let (slow, _) = both_ways(&heads[1], &ways[ways.len() - 1]);
+        assert!(slow.ends_with(b"x-forwarded-host: app.example:8443\r\nx-forwarded-for: 2001:db8::7\r\nx-forwarded-proto: https\r\nX-Request-Id: 0af7651916cd43dd8448eb211c80319c\r\ngrpc-timeout: 4999m\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n"), "{}", String::from_utf8_lossy(&slow));
+    }
+
+    #[test]
+    fn a_head_with_a_field_forward_changes_is_left_to_forward() {
+        let id_name = HeaderName::from_static("x-request-id");
+        let id_spelling = Bytes::from_static(b"x-request-id");
+        let id = HeaderValue::from_static("abc");
+        let trace =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let how = Forwarding {
+            client_ip: Some("10.1.2.3".parse().unwrap()),
+            trusted: true,
+            upgrade: false,
+            tls: false,
+            request_id: Some((&id_name, &id_spelling, &id)),
+            grpc_timeout: None,
+            trace: Some((&trace, true)),
+        };
+        for field in [
+            "X-Forwarded-For",
+            "forwarded",
+            "X-Real-IP",
+            "x-forwarded-host",
+            "X-Forwarded-Port",
+            "X-Forwarded-Proto",
+            "X-Request-Id",
+            "traceparent",
+            "tracestate",
+            "grpc-timeout",
+            "Connection",
+            "TE",
+            "Proxy-Authorization",
+        ] {
+            let down = head(&[("Host", "a"), (field, "x")]);
+            assert_eq!(both_ways(&down, &how).1, None, "{field}");
+        }
+        assert_eq!(
+            both_ways(&head(&[("Accept", "*/*")]), &how).1,
+            None,
+            "no Host"
+        );
+        let upgrade = Forwarding {
+            upgrade: true,
+            ..how
+        };
+        assert_eq!(
+            both_ways(&head(&[("Host", "a")]), &upgrade).1,
+            None,
+            "upgrade"
+        );
+    }
 
     #[test]
     fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set() {

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::{FieldWriter, RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::{Error, ErrorSource, ErrorType};
@@ -211,6 +211,15 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         request::forward_headers(session, upstream, ctx)
+    }
+
+    fn upstream_request_fields(
+        &self,
+        session: &Session,
+        fields: &mut FieldWriter<'_>,
+        ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        request::forward_fields(session, fields, ctx)
     }
 
     async fn response_filter(

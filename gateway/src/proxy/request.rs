@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{FieldWriter, RequestHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
@@ -29,7 +29,6 @@ use crate::telemetry::trace::TraceContext;
 /// W3C trace context headers.
 // Parsed names: a `&str` name is parsed again on every lookup.
 pub(super) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 impl GatewayProxy {
     /// Starts the lag monitor on the proxy's runtime at its first request, with the adaptive
@@ -292,14 +291,10 @@ pub(super) fn count_and_read_affinity(session: &Session, ctx: &mut RequestCtx) {
     }
 }
 
-/// The upstream request's headers: forwarding headers (the client's kept only from
-/// `server.trusted_proxies`), `X-Forwarded-Proto`, the request id and a `traceparent` the
-/// gateway started.
-pub(super) fn forward_headers(
-    session: &Session,
-    upstream: &mut RequestHeader,
-    ctx: &RequestCtx,
-) -> Result<()> {
+/// What the gateway adds to the upstream request: forwarding headers (the client's kept only
+/// from `server.trusted_proxies`), `X-Forwarded-Proto`, the request id, a gRPC request's
+/// `grpc-timeout` and a `traceparent` the gateway started.
+fn forwarding<'a>(session: &Session, ctx: &'a RequestCtx) -> headers::Forwarding<'a> {
     let client_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -307,31 +302,50 @@ pub(super) fn forward_headers(
     let trusted_proxies = &ctx.snapshot.config.server.trusted_proxies;
     let trusted = !trusted_proxies.is_empty()
         && client_ip.is_some_and(|ip| trusted_proxies.iter().any(|net| net.contains(&ip)));
-    headers::forward_request(
-        session.req_header(),
-        upstream,
-        session.is_upgrade_req(),
+    let grpc_timeout = match (ctx.grpc_timeout, ctx.deadline) {
+        (Some(_), Some(end)) => Some(grpc::format_timeout(
+            end.saturating_duration_since(Instant::now()),
+        )),
+        _ => None,
+    };
+    let trace = match &ctx.trace {
+        TraceContext::Started { value, replaced } => Some((value, *replaced)),
+        _ => None,
+    };
+    headers::Forwarding {
         client_ip,
         trusted,
-    )?;
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    headers::X_FORWARDED_PROTO.insert_request(upstream, proto)?;
-    if let Some(id) = &ctx.request_id {
-        let name = &ctx.snapshot.config.server.request_id_header;
-        upstream.insert_parsed_header(name, &ctx.snapshot.request_id_header, id.clone())?;
+        upgrade: session.is_upgrade_req(),
+        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        request_id: ctx.request_id.as_ref().map(|id| {
+            (
+                &ctx.snapshot.config.server.request_id_header,
+                &ctx.snapshot.request_id_header,
+                id,
+            )
+        }),
+        grpc_timeout,
+        trace,
     }
-    if let (Some(_), Some(end)) = (ctx.grpc_timeout, ctx.deadline) {
-        let left = end.saturating_duration_since(Instant::now());
-        upstream.insert_header(grpc::GRPC_TIMEOUT, grpc::format_timeout(left))?;
-    }
-    if let TraceContext::Started { value, replaced } = &ctx.trace {
-        if *replaced {
-            upstream.remove_header(&TRACESTATE);
-        }
-        headers::TRACEPARENT.insert_request(upstream, value.clone())?;
-    }
-    Ok(())
+}
+
+/// The upstream request's head, from a copy of the client's (see [`forwarding`]).
+pub(super) fn forward_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    headers::forward(session.req_header(), upstream, &forwarding(session, ctx))
+}
+
+/// The upstream request's head as the client's with fields added, when that is all that
+/// changes (see [`headers::forward_fields`]).
+pub(super) fn forward_fields(
+    session: &Session,
+    fields: &mut FieldWriter<'_>,
+    ctx: &RequestCtx,
+) -> Result<bool> {
+    headers::forward_fields(session.req_header(), fields, &forwarding(session, ctx))
 }
 
 /// A chunk of the request body as it is read: past the route's total deadline it is a 408,

@@ -46,6 +46,10 @@ pub use case_header_name::IntoCaseHeaderName;
 mod name_case;
 use name_case::{Add, NameCase};
 
+// PATCH (failover gateway, patch 60)
+mod added_fields;
+pub use added_fields::FieldWriter;
+
 pub mod prelude {
     pub use crate::RequestHeader;
     pub use crate::ResponseHeader;

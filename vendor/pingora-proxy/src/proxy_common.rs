@@ -194,6 +194,39 @@ fn has_standard_hop_by_hop(req: &RequestHeader) -> bool {
     req.headers.keys().any(is_standard_hop_by_hop)
 }
 
+/// PATCH (failover gateway, patch 60): whether Pingora's own steps for an HTTP/1 upstream
+/// (`set_version`, `sanitize_h1_upstream_request`, the authority reconciliation and checks,
+/// `finalize_h1_upstream_request_framing`, the upgrade check) leave `req` as it is: an
+/// HTTP/1.1 request other than `CONNECT` with an origin-form target, one `Host` without
+/// userinfo, no hop-by-hop field and, with a body, a `Content-Length`. Such a head can be
+/// written upstream as the client sent it, with a filter's fields added after its own
+/// (`ProxyHttp::upstream_request_fields`), instead of being cloned to be changed.
+pub(crate) fn h1_forwards_unchanged(req: &RequestHeader, has_body: bool) -> bool {
+    if req.version != http::Version::HTTP_11
+        || req.method == http::Method::CONNECT
+        || req.uri.authority().is_some()
+        || !matches!(raw_target_authority(req.raw_path()), RawTargetAuthority::None)
+        || req.raw_path().first() != Some(&b'/')
+    {
+        return false;
+    }
+    let mut length = false;
+    for name in req.headers.keys() {
+        if *name == header::CONTENT_LENGTH {
+            length = true;
+        } else if is_standard_hop_by_hop(name) {
+            return false;
+        }
+    }
+    // What `validate_request_authority` checks of an origin-form target's `Host`.
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let one_host = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => !host.as_bytes().contains(&b'@'),
+        _ => false,
+    };
+    one_host && (length || !has_body)
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     if !has_standard_hop_by_hop(req) {
         return;
@@ -718,6 +751,58 @@ mod tests {
 
     // PATCH (failover gateway, patch 58): without a `Connection` field nothing is parsed; the
     // hop-by-hop fields still go and the rest stays, on both paths.
+    // PATCH (failover gateway, patch 60)
+    #[test]
+    fn a_head_forwarded_unchanged_is_one_pingora_s_steps_leave_as_it_is() {
+        use pingora_core::protocols::http::v1::client::http_req_header_to_wire;
+        // What `proxy_1to1` does to a copy of an HTTP/1.1 head before and after the filter.
+        let steps = |req: &RequestHeader, has_body: bool| {
+            let mut up = req.clone();
+            up.set_version(http::Version::HTTP_11);
+            sanitize_h1_upstream_request(&mut up, HttpUpstreamRequestPolicy::standard(), true)?;
+            reconcile_upstream_authority(&mut up)?;
+            set_h1_host_from_authority(&mut up)?;
+            pingora_core::protocols::http::authority::validate_request_authority(&up)?;
+            finalize_h1_upstream_request_framing(&mut up, has_body)?;
+            Ok::<_, Box<Error>>(http_req_header_to_wire(&up).unwrap().to_vec())
+        };
+        let unchanged = [
+            (request_with_headers(&[("Host", "a.example")]), false),
+            (request_with_headers(&[("host", "a.example:8080"), ("Accept", "*/*")]), false),
+            (request_with_headers(&[("Host", "a"), ("Content-Length", "5")]), true),
+            (request_with_headers(&[("Host", "a"), ("X-Private-Hop", "x")]), false),
+        ];
+        for (req, has_body) in &unchanged {
+            assert!(h1_forwards_unchanged(req, *has_body), "{req:?}");
+            let as_sent = http_req_header_to_wire(req).unwrap().to_vec();
+            assert_eq!(steps(req, *has_body).unwrap(), as_sent, "{req:?}");
+        }
+        let mut http10 = request_with_headers(&[("Host", "a")]);
+        http10.set_version(http::Version::HTTP_10);
+        let mut absolute = request_with_headers(&[("Host", "a")]);
+        absolute.set_raw_path(b"http://a/x").unwrap();
+        let mut connect = request_with_headers(&[("Host", "a:443")]);
+        connect.set_method(http::Method::CONNECT);
+        let changed = [
+            (request_with_headers(&[("Host", "a"), ("Connection", "keep-alive")]), false),
+            (request_with_headers(&[("Host", "a"), ("Keep-Alive", "5")]), false),
+            (request_with_headers(&[("Host", "a"), ("TE", "trailers")]), false),
+            (request_with_headers(&[("Host", "a"), ("Upgrade", "websocket")]), false),
+            (request_with_headers(&[("Host", "a"), ("Transfer-Encoding", "chunked")]), true),
+            (request_with_headers(&[("Host", "a"), ("Proxy-Authorization", "x")]), false),
+            (request_with_headers(&[("Host", "a")]), true),
+            (request_with_headers(&[("Host", "a"), ("Host", "b")]), false),
+            (request_with_headers(&[("Host", "u@a")]), false),
+            (request_with_headers(&[]), false),
+            (http10, false),
+            (absolute, false),
+            (connect, false),
+        ];
+        for (req, has_body) in &changed {
+            assert!(!h1_forwards_unchanged(req, *has_body), "{req:?}");
+        }
+    }
+
     #[test]
     fn a_request_without_connection_loses_only_its_hop_by_hop_fields() {
         let fields = [

@@ -12,6 +12,7 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
+use bytes::BytesMut;
 use futures::future::OptionFuture;
 use futures::StreamExt;
 
@@ -22,6 +23,7 @@ use pingora_cache::CachePhase;
 use pingora_core::protocols::http::{
     authority::{raw_target_authority, validate_request_authority},
     custom::CUSTOM_MESSAGE_QUEUE_SIZE,
+    v1::client::{close_request_wire, http_req_header_to_wire_open},
     v1::common::is_upgrade_req as is_h1_upgrade_req,
 };
 
@@ -29,6 +31,36 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// PATCH (failover gateway, patch 60): the upstream head's bytes when the client's head
+    /// goes as it came with the proxy's fields added after its own (see
+    /// `h1_forwards_unchanged` and `ProxyHttp::upstream_request_fields`); `None` when it is to
+    /// be cloned and filtered.
+    fn h1_head_with_fields(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+    ) -> Result<Option<BytesMut>>
+    where
+        SV: ProxyHttp,
+    {
+        let has_body = !session.is_body_empty();
+        if session.cache.enabled()
+            || session.downstream_session.is_custom()
+            || !h1_forwards_unchanged(session.req_header(), has_body)
+        {
+            return Ok(None);
+        }
+        let Some(mut wire) = http_req_header_to_wire_open(session.req_header()) else {
+            return Ok(None);
+        };
+        let mut fields = pingora_http::FieldWriter::new(&mut wire);
+        if !self.inner.upstream_request_fields(session, &mut fields, ctx)? {
+            return Ok(None);
+        }
+        close_request_wire(&mut wire);
+        Ok(Some(wire))
+    }
+
     pub(crate) async fn proxy_1to1(
         &self,
         session: &mut Session,
@@ -45,84 +77,102 @@ where
 
         // phase 2 send to upstream
 
-        // PATCH (failover gateway): boxed from the start (it is boxed for the upstream anyway), so
-        // the future does not keep the header's 350 bytes while the bodies are pumped.
-        let mut req = Box::new(session.req_header().clone());
-        let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
-        let downstream_had_host = req.headers.contains_key(http::header::HOST);
-        req.set_version(Version::HTTP_11);
-
-        // H2 requires :authority but not Host; most H1 servers expect Host, so synthesize it when
-        // sending an H2 downstream request to an H1 upstream.
-        if session.req_header().version == Version::HTTP_2 {
-            let result = match authority_policy {
-                AuthorityPolicy::Standard => set_h1_host_from_authority(&mut req),
-                AuthorityPolicy::Custom => set_h1_host_from_authority_if_absent(&mut req),
-            };
-            if let Err(e) = result {
-                return (false, true, Some(e.into_down()));
+        // PATCH (failover gateway, patch 60): a head Pingora would not change, to which the
+        // proxy only adds fields, is written as the client sent it with the fields after its
+        // own: no clone to change, no second serialization.
+        let (written, upgrade_req) = match self.h1_head_with_fields(session, ctx) {
+            Err(e) => return (false, true, Some(e)),
+            Ok(Some(wire)) => {
+                session.set_upstream_h1_upgrade_request_status(false);
+                let req = session.downstream_session.req_header();
+                session.upstream_compression.request_filter(req);
+                debug!("Sending header to upstream {:?} with fields added", req);
+                client_session.begin_request(req);
+                (client_session.write_request_wire(wire).await, false)
             }
-        }
+            Ok(None) => {
+                // PATCH (failover gateway): boxed from the start (it is boxed for the upstream anyway), so
+                // the future does not keep the header's 350 bytes while the bodies are pumped.
+                let mut req = Box::new(session.req_header().clone());
+                let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
+                let downstream_had_host = req.headers.contains_key(http::header::HOST);
+                req.set_version(Version::HTTP_11);
 
-        if let Err(e) = sanitize_h1_upstream_request(
-            &mut req,
-            peer.options.http_upstream_request_policy,
-            session.req_header().version == Version::HTTP_11,
-        ) {
-            return (false, true, Some(e.into_down()));
-        }
-
-        if session.cache.enabled() {
-            pingora_cache::filters::upstream::request_filter(
-                &mut req,
-                session.cache.maybe_cache_meta(),
-            );
-            session.mark_upstream_headers_mutated_for_cache();
-        }
-
-        match self
-            .inner
-            .upstream_request_filter(session, &mut req, ctx)
-            .await
-        {
-            Ok(_) => { /* continue */ }
-            Err(e) => {
-                return (false, true, Some(e));
-            }
-        }
-
-        // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
-        if authority_policy.is_standard() {
-            if let Err(e) = reconcile_upstream_authority(&mut req) {
-                return (false, true, Some(e.into_in()));
-            }
-            // A filter may delete Host. Restore it for requests that originally carried one or
-            // whose URI or absolute-form target has an authority, without adding a new empty Host
-            // to Host-less HTTP/1.0 origin-form.
-            let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
-            if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
-                if let Err(e) = set_h1_host_from_authority(&mut req) {
-                    return (false, true, Some(e.into_in()));
+                // H2 requires :authority but not Host; most H1 servers expect Host, so synthesize it when
+                // sending an H2 downstream request to an H1 upstream.
+                if session.req_header().version == Version::HTTP_2 {
+                    let result = match authority_policy {
+                        AuthorityPolicy::Standard => set_h1_host_from_authority(&mut req),
+                        AuthorityPolicy::Custom => set_h1_host_from_authority_if_absent(&mut req),
+                    };
+                    if let Err(e) = result {
+                        return (false, true, Some(e.into_down()));
+                    }
                 }
+
+                if let Err(e) = sanitize_h1_upstream_request(
+                    &mut req,
+                    peer.options.http_upstream_request_policy,
+                    session.req_header().version == Version::HTTP_11,
+                ) {
+                    return (false, true, Some(e.into_down()));
+                }
+
+                if session.cache.enabled() {
+                    pingora_cache::filters::upstream::request_filter(
+                        &mut req,
+                        session.cache.maybe_cache_meta(),
+                    );
+                    session.mark_upstream_headers_mutated_for_cache();
+                }
+
+                match self
+                    .inner
+                    .upstream_request_filter(session, &mut req, ctx)
+                    .await
+                {
+                    Ok(_) => { /* continue */ }
+                    Err(e) => {
+                        return (false, true, Some(e));
+                    }
+                }
+
+                // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
+                if authority_policy.is_standard() {
+                    if let Err(e) = reconcile_upstream_authority(&mut req) {
+                        return (false, true, Some(e.into_in()));
+                    }
+                    // A filter may delete Host. Restore it for requests that originally carried one or
+                    // whose URI or absolute-form target has an authority, without adding a new empty Host
+                    // to Host-less HTTP/1.0 origin-form.
+                    let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
+                    if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
+                        if let Err(e) = set_h1_host_from_authority(&mut req) {
+                            return (false, true, Some(e.into_in()));
+                        }
+                    }
+                    if let Err(e) = validate_request_authority(&req) {
+                        // The final filter-produced request is invalid, so classify this as internal.
+                        return (false, true, Some(e.into_in()));
+                    }
+                }
+
+                if let Err(e) = finalize_h1_upstream_request_framing(&mut req, !session.is_body_empty()) {
+                    return (false, true, Some(e));
+                }
+
+                let upgrade_req = is_h1_upgrade_req(&req);
+                session.set_upstream_h1_upgrade_request_status(upgrade_req);
+
+                session.upstream_compression.request_filter(&req);
+
+                debug!("Sending header to upstream {:?}", req);
+
+                (client_session.write_request_header(req).await, upgrade_req)
             }
-            if let Err(e) = validate_request_authority(&req) {
-                // The final filter-produced request is invalid, so classify this as internal.
-                return (false, true, Some(e.into_in()));
-            }
-        }
+        };
 
-        if let Err(e) = finalize_h1_upstream_request_framing(&mut req, !session.is_body_empty()) {
-            return (false, true, Some(e));
-        }
-
-        let upgrade_req = is_h1_upgrade_req(&req);
-        session.set_upstream_h1_upgrade_request_status(upgrade_req);
-
-        session.upstream_compression.request_filter(&req);
-
-        debug!("Sending header to upstream {:?}", req);
-
-        match client_session.write_request_header(req).await {
+        match written {
             // PATCH (failover gateway): record that the header reached the upstream, and arm
             // the first-byte deadline from then.
             Ok(_) => {

@@ -343,6 +343,26 @@ pub trait ProxyHttp {
         async move { Ok(()) }
     }
 
+    /// PATCH (failover gateway, patch 60): the fields to add to a request head forwarded to an
+    /// HTTP/1 upstream as the client sent it, without cloning the head.
+    ///
+    /// Called before [Self::upstream_request_filter] for an HTTP/1.1 request that Pingora's own
+    /// steps leave unchanged (an origin-form target with one `Host`, no hop-by-hop field and,
+    /// with a body, a `Content-Length`; no cache), with `fields` writing after the head's own
+    /// fields. Return `Ok(true)` when the fields written are all the upstream head differs by:
+    /// then `upstream_request_filter` is not called for this attempt. The fields must not be
+    /// in the head already, nor change its framing, `Host` or `Connection`. Return `Ok(false)`
+    /// (the default) to have the head cloned and `upstream_request_filter` called as usual;
+    /// what was written is dropped. An error fails the attempt as that filter's would.
+    fn upstream_request_fields(
+        &self,
+        _session: &Session,
+        _fields: &mut pingora_http::FieldWriter<'_>,
+        _ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Adjust upstream modules before they process the response header.
     ///
     /// This filter is called when the upstream response header arrives, before upstream modules

@@ -67,9 +67,11 @@ pub struct HttpSession {
     /// PATCH (failover gateway): what the session still needs of a final response head that
     /// `read_resp_header_parts` handed over instead of copying.
     handed_over: Option<HandedOver>,
-    /// PATCH (failover gateway): the request head written, kept only while a hedge may need it
-    /// (see `let_request_head_go`); what the response side needs of it is `request_summary`.
-    request_written: Option<Box<RequestHeader>>,
+    /// PATCH (failover gateway): the request head written, as its bytes on the wire (patch 60:
+    /// it was the head itself, serialized again for a hedge), kept only while a hedge may need
+    /// it (see `let_request_head_go`); what the response side needs of the head is
+    /// `request_summary`.
+    request_wire: Option<Bytes>,
     request_summary: Option<RequestSummary>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -137,7 +139,7 @@ impl HttpSession {
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
             handed_over: None,
-            request_written: None,
+            request_wire: None,
             request_summary: None,
             read_timeout: None,
             first_byte: None,
@@ -169,15 +171,30 @@ impl HttpSession {
     /// sending request body if any.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
         // TODO: make sure this can only be called once
-        // init body writer
-        self.init_req_body_writer(&req);
-
         let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
             Error::explain(
                 InvalidHTTPHeader,
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
             )
         })?;
+        self.begin_request(&req);
+        drop(req);
+        self.write_request_wire(to_wire).await
+    }
+
+    /// PATCH (failover gateway, patch 60): prepares the session for the request `head`: its
+    /// body's framing and what the response side needs of it. Then
+    /// [`Self::write_request_wire`] writes the head's bytes, which must be `head` on the wire
+    /// (with fields added, if any, that change neither its framing nor `Connection`).
+    pub fn begin_request(&mut self, head: &RequestHeader) {
+        // init body writer
+        self.init_req_body_writer(head);
+        self.request_summary = Some(RequestSummary::of(head));
+    }
+
+    /// PATCH (failover gateway, patch 60): writes a request head's bytes (see
+    /// [`Self::begin_request`]) and keeps them while a hedge may need them.
+    pub async fn write_request_wire(&mut self, to_wire: BytesMut) -> Result<usize> {
         trace!("Writing request header: {to_wire:?}");
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
@@ -201,14 +218,13 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
-        self.request_summary = Some(RequestSummary::of(&req));
-        self.request_written = Some(req);
+        let len = to_wire.len();
         // PATCH (failover gateway): a request with a body (never hedged: hedges are for requests
         // without one) does not keep its head while the body streams.
-        if !self.body_writer.finished() {
-            self.let_request_head_go();
+        if self.body_writer.finished() {
+            self.request_wire = Some(to_wire.freeze());
         }
-        Ok(to_wire.len())
+        Ok(len)
     }
 
     async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
@@ -562,11 +578,7 @@ impl HttpSession {
     // result is what the original's read would have given (bytes now in the head buffer), or
     // `None` when the read timeout passed first.
     async fn race_hedge(&mut self, hedge: Arc<dyn Hedge>) -> Option<std::io::Result<usize>> {
-        let wire = self
-            .request_written
-            .as_deref()
-            .and_then(http_req_header_to_wire)
-            .map(|w| w.freeze());
+        let wire = self.request_wire.clone();
         let hedged = async move {
             let wire = wire?;
             let mut stream = hedge.connect().await?;
@@ -659,7 +671,7 @@ impl HttpSession {
     /// PATCH (failover gateway): drops the request head written (`request_summary` keeps what
     /// the response side needs of it). A hedge needs the head and is not raced without it.
     fn let_request_head_go(&mut self) {
-        self.request_written = None;
+        self.request_wire = None;
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read (and not handed
@@ -1158,6 +1170,16 @@ pub(crate) fn request_target_has_forbidden_byte(path: &[u8]) -> bool {
 // TODO: change it to to_buf
 #[inline]
 pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
+    let mut buf = http_req_header_to_wire_open(req)?;
+    buf.put_slice(CRLF);
+    Some(buf)
+}
+
+/// PATCH (failover gateway, patch 60): `req`'s request line and fields on the wire, without the
+/// blank line that ends the head: fields can be added after them
+/// ([`pingora_http::FieldWriter`]) before [`close_request_wire`].
+#[inline]
+pub fn http_req_header_to_wire_open(req: &RequestHeader) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(512);
 
     // Request-Line
@@ -1186,8 +1208,13 @@ pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
 
     // headers
     req.header_to_h1_wire(&mut buf);
-    buf.put_slice(CRLF);
     Some(buf)
+}
+
+/// PATCH (failover gateway, patch 60): ends a head opened by [`http_req_header_to_wire_open`].
+#[inline]
+pub fn close_request_wire(buf: &mut BytesMut) {
+    buf.put_slice(CRLF);
 }
 
 impl UniqueID for HttpSession {
