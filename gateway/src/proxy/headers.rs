@@ -447,8 +447,8 @@ mod tests {
         let mut ways = Vec::new();
         for ip in [
             None,
-            Some("10.1.2.3".parse().unwrap()),
-            Some("2001:db8::7".parse().unwrap()),
+            Some("10.1.2.3".parse().expect("address")),
+            Some("2001:db8::7".parse().expect("address")),
         ] {
             for tls in [false, true] {
                 for with_id in [false, true] {
@@ -490,7 +490,7 @@ mod tests {
         let trace =
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let how = Forwarding {
-            client_ip: Some("10.1.2.3".parse().unwrap()),
+            client_ip: Some("10.1.2.3".parse().expect("address")),
             trusted: true,
             upgrade: false,
             tls: false,
