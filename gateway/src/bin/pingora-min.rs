@@ -96,30 +96,27 @@ impl ProxyHttp for MinProxy {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         let id = HeaderValue::from_maybe_shared(Bytes::from(format!("{n:016x}")))
             .expect("hex digits are a valid header value");
-        fields.push(
-            &X_REQUEST_ID,
-            X_REQUEST_ID.as_str().as_bytes(),
-            id.as_bytes(),
-        )?;
+        fields.push(&X_REQUEST_ID, X_REQUEST_ID.as_str().as_bytes(), &id)?;
         *ctx = Some(id);
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = ip.ip().to_string();
-            fields.push(
+            fields.push_bytes(
                 &X_FORWARDED_FOR,
                 X_FORWARDED_FOR.as_str().as_bytes(),
                 ip.as_bytes(),
             )?;
         }
+        let proto = HeaderValue::from_static("http");
         fields.push(
             &X_FORWARDED_PROTO,
             X_FORWARDED_PROTO.as_str().as_bytes(),
-            b"http",
+            &proto,
         )?;
         if let Some(host) = headers.get(HOST) {
             fields.push(
                 &X_FORWARDED_HOST,
                 X_FORWARDED_HOST.as_str().as_bytes(),
-                host.as_bytes(),
+                host,
             )?;
         }
         Ok(true)

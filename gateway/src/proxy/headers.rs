@@ -149,26 +149,22 @@ pub(crate) fn forward_fields(
     let Some(host) = downstream.headers.get(header::HOST) else {
         return Ok(false);
     };
-    fields.push(
-        &X_FORWARDED_HOST.name,
-        &X_FORWARDED_HOST.wire,
-        host.as_bytes(),
-    )?;
+    fields.push(&X_FORWARDED_HOST.name, &X_FORWARDED_HOST.wire, host)?;
     if let Some(ip) = how.client_ip {
         let mut text = [0u8; 48];
         let ip = ip_text(ip, &mut text);
-        fields.push(&X_FORWARDED_FOR.name, &X_FORWARDED_FOR.wire, ip)?;
+        fields.push_bytes(&X_FORWARDED_FOR.name, &X_FORWARDED_FOR.wire, ip)?;
     }
-    let proto: &[u8] = if how.tls { b"https" } else { b"http" };
-    fields.push(&X_FORWARDED_PROTO.name, &X_FORWARDED_PROTO.wire, proto)?;
+    let proto = HeaderValue::from_static(if how.tls { "https" } else { "http" });
+    fields.push(&X_FORWARDED_PROTO.name, &X_FORWARDED_PROTO.wire, &proto)?;
     if let Some((name, spelling, id)) = how.request_id {
-        fields.push(name, spelling, id.as_bytes())?;
+        fields.push(name, spelling, id)?;
     }
     if let Some(left) = &how.grpc_timeout {
-        fields.push(&GRPC_TIMEOUT.name, &GRPC_TIMEOUT.wire, left.as_bytes())?;
+        fields.push(&GRPC_TIMEOUT.name, &GRPC_TIMEOUT.wire, left)?;
     }
     if let Some((value, _)) = how.trace {
-        fields.push(&TRACEPARENT.name, &TRACEPARENT.wire, value.as_bytes())?;
+        fields.push(&TRACEPARENT.name, &TRACEPARENT.wire, value)?;
     }
     Ok(true)
 }
