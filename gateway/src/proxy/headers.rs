@@ -33,6 +33,14 @@ const FORWARDING: [&str; 5] = [
     "x-forwarded-port",
 ];
 
+/// Fields [`forward`] sets or removes besides the forwarding and hop-by-hop ones.
+const ADDED: [&str; 4] = [
+    "x-forwarded-proto",
+    "grpc-timeout",
+    "traceparent",
+    "tracestate",
+];
+
 /// A field the gateway adds to what it forwards: its name, validated once, and its spelling on
 /// the wire (lowercase, as written before: `insert_header` with a `&str` kept that spelling).
 pub(crate) struct AddedField {
@@ -130,18 +138,20 @@ pub(crate) fn forward_fields(
     fields: &mut FieldWriter<'_>,
     how: &Forwarding<'_>,
 ) -> Result<bool> {
-    const ADDED: [&str; 4] = [
-        "x-forwarded-proto",
-        "grpc-timeout",
-        "traceparent",
-        "tracestate",
-    ];
     let request_id = how.request_id.map(|(name, _, _)| name);
     let touched = |k: &HeaderName| {
-        FORWARDING.contains(&k.as_str())
-            || HOP_BY_HOP.contains(&k.as_str())
-            || ADDED.contains(&k.as_str())
-            || request_id == Some(k)
+        let listed = if k.standard_index().is_some() {
+            // The listed names the `http` crate knows, compared as such, not as text.
+            *k == header::CONNECTION
+                || *k == header::PROXY_AUTHORIZATION
+                || *k == header::TE
+                || *k == header::UPGRADE
+                || *k == header::FORWARDED
+        } else {
+            let name = k.as_str();
+            FORWARDING.contains(&name) || HOP_BY_HOP.contains(&name) || ADDED.contains(&name)
+        };
+        listed || request_id == Some(k)
     };
     if how.upgrade || downstream.headers.keys().any(touched) {
         return Ok(false);
@@ -494,21 +504,15 @@ mod tests {
             grpc_timeout: None,
             trace: Some((&trace, true)),
         };
-        for field in [
+        let listed = FORWARDING.iter().chain(&HOP_BY_HOP).chain(&ADDED);
+        let spelled = [
             "X-Forwarded-For",
-            "forwarded",
             "X-Real-IP",
-            "x-forwarded-host",
-            "X-Forwarded-Port",
-            "X-Forwarded-Proto",
-            "X-Request-Id",
-            "traceparent",
-            "tracestate",
-            "grpc-timeout",
             "Connection",
             "TE",
-            "Proxy-Authorization",
-        ] {
+            "X-Request-Id",
+        ];
+        for field in listed.chain(&spelled) {
             let down = head(&[("Host", "a"), (field, "x")]);
             assert_eq!(both_ways(&down, &how).1, None, "{field}");
         }
