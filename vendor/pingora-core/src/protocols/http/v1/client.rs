@@ -221,9 +221,7 @@ impl HttpSession {
         let len = to_wire.len();
         // PATCH (failover gateway): a request with a body (never hedged: hedges are for requests
         // without one) does not keep its head while the body streams.
-        if self.body_writer.finished() {
-            self.request_wire = Some(to_wire.freeze());
-        }
+        self.request_wire = self.body_writer.finished().then(|| to_wire.freeze());
         Ok(len)
     }
 
