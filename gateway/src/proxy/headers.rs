@@ -396,6 +396,9 @@ fn connection_tokens(headers: &http::HeaderMap) -> Vec<HeaderName> {
 mod tests {
     use super::*;
 
+    /// A `traceparent` the gateway started.
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
     /// The head [`forward`] makes, and what [`forward_fields`] writes (`None` when it declines),
     /// on the wire.
     fn both_ways(down: &RequestHeader, how: &Forwarding<'_>) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -429,8 +432,7 @@ mod tests {
         let id_name = HeaderName::from_static("x-request-id");
         let id_spelling = Bytes::from_static(b"X-Request-Id");
         let id = HeaderValue::from_static("0af7651916cd43dd8448eb211c80319c");
-        let trace =
-            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let trace = HeaderValue::from_static(TRACE);
         let heads = [
             head(&[("host", "app.example")]),
             head(&[
@@ -493,8 +495,7 @@ mod tests {
         let id_name = HeaderName::from_static("x-request-id");
         let id_spelling = Bytes::from_static(b"x-request-id");
         let id = HeaderValue::from_static("abc");
-        let trace =
-            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let trace = HeaderValue::from_static(TRACE);
         let how = Forwarding {
             client_ip: Some("10.1.2.3".parse().expect("address")),
             trusted: true,
